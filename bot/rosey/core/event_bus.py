@@ -1,0 +1,372 @@
+"""EventBus: Rosey's typed view of a NATS connection.
+
+Everything that crosses the bus is an :class:`~bot.rosey.core.events.Event`. Handlers are
+``async def handler(event)``; a malformed message is logged and counted, and an exception in a
+handler is logged and counted, neither ever stops a subscription. The connection reconnects by
+itself when the server goes away and comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from bot.rosey.core.events import Event
+from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
+
+__all__ = [
+    "DEFAULT_NATS_URL",
+    "BusStats",
+    "EventBus",
+    "Handler",
+    "Subscription",
+    "get_event_bus",
+    "initialize_event_bus",
+    "shutdown_event_bus",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NATS_URL = "nats://localhost:4222"
+
+Handler = Callable[[Event], Awaitable[None]]
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+@dataclass
+class BusStats:
+    """Counters of what went wrong on one connection; read them, never reset them."""
+
+    malformed: int = 0
+    handler_errors: int = 0
+    permission_violations: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+class Subscription:
+    """A live subscription; ``await unsubscribe()`` really stops delivery."""
+
+    def __init__(self, subject: str, queue: str | None, nats_sub: NatsSubscription) -> None:
+        self.subject = subject
+        self.queue = queue
+        self._sub = nats_sub
+        self._active = True
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    async def unsubscribe(self) -> None:
+        if not self._active:
+            return
+        self._active = False
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.ConnectionClosedError:
+            pass  # closing the connection already dropped it
+        except nats.errors.BadSubscriptionError:
+            pass  # the server or a drain removed it first
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.subject!r}, queue={self.queue!r}, active={self._active})"
+
+
+class EventBus:
+    """One NATS connection carrying Rosey events.
+
+    ``servers``, ``token`` and ``name`` are the seed's arguments; ``user``/``password`` select a
+    per-user identity on servers with authorization, and ``inbox_prefix`` must match the
+    identity's subscribe permissions when it is restricted.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str] | str | None = None,
+        token: str | None = None,
+        name: str | None = None,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        inbox_prefix: str | None = None,
+        connect_timeout: float = 5.0,
+        reconnect_wait: float = 0.25,
+        error_callback: ErrorCallback | None = None,
+    ) -> None:
+        if servers is None:
+            servers = [os.getenv("NATS_URL", DEFAULT_NATS_URL)]
+        elif isinstance(servers, str):
+            servers = [servers]
+        self.servers = list(servers)
+        self.name = name
+        self.stats = BusStats()
+        self._token = token
+        self._user = user
+        self._password = password
+        self._inbox_prefix = inbox_prefix
+        self._connect_timeout = connect_timeout
+        self._reconnect_wait = reconnect_wait
+        self._error_callback = error_callback
+        self._nc: Client | None = None
+        self._subscriptions: list[Subscription] = []
+
+    # ---------------------------------------------------------------- connection
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def client(self) -> Client:
+        """The underlying nats-py client (for what the bus does not wrap, e.g. JetStream)."""
+        if self._nc is None:
+            raise BusNotConnected("the event bus is not connected; call connect() first")
+        return self._nc
+
+    async def connect(self) -> None:
+        """Connect, giving up with :class:`BusNotConnected` after ``connect_timeout`` seconds.
+
+        Once connected, the client reconnects forever: a server restart is an outage to ride
+        out, not a reason to die.
+        """
+        if self._nc is not None:
+            return
+        options: dict[str, Any] = {
+            "servers": self.servers,
+            "name": self.name,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": self._reconnect_wait,
+            "connect_timeout": max(1, int(self._connect_timeout)),
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if self._token:
+            options["token"] = self._token
+        if self._user:
+            options["user"] = self._user
+            options["password"] = self._password or ""
+        if self._inbox_prefix:
+            options["inbox_prefix"] = self._inbox_prefix
+        nc = Client()
+        try:
+            # With unlimited reconnects nats-py retries the first connection forever too, so the
+            # deadline lives here.
+            await asyncio.wait_for(nc.connect(**options), timeout=self._connect_timeout)
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            await _close_quietly(nc)
+            reason = self.stats.last_error or str(exc) or type(exc).__name__
+            raise BusNotConnected(
+                f"could not connect to NATS at {', '.join(_redact(s) for s in self.servers)} "
+                f"within {self._connect_timeout:g}s: {reason}"
+            ) from exc
+        self._nc = nc
+        logger.debug("connected to NATS at %s as %s", _redact(str(nc.connected_url)), self.name)
+
+    async def disconnect(self) -> None:
+        """Drain subscriptions and pending publishes, then close. Safe to call twice."""
+        nc, self._nc = self._nc, None
+        self._subscriptions.clear()
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await nc.drain()
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            logger.debug("drain failed (%s); closing", exc)
+            await _close_quietly(nc)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Round-trip to the server: everything sent before has been processed by it."""
+        try:
+            await self.client.flush(timeout=timeout)
+        except nats.errors.TimeoutError as exc:
+            raise RequestTimeout(f"NATS flush did not complete within {timeout:g}s") from exc
+
+    async def __aenter__(self) -> EventBus:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+    # ---------------------------------------------------------------- publishing
+
+    async def publish(
+        self,
+        subject: str,
+        data: dict[str, Any] | None = None,
+        source: str = "unknown",
+        correlation_id: str | None = None,
+        *,
+        event_type: str | None = None,
+        reply: str | None = None,
+    ) -> Event:
+        """Wrap ``data`` in an event, publish it on ``subject``, and return the event."""
+        event = Event(
+            subject=subject,
+            data=data if data is not None else {},
+            source=source,
+            event_type=event_type or "",
+            correlation_id=correlation_id,
+        )
+        await self.publish_event(event, reply=reply)
+        return event
+
+    async def publish_event(self, event: Event, *, reply: str | None = None) -> None:
+        """Publish an already-built event on ``event.subject``."""
+        await self._publish_raw(event.subject, event.to_bytes(), reply)
+
+    async def respond(self, request: Event, event: Event) -> None:
+        """Answer ``request`` (which arrived with a reply subject) with ``event``."""
+        if not request.reply:
+            raise ValueError(f"event on {request.subject!r} carries no reply subject")
+        await self._publish_raw(request.reply, event.to_bytes(), None)
+
+    async def _publish_raw(self, subject: str, payload: bytes, reply: str | None) -> None:
+        try:
+            await self.client.publish(subject, payload, reply=reply or "")
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusNotConnected(f"cannot publish to {subject!r}: the connection is closed") from exc
+
+    async def request(
+        self,
+        subject: str,
+        data: dict[str, Any] | None = None,
+        source: str = "unknown",
+        correlation_id: str | None = None,
+        *,
+        timeout: float = 5.0,
+        event_type: str | None = None,
+    ) -> Event:
+        """Publish an event and wait for one reply event.
+
+        Raises :class:`NoResponders` at once when nobody listens on ``subject`` and
+        :class:`RequestTimeout` when nobody answers within ``timeout`` seconds.
+        """
+        event = Event(
+            subject=subject,
+            data=data if data is not None else {},
+            source=source,
+            event_type=event_type or "",
+            correlation_id=correlation_id,
+        )
+        try:
+            msg = await self.client.request(subject, event.to_bytes(), timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise NoResponders(f"nobody is subscribed to {subject!r}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from exc
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusNotConnected(f"cannot request {subject!r}: the connection is closed") from exc
+        return Event.from_bytes(msg.data, msg.subject)
+
+    # ---------------------------------------------------------------- subscribing
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str | None = None) -> Subscription:
+        """Deliver every event on ``subject`` to ``handler``, one at a time, in order.
+
+        A handler that must not hold up the next message should start a task itself.
+        """
+
+        async def deliver(msg: Msg) -> None:
+            try:
+                event = Event.from_bytes(msg.data, msg.subject, msg.reply)
+            except MalformedEvent as exc:
+                self.stats.malformed += 1
+                logger.warning("dropped malformed message on %s: %s", msg.subject, exc)
+                return
+            try:
+                await handler(event)
+            except Exception:
+                self.stats.handler_errors += 1
+                logger.exception("handler for %s failed on event %s", subject, event.id)
+
+        try:
+            nats_sub = await self.client.subscribe(subject, queue=queue or "", cb=deliver)
+        except nats.errors.ConnectionClosedError as exc:
+            raise BusNotConnected(f"cannot subscribe to {subject!r}: the connection is closed") from exc
+        subscription = Subscription(subject, queue, nats_sub)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    # ---------------------------------------------------------------- callbacks
+
+    async def _on_error(self, exc: Exception) -> None:
+        text = str(exc) or type(exc).__name__
+        self.stats.last_error = text
+        if "permissions violation" in text.lower():
+            self.stats.permission_violations += 1
+            logger.warning("NATS denied %s: %s", self.name or "this connection", text)
+        else:
+            logger.debug("NATS error on %s: %s", self.name, text)
+        if self._error_callback is not None:
+            await self._error_callback(exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:
+            logger.info("%s disconnected from NATS; reconnecting", self.name or "event bus")
+
+    async def _on_reconnected(self) -> None:
+        self.stats.reconnects += 1
+        logger.info("%s reconnected to NATS", self.name or "event bus")
+
+
+def _redact(url: str) -> str:
+    """Hide credentials embedded in a server URL before it reaches a log or an error."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def _close_quietly(nc: Client) -> None:
+    try:
+        await nc.close()
+    except Exception as exc:  # closing a half-open client may fail in many ways; none matter
+        logger.debug("closing NATS client failed: %s", exc)
+
+
+# -------------------------------------------------------------------- module-level bus
+
+_bus: EventBus | None = None
+
+
+async def initialize_event_bus(
+    servers: Sequence[str] | str | None = None,
+    token: str | None = None,
+    name: str = "rosey-core",
+) -> EventBus:
+    """Connect the process-wide bus (``NATS_URL``/``NATS_TOKEN`` by default) and return it."""
+    global _bus
+    if _bus is not None and _bus.is_connected:
+        return _bus
+    bus = EventBus(servers, token=token or os.getenv("NATS_TOKEN") or None, name=name)
+    await bus.connect()
+    _bus = bus
+    return bus
+
+
+def get_event_bus() -> EventBus:
+    """The bus set up by :func:`initialize_event_bus`."""
+    if _bus is None:
+        raise BusNotConnected("initialize_event_bus() has not been called")
+    return _bus
+
+
+async def shutdown_event_bus() -> None:
+    """Disconnect the process-wide bus, if any."""
+    global _bus
+    bus, _bus = _bus, None
+    if bus is not None:
+        await bus.disconnect()

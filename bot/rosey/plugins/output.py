@@ -1,0 +1,109 @@
+"""Continuous capture of a plugin's stdout and stderr into bounded buffers.
+
+The pipes are read by the event loop as data arrives, so a plugin that prints a lot never
+blocks on a full pipe, and the host never holds more than ``max_lines`` lines per plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+__all__ = ["OutputBuffer", "OutputLine", "capture_pipe", "log_lines_to"]
+
+MAX_LINE_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    timestamp: float
+    stream: str  # "stdout" or "stderr"
+    text: str
+
+
+LineCallback = Callable[[OutputLine], None]
+
+
+class OutputBuffer:
+    """The last ``max_lines`` lines a plugin wrote, per stream and interleaved."""
+
+    def __init__(self, max_lines: int = 1000) -> None:
+        self.max_lines = max_lines
+        self.lines: deque[OutputLine] = deque(maxlen=max_lines)
+        self.by_stream: dict[str, deque[str]] = {
+            "stdout": deque(maxlen=max_lines),
+            "stderr": deque(maxlen=max_lines),
+        }
+        self.total_bytes = 0
+        self.total_lines = 0
+        self._listeners: list[LineCallback] = []
+
+    def add_listener(self, callback: LineCallback) -> Callable[[], None]:
+        """Call ``callback`` for every new line; returns a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def append(self, stream: str, text: str) -> None:
+        line = OutputLine(time.time(), stream, text)
+        self.lines.append(line)
+        self.by_stream[stream].append(text)
+        self.total_lines += 1
+        for listener in list(self._listeners):
+            listener(line)
+
+    def tail(self, stream: str, count: int) -> list[str]:
+        buffered = self.by_stream[stream]
+        count = max(0, min(count, len(buffered)))
+        return list(buffered)[len(buffered) - count :]
+
+
+class _LineProtocol(asyncio.Protocol):
+    def __init__(self, buffer: OutputBuffer, stream: str, closed: asyncio.Future[None]) -> None:
+        self._buffer = buffer
+        self._stream = stream
+        self._partial = b""
+        self._closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.total_bytes += len(data)
+        chunk = self._partial + data
+        *complete, self._partial = chunk.split(b"\n")
+        for raw in complete:
+            self._emit(raw)
+        if len(self._partial) > MAX_LINE_BYTES:  # a line without end: cut it, don't hoard it
+            self._emit(self._partial)
+            self._partial = b""
+
+    def _emit(self, raw: bytes) -> None:
+        if len(raw) > MAX_LINE_BYTES:
+            raw = raw[:MAX_LINE_BYTES] + b"...[truncated]"
+        self._buffer.append(self._stream, raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = b""
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def capture_pipe(pipe: IO[Any], buffer: OutputBuffer, stream: str) -> asyncio.Future[None]:
+    """Start reading ``pipe`` into ``buffer``; the returned future resolves at end of file."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    await loop.connect_read_pipe(lambda: _LineProtocol(buffer, stream, closed), pipe)
+    return closed
+
+
+def log_lines_to(logger: logging.Logger, plugin_name: str) -> LineCallback:
+    """A listener that forwards each line to ``logger``, prefixed with the plugin's name."""
+
+    def forward(line: OutputLine) -> None:
+        logger.info("[%s] %s", plugin_name, line.text)
+
+    return forward

@@ -1,0 +1,382 @@
+"""
+Plugin interface base class
+All plugins inherit from PluginInterface
+
+This is the only module a plugin needs (plus ``bot.rosey.core.events`` for the ``Event`` type).
+It keeps the seed's API and lifecycle and fixes its sketch: readiness is signalled, not slept
+on; shutdown is immediate on SIGTERM; commands run concurrently (bounded by
+``max_concurrency``); a command that arrived as a NATS request gets its result as the reply too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
+from bot.rosey.core.events import Event
+from bot.rosey.core.subjects import Subjects, validate_plugin_name
+from bot.rosey.plugins.readiness import notify_ready
+
+__all__ = ["PluginInterface", "run_plugin"]
+
+logger = logging.getLogger(__name__)
+
+# Set when run_plugin() is called, so the launcher knows the plugin file ran its own main.
+_run_plugin_called = False
+
+
+class PluginInterface(ABC):
+    """
+    Base class for all Rosey plugins
+
+    Plugins run in separate processes and communicate via NATS.
+
+    Minimal example:
+
+        class MyPlugin(PluginInterface):
+            @property
+            def plugin_name(self) -> str:
+                return "myplugin"
+
+            async def handle_command(self, event: Event):
+                command_data = event.data
+                result = {"message": "Command executed!"}
+                await self.publish_result(result, event.correlation_id)
+
+    Full lifecycle:
+        1. Plugin process starts
+        2. __init__ called (setup state)
+        3. connect() called (connect to NATS)
+        4. on_start() called (plugin initialization)
+        5. run() called (event loop, blocking until SIGTERM/SIGINT or stop())
+        6. on_stop() called on shutdown
+        7. disconnect() called
+
+    Concurrency: up to ``max_concurrency`` commands are handled at once (default 100); set it
+    to 1 on your class for strictly serial handling.
+    """
+
+    #: How many commands may run at once in this plugin; 1 means one after another.
+    max_concurrency: int = 100
+
+    def __init__(self, nats_url: str | None = None, nats_token: str | None = None):
+        """
+        Initialize plugin
+
+        Args:
+            nats_url: NATS server URL (default: $NATS_URL, then nats://localhost:4222)
+            nats_token: NATS auth token (default: $NATS_TOKEN)
+        """
+        self.nats_url = nats_url or os.getenv("NATS_URL", DEFAULT_NATS_URL)
+        self.nats_token = nats_token or os.getenv("NATS_TOKEN") or None
+        # Per-plugin identity on a server with authorization (set by the runner).
+        self.nats_user = os.getenv("NATS_USER") or None
+        self.nats_password = os.getenv("NATS_PASSWORD") or None
+
+        self.event_bus: EventBus | None = None
+        self._running = False
+        self._stop_requested: asyncio.Event | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._reply_to: dict[str, str] = {}
+
+    # ========== Abstract Methods (Plugin Author Implements) ==========
+
+    @property
+    @abstractmethod
+    def plugin_name(self) -> str:
+        """
+        Plugin identifier (used in NATS subjects)
+
+        Must be lowercase, alphanumeric + underscores only.
+        Examples: 'trivia', 'markov', 'calendar_manager'
+        """
+
+    @abstractmethod
+    async def handle_command(self, event: Event) -> None:
+        """
+        Handle command execution
+
+        Called when command arrives on: rosey.commands.{plugin_name}.execute
+
+        ``event.data`` holds ``args`` (list of str), ``user`` and ``channel`` when the command
+        came from chat. Call ``self.publish_result()`` with the response, or
+        ``self.publish_error()``; an exception raised here is published as an error for you.
+        """
+
+    # ========== Optional Lifecycle Hooks ==========
+
+    async def on_start(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called after the NATS connection is established, before the plugin reports ready."""
+
+    async def on_stop(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called before shutdown, after in-flight commands finished (or were given up on)."""
+
+    async def on_event(self, event: Event) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Called for any non-command event the plugin subscribed to with subscribe_to_events()."""
+
+    # ========== NATS Connection Management ==========
+
+    async def connect(self) -> None:
+        """
+        Connect to NATS event bus
+
+        Called automatically by run(). Plugin authors don't need to call this.
+        """
+        name = validate_plugin_name(self.plugin_name)
+        logger.debug("Plugin '%s' connecting to NATS", name)
+        self.event_bus = EventBus(
+            servers=[self.nats_url],
+            token=self.nats_token,
+            name=f"plugin-{name}",
+            user=self.nats_user,
+            password=self.nats_password,
+            inbox_prefix=f"_INBOX.{self.nats_user}" if self.nats_user else None,
+        )
+        await self.event_bus.connect()
+
+        command_subject = Subjects.plugin_command(name, "execute")
+        # The queue group makes an overlapping restart answer each command once, not twice.
+        await self.event_bus.subscribe(command_subject, self._handle_command_wrapper, queue=f"plugin-{name}")
+        await self.event_bus.flush()
+        logger.debug("Plugin '%s' connected and subscribed to %s", name, command_subject)
+
+    async def disconnect(self) -> None:
+        """Disconnect from NATS"""
+        if self.event_bus:
+            await self.event_bus.disconnect()
+            logger.debug("Plugin '%s' disconnected", self.plugin_name)
+
+    # ========== Command Handling (Internal) ==========
+
+    async def _handle_command_wrapper(self, event: Event) -> None:
+        """Start the command in its own task, so a slow command does not hold up the next one."""
+        if event.reply and event.correlation_id:
+            self._reply_to[event.correlation_id] = event.reply
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, int(self.max_concurrency)))
+        await self._slots.acquire()  # back-pressure: stop reading commands when all slots are busy
+        task = asyncio.create_task(self._run_command(event))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _run_command(self, event: Event) -> None:
+        """
+        Internal wrapper for command handling
+
+        Adds error handling and logging around plugin's handle_command()
+        """
+        try:
+            logger.debug("Plugin '%s' received command %s", self.plugin_name, event.correlation_id)
+            await self.handle_command(event)
+        except Exception as e:
+            logger.error("Plugin '%s' command error: %s", self.plugin_name, e, exc_info=True)
+            with contextlib.suppress(Exception):
+                await self.publish_error(str(e) or type(e).__name__, event.correlation_id)
+        finally:
+            if event.correlation_id:
+                self._reply_to.pop(event.correlation_id, None)
+            if self._slots is not None:
+                self._slots.release()
+
+    # ========== Publishing Methods (For Plugin Authors) ==========
+
+    async def publish_result(
+        self,
+        data: dict[str, Any],
+        correlation_id: str | None = None,
+        response_channel: dict[str, Any] | None = None,
+    ) -> None:
+        """
+        Publish command result
+
+        Publishes to: rosey.commands.{plugin_name}.result (and answers the request, if the
+        command was sent as one).
+
+        Args:
+            data: Result data (must contain 'message' or 'text' for chat response)
+            correlation_id: Links response to request
+            response_channel: Override response destination
+        """
+        payload = {**data, "correlation_id": correlation_id}
+        if response_channel:
+            payload["response_channel"] = response_channel
+        await self._publish_answer("result", payload, correlation_id)
+
+    async def publish_error(self, error_message: str, correlation_id: str | None = None) -> None:
+        """
+        Publish error
+
+        Publishes to: rosey.commands.{plugin_name}.error
+
+        Args:
+            error_message: Error description
+            correlation_id: Links to original request
+        """
+        await self._publish_answer("error", {"error": error_message}, correlation_id)
+        logger.warning("Plugin '%s' published error: %s", self.plugin_name, error_message)
+
+    async def _publish_answer(self, action: str, payload: dict[str, Any], correlation_id: str | None) -> None:
+        bus = self._bus()
+        event = Event(
+            subject=Subjects.plugin_command(self.plugin_name, action),
+            data=payload,
+            source=f"plugin-{self.plugin_name}",
+            correlation_id=correlation_id,
+        )
+        await bus.publish_event(event)
+        reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
+        if reply:
+            await bus.publish_event(dataclasses.replace(event, subject=reply))
+
+    async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:
+        """
+        Publish plugin-specific event
+
+        Publishes to: rosey.plugins.{plugin_name}.{event_name}
+        """
+        await self._bus().publish(
+            Subjects.plugin_event(self.plugin_name, event_name),
+            data=data,
+            source=f"plugin-{self.plugin_name}",
+        )
+
+    # ========== Subscription Helpers ==========
+
+    async def subscribe_to_events(self, event_types: list[str] | None = None) -> None:
+        """
+        Subscribe to normalized events
+
+        Args:
+            event_types: Specific event types (e.g., ['message', 'user_join'])
+                        If None, subscribes to all events
+
+        Events will be delivered to self.on_event()
+        """
+        bus = self._bus()
+        subjects = [Subjects.event(t) for t in event_types] if event_types else [Subjects.EVENTS_ALL]
+        for subject in subjects:
+            await bus.subscribe(subject, self.on_event)
+            logger.debug("Plugin '%s' subscribed to %s", self.plugin_name, subject)
+        await bus.flush()
+
+    def _bus(self) -> EventBus:
+        if self.event_bus is None:
+            raise RuntimeError(f"plugin '{self.plugin_name}' is not connected; run() connects it")
+        return self.event_bus
+
+    # ========== Main Run Loop ==========
+
+    async def run(self) -> None:
+        """
+        Main plugin loop (blocking)
+
+        Called by plugin runner. Handles full lifecycle:
+        1. Connect to NATS
+        2. Call on_start()
+        3. Report ready and keep serving until stop() or SIGTERM/SIGINT
+        4. Call on_stop()
+        5. Disconnect
+
+        A failure in connect() or on_start() is re-raised, so the process exits non-zero and
+        its runner reports the error instead of a silent exit.
+        """
+        self._stop_requested = asyncio.Event()
+        self._install_signal_handlers()
+        try:
+            await self.connect()
+            await self.on_start()
+            await self.publish_event(
+                "started", {"plugin_name": self.plugin_name, "timestamp": asyncio.get_running_loop().time()}
+            )
+            self._running = True
+            notify_ready()
+            logger.info("Plugin '%s' running (pid %d)", self.plugin_name, os.getpid())
+            await self._stop_requested.wait()
+        except KeyboardInterrupt:
+            logger.info("Plugin '%s' received interrupt", self.plugin_name)
+        except Exception as e:
+            logger.error("Plugin '%s' fatal error: %s", self.plugin_name, e, exc_info=True)
+            if self.event_bus is not None and self.event_bus.is_connected:
+                with contextlib.suppress(Exception):
+                    await self.publish_event("error", {"error": str(e)})
+            raise
+        finally:
+            self._running = False
+            await self._shutdown()
+
+    async def _shutdown(self, grace: float = 3.0) -> None:
+        logger.debug("Plugin '%s' stopping", self.plugin_name)
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+        try:
+            await self.on_stop()
+        finally:
+            if self.event_bus is not None and self.event_bus.is_connected:
+                with contextlib.suppress(Exception):
+                    await self.publish_event("stopped", {"plugin_name": self.plugin_name})
+            await self.disconnect()
+
+    def stop(self) -> None:
+        """
+        Stop plugin
+
+        Called externally (e.g., by plugin manager) to trigger shutdown
+        """
+        logger.debug("Plugin '%s' stop requested", self.plugin_name)
+        self._running = False
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+
+
+# ========== Plugin Entry Point Helper ==========
+
+
+def run_plugin(plugin_class: type[PluginInterface], **kwargs: Any) -> None:
+    """
+    Entry point helper for plugin scripts
+
+    Usage in plugin file:
+        if __name__ == "__main__":
+            run_plugin(MyPlugin)
+
+    Exits 0 after a clean stop and 1 when the plugin fails (the traceback goes to stderr,
+    where the runner keeps it for ``rosey logs`` and start-up errors).
+    """
+    global _run_plugin_called
+    _run_plugin_called = True
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.getenv("ROSEY_PLUGIN_LOG_LEVEL", "INFO").upper(),
+            format=f"%(asctime)s - {plugin_class.__name__} - %(levelname)s - %(message)s",
+        )
+
+    plugin = plugin_class(**kwargs)
+    try:
+        asyncio.run(plugin.run())
+    except KeyboardInterrupt:
+        logger.info("Plugin %s interrupted", plugin.plugin_name)
+        sys.exit(0)
+    except Exception as e:
+        logger.error("Plugin %s failed: %s", plugin.plugin_name, e)
+        sys.exit(1)

@@ -1,0 +1,358 @@
+"""
+Plugin process runner
+Manages one plugin as a child process: start until ready, output, stats, stop.
+
+``start()`` returns once the plugin says it is connected and subscribed (a readiness pipe, not
+a sleep) and raises :class:`PluginStartError` with the plugin's stderr if it dies first.
+Output is read continuously into bounded buffers; exit is seen through a pidfd; ``stop()`` is
+SIGTERM, then SIGKILL after the timeout, all without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bot.rosey.core.event_bus import DEFAULT_NATS_URL
+from bot.rosey.core.subjects import validate_plugin_name
+from bot.rosey.errors import PluginStartError
+from bot.rosey.plugins.child_exit import ExitWatcher, describe_exit
+from bot.rosey.plugins.launcher import PARENT_PID_ENV
+from bot.rosey.plugins.output import OutputBuffer, OutputLine, capture_pipe
+from bot.rosey.plugins.plugin_env import minimal_environment
+from bot.rosey.plugins.readiness import READY_FD_ENV, READY_MESSAGE
+
+__all__ = ["PluginProcess", "ProcessOptions"]
+
+logger = logging.getLogger(__name__)
+output_logger = logging.getLogger("rosey.plugin_output")
+
+_MB = 1024 * 1024
+
+
+def default_state_dir() -> Path:
+    """Where runtime state lives unless configured: ``$ROSEY_STATE_DIR`` or ``./.rosey``."""
+    return Path(os.getenv("ROSEY_STATE_DIR", ".rosey"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessOptions:
+    """How to run one plugin process; every field has a sensible default."""
+
+    entry: str | None = None  # "package.module:Class" instead of a plugin file
+    data_dir: Path | None = None  # default: <state dir>/data/<name>
+    nats_user: str | None = None
+    nats_password: str | None = None
+    env_grants: tuple[str, ...] = ()  # host variables this plugin may see
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout: float = 15.0
+    output_lines: int = 1000
+    log_output: bool = True  # forward each output line to the "rosey.plugin_output" logger
+
+    def __post_init__(self) -> None:
+        if self.ready_timeout <= 0:
+            raise ValueError(f"ready_timeout must be positive, got {self.ready_timeout}")
+        if self.output_lines < 1:
+            raise ValueError(f"output_lines must be at least 1, got {self.output_lines}")
+
+
+class PluginProcess:
+    """
+    Manages a single plugin as subprocess
+
+    Example:
+        runner = PluginProcess("trivia", "plugins/trivia/trivia_plugin.py")
+        await runner.start()
+        stats = runner.get_stats()
+        print(f"CPU: {stats['cpu_percent']}%")
+        await runner.stop()
+    """
+
+    def __init__(
+        self,
+        plugin_name: str,
+        plugin_path: str | os.PathLike[str] | None = None,
+        nats_url: str | None = None,
+        nats_token: str | None = None,
+        python_executable: str | None = None,
+        *,
+        options: ProcessOptions | None = None,
+    ):
+        self.plugin_name = validate_plugin_name(plugin_name)
+        self.options = options or ProcessOptions()
+        if plugin_path is None and self.options.entry is None:
+            raise ValueError(f"plugin '{plugin_name}' needs a plugin_path or options.entry")
+        self.plugin_path = Path(plugin_path) if plugin_path is not None else None
+        self.nats_url = nats_url or os.getenv("NATS_URL", DEFAULT_NATS_URL)
+        self.nats_token = nats_token or os.getenv("NATS_TOKEN") or None
+        self.python_executable = python_executable or sys.executable
+        self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
+
+        self.process: subprocess.Popen[bytes] | None = None
+        self.psutil_process: psutil.Process | None = None
+        self.output = OutputBuffer(self.options.output_lines)
+        self.returncode: int | None = None
+        self.ready_seconds: float | None = None  # spawn -> ready, of the last start
+        self._start_time: float | None = None
+        self._spawned_wall = 0.0
+        self._exit: ExitWatcher | None = None
+        self._pipes_closed: list[asyncio.Future[None]] = []
+        if self.options.log_output:
+            self.output.add_listener(self._log_line)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """
+        Start the plugin and return once it reports ready.
+
+        Raises:
+            FileNotFoundError: If plugin file doesn't exist
+            PluginStartError (a RuntimeError): already running, died or timed out before ready
+        """
+        if self.is_running():
+            raise PluginStartError(f"Plugin '{self.plugin_name}' already running")
+        if self.plugin_path is not None and not self.plugin_path.is_file():
+            raise FileNotFoundError(f"Plugin file not found: {self.plugin_path}")
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "tmp").mkdir(exist_ok=True)
+        self.returncode = None
+        self._spawned_wall = time.time()
+        ready_read, ready_write = os.pipe()
+        try:
+            self.process = self._spawn(ready_write)
+        except OSError as exc:
+            os.close(ready_read)
+            raise PluginStartError(f"Plugin '{self.plugin_name}' could not be spawned: {exc}") from exc
+        finally:
+            os.close(ready_write)
+        spawned_at = time.monotonic()
+        self._start_time = spawned_at
+        logger.info("Starting plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
+
+        self._exit = ExitWatcher(self.process)
+        self._exit.add_callback(self._on_exit)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self._pipes_closed = [
+            await capture_pipe(self.process.stdout, self.output, "stdout"),
+            await capture_pipe(self.process.stderr, self.output, "stderr"),
+        ]
+        with contextlib.suppress(psutil.Error):
+            self.psutil_process = psutil.Process(self.process.pid)
+            self.psutil_process.cpu_percent(None)  # prime: the first call always returns 0.0
+
+        try:
+            ready = await self._wait_ready(ready_read)
+        finally:
+            os.close(ready_read)
+        if not ready:
+            await self._raise_start_failure()
+        self.ready_seconds = time.monotonic() - spawned_at
+        logger.info(
+            "Plugin '%s' ready (pid %d) in %.0f ms", self.plugin_name, self.process.pid, self.ready_seconds * 1000
+        )
+
+    def _spawn(self, ready_write: int) -> subprocess.Popen[bytes]:
+        if self.plugin_path is not None:
+            target = ["--path", str(self.plugin_path.resolve())]
+        else:
+            assert self.options.entry is not None
+            target = ["--entry", self.options.entry]
+        env = minimal_environment(
+            plugin_name=self.plugin_name,
+            data_dir=self.data_dir.resolve(),
+            nats_url=self.nats_url,
+            nats_token=self.nats_token,
+            nats_user=self.options.nats_user,
+            nats_password=self.options.nats_password,
+            granted=self.options.env_grants,
+            extra={
+                **self.options.extra_env,
+                READY_FD_ENV: str(ready_write),
+                PARENT_PID_ENV: str(os.getpid()),
+            },
+        )
+        # Popen runs on the event loop's thread on purpose: PR_SET_PDEATHSIG fires when the
+        # *thread* that forked the child exits, so forking from a pool thread would kill it early.
+        return subprocess.Popen(
+            [self.python_executable, "-m", "bot.rosey.plugins.launcher", *target],
+            env=env,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(ready_write,),
+        )
+
+    async def _wait_ready(self, ready_read: int) -> bool:
+        """True once the child wrote READY; False if it exited, closed the pipe or timed out."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def on_readable() -> None:
+            try:
+                data = os.read(ready_read, len(READY_MESSAGE))
+            except OSError:
+                data = b""
+            if not answer.done():
+                answer.set_result(data == READY_MESSAGE)
+
+        loop.add_reader(ready_read, on_readable)
+        assert self._exit is not None
+        exit_task = asyncio.ensure_future(self._exit.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {answer, exit_task}, timeout=self.options.ready_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            loop.remove_reader(ready_read)
+            exit_task.cancel()
+        return answer in done and answer.result()
+
+    async def _raise_start_failure(self) -> None:
+        assert self.process is not None and self._exit is not None
+        if self._exit.exited:
+            reason = f"exited before it was ready ({describe_exit(self._exit.returncode)})"
+        else:
+            reason = f"did not report ready within {self.options.ready_timeout:g}s"
+            self.process.kill()
+            await self._exit.wait()
+        await self._wait_pipes_closed(1.0)
+        since_spawn = [
+            line.text for line in self.output.lines if line.stream == "stderr" and line.timestamp >= self._spawned_wall
+        ]
+        stderr = "\n".join(since_spawn[-40:]) or "(no output on stderr)"
+        self._release()
+        raise PluginStartError(f"Plugin '{self.plugin_name}' failed to start: it {reason}.\n{stderr}")
+
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        """
+        Stop plugin gracefully: SIGTERM, then SIGKILL if it is still alive after ``timeout``.
+
+        Returns the exit code (negative: killed by that signal), or None if it was not running.
+        """
+        if self.process is None or self._exit is None:
+            logger.debug("Plugin '%s' not running", self.plugin_name)
+            return None
+        if not self._exit.exited:
+            logger.info("Stopping plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exit.wait(), timeout)
+            except TimeoutError:
+                logger.warning("Plugin '%s' didn't stop within %gs, killing", self.plugin_name, timeout)
+                self.process.kill()
+                await self._exit.wait()
+        await self._wait_pipes_closed(1.0)
+        returncode = self.returncode
+        self._release()
+        return returncode
+
+    def kill(self) -> None:
+        """SIGKILL the plugin now (e.g. it broke a limit); its exit is reported as usual."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+    def is_running(self) -> bool:
+        """Check if plugin process is running"""
+        return self._exit is not None and not self._exit.exited
+
+    async def wait(self) -> int:
+        """Wait for the plugin process to exit and return its exit code."""
+        if self._exit is None:
+            raise RuntimeError(f"plugin '{self.plugin_name}' was never started")
+        return await self._exit.wait()
+
+    def add_exit_callback(self, callback: Any) -> None:
+        """Call ``callback(returncode)`` on the event loop when the current process exits."""
+        if self._exit is None:
+            raise RuntimeError(f"plugin '{self.plugin_name}' is not started")
+        self._exit.add_callback(callback)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def last_exit(self) -> str | None:
+        """'exit code 3', 'killed by SIGKILL', ... of the last process, or None."""
+        return None if self.returncode is None else describe_exit(self.returncode)
+
+    # ------------------------------------------------------------------ observation
+
+    def get_stats(self) -> dict[str, Any]:
+        """
+        Resource usage, without blocking: CPU % since the previous call, memory, threads, fds.
+
+        Returns ``{"running": False, "pid": None, ...}`` when the plugin is not running.
+        """
+        if not self.is_running() or self.psutil_process is None:
+            return {"running": False, "pid": None, "last_exit": self.last_exit}
+        proc = self.psutil_process
+        try:
+            memory = proc.memory_info()
+            stats: dict[str, Any] = {
+                "running": True,
+                "pid": proc.pid,
+                "cpu_percent": proc.cpu_percent(None),
+                "memory_mb": memory.rss / _MB,
+                "memory_percent": proc.memory_percent(),
+                "uptime_seconds": self.uptime_seconds,
+                "num_threads": proc.num_threads(),
+            }
+            with contextlib.suppress(psutil.Error, AttributeError):
+                stats["num_fds"] = proc.num_fds()
+            return stats
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess) as e:
+            logger.debug("stats for '%s' unavailable: %s", self.plugin_name, e)
+            return {"running": False, "pid": None, "error": str(e), "last_exit": self.last_exit}
+
+    @property
+    def uptime_seconds(self) -> float:
+        if self._start_time is None or not self.is_running():
+            return 0.0
+        return time.monotonic() - self._start_time
+
+    async def get_output(self, lines: int = 10) -> dict[str, str]:
+        """The last ``lines`` lines of stdout and of stderr (kept even after the plugin exited)."""
+        return {
+            "stdout": "\n".join(self.output.tail("stdout", lines)),
+            "stderr": "\n".join(self.output.tail("stderr", lines)),
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _log_line(self, line: OutputLine) -> None:
+        output_logger.info("[%s] %s", self.plugin_name, line.text)
+
+    def _on_exit(self, returncode: int) -> None:
+        self.returncode = returncode
+        logger.log(
+            logging.INFO if returncode in (0, -signal.SIGTERM) else logging.WARNING,
+            "Plugin '%s' (pid %s) %s",
+            self.plugin_name,
+            self.pid,
+            describe_exit(returncode),
+        )
+
+    async def _wait_pipes_closed(self, timeout: float) -> None:
+        # A grandchild holding the pipes open must not hang us: wait briefly, then let go.
+        if self._pipes_closed:
+            await asyncio.wait(self._pipes_closed, timeout=timeout)
+
+    def _release(self) -> None:
+        if self._exit is not None:
+            self._exit.close()
+        self.psutil_process = None
