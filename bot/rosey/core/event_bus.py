@@ -9,6 +9,8 @@ itself when the server goes away and comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,29 +56,46 @@ class BusStats:
     last_error: str | None = None
 
 
+# The subscription whose handler is running in the current task, if any.
+_delivering: contextvars.ContextVar[Subscription | None] = contextvars.ContextVar("delivering", default=None)
+
+
 class Subscription:
     """A live subscription; ``await unsubscribe()`` really stops delivery."""
 
-    def __init__(self, subject: str, queue: str | None, nats_sub: NatsSubscription) -> None:
+    def __init__(self, subject: str, queue: str | None, on_close: Callable[[Subscription], None]) -> None:
         self.subject = subject
         self.queue = queue
-        self._sub = nats_sub
+        self._sub: NatsSubscription | None = None
         self._active = True
+        self._on_close = on_close
+        self._background: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> bool:
         return self._active
 
     async def unsubscribe(self) -> None:
+        """Stop delivery. Safe from inside this subscription's own handler, and safe twice."""
         if not self._active:
             return
         self._active = False
-        try:
+        self._on_close(self)
+        if _delivering.get() is self:
+            # nats-py would cancel the task running this very handler; let it finish instead.
+            self._background = asyncio.create_task(self._unsubscribe_now())
+        else:
+            await self._unsubscribe_now()
+
+    async def _unsubscribe_now(self) -> None:
+        if self._sub is None:
+            return
+        with contextlib.suppress(
+            nats.errors.ConnectionClosedError,  # closing the connection already dropped it
+            nats.errors.ConnectionDrainingError,  # draining drops it too
+            nats.errors.BadSubscriptionError,  # the server or a drain removed it first
+        ):
             await self._sub.unsubscribe()
-        except nats.errors.ConnectionClosedError:
-            pass  # closing the connection already dropped it
-        except nats.errors.BadSubscriptionError:
-            pass  # the server or a drain removed it first
 
     def __repr__(self) -> str:
         return f"Subscription({self.subject!r}, queue={self.queue!r}, active={self._active})"
@@ -118,7 +137,7 @@ class EventBus:
         self._reconnect_wait = reconnect_wait
         self._error_callback = error_callback
         self._nc: Client | None = None
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: set[Subscription] = set()
 
     # ---------------------------------------------------------------- connection
 
@@ -187,11 +206,20 @@ class EventBus:
             await _close_quietly(nc)
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Round-trip to the server: everything sent before has been processed by it."""
+        """Round-trip to the server: everything sent before has been processed by it.
+
+        Two PINGs, on purpose: nats-py writes PING straight to the socket while SUB/PUB wait
+        in its flusher queue, so the first PONG can come back before the server saw a
+        subscription made just before. The flusher runs during the first round trip, so the
+        second PING is queued behind everything sent before this call.
+        """
         try:
-            await self.client.flush(timeout=timeout)
+            for _ in range(2):
+                await self.client.flush(timeout=timeout)  # type: ignore[arg-type]  # accepts float
         except nats.errors.TimeoutError as exc:
             raise RequestTimeout(f"NATS flush did not complete within {timeout:g}s") from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise BusNotConnected("cannot flush: the connection is closed") from exc
 
     async def __aenter__(self) -> EventBus:
         await self.connect()
@@ -236,7 +264,7 @@ class EventBus:
     async def _publish_raw(self, subject: str, payload: bytes, reply: str | None) -> None:
         try:
             await self.client.publish(subject, payload, reply=reply or "")
-        except nats.errors.ConnectionClosedError as exc:
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusNotConnected(f"cannot publish to {subject!r}: the connection is closed") from exc
 
     async def request(
@@ -267,7 +295,7 @@ class EventBus:
             raise NoResponders(f"nobody is subscribed to {subject!r}") from exc
         except nats.errors.TimeoutError as exc:
             raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from exc
-        except nats.errors.ConnectionClosedError as exc:
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusNotConnected(f"cannot request {subject!r}: the connection is closed") from exc
         return Event.from_bytes(msg.data, msg.subject)
 
@@ -279,25 +307,38 @@ class EventBus:
         A handler that must not hold up the next message should start a task itself.
         """
 
+        subscription = Subscription(subject, queue, self._subscriptions.discard)
+
         async def deliver(msg: Msg) -> None:
+            if not subscription.active:
+                return
             try:
                 event = Event.from_bytes(msg.data, msg.subject, msg.reply)
             except MalformedEvent as exc:
                 self.stats.malformed += 1
                 logger.warning("dropped malformed message on %s: %s", msg.subject, exc)
                 return
+            token = _delivering.set(subscription)
             try:
                 await handler(event)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the subscription itself is being torn down
+                # A handler awaiting something cancelled elsewhere must not end the subscription.
+                self.stats.handler_errors += 1
+                logger.error("handler for %s was cancelled on event %s", subject, event.id)
             except Exception:
                 self.stats.handler_errors += 1
                 logger.exception("handler for %s failed on event %s", subject, event.id)
+            finally:
+                _delivering.reset(token)
 
         try:
-            nats_sub = await self.client.subscribe(subject, queue=queue or "", cb=deliver)
-        except nats.errors.ConnectionClosedError as exc:
+            subscription._sub = await self.client.subscribe(subject, queue=queue or "", cb=deliver)
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusNotConnected(f"cannot subscribe to {subject!r}: the connection is closed") from exc
-        subscription = Subscription(subject, queue, nats_sub)
-        self._subscriptions.append(subscription)
+        self._subscriptions.add(subscription)
         return subscription
 
     # ---------------------------------------------------------------- callbacks
@@ -349,8 +390,10 @@ async def initialize_event_bus(
 ) -> EventBus:
     """Connect the process-wide bus (``NATS_URL``/``NATS_TOKEN`` by default) and return it."""
     global _bus
-    if _bus is not None and _bus.is_connected:
-        return _bus
+    if _bus is not None:
+        if not _bus.client.is_closed:  # connected, or riding out a reconnect: keep it
+            return _bus
+        _bus = None
     bus = EventBus(servers, token=token or os.getenv("NATS_TOKEN") or None, name=name)
     await bus.connect()
     _bus = bus

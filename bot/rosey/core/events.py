@@ -6,8 +6,9 @@ Wire format (JSON object, UTF-8), version 1::
      "ts": <unix seconds>, "cid": "<correlation id or null>", "data": {...}}
 
 The subject is not repeated in the payload: it is the NATS subject the message travels on.
-Decoding ignores fields it does not know (so newer senders can add some) and rejects anything
-that is not an object with a ``data`` object, raising :class:`MalformedEvent`.
+Decoding ignores fields it does not know (so newer senders can add some), reads a missing
+``data`` as ``{}``, and rejects anything that is not a JSON object, or whose ``data`` is not an
+object, raising :class:`MalformedEvent`.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Event:
             "data": self.data,
         }
         try:
-            return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+            # allow_nan=False: NaN/Infinity are not JSON, and non-Python peers would choke on them.
+            return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise TypeError(f"event data for {self.subject!r} is not JSON-serializable: {exc}") from exc
 
@@ -79,7 +81,7 @@ class Event:
         """Decode a wire payload received on ``subject``; raise :class:`MalformedEvent` if invalid."""
         try:
             raw = json.loads(payload)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise MalformedEvent(f"message on {subject!r} is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise MalformedEvent(f"message on {subject!r} is not a JSON object")
@@ -89,7 +91,7 @@ class Event:
         try:
             version = int(raw.get("v", WIRE_VERSION))
             timestamp = float(raw.get("ts", 0.0))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MalformedEvent(f"message on {subject!r} has a bad version or timestamp: {exc}") from exc
         cid = raw.get("cid")
         return cls(

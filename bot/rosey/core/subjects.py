@@ -9,6 +9,7 @@ Subject map::
     rosey.plugins.<plugin>.<event>      events a plugin publishes (started, stopped, ...)
     rosey.chat.<platform>.send          replies going back to a chat platform
     rosey.supervisor.<action>           control requests answered by ``rosey run``
+    rosey.control.<plugin>.<action>     supervisor -> plugin liveness pings (answered by the SDK)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Subjects:
     PLUGINS = "rosey.plugins"
     CHAT = "rosey.chat"
     SUPERVISOR = "rosey.supervisor"
+    CONTROL = "rosey.control"
 
     @staticmethod
     def event(event_type: str) -> str:
@@ -81,9 +83,14 @@ class Subjects:
         return f"{Subjects.SUPERVISOR}.{validate_token(action, 'action')}"
 
     @staticmethod
+    def control(plugin: str, action: str) -> str:
+        """``rosey.control.<plugin>.<action>``: supervisor-to-plugin control (``ping``)."""
+        return f"{Subjects.CONTROL}.{validate_plugin_name(plugin)}.{validate_token(action, 'action')}"
+
+    @staticmethod
     def plugin_of(subject: str) -> str | None:
-        """The plugin name in a ``rosey.commands.*`` or ``rosey.plugins.*`` subject, else None."""
+        """The plugin name in a ``rosey.commands|plugins|control.<plugin>...`` subject, else None."""
         parts = subject.split(".")
-        if len(parts) >= 3 and parts[0] == Subjects.ROOT and parts[1] in ("commands", "plugins"):
+        if len(parts) >= 3 and parts[0] == Subjects.ROOT and parts[1] in ("commands", "plugins", "control"):
             return parts[2]
         return None

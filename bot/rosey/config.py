@@ -1,0 +1,486 @@
+"""``rosey.toml``: load it, validate every key, and turn it into frozen configuration objects.
+
+Why so strict: a typo in a sandbox limit (``max_memory_mb = "256"``, ``max_memroy_mb = 256``)
+must stop Rosey at start-up with a message naming the file, the dotted key and the reason,
+not silently run a plugin with the default. So unknown keys are errors, ``true`` is not an
+integer, and every relative path is resolved against the config file's directory (never the
+current directory, which differs between ``rosey run`` from a shell, a unit file and a test).
+
+The dataclasses validate themselves in ``__post_init__`` (so programmatic construction is held
+to the same rules); their messages name the dotted key, and :func:`load_config` prefixes the file.
+``ROSEY_STATE_DIR``, when set, overrides ``[rosey].state_dir`` (tests and packagers rely on it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.rosey.core.subjects import validate_plugin_name
+from bot.rosey.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "LOG_LEVELS",
+    "STATE_DIR_ENV",
+    "PluginConfig",
+    "RestartPolicy",
+    "RoseyConfig",
+    "SandboxMode",
+    "example_config",
+    "load_config",
+]
+
+CONFIG_FILENAME = "rosey.toml"
+STATE_DIR_ENV = "ROSEY_STATE_DIR"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_COMMAND_TIMEOUT = 10.0
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_MODULE = re.compile(rf"{_IDENT}(\.{_IDENT})*(:{_IDENT}(\.{_IDENT})*)?")
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+class SandboxMode(StrEnum):
+    """``strict``: refuse to start a plugin whose sandbox cannot be fully applied on this kernel;
+    ``best-effort``: apply what the kernel supports and report what is missing."""
+
+    STRICT = "strict"
+    BEST_EFFORT = "best-effort"
+
+
+class RestartPolicy(StrEnum):
+    """When the supervisor restarts a plugin process that exited."""
+
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+# ------------------------------------------------------------------------ validation helpers
+
+
+def _dotted(*parts: str) -> str:
+    """A dotted TOML key, quoting the parts that are not bare keys (so ``plugins."a.b"`` stays exact)."""
+    return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in parts)
+
+
+def _fail(key: str, reason: str) -> ConfigError:
+    return ConfigError(f"{key}: {reason}")
+
+
+def _int(key: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise _fail(key, f"must be {what}, got {value!r}")
+    return value
+
+
+def _float(key: str, value: object, *, maximum: float | None = None) -> float:
+    """A positive finite number; ints are welcome where floats are expected, bools are not."""
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not (math.isfinite(number) and number > 0 and (maximum is None or number <= maximum)):
+        bound = f" and at most {maximum:g}" if maximum is not None else ""
+        raise _fail(key, f"must be a positive number{bound}, got {value!r}")
+    return number
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _enum(key: str, enum: type[SandboxMode] | type[RestartPolicy], value: object) -> Any:
+    for member in enum:
+        if value == member.value:  # a member equals its value too (StrEnum)
+            return member
+    raise _fail(key, f"must be one of {', '.join(repr(m.value) for m in enum)}, got {value!r}")
+
+
+def _strings(key: str, value: object, check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    """A list of non-empty strings; ``check(item)`` returns why an item is wrong, or None."""
+    if not isinstance(value, (list, tuple)):
+        raise _fail(key, f"must be a list of strings, got {value!r}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            reason: str | None = "must be a non-empty string"
+        else:
+            reason = check(item) if check is not None else None
+        if reason:
+            raise _fail(f"{key}[{index}]", f"{reason}, got {item!r}")
+    return tuple(value)
+
+
+def _paths(key: str, value: object) -> tuple[Path, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(key, f"must be a list of paths, got {value!r}")
+    for index, item in enumerate(value):
+        if not isinstance(item, Path) or not item.is_absolute():
+            raise _fail(f"{key}[{index}]", f"must be an absolute path, got {item!r}")
+    return tuple(value)
+
+
+def _env_name(name: str) -> str | None:
+    return None if _ENV_NAME.fullmatch(name) else "must be an environment variable name"
+
+
+def _subject(subject: str) -> str | None:
+    """A subject usable in a NATS permission: non-empty tokens, ``*``/``>`` whole tokens, ``>`` last."""
+    tokens = subject.split(".")
+    for position, token in enumerate(tokens):
+        if (
+            not token
+            or any(c.isspace() for c in token)
+            or (("*" in token or ">" in token) and token not in ("*", ">"))
+            or (token == ">" and position != len(tokens) - 1)
+        ):
+            return "must be a NATS subject (tokens separated by '.', '*' or a final '>' as wildcards)"
+    return None
+
+
+def _host_port(entry: str) -> str | None:
+    host, sep, port = entry.rpartition(":")
+    if not sep or host in ("", "[]"):
+        return "must be 'host:port' with a non-empty host"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "must be 'host:port' with a port in 1..65535"
+    return None
+
+
+def _check_nats_url(key: str, url: object) -> None:
+    ok = isinstance(url, str) and bool(url)
+    if ok:
+        parts = urlsplit(str(url))
+        try:
+            ok = parts.scheme in _NATS_SCHEMES and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number
+            ok = False
+    if not ok:
+        raise _fail(
+            key, f"must be a URL like 'nats://127.0.0.1:4222' ({'|'.join(_NATS_SCHEMES)}), got {url!r}"
+        )
+
+
+# ------------------------------------------------------------------------ configuration objects
+
+
+# Integer limits of PluginConfig and their minimum.
+_PLUGIN_INTS = dict(max_concurrency=1, max_memory_mb=1, max_open_files=1, max_processes=0, max_threads=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginConfig:
+    """Everything ``[plugins.NAME]`` may say about one plugin: where it is, how it restarts, its limits
+    and its grants. Grants are *extra*: the sandbox always allows what every plugin needs."""
+
+    name: str
+    path: Path | None = None
+    module: str | None = None
+    enabled: bool = True
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT
+    max_concurrency: int = 100
+    max_memory_mb: int = 256
+    max_cpu_percent: float = 90.0
+    cpu_window_seconds: float = 10.0
+    max_open_files: int = 256
+    max_processes: int = 0
+    max_threads: int = 64
+    env: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    read_paths: tuple[Path, ...] = ()
+    write_paths: tuple[Path, ...] = ()
+    network: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        name = self.name if isinstance(self.name, str) else repr(self.name)
+        try:
+            validate_plugin_name(self.name)
+        except ValueError as exc:
+            raise _fail(_dotted("plugins", name), str(exc)) from None
+
+        def key(field_name: str) -> str:
+            return _dotted("plugins", name, field_name)
+
+        def put(field_name: str, value: object) -> None:
+            object.__setattr__(self, field_name, value)
+
+        if self.path is not None and self.module is not None:
+            raise _fail(_dotted("plugins", name), "set either 'path' or 'module', not both")
+        if self.path is not None and (not isinstance(self.path, Path) or not self.path.is_absolute()):
+            raise _fail(key("path"), f"must be an absolute path, got {self.path!r}")
+        if self.module is not None and not (isinstance(self.module, str) and _MODULE.fullmatch(self.module)):
+            raise _fail(
+                key("module"), f"must be 'package.module' or 'package.module:Class', got {self.module!r}"
+            )
+        put("enabled", _bool(key("enabled"), self.enabled))
+        put("restart", _enum(key("restart"), RestartPolicy, self.restart))
+        for number, minimum in _PLUGIN_INTS.items():
+            put(number, _int(key(number), getattr(self, number), minimum=minimum))
+        put("command_timeout", _float(key("command_timeout"), self.command_timeout))
+        ncpu = os.cpu_count() or 1
+        put("max_cpu_percent", _float(key("max_cpu_percent"), self.max_cpu_percent, maximum=100.0 * ncpu))
+        put("cpu_window_seconds", _float(key("cpu_window_seconds"), self.cpu_window_seconds))
+        put("env", _strings(key("env"), self.env, _env_name))
+        put("publish", _strings(key("publish"), self.publish, _subject))
+        put("subscribe", _strings(key("subscribe"), self.subscribe, _subject))
+        put("network", _strings(key("network"), self.network, _host_port))
+        put("read_paths", _paths(key("read_paths"), self.read_paths))
+        put("write_paths", _paths(key("write_paths"), self.write_paths))
+
+
+# RoseyConfig field -> the TOML key it comes from, so that its errors name what the user wrote.
+_ROSEY_KEYS = {
+    "state_dir": "rosey.state_dir",
+    "plugin_dirs": "rosey.plugin_dirs",
+    "entry_points": "rosey.entry_points",
+    "sandbox": "rosey.sandbox",
+    "command_timeout": "rosey.command_timeout",
+    "log_level": "rosey.log_level",
+    "nats_url": "nats.url",
+    "nats_monitor": "nats.monitor",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoseyConfig:
+    """The whole ``rosey.toml``, with every path absolute. ``source`` is None when no file was read."""
+
+    source: Path | None = None
+    base_dir: Path
+    state_dir: Path
+    plugin_dirs: tuple[Path, ...]
+    entry_points: bool = True
+    sandbox: SandboxMode = SandboxMode.BEST_EFFORT
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT
+    log_level: str = "info"
+    nats_url: str | None = None
+    nats_monitor: bool = False
+    plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        def put(field_name: str, value: object) -> None:
+            object.__setattr__(self, field_name, value)
+
+        for field_name in ("base_dir", "state_dir"):
+            value = getattr(self, field_name)
+            if not isinstance(value, Path) or not value.is_absolute():
+                raise _fail(
+                    _ROSEY_KEYS.get(field_name, field_name), f"must be an absolute path, got {value!r}"
+                )
+        put("plugin_dirs", _paths(_ROSEY_KEYS["plugin_dirs"], self.plugin_dirs))
+        put("entry_points", _bool(_ROSEY_KEYS["entry_points"], self.entry_points))
+        put("sandbox", _enum(_ROSEY_KEYS["sandbox"], SandboxMode, self.sandbox))
+        put("command_timeout", _float(_ROSEY_KEYS["command_timeout"], self.command_timeout))
+        level = self.log_level.lower() if isinstance(self.log_level, str) else self.log_level
+        if level not in LOG_LEVELS:
+            choices = ", ".join(repr(c) for c in LOG_LEVELS)
+            raise _fail(_ROSEY_KEYS["log_level"], f"must be one of {choices}, got {self.log_level!r}")
+        put("log_level", level)
+        if self.nats_url is not None:
+            _check_nats_url(_ROSEY_KEYS["nats_url"], self.nats_url)
+        put("nats_monitor", _bool(_ROSEY_KEYS["nats_monitor"], self.nats_monitor))
+        if not isinstance(self.plugins, Mapping):
+            raise _fail("plugins", f"must be a mapping of name to PluginConfig, got {self.plugins!r}")
+        for name, plugin in self.plugins.items():
+            if not isinstance(plugin, PluginConfig) or plugin.name != name:
+                raise _fail(_dotted("plugins", str(name)), f"must be a PluginConfig named {name!r}")
+        put("plugins", MappingProxyType(dict(self.plugins)))
+
+    def plugin(self, name: str) -> PluginConfig:
+        """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
+        configured = self.plugins.get(name)
+        if configured is not None:
+            return configured
+        return PluginConfig(name=name, command_timeout=self.command_timeout)
+
+
+# ------------------------------------------------------------------------ loading
+
+_TOP_KEYS = ("nats", "plugins", "rosey")
+_ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
+_NATS_KEYS = ("monitor", "url")
+_PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
+
+
+def _table(raw: Mapping[str, Any], key: str, dotted: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise _fail(dotted, f"must be a table, got {value!r}")
+    return value
+
+
+def _known(table: Mapping[str, Any], allowed: tuple[str, ...], *prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise _fail(_dotted(*prefix, key), f"unknown key; allowed keys: {', '.join(sorted(allowed))}")
+
+
+def _path(key: str, value: object, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"must be a non-empty string (a path), got {value!r}")
+    return (base / Path(value).expanduser()).resolve()
+
+
+def _path_list(key: str, value: object, base: Path) -> list[Path]:
+    if not isinstance(value, list):
+        raise _fail(key, f"must be a list of paths, got {value!r}")
+    return [_path(f"{key}[{index}]", item, base) for index, item in enumerate(value)]
+
+
+def _plugin(name: str, table: dict[str, Any], base: Path, command_timeout: float) -> PluginConfig:
+    try:
+        validate_plugin_name(name)
+    except ValueError as exc:
+        raise _fail(_dotted("plugins", name), str(exc)) from None
+    _known(table, _PLUGIN_KEYS, "plugins", name)
+    values = dict(table)
+    values.setdefault("command_timeout", command_timeout)
+    if "path" in values:
+        path = _path(_dotted("plugins", name, "path"), values["path"], base)
+        if "module" not in values:  # both set: let PluginConfig say so, whatever the path
+            if not path.exists():
+                raise _fail(_dotted("plugins", name, "path"), f"file not found: {path}")
+            if not path.is_file():
+                raise _fail(_dotted("plugins", name, "path"), f"not a regular file: {path}")
+        values["path"] = path
+    for grant in ("read_paths", "write_paths"):
+        if grant in values:
+            values[grant] = _path_list(_dotted("plugins", name, grant), values[grant], base)
+    return PluginConfig(name=name, **values)
+
+
+def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConfig:
+    _known(raw, _TOP_KEYS)
+    rosey = _table(raw, "rosey", "rosey")
+    _known(rosey, _ROSEY_TABLE_KEYS, "rosey")
+    nats = _table(raw, "nats", "nats")
+    _known(nats, _NATS_KEYS, "nats")
+    plugins = _table(raw, "plugins", "plugins")
+
+    state_dir = _path("rosey.state_dir", rosey.get("state_dir", ".rosey"), base)
+    if override := os.environ.get(STATE_DIR_ENV):
+        state_dir = Path(override).expanduser().resolve()
+    command_timeout = _float("rosey.command_timeout", rosey.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
+    configured: dict[str, PluginConfig] = {}
+    for name, table in plugins.items():
+        if not isinstance(table, dict):
+            raise _fail(_dotted("plugins", name), f"must be a table, got {table!r}")
+        configured[name] = _plugin(name, table, base, command_timeout)
+    return RoseyConfig(
+        source=source,
+        base_dir=base,
+        state_dir=state_dir,
+        plugin_dirs=tuple(_path_list("rosey.plugin_dirs", rosey.get("plugin_dirs", ["plugins"]), base)),
+        entry_points=rosey.get("entry_points", True),
+        sandbox=rosey.get("sandbox", SandboxMode.BEST_EFFORT),
+        command_timeout=command_timeout,
+        log_level=rosey.get("log_level", "info"),
+        nats_url=nats.get("url"),
+        nats_monitor=nats.get("monitor", False),
+        plugins=configured,
+    )
+
+
+def _display(path: Path) -> str:
+    """The file as the user would name it: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except (ValueError, OSError):  # outside the current directory, or the cwd is gone
+        return str(path)
+
+
+def load_config(path: str | Path | None = None, *, base_dir: Path | None = None) -> RoseyConfig:
+    """Read and validate a ``rosey.toml``; raise :class:`ConfigError` naming file, key and reason.
+
+    ``path=None`` reads ``rosey.toml`` in ``base_dir`` (default: the current directory) if there is
+    one, else returns the defaults. A relative ``path`` is taken relative to ``base_dir``; the
+    paths *inside* the file are always relative to the file's own directory.
+    """
+    start = (Path(base_dir) if base_dir is not None else Path.cwd()).expanduser().resolve()
+    if path is None:
+        candidate = start / CONFIG_FILENAME
+        if not candidate.is_file():
+            return _build({}, None, start)
+        file = candidate
+    else:
+        file = start / Path(path).expanduser()
+        if not file.exists():
+            raise ConfigError(f"{path}: file not found")
+    file = file.resolve()
+    label = _display(file)
+    try:
+        with file.open("rb") as stream:
+            raw = tomllib.load(stream)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label}: not valid UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return _build(raw, file, file.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+_EXAMPLE = """\
+# rosey.toml: configuration of the Rosey bot and its sandboxed plugins.
+# Every key is optional; the values shown are the defaults unless noted.
+# Relative paths are relative to the directory of this file.
+
+[rosey]
+state_dir = ".rosey"              # runtime files, plugin data (ROSEY_STATE_DIR overrides it)
+plugin_dirs = ["plugins"]         # where *.py plugins are discovered (missing dirs are skipped)
+entry_points = true               # also discover installed plugins ("rosey.plugins" entry points)
+sandbox = "best-effort"           # "strict": refuse to run a plugin the kernel cannot fully sandbox
+command_timeout = 10.0            # seconds a plugin may take to answer a command
+log_level = "info"                # debug | info | warning | error
+
+[nats]
+# url = "nats://127.0.0.1:4222"   # use an existing server; without it Rosey embeds its own
+monitor = false                   # embedded server: HTTP monitoring on 127.0.0.1 (random port)
+
+# One table per plugin. Without `path` or `module` it tunes a plugin found by discovery.
+[plugins.echo]
+# path = "plugins/echo.py"        # a plugin file ...
+# module = "my_package.echo:EchoPlugin"   # ... or an importable module (not both)
+enabled = true
+restart = "on-failure"            # never | on-failure | always
+command_timeout = 10.0            # overrides [rosey].command_timeout
+max_concurrency = 100             # commands in flight inside the plugin; 1 = one at a time
+max_memory_mb = 256
+max_cpu_percent = 90.0            # sustained over cpu_window_seconds; 100 = one full core
+cpu_window_seconds = 10.0
+max_open_files = 256
+max_processes = 0                 # child processes the plugin may start
+max_threads = 64
+env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
+publish = []                      # extra NATS subjects it may publish to
+subscribe = []                    # extra NATS subjects it may subscribe to
+read_paths = []                   # extra files/directories it may read
+write_paths = []                  # extra files/directories it may write
+network = []                      # extra TCP destinations, e.g. ["api.example.org:443"]
+"""
+
+
+def example_config() -> str:
+    """A commented ``rosey.toml`` that :func:`load_config` accepts (for ``rosey init`` and the docs)."""
+    return _EXAMPLE
