@@ -1,24 +1,57 @@
-"""Pytest fixtures for plugin authors (and for Rosey's own tests).
+"""Pytest fixtures and a harness for plugin authors (and for Rosey's own tests).
 
-Installed as a pytest plugin (entry point ``pytest11``), so with Rosey installed these
-fixtures are available in any test suite:
+Installed as a pytest plugin (entry point ``pytest11`` named ``rosey``), so with Rosey installed
+these fixtures are available in any test suite:
 
 ``nats_server``
     A private nats-server on a free 127.0.0.1 port, one per test module.
 ``nats_url``
     Its URL.
+``harness``
+    A :class:`PluginHarness` on that server: start your plugin in a real process, send it
+    commands the way the bot does, and have every process stopped after the test, pass or fail::
+
+        async def test_echo(harness):
+            await harness.start_plugin("echo", "bot/rosey/plugins/examples/echo_plugin.py")
+            reply = await harness.command("echo", ["hi"])
+            assert reply.message == "🔊 Echo #1: hi"
+
+    ``reply`` is a :class:`~bot.rosey.core.router.CommandOutcome`: ``reply.ok``, ``reply.kind``
+    (RESULT, ERROR, TIMEOUT, CRASHED, ...), ``reply.data`` (everything the plugin answered).
+    The test must be async: with pytest-asyncio's ``asyncio_mode = "auto"`` nothing else is
+    needed, in strict mode mark it ``@pytest.mark.asyncio``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.core.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import BusNotConnected, PluginStartError
+from bot.rosey.plugins.child_exit import describe_exit
+from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 
-__all__ = ["nats_server", "nats_url"]
+try:  # pytest-asyncio's decorator makes the async fixture work in its strict mode too
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # without pytest-asyncio no async test can run anyway; keep the plugin loadable
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
+
+__all__ = ["PluginHarness", "harness", "nats_server", "nats_url"]
+
+logger = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +70,198 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def nats_url(nats_server: NatsServer) -> str:
     """URL of the module's private nats-server."""
     return nats_server.url
+
+
+class PluginHarness:
+    """Real plugin processes plus the bot's own router, on one NATS server.
+
+    Use it through the ``harness`` fixture, or as ``async with PluginHarness(url) as h:``.
+    Plugin data goes under ``state_dir`` (a private temporary directory when not given).
+
+    Like the supervisor in production, the harness announces a plugin process that exits on
+    its own on ``rosey.plugins.<name>.crashed``, so a command that kills its plugin ends as
+    CRASHED at once instead of by timeout. Names ever started here count as known plugins: a
+    command to a stopped one is UNAVAILABLE, to a name never started UNKNOWN.
+    """
+
+    def __init__(
+        self,
+        nats_url: str,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        router_config: RouterConfig | None = None,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.nats_url = nats_url
+        self.stop_timeout = stop_timeout
+        self._own_state_dir: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._own_state_dir = tempfile.TemporaryDirectory(prefix="rosey-harness-")
+            state_dir = self._own_state_dir.name
+        self.state_dir = Path(state_dir)
+        self._router_config = router_config
+        self._plugins: dict[str, PluginProcess] = {}
+        self._known: set[str] = set()
+        self._stopping: set[PluginProcess] = set()  # exits we asked for: not crashes
+        self._announcements: set[asyncio.Task[None]] = set()
+        self._bus: EventBus | None = None
+        self._router: CoreRouter | None = None
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def plugins(self) -> Mapping[str, PluginProcess]:
+        """The plugins started (and not stopped) through this harness, by name."""
+        return dict(self._plugins)
+
+    @property
+    def bus(self) -> EventBus:
+        """The harness's own bus connection, e.g. to subscribe to what a plugin publishes."""
+        if self._bus is None:
+            raise RuntimeError("the harness is not connected; await harness.connect() first")
+        return self._bus
+
+    @property
+    def router(self) -> CoreRouter:
+        if self._router is None:
+            raise RuntimeError("the harness is not connected; await harness.connect() first")
+        return self._router
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def connect(self) -> None:
+        """Connect the harness's bus and router (start_plugin and command do it when needed)."""
+        if self._bus is not None:
+            return
+        bus = EventBus(self.nats_url, name="rosey-harness")
+        await bus.connect()
+        router = CoreRouter(
+            bus, self._router_config, known_plugins=lambda: self._known, source="rosey-harness"
+        )
+        try:
+            await router.start()
+        except BaseException:
+            await bus.disconnect()
+            raise
+        self._bus, self._router = bus, router
+
+    async def start_plugin(
+        self,
+        name: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        entry: str | None = None,
+        options: ProcessOptions | None = None,
+    ) -> PluginProcess:
+        """Start plugin ``name`` from a file (or ``entry="pkg.module:Class"``); return once it is ready.
+
+        Raises :class:`~bot.rosey.errors.PluginStartError` with the plugin's stderr when it
+        dies or does not report ready in ``options.ready_timeout``; no process is left behind.
+        """
+        if name in self._plugins:
+            raise PluginStartError(f"plugin '{name}' is already started in this harness")
+        await self.connect()
+        options = options or ProcessOptions()
+        changes: dict[str, Any] = {}
+        if entry is not None:
+            changes["entry"] = entry
+        if options.data_dir is None:
+            changes["data_dir"] = self.state_dir / "data" / name
+        if changes:
+            options = dataclasses.replace(options, **changes)
+        runner = PluginProcess(name, path, nats_url=self.nats_url, options=options)
+        # Registered before start(): if the test is cancelled mid-start, close() still reaps it.
+        self._plugins[name] = runner
+        self._known.add(name)
+        try:
+            await runner.start()
+        except BaseException:
+            self._plugins.pop(name, None)
+            await _stop_quietly(runner, self.stop_timeout)
+            raise
+        runner.add_exit_callback(lambda returncode: self._on_exit(runner, returncode))
+        return runner
+
+    async def command(
+        self,
+        name: str,
+        args: Sequence[str] = (),
+        *,
+        user: str | dict[str, Any] = "tester",
+        channel: str = "test",
+        timeout: float = 10.0,  # noqa: ASYNC109 - handed to the router, which enforces it
+    ) -> CommandOutcome:
+        """Send a command the way the bot does and return its outcome (never raises for plugin failures)."""
+        await self.connect()
+        return await self.router.execute(name, list(args), user=user, channel=channel, timeout=timeout)
+
+    async def stop_plugin(self, name: str) -> int | None:
+        """Stop one plugin (SIGTERM, then SIGKILL) and return its exit code."""
+        runner = self._plugins.pop(name, None)
+        if runner is None:
+            raise KeyError(f"plugin '{name}' was not started by this harness")
+        self._stopping.add(runner)
+        return await runner.stop(self.stop_timeout)
+
+    async def close(self) -> None:
+        """Stop every plugin and disconnect; safe to call twice, and never skips a step."""
+        runners, self._plugins = list(self._plugins.values()), {}
+        self._stopping.update(runners)
+        try:
+            await asyncio.gather(*(_stop_quietly(r, self.stop_timeout) for r in runners))
+            if self._announcements:
+                await asyncio.gather(*self._announcements, return_exceptions=True)
+        finally:
+            router, self._router = self._router, None
+            bus, self._bus = self._bus, None
+            try:
+                if router is not None:
+                    await router.stop()
+            finally:
+                if bus is not None:
+                    await bus.disconnect()
+                if self._own_state_dir is not None:
+                    self._own_state_dir.cleanup()
+                    self._own_state_dir = None
+
+    def _on_exit(self, runner: PluginProcess, returncode: int) -> None:
+        if runner in self._stopping or self._bus is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._announce_crash(self._bus, runner, returncode))
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
+
+    async def _announce_crash(self, bus: EventBus, runner: PluginProcess, returncode: int) -> None:
+        name = runner.plugin_name
+        data = {"plugin": name, "reason": describe_exit(returncode), "returncode": returncode}
+        with contextlib.suppress(BusNotConnected):
+            await bus.publish(Subjects.plugin_event(name, "crashed"), data, source="rosey-harness")
+
+    async def __aenter__(self) -> PluginHarness:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def _stop_quietly(runner: PluginProcess, grace: float) -> None:
+    """Stop ``runner``; a failure is logged, not raised, so one bad plugin cannot keep others alive."""
+    try:
+        await runner.stop(grace)
+    except Exception:
+        logger.exception("stopping plugin '%s' failed; killing it", runner.plugin_name)
+        runner.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(runner.wait(), grace)
+
+
+@_async_fixture
+async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[PluginHarness]:
+    """A :class:`PluginHarness` on the module's nats-server; every plugin is stopped afterwards."""
+    plugin_harness = PluginHarness(nats_server.url, state_dir=tmp_path / "rosey-state")
+    try:
+        await plugin_harness.connect()
+        yield plugin_harness
+    finally:
+        await plugin_harness.close()

@@ -1,0 +1,360 @@
+"""CoreRouter: the host side of a command, from a chat line to the reply shown in chat.
+
+Flow::
+
+    adapter --rosey.events.message--> router --request rosey.commands.<p>.execute--> plugin
+    adapter <--rosey.chat.<platform>.send-- router <--------- reply (result / error) --'
+
+A command is a NATS request, so the router learns at once when nobody serves a plugin (no
+responders) and needs no subscription per plugin for answers. What NATS cannot say is that the
+process holding a request died: the supervisor publishes ``rosey.plugins.<name>.crashed`` and
+the router fails every request still in flight to that plugin right away, instead of making
+the user wait for the timeout. Every failure on the plugin side becomes a
+:class:`CommandOutcome` with a message fit for chat; :meth:`CoreRouter.execute` never raises
+for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from bot.rosey.core.event_bus import EventBus, Subscription
+from bot.rosey.core.events import Event, new_id
+from bot.rosey.core.subjects import Subjects, validate_plugin_name
+from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
+
+__all__ = ["CommandOutcome", "CoreRouter", "OutcomeKind", "RouterConfig"]
+
+logger = logging.getLogger(__name__)
+
+#: Subject the supervisor announces a dead plugin process on (data: {"reason": str}).
+CRASHED_SUBJECT = f"{Subjects.PLUGINS}.*.crashed"
+
+_OutcomeFactory = Callable[..., "CommandOutcome"]
+
+
+class OutcomeKind(StrEnum):
+    """How a command ended; the value travels in chat replies as ``kind``."""
+
+    RESULT = "result"  # the plugin answered with a result
+    ERROR = "error"  # the plugin answered with an error
+    TIMEOUT = "timeout"  # the plugin is subscribed but did not answer in time
+    UNKNOWN = "unknown"  # no such command
+    UNAVAILABLE = "unavailable"  # a known plugin that is not running (or the bus is down)
+    CRASHED = "crashed"  # the plugin process died while handling the command
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandOutcome:
+    """The end of one command: what to say in chat (``message``, never empty) and the details."""
+
+    kind: OutcomeKind
+    plugin: str
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is OutcomeKind.RESULT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterConfig:
+    """How the router reads commands and how long it waits for plugins.
+
+    ``timeouts`` overrides ``command_timeout`` per plugin. ``max_concurrent`` caps the chat
+    commands handled at once, so a flood of commands to a slow plugin cannot pile up tasks
+    without bound; commands beyond it are dropped with a warning.
+    """
+
+    prefix: str = "!"
+    command_timeout: float = 10.0
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    max_concurrent: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ValueError(f"prefix must be a non-empty string without spaces, got {self.prefix!r}")
+        if not self.command_timeout > 0:
+            raise ValueError(f"command_timeout must be positive, got {self.command_timeout}")
+        for name, value in self.timeouts.items():
+            validate_plugin_name(name)
+            if not value > 0:
+                raise ValueError(f"timeout for plugin {name!r} must be positive, got {value}")
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {self.max_concurrent}")
+        # A read-only copy: the caller's dict must not change a frozen config behind its back.
+        object.__setattr__(self, "timeouts", MappingProxyType(dict(self.timeouts)))
+
+    def timeout_for(self, plugin: str) -> float:
+        return self.timeouts.get(plugin, self.command_timeout)
+
+
+def _split_args(text: str) -> list[str]:
+    """Split like a shell for quoting ("a b" is one argument), but keep chat text intact.
+
+    Backslashes stay literal (``C:\\temp`` is not an escape) and ``#`` starts no comment; an
+    unbalanced quote (``don't``) falls back to splitting on whitespace. Note that two
+    apostrophes in one line (``it's Bob's``) still pair up as quotes: that is shlex's rule.
+    """
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.escape = ""
+    try:
+        return list(lexer)
+    except ValueError:  # "No closing quotation"
+        return text.split()
+
+
+class CoreRouter:
+    """Routes commands to plugins over the bus and chat lines to commands.
+
+    ``known_plugins`` returns the names of configured plugins (running or not): it turns "no
+    responders" into UNAVAILABLE for those and lets UNKNOWN list what exists.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        config: RouterConfig | None = None,
+        *,
+        known_plugins: Callable[[], Collection[str]] | None = None,
+        source: str = "rosey-router",
+    ) -> None:
+        self.bus = bus
+        self.config = config or RouterConfig()
+        self.source = source
+        self._known_plugins = known_plugins
+        self._subscriptions: list[Subscription] = []
+        # Per plugin, one future per execute() in flight; a crash event resolves them all.
+        self._in_flight: dict[str, set[asyncio.Future[str]]] = {}
+        self._chat_tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, *, chat: bool = True) -> None:
+        """Listen for crash events and (unless ``chat=False``) chat messages; return once the
+        server has the subscriptions. A one-shot caller such as ``rosey send`` passes
+        ``chat=False``, or it would answer every chat command a second time."""
+        if self._subscriptions:
+            return
+        self._subscriptions = [await self.bus.subscribe(CRASHED_SUBJECT, self._on_plugin_crashed)]
+        if chat:
+            self._subscriptions.append(
+                await self.bus.subscribe(Subjects.event("message"), self._on_chat_message)
+            )
+        await self.bus.flush()
+
+    async def stop(self) -> None:
+        """Stop listening and cancel chat commands still running; in-flight execute() calls of
+        other callers are left to finish on their own."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+        tasks = set(self._chat_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ commands
+
+    def parse(self, text: str) -> tuple[str, list[str]] | None:
+        """``"!echo hi there"`` -> ``("echo", ["hi", "there"])``; None when ``text`` is no command.
+
+        The command name must follow the prefix directly and start with a letter or digit
+        ("! echo", "!!!" are chat, not commands); it is lower-cased, since plugin names are
+        lower-case and people type "!Echo". A name that is no valid plugin name still parses,
+        so that execute() can answer "unknown command".
+        """
+        prefix = self.config.prefix
+        if not isinstance(text, str):
+            return None
+        text = text.strip()
+        if not text.startswith(prefix):
+            return None
+        rest = text[len(prefix) :]
+        if not rest or not rest[0].isalnum():  # "! hi", "!!!", "!?" are exclamations
+            return None
+        name, *arg_text = rest.split(maxsplit=1)
+        return name.lower(), _split_args(arg_text[0]) if arg_text else []
+
+    async def execute(
+        self,
+        plugin: str,
+        args: list[str],
+        *,
+        user: str | dict[str, Any] = "console",
+        channel: str = "console",
+        timeout: float | None = None,  # noqa: ASYNC109 - the contract's API; the bus request enforces it
+    ) -> CommandOutcome:
+        """Run ``plugin`` with ``args`` and return how it ended; never raises for plugin failures."""
+        started = time.monotonic()
+        correlation_id = new_id()
+
+        def outcome(kind: OutcomeKind, message: str, data: dict[str, Any] | None = None) -> CommandOutcome:
+            return CommandOutcome(
+                kind=kind,
+                plugin=plugin,
+                message=message,
+                data=data or {},
+                correlation_id=correlation_id,
+                elapsed=time.monotonic() - started,
+            )
+
+        try:
+            subject = Subjects.plugin_command(plugin, "execute")
+        except ValueError:
+            logger.debug("command %r is not a valid plugin name", plugin)
+            return outcome(OutcomeKind.UNKNOWN, self._unknown_message(plugin))
+        wait = timeout if timeout is not None else self.config.timeout_for(plugin)
+        data = {"args": list(args), "user": user, "channel": channel}
+        logger.debug("command %s %s (cid %s, timeout %gs)", plugin, args, correlation_id, wait)
+
+        crashed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._in_flight.setdefault(plugin, set()).add(crashed)
+        request = asyncio.ensure_future(
+            self.bus.request(subject, data, self.source, correlation_id, timeout=wait)
+        )
+        try:
+            racers: set[asyncio.Future[Any]] = {request, crashed}
+            await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
+            if not request.done():  # the crash came first: give up on the reply
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                reason = crashed.result()
+                logger.warning("plugin %s crashed during command %s: %s", plugin, correlation_id, reason)
+                return outcome(
+                    OutcomeKind.CRASHED,
+                    f"plugin '{plugin}' crashed while handling your command ({reason})",
+                    {"reason": reason},
+                )
+            reply = request.result()
+        except NoResponders:
+            return self._no_responders(plugin, outcome)
+        except RequestTimeout:
+            logger.warning("plugin %s did not answer command %s within %gs", plugin, correlation_id, wait)
+            return outcome(OutcomeKind.TIMEOUT, f"plugin '{plugin}' did not answer within {wait:g} s")
+        except BusNotConnected as exc:
+            logger.warning("command %s for %s not sent: %s", correlation_id, plugin, exc)
+            return outcome(
+                OutcomeKind.UNAVAILABLE, "commands are unavailable right now: the bot lost its message bus"
+            )
+        except MalformedEvent as exc:
+            logger.warning("plugin %s sent a malformed reply to %s: %s", plugin, correlation_id, exc)
+            return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: the plugin sent an unreadable answer")
+        finally:
+            request.cancel()  # no-op once done; covers execute() itself being cancelled
+            waiting = self._in_flight.get(plugin)
+            if waiting is not None:
+                waiting.discard(crashed)
+                if not waiting:
+                    del self._in_flight[plugin]
+        return self._answered(plugin, reply, outcome)
+
+    def _answered(self, plugin: str, reply: Event, outcome: _OutcomeFactory) -> CommandOutcome:
+        # The reply travels on the requester's inbox, so its subject says nothing: the envelope's
+        # type (from the plugin's rosey.commands.<p>.result / .error subject) tells them apart.
+        if reply.event_type == "error" or (reply.event_type != "result" and "error" in reply.data):
+            text = str(reply.data.get("error") or "unknown error")
+            logger.warning("plugin %s answered %s with an error: %s", plugin, reply.correlation_id, text)
+            return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: {text}", reply.data)
+        message = reply.data.get("message") or reply.data.get("text")
+        text = str(message) if message else f"(plugin {plugin} answered without a message)"
+        logger.debug("plugin %s answered %s", plugin, reply.correlation_id)
+        return outcome(OutcomeKind.RESULT, text, reply.data)
+
+    def _no_responders(self, plugin: str, outcome: _OutcomeFactory) -> CommandOutcome:
+        if plugin in self._known():
+            logger.warning("plugin %s is configured but nothing serves its commands", plugin)
+            return outcome(OutcomeKind.UNAVAILABLE, f"plugin '{plugin}' is not running right now")
+        logger.debug("no plugin serves command %r", plugin)
+        return outcome(OutcomeKind.UNKNOWN, self._unknown_message(plugin))
+
+    def _known(self) -> list[str]:
+        if self._known_plugins is None:
+            return []
+        try:
+            return sorted(self._known_plugins())
+        except Exception:  # a broken callback must not break every command
+            logger.exception("known_plugins callback failed")
+            return []
+
+    def _unknown_message(self, plugin: str) -> str:
+        known = self._known()
+        command = f"{self.config.prefix}{plugin}"
+        if known:
+            return f"unknown command '{command}' — try one of: {', '.join(known)}"
+        return f"unknown command '{command}'"
+
+    async def dispatch(
+        self, text: str, *, user: str | dict[str, Any] = "console", channel: str = "console"
+    ) -> CommandOutcome | None:
+        """Parse ``text`` and execute it; None when it is not a command."""
+        parsed = self.parse(text)
+        if parsed is None:
+            return None
+        plugin, args = parsed
+        return await self.execute(plugin, args, user=user, channel=channel)
+
+    # ------------------------------------------------------------------ bus handlers
+
+    async def _on_chat_message(self, event: Event) -> None:
+        text = event.data.get("text")
+        if not isinstance(text, str) or self.parse(text) is None:
+            return
+        platform = event.data.get("platform")
+        try:
+            reply_subject = Subjects.chat_send(str(platform))
+        except ValueError:
+            logger.warning("chat message %s has no usable platform (%r); ignored", event.id, platform)
+            return
+        if len(self._chat_tasks) >= self.config.max_concurrent:
+            logger.warning("%d chat commands running already; dropped %s", len(self._chat_tasks), event.id)
+            return
+        # One task per command: the bus delivers messages one at a time, and a slow plugin must
+        # not hold up everybody else's commands.
+        task = asyncio.create_task(self._answer_chat(event, text, reply_subject))
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_tasks.discard)
+
+    async def _answer_chat(self, event: Event, text: str, reply_subject: str) -> None:
+        user = event.data.get("user") or "unknown"
+        channel = str(event.data.get("channel") or "")
+        outcome = await self.dispatch(text, user=user, channel=channel)
+        if outcome is None:
+            return
+        reply = {
+            "text": outcome.message,
+            "channel": channel,
+            "in_reply_to": event.id,
+            "kind": outcome.kind.value,
+        }
+        try:
+            await self.bus.publish(reply_subject, reply, self.source, outcome.correlation_id)
+        except BusNotConnected as exc:
+            logger.warning("reply to %s lost: %s", event.id, exc)
+
+    async def _on_plugin_crashed(self, event: Event) -> None:
+        plugin = Subjects.plugin_of(event.subject)
+        waiting = self._in_flight.get(plugin or "")
+        if not waiting:
+            return
+        reason = str(event.data.get("reason") or "no reason given")
+        logger.debug("plugin %s crashed (%s); failing %d command(s)", plugin, reason, len(waiting))
+        for future in waiting:
+            if not future.done():
+                future.set_result(reason)
