@@ -1,7 +1,7 @@
 """The first code a plugin process runs: ``python -m bot.rosey.plugins.launcher``.
 
-It ties the process's life to its parent, applies the sandbox (nothing here yet beyond the
-minimal environment the runner built), and only then runs plugin code: a plugin file as
+It ties the process's life to its parent, applies the sandbox the runner put in ``ROSEY_SANDBOX``
+(see :mod:`bot.rosey.plugins.sandbox`), and only then runs plugin code: a plugin file as
 ``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point.
 A plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly
 one plugin class.
@@ -17,6 +17,8 @@ import runpy
 import signal
 import sys
 from pathlib import Path
+
+from bot.rosey.plugins.sandbox import apply_from_environment
 
 PARENT_PID_ENV = "ROSEY_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     die_with_parent()
+    report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
+    if report is not None:
+        # The SDK reports this on liveness pings, so `rosey status` shows what is really active.
+        os.environ["ROSEY_SANDBOX_APPLIED"] = ",".join(report.applied)
     if args.path is not None:
         _run_file(args.path.resolve())
     else:

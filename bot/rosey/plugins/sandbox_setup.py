@@ -1,0 +1,59 @@
+"""From an operator's configuration to the OS sandbox policy one plugin applies to itself."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.rosey.config import PluginConfig, RoseyConfig, SandboxMode
+from bot.rosey.plugins.sandbox.policy import SandboxPolicy
+from bot.rosey.plugins.supervisor import PluginSpec
+
+__all__ = ["nats_port", "sandbox_for"]
+
+
+def nats_port(url: str) -> int:
+    """The TCP port a plugin must reach for NATS (4222 when the URL names none)."""
+    return urlsplit(url).port or 4222
+
+
+def sandbox_for(
+    config: RoseyConfig,
+    plugin: PluginConfig,
+    spec: PluginSpec,
+    *,
+    data_dir: Path,
+    nats_url: str,
+    module_file: Path | None = None,
+) -> SandboxPolicy:
+    """Default-deny policy plus this plugin's grants (``read_paths``, ``network``, ...).
+
+    An entry-point plugin (``module_file`` given) may read its package's directory. Network
+    grants open TCP connects by port (Landlock filters ports, not hosts); a grant naming a
+    host rather than an IP address also allows UDP, which name resolution needs.
+    """
+    extra_read = list(plugin.read_paths)
+    if module_file is not None:
+        extra_read.append(module_file.resolve().parent)
+    ports = []
+    needs_dns = False
+    for grant in plugin.network:
+        host, _, port = grant.rpartition(":")
+        ports.append(int(port))
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            needs_dns = True
+    return SandboxPolicy.for_plugin(
+        plugin_file=spec.path,
+        data_dir=data_dir,
+        nats_port=nats_port(nats_url),
+        extra_read=extra_read,
+        extra_write=plugin.write_paths,
+        extra_ports=ports,
+        allow_udp=needs_dns,
+        allow_subprocess=plugin.max_processes > 0,
+        max_open_files=plugin.max_open_files,
+        strict=config.sandbox is SandboxMode.STRICT,
+    )
