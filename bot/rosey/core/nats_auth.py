@@ -1,0 +1,88 @@
+"""Who may publish and subscribe to what on Rosey's NATS server.
+
+Every identity is created at start-up (a config reload would drop replies still owed and
+disconnect users, see design.md §3), so each plugin's credentials exist before it starts.
+The grants follow least privilege; the trap of a subscribe allow ending in ``*`` is avoided
+by using exact subjects or ``>`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.rosey.core.subjects import Subjects, validate_plugin_name
+
+__all__ = ["CORE_USER", "Credentials", "core_permissions", "plugin_permissions", "plugin_user", "render_server_config"]
+
+CORE_USER = "rosey_core"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    """A user/password pair for one identity on the server."""
+
+    user: str
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+
+def plugin_user(plugin: str) -> str:
+    """The NATS user name of a plugin; its inbox prefix is ``_INBOX.<user>``."""
+    return f"plugin_{validate_plugin_name(plugin)}"
+
+
+def plugin_permissions(
+    plugin: str, *, extra_publish: Iterable[str] = (), extra_subscribe: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The default grants of plugin ``plugin`` plus what its configuration adds.
+
+    Publish: its own result/error subjects and its own event namespace.
+    Subscribe: its own commands, its liveness pings, normalized chat events, its own inbox.
+    Replies: exactly one answer per request it received (``allow_responses``).
+    """
+    user = plugin_user(plugin)
+    publish = [
+        Subjects.plugin_command(plugin, "result"),
+        Subjects.plugin_command(plugin, "error"),
+        Subjects.all_plugin_events(plugin),
+        *extra_publish,
+    ]
+    subscribe = [
+        Subjects.plugin_command(plugin, "execute"),
+        Subjects.control(plugin, "ping"),
+        Subjects.EVENTS_ALL,
+        f"_INBOX.{user}.>",
+        *extra_subscribe,
+    ]
+    return {
+        "publish": {"allow": _unique(publish)},
+        "subscribe": {"allow": _unique(subscribe)},
+        "allow_responses": {"max": 1},
+    }
+
+
+def core_permissions() -> None:
+    """The core (router, supervisor, CLI) may use every subject: ``None`` means no restriction."""
+    return None
+
+
+def render_server_config(users: dict[str, tuple[Credentials, dict[str, Any] | None]]) -> str:
+    """An ``authorization`` block for an operator's own nats-server (``rosey nats-config``).
+
+    Passwords are replaced by placeholders: the operator chooses them and hands each plugin
+    its own via the environment Rosey starts it with.
+    """
+    entries = []
+    for name, (creds, permissions) in users.items():
+        entry: dict[str, Any] = {"user": creds.user, "password": f"$ROSEY_PASSWORD_{name.upper()}"}
+        if permissions is not None:
+            entry["permissions"] = permissions
+        entries.append(entry)
+    return json.dumps({"authorization": {"users": entries}}, indent=2)
+
+
+def _unique(subjects: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(subjects))

@@ -1,0 +1,352 @@
+"""Supervisor: many plugin processes, each a small state machine with a restart policy.
+
+Each plugin gets one lifecycle task: start -> ready -> wait for exit (seen via pidfd within
+milliseconds) -> decide (restart with exponential backoff, stop after a clean exit, or give
+up as ``failed`` after a crash loop). Beside that flow, a watchdog sweeps resource use and
+liveness without blocking the loop (see ``watchdog.py``). The supervisor never sits in the
+command path: commands go router -> NATS -> plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.plugins.child_exit import describe_exit
+from bot.rosey.plugins.output import OutputLine
+from bot.rosey.plugins.plugin_runner import PluginProcess
+
+__all__ = ["ManagedPlugin", "PluginSpec", "PluginState", "RestartPolicy", "Supervisor", "SupervisorConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+class PluginState(str, Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class RestartPolicy(str, Enum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisorConfig:
+    """Restart and crash-loop policy, shared by all plugins (Kubernetes-like defaults, faster)."""
+
+    backoff_initial: float = 0.5  # wait before the 2nd restart in a row (the 1st is immediate)
+    backoff_max: float = 30.0
+    stable_after: float = 10.0  # a run this long resets backoff and the crash count
+    crash_limit: int = 5  # this many crashes without a stable run in between -> failed
+    stop_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise ValueError("need 0 < backoff_initial <= backoff_max")
+        if self.crash_limit < 1 or self.stable_after <= 0 or self.stop_timeout <= 0:
+            raise ValueError("crash_limit must be >= 1; stable_after and stop_timeout positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginSpec:
+    """Everything the supervisor needs to (re)create one plugin's process."""
+
+    name: str
+    path: Path | None = None
+    entry: str | None = None
+    enabled: bool = True
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    limits: dict[str, Any] = field(default_factory=dict)  # max_memory_mb, max_cpu_percent, ...
+    source: str = "config"
+
+
+ProcessFactory = Callable[[PluginSpec], PluginProcess]
+OutputListener = Callable[[str, OutputLine], None]
+
+
+@dataclass
+class ManagedPlugin:
+    spec: PluginSpec
+    process: PluginProcess | None = None
+    _state: PluginState = PluginState.STOPPED
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    last_exit: str | None = None
+    failure_reason: str | None = None
+    kill_reason: str | None = None  # set by the watchdog before it kills, reported as the exit
+    ready_ms: float | None = None
+    want_running: bool = False
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: dict[str, Any] = field(default_factory=dict)
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
+    plugin_stats: dict[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> PluginState:
+        return self._state
+
+    @state.setter
+    def state(self, value: PluginState) -> None:
+        if value is not self._state:
+            logger.debug("plugin '%s': %s -> %s", self.spec.name, self._state.value, value.value)
+            self._state = value
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def row(self) -> dict[str, Any]:
+        """One line of ``rosey status``."""
+        running = self.process is not None and self.process.is_running()
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "pid": self.process.pid if running and self.process else None,
+            "restarts": self.restarts,
+            "cpu_percent": round(self.stats.get("cpu_percent", 0.0), 1) if running else None,
+            "memory_mb": round(self.stats.get("memory_mb", 0.0), 1) if running else None,
+            "uptime_seconds": round(self.process.uptime_seconds, 1) if running and self.process else 0.0,
+            "last_exit": self.last_exit,
+            "reason": self.failure_reason,
+            "ready_ms": None if self.ready_ms is None else round(self.ready_ms, 1),
+            "num_threads": self.stats.get("num_threads") if running else None,
+            "num_fds": self.stats.get("num_fds") if running else None,
+            "commands": self.plugin_stats.get("commands"),
+            "command_errors": self.plugin_stats.get("errors"),
+            "latency_ms_p50": self.plugin_stats.get("latency_ms_p50"),
+            "permission_violations": self.plugin_stats.get("permission_violations"),
+            "sandbox": self.plugin_stats.get("sandbox"),  # protections the plugin applied to itself
+        }
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops a set of plugins."""
+
+    def __init__(
+        self,
+        bus: EventBus | None,
+        specs: Iterable[PluginSpec],
+        factory: ProcessFactory,
+        config: SupervisorConfig | None = None,
+    ) -> None:
+        self.bus = bus
+        self.config = config or SupervisorConfig()
+        self._factory = factory
+        self.plugins: dict[str, ManagedPlugin] = {}
+        for spec in specs:
+            if spec.name in self.plugins:
+                raise ValueError(f"plugin {spec.name!r} is defined twice")
+            state = PluginState.STOPPED if spec.enabled else PluginState.DISABLED
+            self.plugins[spec.name] = ManagedPlugin(spec=spec, _state=state)
+        self._first_ready: dict[str, asyncio.Future[None]] = {}
+        self._output_listeners: list[OutputListener] = []
+
+    def add_output_listener(self, listener: OutputListener) -> None:
+        """Call ``listener(plugin_name, line)`` for every output line of every plugin, across restarts."""
+        self._output_listeners.append(listener)
+
+    def _forward_output(self, name: str, line: OutputLine) -> None:
+        for listener in self._output_listeners:
+            listener(name, line)
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, name: str) -> ManagedPlugin:
+        try:
+            return self.plugins[name]
+        except KeyError:
+            known = ", ".join(sorted(self.plugins)) or "none"
+            raise PluginNotFound(f"no plugin named {name!r} (known: {known})") from None
+
+    def names(self) -> list[str]:
+        return list(self.plugins)
+
+    def running(self) -> list[ManagedPlugin]:
+        return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
+
+    def status(self) -> list[dict[str, Any]]:
+        return [p.row() for p in self.plugins.values()]
+
+    async def wait_for_state(
+        self, name: str, predicate: Callable[[ManagedPlugin], bool], timeout: float
+    ) -> ManagedPlugin:
+        """Wait (on state-change events, no polling) until ``predicate(plugin)`` holds."""
+        plugin = self.get(name)
+
+        async def wait() -> None:
+            while not predicate(plugin):
+                await plugin.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return plugin
+
+    # ------------------------------------------------------------------ control
+
+    async def start_all(self) -> dict[str, str | None]:
+        """Start every enabled plugin in parallel; return name -> None (ready) or the error."""
+        names = [p.name for p in self.plugins.values() if p.spec.enabled]
+        results = await asyncio.gather(*(self.start(n) for n in names), return_exceptions=True)
+        return {n: (None if r is None else str(r)) for n, r in zip(names, results, strict=True)}
+
+    async def start(self, name: str) -> None:
+        """Start (or re-enable) a plugin and wait for its first ready or its first failure."""
+        plugin = self.get(name)
+        if plugin.want_running and plugin.task is not None and not plugin.task.done():
+            return
+        plugin.want_running = True
+        plugin.crashes_in_a_row = 0
+        plugin.failure_reason = None
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._first_ready[name] = first
+        plugin.task = asyncio.create_task(self._lifecycle(plugin), name=f"rosey-plugin-{name}")
+        await first
+
+    async def stop(self, name: str) -> None:
+        plugin = self.get(name)
+        plugin.want_running = False
+        plugin.wake.set()
+        process = plugin.process
+        if process is not None and process.is_running():
+            plugin.state = PluginState.STOPPING
+            await process.stop(self.config.stop_timeout)
+        if plugin.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await plugin.task
+        plugin.state = PluginState.STOPPED if plugin.spec.enabled else PluginState.DISABLED
+
+    async def restart(self, name: str) -> None:
+        await self.stop(name)
+        await self.start(name)
+
+    async def stop_all(self) -> None:
+        """Stop every plugin in parallel (each gets SIGTERM, so its on_stop runs)."""
+        await asyncio.gather(*(self.stop(n) for n in self.plugins), return_exceptions=True)
+
+    def kill(self, name: str, reason: str) -> None:
+        """Kill a plugin and its children now (it broke a limit or stopped answering).
+
+        It restarts per its policy, with ``reason`` as its last exit.
+        """
+        plugin = self.get(name)
+        if plugin.process is not None and plugin.process.is_running():
+            logger.warning("killing plugin '%s': %s", name, reason)
+            plugin.kill_reason = reason
+            plugin.process.kill_tree()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _lifecycle(self, plugin: ManagedPlugin) -> None:
+        backoff = self.config.backoff_initial
+        while plugin.want_running:
+            plugin.state = PluginState.STARTING
+            plugin.kill_reason = None
+            if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
+                plugin.process = self._factory(plugin.spec)
+                plugin.process.output.add_listener(lambda line, n=plugin.name: self._forward_output(n, line))
+            process = plugin.process
+            started = time.monotonic()
+            try:
+                await process.start()
+            except (PluginStartError, OSError) as exc:
+                plugin.last_exit = process.last_exit or "failed to start"
+                self._resolve_first(plugin, exc)
+                if not plugin.want_running:
+                    break  # stopped while starting: not a failure
+                logger.error("plugin '%s' failed to start: %s", plugin.name, str(exc).strip())
+                crashed = True
+            else:
+                plugin.state = PluginState.RUNNING
+                plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
+                self._resolve_first(plugin, None)
+                returncode = await process.wait()
+                if not plugin.want_running:
+                    plugin.last_exit = describe_exit(returncode)
+                    break
+                reason = plugin.kill_reason or describe_exit(returncode)
+                plugin.last_exit = reason
+                crashed = returncode != 0 or plugin.kill_reason is not None
+                await self._announce_exit(plugin, reason, returncode, crashed)
+                if time.monotonic() - started >= self.config.stable_after:
+                    backoff = self.config.backoff_initial
+                    plugin.crashes_in_a_row = 0
+
+            if not self._should_restart(plugin, crashed):
+                if plugin.state is not PluginState.FAILED:
+                    plugin.state = PluginState.STOPPED
+                plugin.want_running = False
+                break
+            if crashed:
+                plugin.crashes_in_a_row += 1
+                if plugin.crashes_in_a_row >= self.config.crash_limit:
+                    plugin.state = PluginState.FAILED
+                    plugin.failure_reason = (
+                        f"crashed {plugin.crashes_in_a_row} times in a row; last: {plugin.last_exit}"
+                    )
+                    plugin.want_running = False
+                    logger.error("plugin '%s' failed: %s", plugin.name, plugin.failure_reason)
+                    break
+            # The first crash after a stable run restarts at once; only a repeat waits, doubling.
+            if plugin.crashes_in_a_row > 1 or not crashed:
+                plugin.state = PluginState.BACKOFF
+                logger.info("restarting plugin '%s' in %.1fs", plugin.name, backoff)
+                plugin.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(plugin.wake.wait(), backoff)  # stop() cuts the wait short
+                backoff = min(backoff * 2, self.config.backoff_max)
+            else:
+                logger.info("restarting plugin '%s' now", plugin.name)
+            plugin.restarts += 1
+        self._resolve_first(plugin, None)
+
+    def _should_restart(self, plugin: ManagedPlugin, crashed: bool) -> bool:
+        if not plugin.want_running:
+            return False
+        policy = plugin.spec.restart
+        if policy is RestartPolicy.ALWAYS:
+            return True
+        if policy is RestartPolicy.ON_FAILURE:
+            return crashed
+        if crashed:
+            plugin.failure_reason = f"exited ({plugin.last_exit}) and restart = never"
+            plugin.state = PluginState.FAILED
+        return False
+
+    def _resolve_first(self, plugin: ManagedPlugin, error: BaseException | None) -> None:
+        first = self._first_ready.pop(plugin.name, None)
+        if first is None or first.done():
+            return
+        if error is None:
+            first.set_result(None)
+        else:
+            first.set_exception(error)
+
+    async def _announce_exit(self, plugin: ManagedPlugin, reason: str, returncode: int, crashed: bool) -> None:
+        """Tell the router (and anyone listening) so waiting commands fail fast, not by timeout."""
+        if self.bus is None or not crashed:
+            return
+        data = {"plugin": plugin.name, "reason": reason, "returncode": returncode, "restarts": plugin.restarts}
+        with contextlib.suppress(BusNotConnected, TimeoutError, OSError):
+            await self.bus.publish(Subjects.plugin_event(plugin.name, "crashed"), data, source="rosey-supervisor")

@@ -1,0 +1,183 @@
+"""The watchdog beside the supervisor: resource sweeps, enforced limits, liveness pings.
+
+A sweep reads each plugin's CPU, RSS, threads and fds through psutil without blocking
+(``cpu_percent(None)`` compares with the previous sweep; ~65 µs per process here), keeps a
+short history, and kills a plugin that crosses a limit with the reason in words. Liveness is
+a NATS ping answered by the plugin's own event loop: a loop blocked by plugin code stops
+answering and the plugin is killed and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
+from bot.rosey.plugins.supervisor import ManagedPlugin, PluginState, Supervisor
+
+__all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchdogConfig:
+    sweep_interval: float = 1.0
+    # 3 missed pings at (1.5 + 1.0) s each: a blocked plugin is killed after ~7.5 s.
+    ping_interval: float = 1.5
+    ping_timeout: float = 1.0
+    missed_pings_limit: int = 3
+    publish_every: float = 5.0  # stats events on rosey.plugins.<name>.stats
+
+    def __post_init__(self) -> None:
+        if min(self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every) <= 0:
+            raise ValueError("watchdog intervals must be positive")
+        if self.missed_pings_limit < 1:
+            raise ValueError("missed_pings_limit must be >= 1")
+
+
+def limit_violation(
+    limits: dict[str, Any], stats: dict[str, Any], cpu_samples: deque[tuple[float, float]], children: int | None
+) -> str | None:
+    """The first limit ``stats`` breaks, in words ("memory 301 MB > limit 256 MB"), or None."""
+    max_memory = limits.get("max_memory_mb")
+    if max_memory and stats.get("memory_mb", 0.0) > max_memory:
+        return f"memory {stats['memory_mb']:.0f} MB > limit {max_memory} MB"
+    max_threads = limits.get("max_threads")
+    if max_threads and (stats.get("num_threads") or 0) > max_threads:
+        return f"threads {stats['num_threads']} > limit {max_threads}"
+    max_fds = limits.get("max_open_files")
+    if max_fds and (stats.get("num_fds") or 0) > max_fds:
+        return f"open files {stats['num_fds']} > limit {max_fds}"
+    max_processes = limits.get("max_processes")
+    if max_processes is not None and children is not None and children > max_processes:
+        return f"child processes {children} > limit {max_processes}"
+    max_cpu = limits.get("max_cpu_percent")
+    window = float(limits.get("cpu_window_seconds") or 10.0)
+    if max_cpu and len(cpu_samples) >= 2:
+        span = cpu_samples[-1][0] - cpu_samples[0][0]
+        if span >= window * 0.9 and all(cpu > max_cpu for _, cpu in cpu_samples):
+            average = sum(cpu for _, cpu in cpu_samples) / len(cpu_samples)
+            return f"cpu {average:.0f}% > limit {max_cpu:g}% for {span:.0f} s"
+    return None
+
+
+class Watchdog:
+    """Runs the sweep and ping loops for one supervisor until cancelled."""
+
+    def __init__(self, supervisor: Supervisor, bus: EventBus | None, config: WatchdogConfig | None = None) -> None:
+        self.supervisor = supervisor
+        self.bus = bus
+        self.config = config or WatchdogConfig()
+        self.last_sweep_seconds = 0.0
+        self._cpu: dict[str, deque[tuple[float, float]]] = {}
+        self._missed: dict[tuple[str, int], int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_publish = 0.0
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep")]
+        if self.bus is not None:
+            self._tasks.append(asyncio.create_task(self._ping_loop(), name="rosey-watchdog-ping"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # ------------------------------------------------------------------ sweep
+
+    def sweep(self) -> None:
+        """One pass over running plugins: record stats, enforce limits. Never blocks on I/O."""
+        started = time.perf_counter()
+        now = time.monotonic()
+        for plugin in self.supervisor.running():
+            if plugin.state is not PluginState.RUNNING or plugin.process is None:
+                continue
+            stats = plugin.process.get_stats()
+            if not stats.get("running"):
+                continue
+            stats["t"] = time.time()
+            plugin.stats = stats
+            plugin.history.append(stats)
+            samples = self._cpu.setdefault(plugin.name, deque())
+            samples.append((now, float(stats.get("cpu_percent", 0.0))))
+            window = float(plugin.spec.limits.get("cpu_window_seconds") or 10.0)
+            while samples and now - samples[0][0] > window:
+                samples.popleft()
+            reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
+            if reason is not None:
+                samples.clear()
+                self.supervisor.kill(plugin.name, reason)
+        self.last_sweep_seconds = time.perf_counter() - started
+
+    def _children(self, plugin: ManagedPlugin) -> int | None:
+        # Scanning /proc for children costs ~1 ms; only pay it for plugins allowed to fork,
+        # the others cannot create processes at all (seccomp).
+        if not plugin.spec.limits.get("max_processes") or plugin.process is None:
+            return None
+        proc = plugin.process.psutil_process
+        if proc is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            return len(proc.children(recursive=True))
+        return None
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            self.sweep()
+            if self.bus is not None and time.monotonic() - self._last_publish >= self.config.publish_every:
+                self._last_publish = time.monotonic()
+                await self._publish_stats()
+            await asyncio.sleep(self.config.sweep_interval)
+
+    async def _publish_stats(self) -> None:
+        assert self.bus is not None
+        for plugin in self.supervisor.running():
+            with contextlib.suppress(BusNotConnected, OSError):
+                await self.bus.publish(
+                    Subjects.plugin_event(plugin.name, "stats"), plugin.row(), source="rosey-supervisor"
+                )
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _ping_loop(self) -> None:
+        while True:
+            targets = [p for p in self.supervisor.running() if p.state is PluginState.RUNNING]
+            await asyncio.gather(*(self._ping(p) for p in targets))
+            await asyncio.sleep(self.config.ping_interval)
+
+    async def _ping(self, plugin: ManagedPlugin) -> None:
+        assert self.bus is not None
+        pid = plugin.process.pid if plugin.process else None
+        if pid is None:
+            return
+        key = (plugin.name, pid)
+        try:
+            reply = await self.bus.request(
+                Subjects.control(plugin.name, "ping"), {}, "rosey-supervisor", timeout=self.config.ping_timeout
+            )
+        except (RequestTimeout, NoResponders):
+            missed = self._missed.get(key, 0) + 1
+            self._missed[key] = missed
+            if missed >= self.config.missed_pings_limit:
+                self._missed.pop(key, None)
+                span = missed * (self.config.ping_interval + self.config.ping_timeout)
+                self.supervisor.kill(plugin.name, f"unresponsive: missed {missed} liveness pings (~{span:.0f} s)")
+            return
+        except BusNotConnected:
+            return  # the bus is down: that is not the plugin's fault
+        self._missed.pop(key, None)
+        plugin.plugin_stats = reply.data

@@ -1,0 +1,66 @@
+"""The foreground life of ``rosey run``: start, say ready once, chat or wait, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from bot.rosey.app import RoseyApp
+from bot.rosey.config import RoseyConfig
+from bot.rosey.errors import RoseyError
+
+__all__ = ["run_forever"]
+
+logger = logging.getLogger(__name__)
+
+
+async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True) -> int:
+    """Run until SIGINT/SIGTERM (or end of console input); return the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    app = RoseyApp(config, nats_url=nats_url)
+    try:
+        results = await app.start()
+    except (RoseyError, OSError) as exc:
+        print(f"rosey: could not start: {exc}", file=sys.stderr)
+        await app.stop()
+        return 2
+    ready = [name for name, error in results.items() if error is None]
+    for name, error in results.items():
+        if error is not None:
+            print(f"rosey: plugin '{name}' failed to start: {error}", file=sys.stderr)
+    example = ready[0] if ready else "NAME"
+    console = chat and sys.stdin.isatty()
+    try_it = f"`rosey send {example} hello` in another terminal"
+    if console:
+        try_it = f"type !{example} hello here, or {try_it}"
+    print(
+        f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}) "
+        f"on NATS {app.nats_url}. Try {try_it}; Ctrl-C stops.",
+        flush=True,
+    )
+
+    chat_task: asyncio.Task[None] | None = None
+    if console:
+        from bot.rosey.adapters.console import ConsoleAdapter
+
+        assert app.bus is not None
+        adapter = ConsoleAdapter(app.bus)
+        chat_task = asyncio.create_task(adapter.run())
+        chat_task.add_done_callback(lambda _: stop.set())  # Ctrl-D ends the session too
+    try:
+        await stop.wait()
+    finally:
+        print("Rosey stopping...", file=sys.stderr, flush=True)
+        if chat_task is not None:
+            chat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await chat_task
+        await app.stop()
+    return 0

@@ -1,0 +1,133 @@
+"""A supervised stack on the module's real nats-server: supervisor + fast watchdog + router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.supervisor import ManagedPlugin, PluginSpec, PluginState, Supervisor, SupervisorConfig
+from bot.rosey.plugins.watchdog import Watchdog, WatchdogConfig
+
+FAULTY = Path(__file__).parent / "fixtures" / "faulty_plugin.py"
+ECHO = Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py"
+
+# Fast enough that a blocked plugin is caught in ~1 s instead of ~7 s.
+FAST_WATCHDOG = WatchdogConfig(sweep_interval=0.1, ping_interval=0.3, ping_timeout=0.3, missed_pings_limit=3)
+FAST_RESTARTS = SupervisorConfig(backoff_initial=0.05, backoff_max=0.5, stable_after=5.0, crash_limit=3)
+
+
+def faulty(name: str = "faulty", **limits: Any) -> PluginSpec:
+    return PluginSpec(name=name, path=FAULTY, limits=limits)
+
+
+def echo() -> PluginSpec:
+    return PluginSpec(name="echo", path=ECHO)
+
+
+@dataclass
+class Traffic:
+    """Echo commands, one after another, for as long as a fault is under way."""
+
+    router: CoreRouter
+    outcomes: list[CommandOutcome] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            self.outcomes.append(await self.router.execute("echo", [str(n)], timeout=5.0))
+            with contextlib.suppress(TimeoutError):  # pace: ~20 commands/s, ends at once on stop
+                await asyncio.wait_for(self._stop.wait(), 0.05)
+
+    async def stop(self) -> list[CommandOutcome]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return self.outcomes
+
+    async def assert_all_answered(self) -> None:
+        outcomes = await self.stop()
+        assert outcomes, "no healthy traffic was sent"
+        failed = [o for o in outcomes if not o.ok]
+        assert not failed, f"healthy plugin failed {len(failed)}/{len(outcomes)}: {failed[:3]}"
+
+
+@dataclass
+class Stack:
+    supervisor: Supervisor
+    watchdog: Watchdog
+    router: CoreRouter
+
+    async def command(self, plugin: str, *args: str, timeout: float = 30.0) -> CommandOutcome:
+        return await self.router.execute(plugin, list(args), timeout=timeout)
+
+    async def back_up(self, name: str, restarts: int = 1, timeout: float = 20.0) -> ManagedPlugin:
+        return await self.supervisor.wait_for_state(
+            name, lambda p: p.state is PluginState.RUNNING and p.restarts >= restarts, timeout
+        )
+
+    def traffic(self) -> Traffic:
+        traffic = Traffic(self.router)
+        traffic.start()
+        return traffic
+
+
+@pytest.fixture
+async def core_bus(nats_url: str) -> AsyncIterator[EventBus]:
+    bus = EventBus(nats_url, name="test-core")
+    await bus.connect()
+    yield bus
+    await bus.disconnect()
+
+
+async def build_stack(
+    bus: EventBus, nats_url: str, state_dir: Path, *specs: PluginSpec, env: dict[str, dict[str, str]] | None = None
+) -> Stack:
+    def factory(spec: PluginSpec) -> PluginProcess:
+        options = ProcessOptions(data_dir=state_dir / spec.name, extra_env=(env or {}).get(spec.name, {}))
+        return PluginProcess(spec.name, spec.path, nats_url, options=options)
+
+    supervisor = Supervisor(bus, specs, factory, FAST_RESTARTS)
+    router = CoreRouter(bus, RouterConfig(command_timeout=30.0), known_plugins=supervisor.names)
+    await router.start()
+    results = await supervisor.start_all()
+    watchdog = Watchdog(supervisor, bus, FAST_WATCHDOG)
+    watchdog.start()
+    assert all(error is None for name, error in results.items() if name == "echo"), results
+    return Stack(supervisor, watchdog, router)
+
+
+async def teardown_stack(stack: Stack) -> None:
+    await stack.watchdog.stop()
+    await stack.supervisor.stop_all()
+    await stack.router.stop()
+
+
+@pytest.fixture
+async def stack_factory(
+    core_bus: EventBus, nats_url: str, tmp_path: Path
+) -> AsyncIterator[Any]:
+    stacks: list[Stack] = []
+
+    async def make(*specs: PluginSpec, env: dict[str, dict[str, str]] | None = None) -> Stack:
+        stack = await build_stack(core_bus, nats_url, tmp_path, *specs, env=env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await teardown_stack(stack)
