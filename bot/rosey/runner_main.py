@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from bot.rosey.app import RoseyApp
 from bot.rosey.config import RoseyConfig
@@ -15,6 +17,19 @@ from bot.rosey.errors import RoseyError
 __all__ = ["run_forever"]
 
 logger = logging.getLogger(__name__)
+
+
+def _rosey_command() -> str:
+    """How the user can type this very command: ``rosey`` if that is on PATH, else its path."""
+    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("rosey")
+    if me is None or not me.name.startswith("rosey"):
+        return "rosey"
+    if on_path and Path(on_path).resolve() == me:
+        return "rosey"
+    with contextlib.suppress(ValueError):
+        return str(me.relative_to(Path.cwd()))
+    return str(me)
 
 
 async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True) -> int:
@@ -37,12 +52,14 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
             print(f"rosey: plugin '{name}' failed to start: {error}", file=sys.stderr)
     example = ready[0] if ready else "NAME"
     console = chat and sys.stdin.isatty()
-    try_it = f"`rosey send {example} hello` in another terminal"
+    try_it = f"run `{_rosey_command()} send {example} hello` in another terminal"
     if console:
-        try_it = f"type !{example} hello here, or {try_it}"
+        try_it = f"Type !{example} hello here, or {try_it}"
+    else:
+        try_it = try_it[0].upper() + try_it[1:]
     print(
         f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}) "
-        f"on NATS {app.nats_url}. Try {try_it}; Ctrl-C stops.",
+        f"on NATS {app.nats_url}. {try_it}; Ctrl-C stops.",
         flush=True,
     )
 

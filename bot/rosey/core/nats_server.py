@@ -154,6 +154,9 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - runs before any thread of ours forks
+            # Its own session: a terminal's Ctrl-C must reach only Rosey, which stops the plugins
+            # first and the server last; a server dying with the keypress would cut them off.
+            start_new_session=True,
             cwd=work_dir,
         )
         try:
