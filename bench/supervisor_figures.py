@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.rosey.core.event_bus import EventBus  # noqa: E402
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig  # noqa: E402
-from bot.rosey.core.router import CoreRouter  # noqa: E402
-from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions  # noqa: E402
-from bot.rosey.plugins.supervisor import PluginSpec, PluginState, Supervisor  # noqa: E402
-from bot.rosey.plugins.watchdog import Watchdog  # noqa: E402
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.core.router import CoreRouter
+from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.plugins.watchdog import Watchdog
 
 IDLE = Path(__file__).resolve().parent / "plugins" / "idle_plugin.py"
 
@@ -43,7 +43,9 @@ async def main(n_plugins: int, repeats: int) -> dict[str, float]:
         # 1. PluginProcess.start() -> ready, one plugin at a time.
         ready = []
         for i in range(repeats):
-            proc = PluginProcess(f"solo{i}", IDLE, server.url, options=ProcessOptions(data_dir=state / "solo"))
+            proc = PluginProcess(
+                f"solo{i}", IDLE, server.url, options=ProcessOptions(data_dir=state / "solo")
+            )
             t0 = time.perf_counter()
             await proc.start()
             ready.append(time.perf_counter() - t0)
@@ -52,7 +54,9 @@ async def main(n_plugins: int, repeats: int) -> dict[str, float]:
 
         # 2. N plugins under a supervisor.
         def factory(spec: PluginSpec) -> PluginProcess:
-            return PluginProcess(spec.name, spec.path, server.url, options=ProcessOptions(data_dir=state / spec.name))
+            return PluginProcess(
+                spec.name, spec.path, server.url, options=ProcessOptions(data_dir=state / spec.name)
+            )
 
         specs = [PluginSpec(name=f"p{i}", path=IDLE) for i in range(n_plugins)]
         supervisor = Supervisor(bus, specs, factory)
@@ -122,7 +126,9 @@ async def main(n_plugins: int, repeats: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--plugins", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()

@@ -69,7 +69,8 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             entry = plugin.module if ":" in plugin.module else None
             if entry is None:
                 raise ConfigError(
-                    f"{config.source}: plugins.{name}.module: give the class too, as 'package.module:ClassName'"
+                    f"{config.source}: plugins.{name}.module: "
+                    "give the class too, as 'package.module:ClassName'"
                 )
             found[name] = (None, entry, "config")
         elif name not in found:
@@ -97,7 +98,9 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 source=source,
             )
         )
-    return Catalog(specs=tuple(specs), configs=configs, problems=tuple(problems), discovered=dict(registry.infos))
+    return Catalog(
+        specs=tuple(specs), configs=configs, problems=tuple(problems), discovered=dict(registry.infos)
+    )
 
 
 def _limits(plugin: PluginConfig) -> dict[str, Any]:

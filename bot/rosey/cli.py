@@ -47,12 +47,16 @@ def _config(args: argparse.Namespace) -> RoseyConfig:
 
 
 async def _connect(info: RuntimeInfo) -> EventBus:
-    bus = EventBus(info.nats_url, name="rosey-cli", user=info.user, password=info.password, connect_timeout=3.0)
+    bus = EventBus(
+        info.nats_url, name="rosey-cli", user=info.user, password=info.password, connect_timeout=3.0
+    )
     await bus.connect()
     return bus
 
 
-async def _control(args: argparse.Namespace, action: str, data: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+async def _control(
+    args: argparse.Namespace, action: str, data: dict[str, Any], timeout: float = 30.0
+) -> dict[str, Any]:
     """One request to the running instance's control service; raises CliError on failure."""
     info = read_runtime(_config(args).state_dir)
     bus = await _connect(info)
@@ -107,7 +111,9 @@ async def _send(args: argparse.Namespace) -> int:
         )
         await router.start(chat=False)
         try:
-            outcome = await router.execute(args.name, list(args.args), user="cli", channel="cli", timeout=args.timeout)
+            outcome = await router.execute(
+                args.name, list(args.args), user="cli", channel="cli", timeout=args.timeout
+            )
         finally:
             await router.stop()
     finally:
@@ -129,7 +135,16 @@ async def _send(args: argparse.Namespace) -> int:
     return EXIT_PLUGIN_ERROR if outcome.kind in (OutcomeKind.ERROR, OutcomeKind.CRASHED) else EXIT_FAILURE
 
 
-STATUS_COLUMNS = ("name", "state", "pid", "restarts", "cpu_percent", "memory_mb", "uptime_seconds", "last_exit")
+STATUS_COLUMNS = (
+    "name",
+    "state",
+    "pid",
+    "restarts",
+    "cpu_percent",
+    "memory_mb",
+    "uptime_seconds",
+    "last_exit",
+)
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -198,7 +213,9 @@ async def _logs(args: argparse.Namespace) -> int:
         _print_line(event.data)
 
     try:
-        lease = await bus.request(Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0)
+        lease = await bus.request(
+            Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0
+        )
         if not lease.data.get("ok"):
             raise CliError(str(lease.data.get("error")))
         await bus.subscribe(lease.data["subject"], on_line)
@@ -207,7 +224,9 @@ async def _logs(args: argparse.Namespace) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), renew_every)
             if not stop.is_set():
-                await bus.request(Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0)
+                await bus.request(
+                    Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0
+                )
     except (NoResponders, RequestTimeout) as exc:
         raise CliError(f"Rosey stopped answering: {exc}") from exc
     finally:
@@ -233,11 +252,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
     from bot.rosey.catalog import build_catalog
-    from bot.rosey.core.nats_auth import CORE_USER, Credentials, plugin_permissions, plugin_user, render_server_config
+    from bot.rosey.core.nats_auth import (
+        CORE_USER,
+        Credentials,
+        plugin_permissions,
+        plugin_user,
+        render_server_config,
+    )
 
     config = _config(args)
     catalog = build_catalog(config)
-    users: dict[str, tuple[Credentials, dict[str, Any] | None]] = {"core": (Credentials(user=CORE_USER), None)}
+    users: dict[str, tuple[Credentials, dict[str, Any] | None]] = {
+        "core": (Credentials(user=CORE_USER), None)
+    }
     for spec in catalog.specs:
         plugin = catalog.configs[spec.name]
         users[spec.name] = (
@@ -257,11 +284,15 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", "-c", metavar="PATH", help="rosey.toml to use (default: ./rosey.toml if present, else defaults)"
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="rosey.toml to use (default: ./rosey.toml if present, else defaults)",
     )
     parser = argparse.ArgumentParser(
         prog="rosey",
-        description="Rosey: a chat bot whose plugins each run in their own sandboxed process and talk only over NATS.",
+        description="Rosey: a chat bot whose plugins each run in their own sandboxed process "
+        "and talk only over NATS.",
         epilog="Run `rosey COMMAND --help` for the options of one command.",
     )
     parser.add_argument("--version", action="version", version=f"rosey {__version__}")
@@ -272,30 +303,40 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the bot: NATS, plugins, router, console chat",
         description="Start NATS (embedded unless a URL is given), discover and start the plugins, route chat "
-        "commands to them, and chat on the console when stdin is a terminal. Ctrl-C or SIGTERM stops everything.",
+        "commands to them, and chat on the console when stdin is a terminal. "
+        "Ctrl-C or SIGTERM stops everything.",
     )
-    run.add_argument("--nats-url", metavar="URL", help="use this NATS server instead of starting an embedded one")
+    run.add_argument(
+        "--nats-url", metavar="URL", help="use this NATS server instead of starting an embedded one"
+    )
     run.add_argument("--no-chat", action="store_true", help="do not read chat lines from the console")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [rosey] log_level")
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override [rosey] log_level"
+    )
     run.set_defaults(func=cmd_run)
 
     send = sub.add_parser(
         "send",
         parents=[common],
         help="send a command to a plugin of the running bot and print its answer",
-        description="Send NAME ARGS... as if a chat user typed !NAME ARGS... Exit 0 on a result, 1 on a plugin "
-        "error, 2 on timeout, unknown plugin or when Rosey is not running.",
+        description="Send NAME ARGS... as if a chat user typed !NAME ARGS... "
+        "Exit 0 on a result, 1 on a plugin error, 2 on timeout, unknown plugin "
+        "or when Rosey is not running.",
     )
     send.add_argument("name", help="plugin name, e.g. echo")
     send.add_argument(
         "args", nargs="*", help="arguments passed to the plugin (after `--`, even ones starting with '-')"
     )
-    send.add_argument("--timeout", type=float, metavar="S", help="seconds to wait (default: the plugin's command_timeout)")
+    send.add_argument(
+        "--timeout", type=float, metavar="S", help="seconds to wait (default: the plugin's command_timeout)"
+    )
     send.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
     send.set_defaults(func=_send)
 
     status = sub.add_parser(
-        "status", parents=[common], help="one row per plugin: state, pid, restarts, CPU, memory, uptime, last exit"
+        "status",
+        parents=[common],
+        help="one row per plugin: state, pid, restarts, CPU, memory, uptime, last exit",
     )
     status.add_argument("--json", action="store_true", help="everything the supervisor knows, as JSON")
     status.set_defaults(func=_status)
@@ -310,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", parents=[common], help="a plugin's recent stdout/stderr lines")
     logs.add_argument("name")
-    logs.add_argument("--lines", "-n", type=int, default=50, metavar="N", help="how many recent lines (default 50)")
+    logs.add_argument(
+        "--lines", "-n", type=int, default=50, metavar="N", help="how many recent lines (default 50)"
+    )
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     logs.set_defaults(func=_logs)
 
@@ -324,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         lifecycle.set_defaults(func=_lifecycle_command(action))
 
     doctor = sub.add_parser(
-        "doctor", help="which protections this machine supports (Landlock, seccomp, namespaces) and what is missing"
+        "doctor",
+        help="which protections this machine supports (Landlock, seccomp, namespaces) and what is missing",
     )
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)

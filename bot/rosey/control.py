@@ -52,7 +52,9 @@ class ControlService:
             "follow": self._follow,
         }
         for action, handler in actions.items():
-            self._subscriptions.append(await self.bus.subscribe(Subjects.supervisor(action), self._wrap(handler)))
+            self._subscriptions.append(
+                await self.bus.subscribe(Subjects.supervisor(action), self._wrap(handler))
+            )
         await self.bus.flush()
 
     async def stop(self) -> None:

@@ -65,7 +65,9 @@ def read_runtime(state_dir: Path) -> RuntimeInfo:
     except (ValueError, TypeError) as exc:
         raise NotRunning(f"{path} is unreadable ({exc}); restart `rosey run`") from exc
     if not psutil.pid_exists(info.pid):
-        raise NotRunning(f"Rosey is not running (pid {info.pid} from {path} is gone); start it with `rosey run`")
+        raise NotRunning(
+            f"Rosey is not running (pid {info.pid} from {path} is gone); start it with `rosey run`"
+        )
     return info
 
 

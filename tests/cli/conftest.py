@@ -44,8 +44,15 @@ async def start_run(workdir: Path, *extra: str) -> RunningRosey:
     """`rosey run --no-chat` in ``workdir``; returns once it printed its ready line."""
     with (workdir / "rosey-run.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            *ROSEY, "run", "--no-chat", *extra,
-            cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log, env=user_env(),
+            *ROSEY,
+            "run",
+            "--no-chat",
+            *extra,
+            cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=user_env(),
         )
     assert proc.stdout is not None
     try:
@@ -56,7 +63,9 @@ async def start_run(workdir: Path, *extra: str) -> RunningRosey:
     if not line.startswith(b"Rosey ready"):
         proc.kill()
         await proc.wait()
-        raise AssertionError(f"rosey run did not get ready: {line!r}\n{(workdir / 'rosey-run.log').read_text()}")
+        raise AssertionError(
+            f"rosey run did not get ready: {line!r}\n{(workdir / 'rosey-run.log').read_text()}"
+        )
     return RunningRosey(proc, workdir, line.decode())
 
 
@@ -69,5 +78,3 @@ async def running(tmp_path: Path) -> AsyncIterator[RunningRosey]:
         if instance.proc.returncode is None:
             instance.proc.kill()
             await instance.proc.wait()
-
-

@@ -15,7 +15,7 @@ from tests.cli.conftest import ROSEY, RunningRosey, rosey, start_run, user_env
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(90)]
 
-CHATTY = '''
+CHATTY = """
 from bot.rosey.core.events import Event
 from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
 
@@ -38,9 +38,9 @@ class Chatty(PluginInterface):
 
 if __name__ == "__main__":
     run_plugin(Chatty)
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
 import no_such_module_here  # the mistake a user makes
 
@@ -52,7 +52,7 @@ class Broken(PluginInterface):
 
     async def handle_command(self, event):
         pass
-'''
+"""
 
 
 @pytest.fixture
@@ -87,8 +87,16 @@ async def test_logs_show_recent_lines_and_follow_streams_new_ones(bot: RunningRo
     assert "[out] chatty is up" in out and "[out] said: first" in out
 
     follow = await asyncio.create_subprocess_exec(
-        *ROSEY, "logs", "chatty", "--lines", "1", "--follow",
-        cwd=bot.workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=user_env(),
+        *ROSEY,
+        "logs",
+        "chatty",
+        "--lines",
+        "1",
+        "--follow",
+        cwd=bot.workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=user_env(),
     )
     assert follow.stdout is not None
     try:

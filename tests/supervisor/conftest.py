@@ -95,7 +95,11 @@ async def core_bus(nats_url: str) -> AsyncIterator[EventBus]:
 
 
 async def build_stack(
-    bus: EventBus, nats_url: str, state_dir: Path, *specs: PluginSpec, env: dict[str, dict[str, str]] | None = None
+    bus: EventBus,
+    nats_url: str,
+    state_dir: Path,
+    *specs: PluginSpec,
+    env: dict[str, dict[str, str]] | None = None,
 ) -> Stack:
     def factory(spec: PluginSpec) -> PluginProcess:
         options = ProcessOptions(data_dir=state_dir / spec.name, extra_env=(env or {}).get(spec.name, {}))
@@ -118,9 +122,7 @@ async def teardown_stack(stack: Stack) -> None:
 
 
 @pytest.fixture
-async def stack_factory(
-    core_bus: EventBus, nats_url: str, tmp_path: Path
-) -> AsyncIterator[Any]:
+async def stack_factory(core_bus: EventBus, nats_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     stacks: list[Stack] = []
 
     async def make(*specs: PluginSpec, env: dict[str, dict[str, str]] | None = None) -> Stack:

@@ -25,7 +25,9 @@ async def test_handler_exception_is_an_error_reply_and_the_plugin_keeps_serving(
 
 
 @pytest.mark.parametrize(("fault", "last_exit"), [("exit", "exit code 3"), ("segv", "killed by SIGSEGV")])
-async def test_crash_fails_the_waiting_command_fast_and_restarts(stack_factory, fault: str, last_exit: str) -> None:
+async def test_crash_fails_the_waiting_command_fast_and_restarts(
+    stack_factory, fault: str, last_exit: str
+) -> None:
     stack = await stack_factory(echo(), faulty())
     traffic = stack.traffic()
     outcome = await stack.command("faulty", fault, timeout=30.0)

@@ -16,7 +16,14 @@ from typing import Any
 
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 
-__all__ = ["CORE_USER", "Credentials", "core_permissions", "plugin_permissions", "plugin_user", "render_server_config"]
+__all__ = [
+    "CORE_USER",
+    "Credentials",
+    "core_permissions",
+    "plugin_permissions",
+    "plugin_user",
+    "render_server_config",
+]
 
 CORE_USER = "rosey_core"
 

@@ -153,7 +153,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - runs before any thread of ours forks
+            preexec_fn=_die_with_parent,  # runs before any thread of ours forks
             # Its own session: a terminal's Ctrl-C must reach only Rosey, which stops the plugins
             # first and the server last; a server dying with the keypress would cut them off.
             start_new_session=True,

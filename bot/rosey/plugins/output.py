@@ -110,7 +110,9 @@ class LogForwarder:
     reported in one line, and all of them stay in the plugin's buffer for ``rosey logs``.
     """
 
-    def __init__(self, logger: logging.Logger, plugin_name: str, rate: float = 200.0, burst: float = 1000.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, plugin_name: str, rate: float = 200.0, burst: float = 1000.0
+    ) -> None:
         self._logger = logger
         self._name = plugin_name
         self._rate = rate
@@ -128,6 +130,8 @@ class LogForwarder:
             return
         self._tokens -= 1.0
         if self.suppressed:
-            self._logger.warning("[%s] ... %d lines not logged (output rate limit)", self._name, self.suppressed)
+            self._logger.warning(
+                "[%s] ... %d lines not logged (output rate limit)", self._name, self.suppressed
+            )
             self.suppressed = 0
         self._logger.info("[%s] %s", self._name, line.text)

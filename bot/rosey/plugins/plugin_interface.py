@@ -81,7 +81,7 @@ class PluginInterface(ABC):
             nats_url: NATS server URL (default: $NATS_URL, then nats://localhost:4222)
             nats_token: NATS auth token (default: $NATS_TOKEN)
         """
-        self.nats_url = nats_url or os.getenv("NATS_URL", DEFAULT_NATS_URL)
+        self.nats_url: str = nats_url or os.getenv("NATS_URL") or DEFAULT_NATS_URL
         self.nats_token = nats_token or os.getenv("NATS_TOKEN") or None
         # Per-plugin identity on a server with authorization (set by the runner).
         self.nats_user = os.getenv("NATS_USER") or None
@@ -226,7 +226,8 @@ class PluginInterface(ABC):
         stats["malformed"] = self.event_bus.stats.malformed
         stats["sandbox"] = os.environ.get("ROSEY_SANDBOX_APPLIED")
         await self.event_bus.respond(
-            event, Event(subject=event.reply, data=stats, source=f"plugin-{self.plugin_name}", event_type="pong")
+            event,
+            Event(subject=event.reply, data=stats, source=f"plugin-{self.plugin_name}", event_type="pong"),
         )
 
     # ========== Publishing Methods (For Plugin Authors) ==========

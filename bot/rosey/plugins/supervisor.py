@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ __all__ = ["ManagedPlugin", "PluginSpec", "PluginState", "RestartPolicy", "Super
 logger = logging.getLogger(__name__)
 
 
-class PluginState(str, Enum):
+class PluginState(StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
     RUNNING = "running"
@@ -42,7 +43,7 @@ class PluginState(str, Enum):
     DISABLED = "disabled"
 
 
-class RestartPolicy(str, Enum):
+class RestartPolicy(StrEnum):
     NEVER = "never"
     ON_FAILURE = "on-failure"
     ALWAYS = "always"
@@ -265,7 +266,7 @@ class Supervisor:
             plugin.kill_reason = None
             if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
                 plugin.process = self._factory(plugin.spec)
-                plugin.process.output.add_listener(lambda line, n=plugin.name: self._forward_output(n, line))
+                plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
             process = plugin.process
             started = time.monotonic()
             try:
@@ -343,10 +344,19 @@ class Supervisor:
         else:
             first.set_exception(error)
 
-    async def _announce_exit(self, plugin: ManagedPlugin, reason: str, returncode: int, crashed: bool) -> None:
+    async def _announce_exit(
+        self, plugin: ManagedPlugin, reason: str, returncode: int, crashed: bool
+    ) -> None:
         """Tell the router (and anyone listening) so waiting commands fail fast, not by timeout."""
         if self.bus is None or not crashed:
             return
-        data = {"plugin": plugin.name, "reason": reason, "returncode": returncode, "restarts": plugin.restarts}
+        data = {
+            "plugin": plugin.name,
+            "reason": reason,
+            "returncode": returncode,
+            "restarts": plugin.restarts,
+        }
         with contextlib.suppress(BusNotConnected, TimeoutError, OSError):
-            await self.bus.publish(Subjects.plugin_event(plugin.name, "crashed"), data, source="rosey-supervisor")
+            await self.bus.publish(
+                Subjects.plugin_event(plugin.name, "crashed"), data, source="rosey-supervisor"
+            )

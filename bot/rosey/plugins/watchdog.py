@@ -46,7 +46,10 @@ class WatchdogConfig:
 
 
 def limit_violation(
-    limits: dict[str, Any], stats: dict[str, Any], cpu_samples: deque[tuple[float, float]], children: int | None
+    limits: dict[str, Any],
+    stats: dict[str, Any],
+    cpu_samples: deque[tuple[float, float]],
+    children: int | None,
 ) -> str | None:
     """The first limit ``stats`` breaks, in words ("memory 301 MB > limit 256 MB"), or None."""
     max_memory = limits.get("max_memory_mb")
@@ -74,7 +77,9 @@ def limit_violation(
 class Watchdog:
     """Runs the sweep and ping loops for one supervisor until cancelled."""
 
-    def __init__(self, supervisor: Supervisor, bus: EventBus | None, config: WatchdogConfig | None = None) -> None:
+    def __init__(
+        self, supervisor: Supervisor, bus: EventBus | None, config: WatchdogConfig | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.bus = bus
         self.config = config or WatchdogConfig()
@@ -167,7 +172,10 @@ class Watchdog:
         key = (plugin.name, pid)
         try:
             reply = await self.bus.request(
-                Subjects.control(plugin.name, "ping"), {}, "rosey-supervisor", timeout=self.config.ping_timeout
+                Subjects.control(plugin.name, "ping"),
+                {},
+                "rosey-supervisor",
+                timeout=self.config.ping_timeout,
             )
         except (RequestTimeout, NoResponders):
             missed = self._missed.get(key, 0) + 1
@@ -175,7 +183,9 @@ class Watchdog:
             if missed >= self.config.missed_pings_limit:
                 self._missed.pop(key, None)
                 span = missed * (self.config.ping_interval + self.config.ping_timeout)
-                self.supervisor.kill(plugin.name, f"unresponsive: missed {missed} liveness pings (~{span:.0f} s)")
+                self.supervisor.kill(
+                    plugin.name, f"unresponsive: missed {missed} liveness pings (~{span:.0f} s)"
+                )
             return
         except BusNotConnected:
             return  # the bus is down: that is not the plugin's fault
