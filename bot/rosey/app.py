@@ -194,8 +194,7 @@ class RoseyApp:
 
 
     def _module_file(self, spec: PluginSpec) -> Path | None:
-        info = self.catalog.discovered.get(spec.name)
-        return info.file if info is not None and spec.entry is not None else None
+        return self.catalog.module_files.get(spec.name)
 
 
 def _external_credentials(name: str) -> tuple[str | None, str | None]:

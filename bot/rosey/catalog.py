@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry
+from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry, locate_plugin_module
 from bot.rosey.plugins.supervisor import PluginSpec, RestartPolicy
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
@@ -40,6 +40,7 @@ class Catalog:
     configs: dict[str, PluginConfig]
     problems: tuple[str, ...] = ()
     discovered: dict[str, PluginInfo] = field(default_factory=dict)
+    module_files: dict[str, Path] = field(default_factory=dict)
 
 
 def discover(config: RoseyConfig) -> PluginRegistry:
@@ -60,19 +61,23 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
     registry = registry if registry is not None else discover(config)
     problems = list(registry.problems)
     found: dict[str, tuple[Path | None, str | None, str]] = {}
+    module_files: dict[str, Path] = {}  # source of module plugins: the sandbox lets them read it
     for name, info in registry.infos.items():
         found[name] = (info.file if info.entry is None else None, info.entry, info.source)
+        if info.entry is not None and info.file is not None:
+            module_files[name] = info.file
     for name, plugin in config.plugins.items():
         if plugin.path is not None:
             found[name] = (plugin.path, None, "config")
         elif plugin.module is not None:
-            entry = plugin.module if ":" in plugin.module else None
-            if entry is None:
-                raise ConfigError(
-                    f"{config.source}: plugins.{name}.module: "
-                    "give the class too, as 'package.module:ClassName'"
-                )
-            found[name] = (None, entry, "config")
+            module, _, class_name = plugin.module.partition(":")
+            try:
+                class_name, module_file = locate_plugin_module(module, class_name or None)
+            except (LookupError, OSError, SyntaxError, ValueError) as exc:
+                raise ConfigError(f"{config.source}: plugins.{name}.module: {exc}") from exc
+            found[name] = (None, f"{module}:{class_name}", "config")
+            if module_file is not None:
+                module_files[name] = module_file
         elif name not in found:
             problems.append(
                 f"[plugins.{name}] in {config.source} has no path or module and no plugin named "
@@ -99,7 +104,11 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             )
         )
     return Catalog(
-        specs=tuple(specs), configs=configs, problems=tuple(problems), discovered=dict(registry.infos)
+        specs=tuple(specs),
+        configs=configs,
+        problems=tuple(problems),
+        discovered=dict(registry.infos),
+        module_files=module_files,
     )
 
 

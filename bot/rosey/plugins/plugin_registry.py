@@ -31,7 +31,14 @@ from typing import Literal
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError, PluginNotFound
 
-__all__ = ["DEFAULT_ENTRY_POINT_GROUP", "DEFAULT_PLUGINS_DIR", "PluginInfo", "PluginRegistry", "PluginSource"]
+__all__ = [
+    "locate_plugin_module",
+    "DEFAULT_ENTRY_POINT_GROUP",
+    "DEFAULT_PLUGINS_DIR",
+    "PluginInfo",
+    "PluginRegistry",
+    "PluginSource",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +229,34 @@ def _source_file(spec: importlib.machinery.ModuleSpec) -> Path | None:
     if spec.has_location and origin and origin.endswith(".py") and os.path.isfile(origin):
         return Path(origin).absolute()
     return None  # extension module, bytecode only, inside a zip, namespace package...
+
+
+def locate_plugin_module(module: str, class_name: str | None = None) -> tuple[str, Path | None]:
+    """Find plugin class ``class_name`` (or the module's only plugin class) by reading source.
+
+    Returns ``(class_name, source_file)``; raises ``LookupError`` saying what is wrong. Nothing
+    is imported: this is how ``module = "pkg.mod"`` in rosey.toml becomes ``pkg.mod:Class``.
+    """
+    spec = _find_module(module)
+    if spec is None:
+        raise LookupError(f"module {module!r} not found on sys.path")
+    path = _source_file(spec)
+    if path is None:
+        if class_name is None:
+            raise LookupError(
+                f"module {module!r} has no Python source to read; name the class as 'module:Class'"
+            )
+        return class_name, None
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    plugins = [name for name, scan in _scan_classes(tree).items() if scan.is_plugin and not scan.subclassed]
+    if class_name is not None:
+        return class_name, path
+    if len(plugins) != 1:
+        found = ", ".join(plugins) or "none"
+        raise LookupError(
+            f"module {module!r} defines {len(plugins)} plugin classes ({found}); name one as 'module:Class'"
+        )
+    return plugins[0], path
 
 
 class PluginRegistry:
