@@ -32,12 +32,12 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError, PluginNotFound
 
 __all__ = [
-    "locate_plugin_module",
     "DEFAULT_ENTRY_POINT_GROUP",
     "DEFAULT_PLUGINS_DIR",
     "PluginInfo",
     "PluginRegistry",
     "PluginSource",
+    "locate_plugin_module",
 ]
 
 logger = logging.getLogger(__name__)
