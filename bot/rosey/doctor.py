@@ -27,8 +27,24 @@ def doctor_report() -> dict[str, Any]:
         report["nats_server"] = None
         report["nats_server_error"] = str(exc)
     report["sandbox"] = probe()
+    report["missing_protections"] = _missing(report["sandbox"])
     report["ok"] = report["nats_server"] is not None
     return report
+
+
+def _missing(sandbox: dict[str, Any]) -> list[str]:
+    """Protections a plugin could not get here: each one makes sandbox = "strict" refuse plugins."""
+    missing = []
+    abi = sandbox.get("landlock_abi") or 0
+    if abi < 1:
+        missing.append("Landlock (filesystem rules)")
+    if abi < 4:
+        missing.append("Landlock ABI >= 4 (TCP connect/bind rules)")
+    if abi < 6:
+        missing.append("Landlock ABI >= 6 (signal and abstract-socket scoping)")
+    if not sandbox.get("seccomp_filter"):
+        missing.append("seccomp filters (UDP/raw sockets, fork, ptrace)")
+    return missing
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -38,7 +54,14 @@ def format_report(report: dict[str, Any]) -> str:
         "sandbox protections on this machine:",
     ]
     for name, value in report["sandbox"].items():
-        lines.append(f"  {name:<24} {_words(value)}")
+        lines.append(f"  {name:<26} {_words(value)}")
+    missing = report["missing_protections"]
+    if missing:
+        lines.append("missing here: " + "; ".join(missing))
+        lines.append('=> sandbox = "best-effort" runs plugins without these (one warning each);')
+        lines.append('   sandbox = "strict" refuses to start them.')
+    else:
+        lines.append('=> every protection is available: sandbox = "strict" will start plugins here.')
     return "\n".join(lines)
 
 

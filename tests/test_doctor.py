@@ -1,0 +1,53 @@
+"""`rosey doctor`: honest about what this kernel can enforce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bot.rosey.doctor import _missing, format_report
+
+pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
+
+
+def test_doctor_json_on_this_machine() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.rosey", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
+    report = json.loads(out)
+    assert report["ok"] is True and report["nats_server"]
+    assert isinstance(report["sandbox"]["landlock_abi"], int)
+    assert isinstance(report["missing_protections"], list)
+
+
+@pytest.mark.parametrize(
+    ("probe", "missing"),
+    [
+        ({"landlock_abi": 7, "seccomp_filter": True}, []),
+        ({"landlock_abi": 3, "seccomp_filter": True}, ["TCP", "scoping"]),
+        ({"landlock_abi": 0, "seccomp_filter": False}, ["filesystem", "TCP", "scoping", "seccomp"]),
+    ],
+)
+def test_missing_protections_and_the_strict_verdict(probe: dict, missing: list[str]) -> None:
+    found = _missing(probe)
+    assert len(found) == len(missing)
+    for word, line in zip(missing, found, strict=True):
+        assert word in line
+    text = format_report(
+        {
+            "rosey": "x",
+            "python": "3",
+            "platform": "p",
+            "nats_server": "/bin/n",
+            "sandbox": probe,
+            "missing_protections": found,
+        }
+    )
+    assert ('"strict" refuses' in text) == bool(missing)
