@@ -10,7 +10,9 @@ from bot.rosey.config import PluginConfig, RoseyConfig, SandboxMode
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.supervisor import PluginSpec
 
-__all__ = ["nats_port", "sandbox_for"]
+__all__ = ["DATA_HEADROOM_MB", "nats_port", "sandbox_for"]
+
+DATA_HEADROOM_MB = 256  # executor thread stacks (8 MB each) and allocator slack
 
 
 def nats_port(url: str) -> int:
@@ -55,5 +57,8 @@ def sandbox_for(
         allow_udp=needs_dns,
         allow_subprocess=plugin.max_processes > 0,
         max_open_files=plugin.max_open_files,
+        # A hard backstop far enough above the watchdog's RSS limit that the watchdog, which
+        # reports the reason, normally acts first; a storm faster than its sweep stops here.
+        max_data_mb=2 * plugin.max_memory_mb + DATA_HEADROOM_MB,
         strict=config.sandbox is SandboxMode.STRICT,
     )

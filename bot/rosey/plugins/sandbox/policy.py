@@ -88,6 +88,10 @@ class SandboxPolicy:
     max_open_files: int = 256
     max_file_size_mb: int = 1024
     max_memory_mb: int | None = None
+    # RLIMIT_DATA: heap + private writable mappings (thread stacks included; glibc's PROT_NONE
+    # arena reservations not). An idle plugin has ~17 MB here, so a cap well above the
+    # supervisor's RSS limit stops an allocation storm without tripping normal plugins.
+    max_data_mb: int | None = None
     core_dumps: bool = False
     drop_capabilities: bool = True
     strict: bool = False
@@ -111,6 +115,8 @@ class SandboxPolicy:
             raise ValueError(f"max_file_size_mb must be at least 1, got {self.max_file_size_mb}")
         if self.max_memory_mb is not None and self.max_memory_mb < 64:
             raise ValueError(f"max_memory_mb must be at least 64 (or None), got {self.max_memory_mb}")
+        if self.max_data_mb is not None and self.max_data_mb < 64:
+            raise ValueError(f"max_data_mb must be at least 64 (or None), got {self.max_data_mb}")
 
     # ------------------------------------------------------------------ wire format
 

@@ -33,6 +33,8 @@ def planned_limits(policy: SandboxPolicy) -> dict[str, int]:
         limits["RLIMIT_CORE"] = 0
     if policy.max_memory_mb is not None:
         limits["RLIMIT_AS"] = policy.max_memory_mb * _MB
+    if policy.max_data_mb is not None:
+        limits["RLIMIT_DATA"] = policy.max_data_mb * _MB
     return limits
 
 
@@ -54,7 +56,7 @@ def apply_limits(policy: SandboxPolicy) -> ProtectionResult:
         except (OSError, ValueError, AttributeError) as exc:
             failed.append(f"{name}: {exc}")
             continue
-        shown = f"{value // _MB}MB" if name in ("RLIMIT_FSIZE", "RLIMIT_AS") else str(value)
+        shown = f"{value // _MB}MB" if name in ("RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_DATA") else str(value)
         applied.append(f"{name.removeprefix('RLIMIT_')}={shown}")
     if failed:
         return ProtectionResult(name="rlimits", state=ProtectionState.FAILED, detail="; ".join(failed))
