@@ -21,11 +21,11 @@ from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import RoseyConfig
 from bot.rosey.control import ControlService
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.nats_auth import CORE_USER, Credentials, plugin_permissions, plugin_user
+from bot.rosey.core.nats_auth import CORE_USER, Credentials, password_variable, plugin_permissions, plugin_user
 from bot.rosey.core.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.core.router import CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.sandbox_setup import sandbox_for
+from bot.rosey.plugins.sandbox_setup import plugin_url, sandbox_for
 from bot.rosey.plugins.supervisor import PluginSpec, Supervisor
 from bot.rosey.plugins.watchdog import Watchdog
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
@@ -190,7 +190,9 @@ class RoseyApp:
                 self.config, plugin, spec, data_dir=data_dir, nats_url=self.nats_url, module_file=self._module_file(spec)
             ),
         )
-        return PluginProcess(spec.name, spec.path, self.nats_url, options=options)
+        # The plugin gets the URL without the core's credentials and never the host's NATS_TOKEN
+        # (an explicit "" stops PluginProcess from falling back to the environment's).
+        return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
 
 
     def _module_file(self, spec: PluginSpec) -> Path | None:
@@ -199,7 +201,7 @@ class RoseyApp:
 
 def _external_credentials(name: str) -> tuple[str | None, str | None]:
     """Against an operator's server: ``ROSEY_NATS_PASSWORD_<NAME>`` if set (see ``rosey nats-config``)."""
-    password = os.getenv(f"ROSEY_NATS_PASSWORD_{name.upper()}")
+    password = os.getenv(password_variable(name))
     return (plugin_user(name), password) if password else (None, None)
 
 

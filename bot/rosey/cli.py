@@ -255,6 +255,7 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     from bot.rosey.core.nats_auth import (
         CORE_USER,
         Credentials,
+        password_variable,
         plugin_permissions,
         plugin_user,
         render_server_config,
@@ -271,9 +272,13 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
             Credentials(user=plugin_user(spec.name)),
             plugin_permissions(spec.name, extra_publish=plugin.publish, extra_subscribe=plugin.subscribe),
         )
+    names = ", ".join(f"${password_variable(name)}" for name in users)
     print("# Authorization for your own nats-server, equivalent to what `rosey run` generates for its")
-    print("# embedded server. Choose the passwords; give rosey the core's in the NATS URL")
-    print("# (nats://rosey_core:PASSWORD@host:port) and each plugin's in ROSEY_NATS_PASSWORD_<NAME>.")
+    print("# embedded server. Choose one password per identity and set them in the environment of")
+    print(f"# BOTH nats-server and `rosey run`: {names}")
+    print("# (nats-server refuses to start while one is unset). Give rosey the core's in its URL:")
+    print("#   rosey run --nats-url nats://rosey_core:$ROSEY_NATS_PASSWORD_CORE@HOST:PORT")
+    print("# Plugins never see that URL's credentials; each connects as its own user.")
     print(render_server_config(users))
     return EXIT_OK
 

@@ -154,6 +154,24 @@ def _subject(subject: str) -> str | None:
     return None
 
 
+def _subscribe_grant(subject: str) -> str | None:
+    """A subscribe grant; one ending in ``*`` is refused (design.md section 3).
+
+    nats-server lets an allow of ``a.b.*`` subscribe to ``a.b.>`` too, and a deny of ``a.b.>``
+    would also block ``a.b.*`` itself: no grant means "exactly one more level". Exact subjects
+    or an explicit ``>`` say what they give.
+    """
+    if reason := _subject(subject):
+        return reason
+    if subject.split(".")[-1] == "*":
+        stem = subject[:-1]
+        return (
+            f"must not end in '*': NATS would also allow subscribing to '{stem}>' and everything "
+            f"below it; list the exact subjects, or grant '{stem}>' if that is what you mean"
+        )
+    return None
+
+
 def _host_port(entry: str) -> str | None:
     host, sep, port = entry.rpartition(":")
     if not sep or host in ("", "[]"):
@@ -240,7 +258,7 @@ class PluginConfig:
         put("cpu_window_seconds", _float(key("cpu_window_seconds"), self.cpu_window_seconds))
         put("env", _strings(key("env"), self.env, _env_name))
         put("publish", _strings(key("publish"), self.publish, _subject))
-        put("subscribe", _strings(key("subscribe"), self.subscribe, _subject))
+        put("subscribe", _strings(key("subscribe"), self.subscribe, _subscribe_grant))
         put("network", _strings(key("network"), self.network, _host_port))
         put("read_paths", _paths(key("read_paths"), self.read_paths))
         put("write_paths", _paths(key("write_paths"), self.write_paths))

@@ -20,6 +20,7 @@ __all__ = [
     "CORE_USER",
     "Credentials",
     "core_permissions",
+    "password_variable",
     "plugin_permissions",
     "plugin_user",
     "render_server_config",
@@ -76,19 +77,27 @@ def core_permissions() -> None:
     return None
 
 
+def password_variable(name: str) -> str:
+    """The environment variable holding identity ``name``'s password for an operator's server."""
+    return f"ROSEY_NATS_PASSWORD_{name.upper()}"
+
+
 def render_server_config(users: dict[str, tuple[Credentials, dict[str, Any] | None]]) -> str:
     """An ``authorization`` block for an operator's own nats-server (``rosey nats-config``).
 
-    Passwords are replaced by placeholders: the operator chooses them and hands each plugin
-    its own via the environment Rosey starts it with.
+    Passwords are bare ``$ROSEY_NATS_PASSWORD_<NAME>`` references, which nats-server resolves
+    from its environment and refuses to start without: a quoted placeholder would be taken
+    literally, a well-known password for the unrestricted core. Rosey reads the same variables
+    to give each plugin its own password.
     """
-    entries = []
+    lines = ["authorization {", "  users = ["]
     for name, (creds, permissions) in users.items():
-        entry: dict[str, Any] = {"user": creds.user, "password": f"$ROSEY_PASSWORD_{name.upper()}"}
+        entry = f'    {{user: {json.dumps(creds.user)}, password: ${password_variable(name)}'
         if permissions is not None:
-            entry["permissions"] = permissions
-        entries.append(entry)
-    return json.dumps({"authorization": {"users": entries}}, indent=2)
+            entry += f", permissions: {json.dumps(permissions)}"
+        lines.append(entry + "}")
+    lines += ["  ]", "}"]
+    return "\n".join(lines)
 
 
 def _unique(subjects: Iterable[str]) -> list[str]:

@@ -105,7 +105,8 @@ class PluginProcess:
             raise ValueError(f"plugin '{plugin_name}' needs a plugin_path or options.entry")
         self.plugin_path = Path(plugin_path) if plugin_path is not None else None
         self.nats_url = nats_url or os.getenv("NATS_URL", DEFAULT_NATS_URL)
-        self.nats_token = nats_token or os.getenv("NATS_TOKEN") or None
+        # None: the seed's default, $NATS_TOKEN. "" (what rosey run passes): no token at all.
+        self.nats_token = (nats_token if nats_token is not None else os.getenv("NATS_TOKEN")) or None
         self.python_executable = python_executable or sys.executable
         self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,9 +11,30 @@ from bot.rosey.config import PluginConfig, RoseyConfig, SandboxMode
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.supervisor import PluginSpec
 
-__all__ = ["DATA_HEADROOM_MB", "nats_port", "sandbox_for"]
+__all__ = ["DATA_HEADROOM_MB", "nats_port", "plugin_url", "sandbox_for"]
+
+logger = logging.getLogger(__name__)
 
 DATA_HEADROOM_MB = 256  # executor thread stacks (8 MB each) and allocator slack
+
+
+def _holds_operator_files(directory: Path, config: RoseyConfig) -> bool:
+    sensitive = [config.state_dir.resolve()]
+    if config.source is not None:
+        sensitive.append(config.source.resolve())
+    return any(path == directory or path.is_relative_to(directory) for path in sensitive)
+
+
+def plugin_url(url: str) -> str:
+    """The NATS URL to hand a plugin: the core's URL without the core's credentials in it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
 
 
 def nats_port(url: str) -> int:
@@ -35,9 +57,21 @@ def sandbox_for(
     grants open TCP connects by port (Landlock filters ports, not hosts); a grant naming a
     host rather than an IP address also allows UDP, which name resolution needs.
     """
-    extra_read = list(plugin.read_paths)
+    extra_read: list[Path] = list(plugin.read_paths)
     if module_file is not None:
         extra_read.append(module_file.resolve().parent)
+    plugin_file = spec.path
+    if plugin_file is not None and _holds_operator_files(plugin_file.resolve().parent, config):
+        # A plugin file beside rosey.toml would make its directory, .rosey/ included (core
+        # credentials, every plugin's password), readable. Grant the file alone instead.
+        logger.warning(
+            "plugin '%s' lives in %s, next to Rosey's configuration or state; it may read only its "
+            "own file there (put plugins in their own directory, e.g. plugins/)",
+            spec.name,
+            plugin_file.parent,
+        )
+        extra_read.append(plugin_file)
+        plugin_file = None
     ports = []
     needs_dns = False
     for grant in plugin.network:
@@ -48,7 +82,7 @@ def sandbox_for(
         except ValueError:
             needs_dns = True
     return SandboxPolicy.for_plugin(
-        plugin_file=spec.path,
+        plugin_file=plugin_file,
         data_dir=data_dir,
         nats_port=nats_port(nats_url),
         extra_read=extra_read,
