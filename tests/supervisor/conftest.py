@@ -22,6 +22,8 @@ ECHO = Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "exam
 
 # Fast enough that a blocked plugin is caught in ~1 s instead of ~7 s.
 FAST_WATCHDOG = WatchdogConfig(sweep_interval=0.1, ping_interval=0.3, ping_timeout=0.3, missed_pings_limit=3)
+# For limit tests: sweeps as fast, pings too slow to matter, so the limit under test acts first.
+SWEEP_ONLY = WatchdogConfig(sweep_interval=0.1, ping_interval=10.0, ping_timeout=10.0, missed_pings_limit=3)
 FAST_RESTARTS = SupervisorConfig(backoff_initial=0.05, backoff_max=0.5, stable_after=5.0, crash_limit=3)
 
 
@@ -100,6 +102,7 @@ async def build_stack(
     state_dir: Path,
     *specs: PluginSpec,
     env: dict[str, dict[str, str]] | None = None,
+    watchdog: WatchdogConfig = FAST_WATCHDOG,
 ) -> Stack:
     def factory(spec: PluginSpec) -> PluginProcess:
         options = ProcessOptions(data_dir=state_dir / spec.name, extra_env=(env or {}).get(spec.name, {}))
@@ -109,10 +112,10 @@ async def build_stack(
     router = CoreRouter(bus, RouterConfig(command_timeout=30.0), known_plugins=supervisor.names)
     await router.start()
     results = await supervisor.start_all()
-    watchdog = Watchdog(supervisor, bus, FAST_WATCHDOG)
-    watchdog.start()
+    dog = Watchdog(supervisor, bus, watchdog)
+    dog.start()
     assert all(error is None for name, error in results.items() if name == "echo"), results
-    return Stack(supervisor, watchdog, router)
+    return Stack(supervisor, dog, router)
 
 
 async def teardown_stack(stack: Stack) -> None:
@@ -125,8 +128,12 @@ async def teardown_stack(stack: Stack) -> None:
 async def stack_factory(core_bus: EventBus, nats_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     stacks: list[Stack] = []
 
-    async def make(*specs: PluginSpec, env: dict[str, dict[str, str]] | None = None) -> Stack:
-        stack = await build_stack(core_bus, nats_url, tmp_path, *specs, env=env)
+    async def make(
+        *specs: PluginSpec,
+        env: dict[str, dict[str, str]] | None = None,
+        watchdog: WatchdogConfig = FAST_WATCHDOG,
+    ) -> Stack:
+        stack = await build_stack(core_bus, nats_url, tmp_path, *specs, env=env, watchdog=watchdog)
         stacks.append(stack)
         return stack
 

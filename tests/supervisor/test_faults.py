@@ -9,7 +9,7 @@ import pytest
 from bot.rosey.core.router import OutcomeKind
 from bot.rosey.plugins.supervisor import PluginState, RestartPolicy
 
-from .conftest import FAULTY, echo, faulty
+from .conftest import FAULTY, SWEEP_ONLY, echo, faulty
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,7 +51,7 @@ async def test_blocked_event_loop_is_killed_and_restarted(stack_factory) -> None
 
 
 async def test_memory_over_the_limit_is_killed_with_the_reason(stack_factory) -> None:
-    stack = await stack_factory(echo(), faulty(max_memory_mb=150))
+    stack = await stack_factory(echo(), faulty(max_memory_mb=150), watchdog=SWEEP_ONLY)
     traffic = stack.traffic()
     outcome = await stack.command("faulty", "alloc", timeout=30.0)
     assert outcome.kind is OutcomeKind.CRASHED, outcome
@@ -62,7 +62,9 @@ async def test_memory_over_the_limit_is_killed_with_the_reason(stack_factory) ->
 
 
 async def test_cpu_spin_over_the_limit_is_killed_with_the_reason(stack_factory) -> None:
-    stack = await stack_factory(echo(), faulty(max_cpu_percent=50.0, cpu_window_seconds=1.0))
+    stack = await stack_factory(
+        echo(), faulty(max_cpu_percent=50.0, cpu_window_seconds=1.0), watchdog=SWEEP_ONLY
+    )
     traffic = stack.traffic()
     assert (await stack.command("faulty", "spin")).ok
     plugin = await stack.back_up("faulty")
@@ -71,7 +73,7 @@ async def test_cpu_spin_over_the_limit_is_killed_with_the_reason(stack_factory) 
 
 
 async def test_fork_storm_beyond_max_processes_kills_the_whole_tree(stack_factory) -> None:
-    stack = await stack_factory(echo(), faulty(max_processes=5))
+    stack = await stack_factory(echo(), faulty(max_processes=5), watchdog=SWEEP_ONLY)
     traffic = stack.traffic()
     first_pid = stack.supervisor.get("faulty").process.pid
     outcome = await stack.command("faulty", "fork", "50")

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
-from bot.rosey.core.events import Event
+from bot.rosey.core.events import Event, new_id
 from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
 
 __all__ = [
@@ -138,6 +138,10 @@ class EventBus:
         self._error_callback = error_callback
         self._nc: Client | None = None
         self._subscriptions: set[Subscription] = set()
+        self._reply_prefix: str | None = None  # the request mux: <inbox>.<id>.<token>
+        self._replies: dict[str, asyncio.Future[Msg]] = {}
+        self._reply_seq = 0
+        self._reply_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- connection
 
@@ -197,6 +201,11 @@ class EventBus:
         """Drain subscriptions and pending publishes, then close. Safe to call twice."""
         nc, self._nc = self._nc, None
         self._subscriptions.clear()
+        self._reply_prefix = None
+        replies, self._replies = self._replies, {}
+        for future in replies.values():
+            if not future.done():
+                future.set_exception(BusNotConnected("the event bus was disconnected"))
         if nc is None or nc.is_closed:
             return
         try:
@@ -255,6 +264,12 @@ class EventBus:
         """Publish an already-built event on ``event.subject``."""
         await self._publish_raw(event.subject, event.to_bytes(), reply)
 
+    async def publish_event_to(self, event: Event, subjects: Sequence[str]) -> None:
+        """Publish one event on several subjects, encoding it once (the wire format has no subject)."""
+        payload = event.to_bytes()
+        for subject in subjects:
+            await self._publish_raw(subject, payload, None)
+
     async def respond(self, request: Event, event: Event) -> None:
         """Answer ``request`` (which arrived with a reply subject) with ``event``."""
         if not request.reply:
@@ -289,15 +304,51 @@ class EventBus:
             event_type=event_type or "",
             correlation_id=correlation_id,
         )
-        try:
-            msg = await self.client.request(subject, event.to_bytes(), timeout=timeout)
-        except nats.errors.NoRespondersError as exc:
-            raise NoResponders(f"nobody is subscribed to {subject!r}") from exc
-        except nats.errors.TimeoutError as exc:
-            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from exc
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
-            raise BusNotConnected(f"cannot request {subject!r}: the connection is closed") from exc
+        msg = await self._request_raw(subject, event.to_bytes(), timeout)
         return Event.from_bytes(msg.data, msg.subject)
+
+    async def _request_raw(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """One request through this bus's own reply mux.
+
+        Like nats-py's request() (one wildcard inbox subscription, a future per request), but
+        the timeout is one ``call_later`` instead of ``wait_for`` and its extra task: measured
+        -25 µs of CPU per command, +18 % commands/s at 100 in flight (bench/PROFILE.md).
+        """
+        prefix = self._reply_prefix or await self._start_reply_mux()
+        loop = asyncio.get_running_loop()
+        self._reply_seq += 1
+        token = str(self._reply_seq)
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._replies[token] = future
+        expiry = loop.call_later(timeout, _expire, future)
+        try:
+            await self._publish_raw(subject, payload, prefix + token)
+            msg = await future
+        except TimeoutError as exc:
+            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from exc
+        finally:
+            expiry.cancel()
+            self._replies.pop(token, None)
+        if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+            raise NoResponders(f"nobody is subscribed to {subject!r}")
+        return msg
+
+    async def _start_reply_mux(self) -> str:
+        async with self._reply_lock:
+            if self._reply_prefix is None:
+                prefix = f"{self._inbox_prefix or '_INBOX'}.{new_id()}."
+                try:
+                    await self.client.subscribe(prefix + "*", cb=self._on_reply)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+                    raise BusNotConnected("cannot request: the connection is closed") from exc
+                self._reply_prefix = prefix
+        return self._reply_prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        assert self._reply_prefix is not None
+        future = self._replies.pop(msg.subject[len(self._reply_prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     # ---------------------------------------------------------------- subscribing
 
@@ -361,6 +412,14 @@ class EventBus:
     async def _on_reconnected(self) -> None:
         self.stats.reconnects += 1
         logger.info("%s reconnected to NATS", self.name or "event bus")
+
+
+_NO_RESPONDERS = "503"  # the status nats-server sends back when a request has no subscriber
+
+
+def _expire(future: asyncio.Future[Msg]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _redact(url: str) -> str:

@@ -13,9 +13,10 @@ object, raising :class:`MalformedEvent`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,23 @@ __all__ = ["WIRE_VERSION", "Event", "new_id"]
 WIRE_VERSION = 1
 
 
+def _fresh_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(10).hex()
+    _id_counter = itertools.count(1)
+
+
+_id_prefix = ""
+_id_counter = itertools.count(1)
+_fresh_prefix()
+# A forked child (the zygote's plugins) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_fresh_prefix)
+
+
 def new_id() -> str:
-    """A fresh random identifier (32 hex digits) for events and correlation ids."""
-    return uuid.uuid4().hex
+    """A unique identifier for events and correlation ids: a random per-process prefix and a
+    counter (32 hex digits). Unique, not secret, and ~10x cheaper than uuid4 (bench/PROFILE.md)."""
+    return f"{_id_prefix}{next(_id_counter):012x}"
 
 
 def _default_event_type(subject: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -275,10 +274,9 @@ class PluginInterface(ABC):
             source=f"plugin-{self.plugin_name}",
             correlation_id=correlation_id,
         )
-        await bus.publish_event(event)
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
-        if reply:
-            await bus.publish_event(dataclasses.replace(event, subject=reply))
+        # The seed's subject for observers, and the requester's inbox: one encoding for both.
+        await bus.publish_event_to(event, (event.subject, reply) if reply else (event.subject,))
 
     async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:
         """
