@@ -1,0 +1,297 @@
+"""From raw measurements to the one table: figures with baseline, ratio, target and verdict; the
+JSON written to ``bench/results/``; and deltas against an earlier JSON (``--compare``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    value: float
+    baseline: float | None = None
+    baseline_label: str = ""
+    ratio: float | None = None  # value / baseline (speed-ups are expressed by the target's direction)
+    target: str = ""
+    passed: bool | None = None
+
+
+def _ratio(value: float, baseline: float | None) -> float | None:
+    if baseline is None or not baseline or math.isnan(baseline) or math.isnan(value):
+        return None
+    return value / baseline
+
+
+def build_figures(
+    m: dict[str, Any], variants: list[str], uvloop: bool, default_launcher: str
+) -> list[Figure]:
+    """Turn the flat measurement dict into figures (only those that were measured)."""
+    figures: list[Figure] = []
+
+    def add(
+        key: str,
+        label: str,
+        unit: str,
+        value_key: str,
+        baseline_key: str | None = None,
+        baseline_label: str = "",
+        target: str = "",
+        check: Callable[[float, float | None], bool] | None = None,
+    ) -> None:
+        if value_key not in m:
+            return
+        value = float(m[value_key])
+        baseline = float(m[baseline_key]) if baseline_key and baseline_key in m else None
+        ratio = _ratio(value, baseline)
+        passed = check(value, ratio) if check is not None else None
+        figures.append(
+            Figure(
+                key=key,
+                label=label,
+                unit=unit,
+                value=value,
+                baseline=baseline,
+                baseline_label=baseline_label if baseline is not None else "",
+                ratio=ratio,
+                target=target,
+                passed=passed,
+            )
+        )
+
+    def ratio_at_most(limit: float) -> Callable[[float, float | None], bool]:
+        return lambda _v, r: r is not None and r <= limit
+
+    def ratio_at_least(limit: float) -> Callable[[float, float | None], bool]:
+        return lambda _v, r: r is not None and r >= limit
+
+    def at_most(limit: float) -> Callable[[float, float | None], bool]:
+        return lambda v, _r: v <= limit
+
+    loops = [("", "rt")] + ([("uvloop", "uv")] if uvloop else [])
+    for tag, prefix in loops:
+        name = f" [{tag}]" if tag else ""
+        add(
+            f"{prefix}.p50",
+            f"command round trip p50{name}",
+            "µs",
+            f"{prefix}.rt_p50_us_rosey",
+            f"{prefix}.rt_p50_us_raw",
+            "raw",
+            "≤ 1.25\u00d7 raw",
+            ratio_at_most(1.25),
+        )
+        add(
+            f"{prefix}.p99",
+            f"command round trip p99{name}",
+            "µs",
+            f"{prefix}.rt_p99_us_rosey",
+            f"{prefix}.rt_p99_us_raw",
+            "raw",
+        )
+        for n in (1, 10, 100):
+            target, check = ("≥ 0.8\u00d7 raw", ratio_at_least(0.8)) if n == 100 else ("", None)
+            add(
+                f"{prefix}.rate{n}",
+                f"commands/s, {n} in flight{name}",
+                "/s",
+                f"{prefix}.rate_{n}_rosey",
+                f"{prefix}.rate_{n}_raw",
+                "raw",
+                target,
+                check,
+            )
+
+    for label in variants:
+        v = f" [{label}]" if label != "default" else ""
+        add(
+            f"cold.{label}",
+            f"plugin cold start, spawn→ready{v}",
+            "ms",
+            f"cold.cold_ms_{label}",
+            "cold.cold_ms_floor",
+            "floor",
+            "≤ 1.2\u00d7 floor",
+            ratio_at_most(1.2),
+        )
+
+    def each(fn: Callable[[str, str], None]) -> None:
+        for label in variants:
+            fn(label, f" [{label}]" if label != "default" else "")
+
+    each(
+        lambda label, v: add(
+            f"ready50.{label}",
+            f"50 plugins, nothing→all ready{v}",
+            "s",
+            f"fleet50.ready50_s_{label}",
+            "fleet50.ready50_s_floor",
+            "50 floors",
+            "≤ 0.3 s",
+            at_most(0.3),
+        )
+    )
+    each(
+        lambda label, v: add(
+            f"uss.{label}",
+            f"unique memory (USS) per idle plugin{v}",
+            "MB",
+            f"fleet50.uss_mb_{label}",
+            "fleet50.uss_mb_floor",
+            "floor",
+            "≤ 5 MB",
+            at_most(5.0),
+        )
+    )
+    each(
+        lambda label, v: add(
+            f"crash_detect.{label}",
+            f"crash→detected{v}",
+            "ms",
+            f"fleet50.crash_detect_ms_{label}",
+            target="≤ 5 ms",
+            check=at_most(5.0),
+        )
+    )
+    each(
+        lambda label, v: add(
+            f"crash_serving.{label}",
+            f"crash→serving again{v}",
+            "ms",
+            f"fleet50.crash_serving_ms_{label}",
+            f"cold.cold_ms_{label}",
+            "cold start",
+        )
+    )
+    each(
+        lambda label, v: add(
+            f"stop50.{label}",
+            f"stop 50 plugins{v}",
+            "s",
+            f"fleet50.stop50_s_{label}",
+            target="≤ 0.5 s",
+            check=at_most(0.5),
+        )
+    )
+
+    add("zygote_start", "zygote template start→imports done (once)", "ms", "zygote.start_ms")
+    add("zygote_uss", "zygote template USS (once, shared by all)", "MB", "zygote.uss_mb")
+    d = f" [{m.get('fleet100.fallback_launcher') or default_launcher}]"
+    add(
+        "sweep100",
+        "stats sweep, 100 plugins (Watchdog.sweep)",
+        "ms",
+        "fleet100.sweep100_ms",
+        target="≤ 15 ms",
+        check=at_most(15.0),
+    )
+    add(
+        "lag100",
+        "max loop lag during sweeps, 100 plugins",
+        "ms",
+        "fleet100.loop_lag_ms_max_sweeps",
+        target="≤ 15 ms",
+        check=at_most(15.0),
+    )
+    add("lag100_any", "max loop lag, watchdog running (any time)", "ms", "fleet100.loop_lag_ms_max")
+    add("cpu100", "supervisor CPU, 100 idle plugins, watchdog on", "%", "fleet100.cpu_percent_100_idle")
+    add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
+    add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
+    return figures
+
+
+# ---------------------------------------------------------------------- printing
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if unit == "/s":
+        text = f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+        return text
+    magnitude = abs(value)
+    if magnitude >= 100:
+        text = f"{value:.0f}"
+    elif magnitude >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return text
+
+
+def table(figures: list[Figure]) -> str:
+    header = ("figure", "unit", "rosey", "baseline", "ratio", "target", "")
+    rows = [header]
+    for f in figures:
+        baseline = f"{_fmt(f.baseline, f.unit)} {f.baseline_label}".strip() if f.baseline is not None else "—"
+        ratio = f"{f.ratio:.2f}\u00d7" if f.ratio is not None else "—"
+        verdict = "" if f.passed is None else ("PASS" if f.passed else "MISS")
+        rows.append((f.label, f.unit, _fmt(f.value, f.unit), baseline, ratio, f.target or "—", verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    align = ["<", "<", ">", ">", ">", "<", "<"]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append(
+            "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
+        )
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def compare(new: dict[str, Any], old: dict[str, Any]) -> str:
+    """Per figure: old and new value, change in %, and the ratio's change."""
+    old_figures = old.get("figures", {})
+    rows = [("figure", "unit", "before", "now", "Δ", "ratio before→now")]
+    for key, f in new.get("figures", {}).items():
+        o = old_figures.get(key)
+        if o is None:
+            rows.append((f["label"], f["unit"], "—", _fmt(f["value"], f["unit"]), "new", ""))
+            continue
+        delta = (f["value"] - o["value"]) / o["value"] * 100 if o["value"] else float("nan")
+        r_old = f"{o['ratio']:.2f}\u00d7" if o.get("ratio") is not None else "—"
+        r_new = f"{f['ratio']:.2f}\u00d7" if f.get("ratio") is not None else "—"
+        rows.append(
+            (
+                f["label"],
+                f["unit"],
+                _fmt(o["value"], f["unit"]),
+                _fmt(f["value"], f["unit"]),
+                f"{delta:+.1f}%",
+                f"{r_old} → {r_new}" if (r_old, r_new) != ("—", "—") else "",
+            )
+        )
+    for key, o in old_figures.items():
+        if key not in new.get("figures", {}):
+            rows.append((o["label"], o["unit"], _fmt(o["value"], o["unit"]), "—", "gone", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    align = ["<", "<", ">", ">", ">", "<"]
+    meta = old.get("meta", {})
+    lines = [f"compared with {meta.get('timestamp', '?')} ({meta.get('commit', '?')})"]
+    for i, row in enumerate(rows):
+        lines.append(
+            "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
+        )
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_json(figures: list[Figure], meta: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": meta, "figures": {f.key: asdict(f) for f in figures}, "measurements": raw}
+
+
+def write_results(doc: dict[str, Any], results_dir: Path, stamp: str) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=2, sort_keys=False, default=str)
+    path = results_dir / f"{stamp}.json"
+    path.write_text(text + "\n")
+    (results_dir / "latest.json").write_text(text + "\n")
+    return path
