@@ -81,3 +81,11 @@ def test_table_without_plugin_is_reported(tmp_path: Path) -> None:
     (tmp_path / "rosey.toml").write_text("[plugins.lonely]\nenabled = true\n")
     catalog = build_catalog(load_config(base_dir=tmp_path))
     assert any("[plugins.lonely]" in p for p in catalog.problems)
+
+
+def test_bare_echo_table_tunes_the_bundled_example_without_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "rosey.toml").write_text("[plugins.echo]\nmax_memory_mb = 99\n")
+    catalog = build_catalog(load_config(base_dir=tmp_path))
+    (spec,) = catalog.specs
+    assert spec.source == "example" and spec.limits["max_memory_mb"] == 99
+    assert catalog.problems == ()

@@ -66,6 +66,7 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
         found[name] = (info.file if info.entry is None else None, info.entry, info.source)
         if info.entry is not None and info.file is not None:
             module_files[name] = info.file
+    bare: list[str] = []  # [plugins.NAME] tables that only tune a plugin found elsewhere
     for name, plugin in config.plugins.items():
         if plugin.path is not None:
             found[name] = (plugin.path, None, "config")
@@ -79,13 +80,16 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             if module_file is not None:
                 module_files[name] = module_file
         elif name not in found:
+            bare.append(name)
+    if not found:
+        logger.info("no plugins configured or discovered; running the bundled echo example")
+        found["echo"] = (ECHO_EXAMPLE, None, "example")
+    for name in bare:
+        if name not in found:  # a bare [plugins.echo] table tunes the bundled example
             problems.append(
                 f"[plugins.{name}] in {config.source} has no path or module and no plugin named "
                 f"{name!r} was discovered"
             )
-    if not found:
-        logger.info("no plugins configured or discovered; running the bundled echo example")
-        found["echo"] = (ECHO_EXAMPLE, None, "example")
 
     specs = []
     configs: dict[str, PluginConfig] = {}

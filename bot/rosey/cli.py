@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 from bot.rosey import __version__
 from bot.rosey.config import RoseyConfig, load_config
-from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.core.events import Event
 from bot.rosey.core.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.core.subjects import Subjects
@@ -47,8 +48,10 @@ def _config(args: argparse.Namespace) -> RoseyConfig:
 
 
 async def _connect(info: RuntimeInfo) -> EventBus:
+    # Against an operator's server the credentials are in the URL, or a token in NATS_TOKEN.
+    token = None if info.user else os.getenv("NATS_TOKEN") or None
     bus = EventBus(
-        info.nats_url, name="rosey-cli", user=info.user, password=info.password, connect_timeout=3.0
+        info.nats_url, token, "rosey-cli", user=info.user, password=info.password, connect_timeout=3.0
     )
     await bus.connect()
     return bus
@@ -112,7 +115,7 @@ async def _send(args: argparse.Namespace) -> int:
         await router.start(chat=False)
         try:
             outcome = await router.execute(
-                args.name, list(args.args), user="cli", channel="cli", timeout=args.timeout
+                args.name.lower(), list(args.args), user="cli", channel="cli", timeout=args.timeout
             )
         finally:
             await router.stop()
@@ -159,7 +162,8 @@ async def _status(args: argparse.Namespace) -> int:
         if row.get("denied_by_nats"):
             print(f"{row['name']}: {row['denied_by_nats']} publish/subscribe attempts denied by NATS")
     nats = data["nats"]
-    print(f"NATS {nats['url']} ({'embedded' if nats['embedded'] else 'external'}); rosey pid {data['pid']}")
+    kind = "embedded" if nats["embedded"] else "external"
+    print(f"NATS {redact_url(nats['url'])} ({kind}); rosey pid {data['pid']}")
     return EXIT_OK
 
 
@@ -398,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "run":
-        _setup_logging("warning")
+        # The command's own output says what went wrong; library warnings would say it twice.
+        _setup_logging("error")
     try:
         result = args.func(args)
         if asyncio.iscoroutine(result):

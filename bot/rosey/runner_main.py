@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bot.rosey.app import RoseyApp
 from bot.rosey.config import RoseyConfig
+from bot.rosey.core.event_bus import redact_url
 from bot.rosey.errors import RoseyError
 
 __all__ = ["run_forever"]
@@ -40,16 +41,29 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         loop.add_signal_handler(sig, stop.set)
 
     app = RoseyApp(config, nats_url=nats_url)
+    starting = asyncio.create_task(app.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        results = await app.start()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not starting.done():  # Ctrl-C / SIGTERM while starting: give up the start, clean up
+        print("Rosey stopping before it was ready...", file=sys.stderr, flush=True)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RoseyError, OSError):
+            await starting
+        await app.stop()
+        return 0
+    try:
+        results = starting.result()
     except (RoseyError, OSError) as exc:
         print(f"rosey: could not start: {exc}", file=sys.stderr)
         await app.stop()
         return 2
     ready = [name for name, error in results.items() if error is None]
-    for name, error in results.items():
+    for error in results.values():
         if error is not None:
-            print(f"rosey: plugin '{name}' failed to start: {error}", file=sys.stderr)
+            print(f"rosey: {error}", file=sys.stderr)
     example = ready[0] if ready else "NAME"
     console = chat and sys.stdin.isatty()
     try_it = f"run `{_rosey_command()} send {example} hello` in another terminal"
@@ -59,7 +73,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         try_it = try_it[0].upper() + try_it[1:]
     print(
         f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}) "
-        f"on NATS {app.nats_url}. {try_it}; Ctrl-C stops.",
+        f"on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
         flush=True,
     )
 

@@ -3,7 +3,7 @@
 Each non-empty input line becomes a ``rosey.events.message`` event from platform ``console``;
 every message on ``rosey.chat.console.send`` is printed as ``rosey> <text>``. At end of input
 (Ctrl-D, or the end of a piped script) ``run()`` waits a little for the replies to the commands
-it sent, so ``echo '!echo hi' | rosey console`` prints the answer before it exits.
+it sent, so piped input (``echo '!echo hi' | rosey run``) prints the answer before it exits.
 
 How input is read without blocking the event loop, and why not ``loop.connect_read_pipe``:
 that transport switches the fd to O_NONBLOCK, and on a terminal stdin and stdout usually share

@@ -34,6 +34,7 @@ __all__ = [
     "Subscription",
     "get_event_bus",
     "initialize_event_bus",
+    "redact_url",
     "shutdown_event_bus",
 ]
 
@@ -191,11 +192,11 @@ class EventBus:
             await _close_quietly(nc)
             reason = self.stats.last_error or str(exc) or type(exc).__name__
             raise BusNotConnected(
-                f"could not connect to NATS at {', '.join(_redact(s) for s in self.servers)} "
+                f"could not connect to NATS at {', '.join(redact_url(s) for s in self.servers)} "
                 f"within {self._connect_timeout:g}s: {reason}"
             ) from exc
         self._nc = nc
-        logger.debug("connected to NATS at %s as %s", _redact(str(nc.connected_url)), self.name)
+        logger.debug("connected to NATS at %s as %s", redact_url(str(nc.connected_url)), self.name)
 
     async def disconnect(self) -> None:
         """Drain subscriptions and pending publishes, then close. Safe to call twice."""
@@ -422,7 +423,7 @@ def _expire(future: asyncio.Future[Msg]) -> None:
         future.set_exception(TimeoutError())
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide credentials embedded in a server URL before it reaches a log or an error."""
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:

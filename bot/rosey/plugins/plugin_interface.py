@@ -96,6 +96,7 @@ class PluginInterface(ABC):
         self._reply_to: OrderedDict[str, str] = OrderedDict()
         self.command_stats = CommandStats()
         self._started = False
+        self._start_finished = asyncio.Event()
 
     # ========== Abstract Methods (Plugin Author Implements) ==========
 
@@ -202,6 +203,12 @@ class PluginInterface(ABC):
 
         Adds error handling and logging around plugin's handle_command()
         """
+        if not self._started:
+            # The subscription exists before on_start() ran (the seed's order); a command that
+            # arrives that early waits for on_start() instead of meeting a half-built plugin.
+            await self._start_finished.wait()
+            if not self._started:
+                return  # on_start failed: the process is going down
         started = self.command_stats.begin()
         failed = False
         try:
@@ -335,8 +342,11 @@ class PluginInterface(ABC):
         self._started = False
         try:
             await self.connect()
-            await self.on_start()
-            self._started = True
+            try:
+                await self.on_start()
+                self._started = True
+            finally:
+                self._start_finished.set()
             await self.publish_event(
                 "started", {"plugin_name": self.plugin_name, "timestamp": asyncio.get_running_loop().time()}
             )

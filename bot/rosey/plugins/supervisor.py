@@ -223,7 +223,17 @@ class Supervisor:
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._first_ready[name] = first
         plugin.task = asyncio.create_task(self._lifecycle(plugin), name=f"rosey-plugin-{name}")
+        plugin.task.add_done_callback(functools.partial(self._lifecycle_ended, plugin))
         await first
+
+    def _lifecycle_ended(self, plugin: ManagedPlugin, task: asyncio.Task[None]) -> None:
+        """A lifecycle that died of a bug still releases its waiter and says why."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        logger.error("plugin '%s' supervision failed: %r", plugin.name, exc, exc_info=exc)
+        self._give_up(plugin, f"supervision failed: {exc!r}")
 
     async def stop(self, name: str) -> None:
         plugin = self.get(name)
@@ -265,7 +275,11 @@ class Supervisor:
             plugin.state = PluginState.STARTING
             plugin.kill_reason = None
             if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
-                plugin.process = self._factory(plugin.spec)
+                try:
+                    plugin.process = self._factory(plugin.spec)
+                except Exception as exc:  # a configuration the process cannot be built from
+                    self._give_up(plugin, f"cannot be started: {exc}")
+                    return
                 plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
             process = plugin.process
             started = time.monotonic()
@@ -321,6 +335,14 @@ class Supervisor:
                 logger.info("restarting plugin '%s' now", plugin.name)
             plugin.restarts += 1
         self._resolve_first(plugin, None)
+
+    def _give_up(self, plugin: ManagedPlugin, reason: str) -> None:
+        """No retry can help (bad configuration): failed, with the reason, and tell the waiter."""
+        logger.error("plugin '%s' %s", plugin.name, reason)
+        plugin.failure_reason = reason
+        plugin.want_running = False
+        plugin.state = PluginState.FAILED
+        self._resolve_first(plugin, PluginStartError(f"plugin '{plugin.name}' {reason}"))
 
     def _should_restart(self, plugin: ManagedPlugin, crashed: bool) -> bool:
         if not plugin.want_running:

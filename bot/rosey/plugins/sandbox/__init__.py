@@ -63,6 +63,13 @@ def apply(policy: SandboxPolicy) -> SandboxReport:
     """Apply every layer of ``policy`` to the calling process; never exits, never raises OSError."""
     from bot.rosey.plugins.sandbox import capabilities, landlock, rlimits, seccomp
 
+    if not sys.platform.startswith("linux"):
+        # Every layer below is a Linux interface; elsewhere say so instead of crashing in ctypes.
+        detail = f"not available on {sys.platform}"
+        return SandboxReport.of(
+            ProtectionResult(name=name, state=ProtectionState.UNAVAILABLE, detail=detail)
+            for name in ("rlimits", "capabilities", "no_new_privs", "landlock", "seccomp")
+        )
     results: list[ProtectionResult] = []
     threads = _thread_count()
     if threads != 1:
@@ -94,7 +101,8 @@ def enforce(report: SandboxReport, *, strict: bool) -> None:
             sys.stderr.write(f"rosey sandbox: {result.describe()}\n")
         sys.stderr.write(
             "rosey sandbox: the policy is strict and the protections above are not in force; "
-            "refusing to run the plugin (set strict = false to run it with what is available)\n"
+            'refusing to run the plugin (with [rosey] sandbox = "best-effort" in rosey.toml it runs with '
+            "what is available; `rosey doctor` lists what this machine lacks)\n"
         )
         sys.stderr.flush()
         os._exit(EX_CONFIG)

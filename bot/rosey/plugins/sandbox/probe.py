@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ def cgroup_status() -> dict[str, Any]:
 
 def probe() -> dict[str, Any]:
     """A flat report of kernel sandbox support; values are bools, ints, strings or small dicts."""
+    if not sys.platform.startswith("linux"):
+        return {"landlock_abi": 0, "seccomp_filter": False, "platform": f"{sys.platform}: no Linux sandbox"}
     libc = ctypes.CDLL(None, use_errno=True)
     abi, reason = landlock.abi_version()
     report: dict[str, Any] = {"landlock_abi": abi}
