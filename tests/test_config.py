@@ -15,6 +15,7 @@ import pytest
 from bot.rosey.config import (
     CONFIG_FILENAME,
     STATE_DIR_ENV,
+    Launcher,
     PluginConfig,
     RestartPolicy,
     RoseyConfig,
@@ -32,6 +33,7 @@ state_dir = "var/state"
 plugin_dirs = ["plugins", "../shared_plugins"]
 entry_points = false
 sandbox = "strict"
+launcher = "spawn"
 command_timeout = 30
 log_level = "debug"
 
@@ -102,6 +104,7 @@ def test_full_file_loads_every_key(project: Path) -> None:
     assert config.plugin_dirs == (project / "plugins", project.parent / "shared_plugins")
     assert config.entry_points is False
     assert config.sandbox is SandboxMode.STRICT
+    assert config.launcher is Launcher.SPAWN
     assert config.command_timeout == 30.0 and isinstance(config.command_timeout, float)
     assert config.log_level == "debug"
     assert config.nats_url == "nats://10.0.0.5:4222"
@@ -147,6 +150,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert config.plugin_dirs == (base / "plugins",)
     assert config.entry_points is True
     assert config.sandbox is SandboxMode.BEST_EFFORT
+    assert config.launcher is Launcher.ZYGOTE
     assert config.command_timeout == 10.0
     assert config.log_level == "info"
     assert config.nats_url is None and config.nats_monitor is False
@@ -206,8 +210,9 @@ def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     config = load_config(write(tmp_path, text))
     default = load_config(base_dir=tmp_path / "nowhere")
     assert config.plugin("echo") == PluginConfig(name="echo")  # the example shows the defaults
-    assert (config.sandbox, config.command_timeout, config.log_level) == (
+    assert (config.sandbox, config.launcher, config.command_timeout, config.log_level) == (
         default.sandbox,
+        default.launcher,
         default.command_timeout,
         default.log_level,
     )
@@ -219,6 +224,10 @@ def test_programmatic_construction_is_validated_too() -> None:
     assert PluginConfig(name="echo", restart="never").restart is RestartPolicy.NEVER  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^rosey\.state_dir: must be an absolute path"):
         RoseyConfig(base_dir=Path("/"), state_dir=Path("rel"), plugin_dirs=())
+    spawned = RoseyConfig(base_dir=Path("/"), state_dir=Path("/s"), plugin_dirs=(), launcher="spawn")  # type: ignore[arg-type]
+    assert spawned.launcher is Launcher.SPAWN
+    with pytest.raises(ConfigError, match=r"^rosey\.launcher: must be one of 'zygote', 'spawn', got 'exec'$"):
+        RoseyConfig(base_dir=Path("/"), state_dir=Path("/s"), plugin_dirs=(), launcher="exec")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^plugins\.a: must be a PluginConfig named 'a'"):
         RoseyConfig(
             base_dir=Path("/"), state_dir=Path("/s"), plugin_dirs=(), plugins={"a": PluginConfig(name="b")}
@@ -266,17 +275,22 @@ def test_unknown_plugin_key_lists_the_allowed_keys(project: Path) -> None:
         (
             "[plugins.echo]\nmax_memory_mb = -3\n",
             "plugins.echo.max_memory_mb",
-            "must be a positive integer, got -3",
+            "must be an integer >= 32, got -3",
         ),
         (
             "[plugins.echo]\nmax_memory_mb = true\n",
             "plugins.echo.max_memory_mb",
-            "must be a positive integer, got True",
+            "must be an integer >= 32, got True",
         ),
         (
             "[plugins.echo]\nmax_memory_mb = 2.5\n",
             "plugins.echo.max_memory_mb",
-            "must be a positive integer, got 2.5",
+            "must be an integer >= 32, got 2.5",
+        ),
+        (
+            "[plugins.echo]\nmax_open_files = 8\n",
+            "plugins.echo.max_open_files",
+            "must be an integer >= 16, got 8",
         ),
         (
             "[plugins.echo]\nmax_processes = -1\n",
@@ -344,6 +358,7 @@ def test_cpu_percent_is_bounded_by_the_cpu_count(project: Path) -> None:
     ("text", "key", "reason"),
     [
         ("[rosey]\nsandbox = 'lax'\n", "rosey.sandbox", "must be one of 'strict', 'best-effort', got 'lax'"),
+        ("[rosey]\nlauncher = 'fork'\n", "rosey.launcher", "must be one of 'zygote', 'spawn', got 'fork'"),
         (
             "[plugins.echo]\nrestart = 'sometimes'\n",
             "plugins.echo.restart",

@@ -1,14 +1,13 @@
 """``rosey run``: NATS, plugins, supervisor, watchdog, router and control service, together.
 
-Start order: NATS (embedded unless a URL is configured) with every identity generated up
-front -> the core's bus -> plugins in parallel -> router and control service -> runtime file
--> one "ready" line. Stop order is the reverse, each plugin getting SIGTERM (so its
-``on_stop`` runs) in parallel.
+Start order: the plugin zygote (it imports while the rest starts) -> NATS (embedded unless a
+URL is configured) with every identity generated up front -> the core's bus -> plugins in
+parallel -> router and control service -> runtime file -> one "ready" line. Stop order is the
+reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -18,16 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from bot.rosey.catalog import Catalog, build_catalog
-from bot.rosey.config import RoseyConfig
+from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.control import ControlService
-from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.nats_auth import CORE_USER, Credentials, password_variable, plugin_permissions, plugin_user
+from bot.rosey.core.event_bus import EventBus, redact_url
+from bot.rosey.core.nats_auth import (
+    CORE_USER,
+    Credentials,
+    password_variable,
+    plugin_permissions,
+    plugin_user,
+)
 from bot.rosey.core.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.core.router import CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.sandbox_setup import plugin_url, sandbox_for
 from bot.rosey.plugins.supervisor import PluginSpec, Supervisor
 from bot.rosey.plugins.watchdog import Watchdog
+from bot.rosey.plugins.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 
 __all__ = ["RoseyApp"]
@@ -48,11 +54,14 @@ class RoseyApp:
         self.watchdog: Watchdog | None = None
         self.router: CoreRouter | None = None
         self.control: ControlService | None = None
+        self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.nats_url = ""
         self.started_at = time.time()
         self._probe: dict[str, Any] | None = None
         self._core = Credentials(user=CORE_USER)
-        self._plugin_creds = {spec.name: Credentials(user=plugin_user(spec.name)) for spec in self.catalog.specs}
+        self._plugin_creds = {
+            spec.name: Credentials(user=plugin_user(spec.name)) for spec in self.catalog.specs
+        }
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +73,9 @@ class RoseyApp:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for problem in self.catalog.problems:
             logger.warning("%s", problem)
+        if self.config.launcher is Launcher.ZYGOTE and zygote_supported():
+            self.zygote = Zygote()
+            self.zygote.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
         if self.embedded:
             self.server = NatsServer(self._server_config(state_dir))
             self.server.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
@@ -112,6 +124,8 @@ class RoseyApp:
             await self.watchdog.stop()
         if self.supervisor is not None:
             await self.supervisor.stop_all()
+        if self.zygote is not None:
+            await self.zygote.aclose()
         if self.control is not None:
             await self.control.stop()
         if self.router is not None:
@@ -132,16 +146,31 @@ class RoseyApp:
             denied = violations.get(plugin_user(row["name"]))
             if denied:
                 row["denied_by_nats"] = denied
-                row["last_denied"] = self.server.last_violation.get(plugin_user(row["name"])) if self.server else None
+                row["last_denied"] = (
+                    self.server.last_violation.get(plugin_user(row["name"])) if self.server else None
+                )
             row["history"] = [
-                {"t": s["t"], "cpu_percent": s.get("cpu_percent"), "memory_mb": round(s.get("memory_mb", 0.0), 1)}
+                {
+                    "t": s["t"],
+                    "cpu_percent": s.get("cpu_percent"),
+                    "memory_mb": round(s.get("memory_mb", 0.0), 1),
+                }
                 for s in list(plugin.history)[-60:]
             ]
         return {
             "pid": os.getpid(),
-            "nats": {"url": self.nats_url, "embedded": self.embedded, "pid": self.server.pid if self.server else None},
+            "nats": {
+                "url": redact_url(self.nats_url),
+                "embedded": self.embedded,
+                "pid": self.server.pid if self.server else None,
+                "monitor_url": self.server.monitor_url if self.server else None,
+            },
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "plugins": rows,
+            "launcher": {
+                "kind": self.config.launcher.value if self.zygote is not None else "spawn",
+                "zygote_pid": self.zygote.pid if self.zygote is not None else None,
+            },
             "sandbox_mode": self.config.sandbox.value,
             "sandbox_support": self._sandbox_support(),
             "watchdog": {
@@ -186,14 +215,20 @@ class RoseyApp:
             nats_password=password,
             env_grants=plugin.env,
             extra_env={"ROSEY_MAX_CONCURRENCY": str(plugin.max_concurrency)},
+            launcher=self.config.launcher,
+            zygote=self.zygote,
             sandbox=sandbox_for(
-                self.config, plugin, spec, data_dir=data_dir, nats_url=self.nats_url, module_file=self._module_file(spec)
+                self.config,
+                plugin,
+                spec,
+                data_dir=data_dir,
+                nats_url=self.nats_url,
+                module_file=self._module_file(spec),
             ),
         )
         # The plugin gets the URL without the core's credentials and never the host's NATS_TOKEN
         # (an explicit "" stops PluginProcess from falling back to the environment's).
         return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
-
 
     def _module_file(self, spec: PluginSpec) -> Path | None:
         return self.catalog.module_files.get(spec.name)

@@ -5,12 +5,18 @@ It ties the process's life to its parent, applies the sandbox the runner put in 
 ``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point.
 A plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly
 one plugin class.
+
+Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
+interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_main`) parses the same
+argv with :func:`parse_target` and calls :func:`run_target` once its process is set up. So
+"sandbox, then plugin" is one function, and cannot drift between the two paths.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import importlib
 import os
 import runpy
@@ -25,16 +31,27 @@ _PR_SET_PDEATHSIG = 1
 EXIT_USAGE = 2
 
 
-def die_with_parent() -> None:
-    """Get SIGKILL when the parent dies, even if the parent itself is SIGKILLed."""
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Cached: a zygote loads it once for itself, and its children reuse it instead of each
+    # building a new CDLL (and its function-pointer class).
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(expected_parent: int | None = None) -> None:
+    """Get SIGKILL when the parent dies, even if the parent itself is SIGKILLed.
+
+    ``expected_parent`` is the pid the parent had (default: ``$ROSEY_PARENT_PID``, which is
+    removed from the environment either way).
+    """
+    from_env = os.environ.pop(PARENT_PID_ENV, None)
+    expected = expected_parent if expected_parent is not None else int(from_env) if from_env else None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return  # not Linux: the supervisor's own stop path is all there is
-    expected = os.environ.pop(PARENT_PID_ENV, None)
     # The parent may have died between fork and prctl; then nobody will ever signal us.
-    if expected and os.getppid() != int(expected):
+    if expected and os.getppid() != expected:
         os._exit(1)
 
 
@@ -59,7 +76,7 @@ def _run_file(path: Path) -> None:
         names = ", ".join(c.__name__ for c in candidates) or "none"
         sys.stderr.write(
             f"rosey: {path} did not call run_plugin() and defines {len(candidates)} plugin classes "
-            f"({names}); add `if __name__ == \"__main__\": run_plugin(YourPlugin)`\n"
+            f'({names}); add `if __name__ == "__main__": run_plugin(YourPlugin)`\n'
         )
         sys.exit(EXIT_USAGE)
     plugin_interface.run_plugin(candidates[0])
@@ -80,22 +97,42 @@ def _run_entry(entry: str) -> None:
     plugin_interface.run_plugin(plugin_class)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_target(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--path FILE`` or ``--entry module:Class`` -> ``.path`` / ``.entry`` (exits 2 on bad usage)."""
+    if argv is not None and len(argv) == 2 and argv[0] in ("--path", "--entry") and argv[1][:1] != "-":
+        # What the runner always sends, without building a parser (~1 ms, and in a zygote
+        # child ~0.5 MB of copied pages): the same Namespace argparse would return.
+        option, value = argv
+        if option == "--path":
+            return argparse.Namespace(path=Path(value), entry=None)
+        return argparse.Namespace(path=None, entry=value)
     parser = argparse.ArgumentParser(prog="python -m bot.rosey.plugins.launcher")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--path", type=Path, help="plugin file to run as __main__")
     target.add_argument("--entry", help="plugin class as 'package.module:ClassName'")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    die_with_parent()
+
+def run_target(target: argparse.Namespace) -> None:
+    """Apply the sandbox named by ``ROSEY_SANDBOX``, then run the plugin: what every plugin process does.
+
+    The caller has already tied the process's life to its parent; nothing else may run between
+    the sandbox and the plugin, and the process must still be single-threaded here.
+    """
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
     if report is not None:
         # The SDK reports this on liveness pings, so `rosey status` shows what is really active.
         os.environ["ROSEY_SANDBOX_APPLIED"] = ",".join(report.applied)
-    if args.path is not None:
-        _run_file(args.path.resolve())
+    if target.path is not None:
+        _run_file(target.path.resolve())
     else:
-        _run_entry(args.entry)
+        _run_entry(target.entry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    target = parse_target(argv)
+    die_with_parent()
+    run_target(target)
 
 
 if __name__ == "__main__":
