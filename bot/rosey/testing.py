@@ -189,7 +189,7 @@ class PluginHarness:
         *,
         user: str | dict[str, Any] = "tester",
         channel: str = "test",
-        timeout: float = 10.0,  # noqa: ASYNC109 - handed to the router, which enforces it
+        timeout: float = 10.0,
     ) -> CommandOutcome:
         """Send a command the way the bot does and return its outcome (never raises for plugin failures)."""
         await self.connect()

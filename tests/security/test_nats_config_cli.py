@@ -144,7 +144,8 @@ async def operator(tmp_path: Path, servers: list[OperatorServer]) -> Operator:
     text = "".join(toml_table(f"plugins.{name}", table) for name, table in PLUGINS.items())
     (tmp_path / "rosey.toml").write_text("[rosey]\nentry_points = false\nplugin_dirs = []\n" + text)
     printed = await nats_config(tmp_path)
-    passwords = {name: secrets.token_urlsafe(18) for name in ("CORE", "HOSTILE", "CANARY")}
+    # As the printed header asks: letters and digits, a letter first (nats-server parses the value).
+    passwords = {name: "pw" + secrets.token_hex(16) for name in ("CORE", "HOSTILE", "CANARY")}
     config = tmp_path / "operator-nats.conf"
     config.write_text(printed)  # unedited: the passwords come from the environment
     server = OperatorServer(config, env=password_env(passwords))

@@ -19,7 +19,6 @@ import pytest
 
 from bot.rosey.config import load_config
 from bot.rosey.errors import ConfigError
-
 from tests.security.conftest import HOSTILE, Rosey, StartRosey
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
@@ -187,7 +186,9 @@ def test_subscribe_grant_ending_in_star_is_refused(tmp_path: Path) -> None:
     """design.md §3 trap: an allow ``a.b.*`` lets a client subscribe ``a.b.>``, and no deny can
     keep one level while refusing the rest, so such a grant is refused at load time."""
     (tmp_path / "rosey.toml").write_text('[plugins.granted]\nsubscribe = ["rosey.plugins.canary.*"]\n')
-    with pytest.raises(ConfigError, match=r"plugins\.granted\.subscribe\[0\]: must not end in '\*'.*canary\.>"):
+    with pytest.raises(
+        ConfigError, match=r"plugins\.granted\.subscribe\[0\]: must not end in '\*'.*canary\.>"
+    ):
         load_config(tmp_path / "rosey.toml")
     (tmp_path / "rosey.toml").write_text('[plugins.granted]\nsubscribe = ["rosey.plugins.*.stats"]\n')
     assert load_config(tmp_path / "rosey.toml").plugins["granted"].subscribe == ("rosey.plugins.*.stats",)

@@ -63,7 +63,7 @@ async def test_memory_over_the_limit_is_killed_with_the_reason(stack_factory) ->
 
 async def test_cpu_spin_over_the_limit_is_killed_with_the_reason(stack_factory) -> None:
     stack = await stack_factory(
-        echo(), faulty(max_cpu_percent=50.0, cpu_window_seconds=1.0), watchdog=SWEEP_ONLY
+        echo(), faulty(max_cpu_percent=20.0, cpu_window_seconds=1.0), watchdog=SWEEP_ONLY
     )
     traffic = stack.traffic()
     assert (await stack.command("faulty", "spin")).ok

@@ -92,7 +92,7 @@ def render_server_config(users: dict[str, tuple[Credentials, dict[str, Any] | No
     """
     lines = ["authorization {", "  users = ["]
     for name, (creds, permissions) in users.items():
-        entry = f'    {{user: {json.dumps(creds.user)}, password: ${password_variable(name)}'
+        entry = f"    {{user: {json.dumps(creds.user)}, password: ${password_variable(name)}"
         if permissions is not None:
             entry += f", permissions: {json.dumps(permissions)}"
         lines.append(entry + "}")

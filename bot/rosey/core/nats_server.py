@@ -167,6 +167,8 @@ class NatsServer:
         self._drain = threading.Thread(target=self._drain_log, name="nats-server-log", daemon=True)
         self._drain.start()
         logger.info("NATS server ready on %s (pid %d)", self.url, self.process.pid)
+        if self.monitor_url:
+            logger.info("NATS monitoring on %s (127.0.0.1 only)", self.monitor_url)
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; releases the temp dir if we made one."""
