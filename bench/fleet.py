@@ -251,9 +251,9 @@ class TimedWatchdog(Watchdog):
         super().__init__(*args, **kwargs)
         self.sweep_spans: list[tuple[float, float]] = []
 
-    def sweep(self) -> None:
+    async def sweep_cooperatively(self) -> None:  # what the watchdog's loop runs
         t0 = time.perf_counter()
-        super().sweep()
+        await super().sweep_cooperatively()
         self.sweep_spans.append((t0, time.perf_counter()))
 
 

@@ -28,6 +28,8 @@ __all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
 
 logger = logging.getLogger(__name__)
 
+SWEEP_CHUNK = 10  # plugins per event-loop step during a sweep
+
 
 @dataclass(frozen=True, kw_only=True)
 class WatchdogConfig:
@@ -109,24 +111,45 @@ class Watchdog:
         started = time.perf_counter()
         now = time.monotonic()
         for plugin in self.supervisor.running():
-            if plugin.state is not PluginState.RUNNING or plugin.process is None:
-                continue
-            stats = plugin.process.get_stats()
-            if not stats.get("running"):
-                continue
-            stats["t"] = time.time()
-            plugin.stats = stats
-            plugin.history.append(stats)
-            samples = self._cpu.setdefault(plugin.name, deque())
-            samples.append((now, float(stats.get("cpu_percent", 0.0))))
-            window = float(plugin.spec.limits.get("cpu_window_seconds") or 10.0)
-            while samples and now - samples[0][0] > window:
-                samples.popleft()
-            reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
-            if reason is not None:
-                samples.clear()
-                self.supervisor.kill(plugin.name, reason)
+            self._sweep_one(plugin, now)
         self.last_sweep_seconds = time.perf_counter() - started
+
+    async def sweep_cooperatively(self) -> None:
+        """The same pass, yielding to the event loop every ``SWEEP_CHUNK`` plugins.
+
+        A sweep over 100 plugins costs ~7 ms of psutil reads; done in one go, it delays every
+        other callback (a command's reply included) by that much. In chunks the loop never
+        waits for more than one chunk (~0.7 ms).
+        """
+        busy = 0.0
+        now = time.monotonic()
+        plugins = self.supervisor.running()
+        for index in range(0, len(plugins), SWEEP_CHUNK):
+            started = time.perf_counter()
+            for plugin in plugins[index : index + SWEEP_CHUNK]:
+                self._sweep_one(plugin, now)
+            busy += time.perf_counter() - started
+            await asyncio.sleep(0)
+        self.last_sweep_seconds = busy
+
+    def _sweep_one(self, plugin: ManagedPlugin, now: float) -> None:
+        if plugin.state is not PluginState.RUNNING or plugin.process is None:
+            return
+        stats = plugin.process.get_stats()
+        if not stats.get("running"):
+            return
+        stats["t"] = time.time()
+        plugin.stats = stats
+        plugin.history.append(stats)
+        samples = self._cpu.setdefault(plugin.name, deque())
+        samples.append((now, float(stats.get("cpu_percent", 0.0))))
+        window = float(plugin.spec.limits.get("cpu_window_seconds") or 10.0)
+        while samples and now - samples[0][0] > window:
+            samples.popleft()
+        reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
+        if reason is not None:
+            samples.clear()
+            self.supervisor.kill(plugin.name, reason)
 
     def _children(self, plugin: ManagedPlugin) -> int | None:
         # Scanning /proc for children costs ~1 ms; only pay it for plugins allowed to fork,
@@ -142,7 +165,7 @@ class Watchdog:
 
     async def _sweep_loop(self) -> None:
         while True:
-            self.sweep()
+            await self.sweep_cooperatively()
             if self.bus is not None and time.monotonic() - self._last_publish >= self.config.publish_every:
                 self._last_publish = time.monotonic()
                 await self._publish_stats()
@@ -150,11 +173,13 @@ class Watchdog:
 
     async def _publish_stats(self) -> None:
         assert self.bus is not None
-        for plugin in self.supervisor.running():
+        for index, plugin in enumerate(self.supervisor.running()):
             with contextlib.suppress(BusNotConnected, OSError):
                 await self.bus.publish(
                     Subjects.plugin_event(plugin.name, "stats"), plugin.row(), source="rosey-supervisor"
                 )
+            if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
+                await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
 
     # ------------------------------------------------------------------ liveness
 
