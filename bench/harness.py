@@ -35,7 +35,7 @@ from bot.rosey.core.router import CoreRouter, RouterConfig
 from bot.rosey.plugins import plugin_runner
 from bot.rosey.plugins.plugin_env import minimal_environment
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.readiness import READY_FD_ENV, READY_MESSAGE
+from bot.rosey.plugins.readiness import READY_FD_ENV, watch_ready
 from bot.rosey.plugins.sandbox import SandboxPolicy
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -254,24 +254,13 @@ def raw_subject() -> str:
 
 async def wait_ready(ready_read: int, timeout: float) -> bool:
     """True once READY arrives on the pipe; closes the read end."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[bool] = loop.create_future()
-
-    def on_readable() -> None:
-        try:
-            data = os.read(ready_read, len(READY_MESSAGE))
-        except OSError:
-            data = b""
-        if not answer.done():
-            answer.set_result(data == READY_MESSAGE)
-
-    loop.add_reader(ready_read, on_readable)
+    answer = watch_ready(ready_read)
     try:
         return await asyncio.wait_for(answer, timeout)
     except TimeoutError:
         return False
     finally:
-        loop.remove_reader(ready_read)
+        answer.cancel()
         os.close(ready_read)
 
 

@@ -44,7 +44,7 @@ from bot.rosey.plugins.child_exit import ExitWatcher, ForeignChild, describe_exi
 from bot.rosey.plugins.launcher import PARENT_PID_ENV
 from bot.rosey.plugins.output import LogForwarder, OutputBuffer, capture_pipe
 from bot.rosey.plugins.plugin_env import minimal_environment
-from bot.rosey.plugins.readiness import READY_FD_ENV, READY_MESSAGE
+from bot.rosey.plugins.readiness import READY_FD_ENV, watch_ready
 from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
 from bot.rosey.plugins.zygote import Zygote, shared_zygote, zygote_supported
 
@@ -296,18 +296,7 @@ class PluginProcess:
 
     async def _wait_ready(self, ready_read: int) -> bool:
         """True once the child wrote READY; False if it exited, closed the pipe or timed out."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bool] = loop.create_future()
-
-        def on_readable() -> None:
-            try:
-                data = os.read(ready_read, len(READY_MESSAGE))
-            except OSError:
-                data = b""
-            if not answer.done():
-                answer.set_result(data == READY_MESSAGE)
-
-        loop.add_reader(ready_read, on_readable)
+        answer = watch_ready(ready_read)
         assert self._exit is not None
         exit_task: asyncio.Future[Any] = asyncio.ensure_future(self._exit.wait())
         racers: set[asyncio.Future[Any]] = {answer, exit_task}
@@ -320,7 +309,7 @@ class PluginProcess:
                 # end-of-file can beat the pidfd. Give the exit a moment to show, for the reason.
                 await asyncio.wait({exit_task}, timeout=_EXIT_AFTER_EOF_GRACE)
         finally:
-            loop.remove_reader(ready_read)
+            answer.cancel()  # stops watching the pipe (a no-op once answered)
             exit_task.cancel()
         return answer in done and answer.result()
 

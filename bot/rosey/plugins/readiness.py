@@ -7,9 +7,10 @@ plugin writes one line once it is connected, subscribed and started. Like system
 
 from __future__ import annotations
 
+import asyncio
 import os
 
-__all__ = ["READY_FD_ENV", "READY_MESSAGE", "notify_ready"]
+__all__ = ["READY_FD_ENV", "READY_MESSAGE", "notify_ready", "watch_ready"]
 
 READY_FD_ENV = "ROSEY_READY_FD"
 READY_MESSAGE = b"READY\n"
@@ -27,3 +28,22 @@ def notify_ready() -> bool:
     except (ValueError, OSError):
         return False
     return True
+
+
+def watch_ready(ready_read: int) -> asyncio.Future[bool]:
+    """The runner's side: a future that becomes True when READY arrives on ``ready_read``, False
+    when the pipe closes without it. Cancel the future to stop watching."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bool] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            data = os.read(ready_read, len(READY_MESSAGE))
+        except OSError:
+            data = b""
+        if not answer.done():
+            answer.set_result(data == READY_MESSAGE)
+
+    loop.add_reader(ready_read, on_readable)
+    answer.add_done_callback(lambda _: loop.remove_reader(ready_read))
+    return answer
