@@ -5,6 +5,6 @@ Run from the repository root with ``make bench`` (or ``.venv/bin/python -m bench
 with A/B runs interleaved so machine noise hits both alike. Results go to ``bench/results/``.
 
 Tools beside the suite (not run by ``make bench``): ``bench.profile_roundtrip`` (CPU per command
-per process, py-spy, cProfile), ``bench.micro`` (the pieces of the command path) and
-``bench.experiments`` (end-to-end A/B of candidate fixes); findings in ``bench/PROFILE.md``.
+per process, py-spy, cProfile) and ``bench.micro`` (the pieces of the command path); findings,
+including the A/B of each fix that was applied, in ``bench/PROFILE.md``.
 """

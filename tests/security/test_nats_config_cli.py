@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from bot.rosey.core.nats_auth import plugin_permissions
 from bot.rosey.core.nats_server import find_nats_server
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected
+from tests.cli.conftest import rosey
 from tests.security.conftest import CANARY, HOSTILE, Rosey, StartRosey, TomlValue, toml_table, violation
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
@@ -39,20 +39,9 @@ PLUGINS: dict[str, dict[str, TomlValue]] = {
 
 async def nats_config(workdir: Path) -> str:
     """Run ``rosey nats-config`` as an operator would, in the directory of rosey.toml."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "ROSEY_STATE_DIR")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.rosey",
-        "nats-config",
-        cwd=workdir,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    code, out, err = await rosey("nats-config", cwd=workdir, timeout=20)
+    assert code == 0, err
+    return out
 
 
 @dataclass

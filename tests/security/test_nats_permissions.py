@@ -14,14 +14,13 @@ been seen first.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from bot.rosey.core.subjects import Subjects
+from tests.cli.conftest import rosey as rosey_command
 from tests.security.conftest import Rosey, StartRosey, violation
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
@@ -204,21 +203,10 @@ async def test_server_counts_denials_per_plugin_where_the_plugin_cannot_lie(
     assert "denied_by_nats" not in rosey.row("canary")
 
     # The operator's view: `rosey status` in the directory of rosey.toml.
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "ROSEY_STATE_DIR")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.rosey",
-        "status",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, err.decode()
-    assert "hostile: 3 publish/subscribe attempts denied by NATS" in out.decode()
-    assert "canary:" not in out.decode()
+    code, out, err = await rosey_command("status", cwd=tmp_path, timeout=20)
+    assert code == 0, err
+    assert "hostile: 3 publish/subscribe attempts denied by NATS" in out
+    assert "canary:" not in out
 
 
 async def test_hostile_plugin_keeps_its_own_rights(best_effort: Rosey) -> None:
