@@ -33,8 +33,8 @@ from bench.harness import (
     wait_ready,
 )
 from bot.rosey.plugins.plugin_runner import PluginProcess
-from bot.rosey.plugins.supervisor import PluginSpec, PluginState, Supervisor
-from bot.rosey.plugins.watchdog import Watchdog
+from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.supervision.watchdog import Watchdog
 
 _MB = 1024 * 1024
 

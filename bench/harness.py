@@ -29,13 +29,13 @@ import nats
 from nats.aio.client import Client
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.nats_auth import CORE_USER, Credentials, plugin_permissions, plugin_user
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig, NatsUser
-from bot.rosey.core.router import CoreRouter, RouterConfig
+from bot.rosey.broker.identities import CORE_USER, Credentials, plugin_permissions, plugin_user
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
+from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.plugins import plugin_runner
-from bot.rosey.plugins.plugin_env import minimal_environment
+from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.readiness import READY_FD_ENV, watch_ready
+from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
 from bot.rosey.plugins.sandbox import SandboxPolicy
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -320,7 +320,7 @@ def _shared_zygote() -> Any:
     if "launcher" not in {f.name for f in dataclasses.fields(ProcessOptions)}:
         return None
     try:
-        from bot.rosey.plugins.zygote import shared_zygote, zygote_supported
+        from bot.rosey.plugins.process.zygote import shared_zygote, zygote_supported
     except ImportError:
         return None
     return shared_zygote() if zygote_supported() else None

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig  # noqa: E402
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig  # noqa: E402
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions  # noqa: E402
 from bot.rosey.plugins.sandbox import SandboxPolicy  # noqa: E402
 

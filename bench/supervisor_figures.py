@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.core.router import CoreRouter
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.services.router import CoreRouter
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.supervisor import PluginSpec, PluginState, Supervisor
-from bot.rosey.plugins.watchdog import Watchdog
+from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.supervision.watchdog import Watchdog
 
 IDLE = Path(__file__).resolve().parent / "plugins" / "idle_plugin.py"
 

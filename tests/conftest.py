@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.rosey.core.nats_server import NatsServer
+from bot.rosey.broker.nats_server import NatsServer
 
 
 @pytest.fixture(autouse=True)

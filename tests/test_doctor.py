@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.rosey.doctor import _missing, format_report
+from bot.rosey.cli.doctor import _missing, format_report
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
 

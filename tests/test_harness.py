@@ -8,8 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.rosey.core.nats_server import NatsServer
-from bot.rosey.core.router import OutcomeKind
+from bot.rosey.broker.nats_server import NatsServer
+from bot.rosey.services.router import OutcomeKind
 from bot.rosey.errors import PluginStartError
 from bot.rosey.testing import PluginHarness
 

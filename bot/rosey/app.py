@@ -18,22 +18,22 @@ from typing import Any
 
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
-from bot.rosey.control import ControlService
+from bot.rosey.services.control import ControlService
 from bot.rosey.core.event_bus import EventBus, redact_url
-from bot.rosey.core.nats_auth import (
+from bot.rosey.broker.identities import (
     CORE_USER,
     Credentials,
     password_variable,
     plugin_permissions,
     plugin_user,
 )
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig, NatsUser
-from bot.rosey.core.router import CoreRouter, RouterConfig
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
+from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.sandbox_setup import plugin_url, sandbox_for
-from bot.rosey.plugins.supervisor import PluginSpec, Supervisor
-from bot.rosey.plugins.watchdog import Watchdog
-from bot.rosey.plugins.zygote import Zygote, zygote_supported
+from bot.rosey.grants import plugin_url, sandbox_for
+from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
+from bot.rosey.supervision.watchdog import Watchdog
+from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 
 __all__ = ["RoseyApp"]

@@ -16,7 +16,7 @@ from typing import Any
 from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry, locate_plugin_module
-from bot.rosey.plugins.supervisor import PluginSpec, RestartPolicy
+from bot.rosey.supervision.supervisor import PluginSpec, RestartPolicy
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
 

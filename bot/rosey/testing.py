@@ -16,7 +16,7 @@ these fixtures are available in any test suite:
             reply = await harness.command("echo", ["hi"])
             assert reply.message == "🔊 Echo #1: hi"
 
-    ``reply`` is a :class:`~bot.rosey.core.router.CommandOutcome`: ``reply.ok``, ``reply.kind``
+    ``reply`` is a :class:`~bot.rosey.services.router.CommandOutcome`: ``reply.ok``, ``reply.kind``
     (RESULT, ERROR, TIMEOUT, CRASHED, ...), ``reply.data`` (everything the plugin answered).
     The test must be async: with pytest-asyncio's ``asyncio_mode = "auto"`` nothing else is
     needed, in strict mode mark it ``@pytest.mark.asyncio``.
@@ -37,11 +37,11 @@ from typing import Any
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.core.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, PluginStartError
-from bot.rosey.plugins.child_exit import describe_exit
+from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 
 try:  # pytest-asyncio's decorator makes the async fixture work in its strict mode too

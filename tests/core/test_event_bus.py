@@ -25,7 +25,7 @@ from bot.rosey.core.event_bus import (
     shutdown_event_bus,
 )
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.core.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 
 WAIT = 5.0  # upper bound for anything that should take milliseconds

@@ -18,7 +18,7 @@ import pytest
 from bot.rosey.adapters.console import ConsoleAdapter
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
-from bot.rosey.core.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
+from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 

@@ -16,10 +16,10 @@ from typing import Any
 import psutil
 import pytest
 
-from bot.rosey.core.router import OutcomeKind
+from bot.rosey.services.router import OutcomeKind
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.output import OutputLine
+from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.testing import PluginHarness
 

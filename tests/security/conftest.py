@@ -26,7 +26,7 @@ from bot.rosey.app import RoseyApp
 from bot.rosey.config import STATE_DIR_ENV, RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
-from bot.rosey.core.router import CommandOutcome, CoreRouter, OutcomeKind
+from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -50,13 +50,13 @@ def toml_table(name: str, values: Mapping[str, TomlValue]) -> str:
 
 
 class ServerLog(logging.Handler):
-    """Wakes waiters whenever ``bot.rosey.core.nats_server`` logs (it does, for every denial).
+    """Wakes waiters whenever ``bot.rosey.broker.nats_server`` logs (it does, for every denial).
 
     The server's log is drained by a thread that updates ``NatsServer.violations`` *before* it
     logs the denial, so a predicate over ``app.status()`` re-checked after each wake-up sees it.
     """
 
-    LOGGER = "bot.rosey.core.nats_server"
+    LOGGER = "bot.rosey.broker.nats_server"
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(logging.DEBUG)

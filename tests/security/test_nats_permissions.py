@@ -1,7 +1,7 @@
 """Broker-enforced subject permissions, through the real RoseyApp as an operator runs it.
 
 A hostile plugin and a healthy canary run under ``RoseyApp`` (embedded nats-server, one NATS
-user per plugin with the grants of ``core/nats_auth.py``, OS sandbox per plugin). The hostile
+user per plugin with the grants of ``broker/identities.py``, OS sandbox per plugin). The hostile
 plugin attempts, over its own connection, everything a plugin must not do on the bus; the
 canary keeps answering commands throughout, and an observer holding the core's credentials
 (read from the runtime file) watches what the server really routes.

@@ -1,7 +1,7 @@
 """The OS sandbox as an operator configures it: ``rosey.toml`` grants, through the real RoseyApp.
 
 ``tests/sandbox`` proves each layer on a bare PluginProcess; here the question is whether what
-``rosey run`` computes from a config (``sandbox_setup.sandbox_for`` + ``plugin_env``) keeps the
+``rosey run`` computes from a config (``grants.sandbox_for`` + ``process.environment``) keeps the
 operator's own secrets (environment, rosey.toml, the runtime file with the core's NATS
 credentials, the nats-server config with every password, other plugins' data) out of a plugin's
 reach, and whether ``env`` / ``read_paths`` / ``write_paths`` / ``network`` grants open exactly

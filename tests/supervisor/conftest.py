@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.supervisor import ManagedPlugin, PluginSpec, PluginState, Supervisor, SupervisorConfig
-from bot.rosey.plugins.watchdog import Watchdog, WatchdogConfig
+from bot.rosey.supervision.supervisor import ManagedPlugin, PluginSpec, PluginState, Supervisor, SupervisorConfig
+from bot.rosey.supervision.watchdog import Watchdog, WatchdogConfig
 
 FAULTY = Path(__file__).parent / "fixtures" / "faulty_plugin.py"
 ECHO = Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py"

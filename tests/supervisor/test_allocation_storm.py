@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.router import CoreRouter, OutcomeKind
+from bot.rosey.services.router import CoreRouter, OutcomeKind
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 

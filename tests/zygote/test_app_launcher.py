@@ -12,7 +12,7 @@ import pytest
 
 from bot.rosey.app import RoseyApp
 from bot.rosey.config import STATE_DIR_ENV, Launcher, load_config
-from bot.rosey.plugins.child_exit import ForeignChild
+from bot.rosey.plugins.process.child_exit import ForeignChild
 from tests.processes import wait_pid_gone
 
 from .conftest import INTROSPECT

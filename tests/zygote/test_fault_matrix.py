@@ -14,9 +14,9 @@ import signal
 import psutil
 import pytest
 
-from bot.rosey.plugins.child_exit import ForeignChild
-from bot.rosey.plugins.supervisor import PluginState
-from bot.rosey.plugins.zygote import shared_zygote
+from bot.rosey.plugins.process.child_exit import ForeignChild
+from bot.rosey.supervision.supervisor import PluginState
+from bot.rosey.plugins.process.zygote import shared_zygote
 from tests.supervisor.conftest import echo, faulty
 from tests.supervisor.test_faults import *  # noqa: F403 - the matrix itself
 

@@ -7,7 +7,7 @@ A plugin file without ``run_plugin(...)`` in its main block still runs if it def
 one plugin class.
 
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
-interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_main`) parses the same
+interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_child`) parses the same
 argv with :func:`parse_target` and calls :func:`run_target` once its process is set up. So
 "sandbox, then plugin" is one function, and cannot drift between the two paths.
 """

@@ -25,7 +25,7 @@ from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.plugins.command_stats import CommandStats
-from bot.rosey.plugins.readiness import notify_ready
+from bot.rosey.plugins.contract import notify_ready
 
 __all__ = ["PluginInterface", "run_plugin"]
 

@@ -11,9 +11,9 @@ Two launchers start the process (``ProcessOptions.launcher``), and everything af
 (readiness, output, exit, stop, kill, stats) is the same code for both:
 
 * ``"zygote"`` (the default on Linux): a fork of a template process that has already imported
-  asyncio, nats-py and the SDK (:mod:`bot.rosey.plugins.zygote`): ~1 ms instead of ~100 ms,
+  asyncio, nats-py and the SDK (:mod:`bot.rosey.plugins.process.zygote`): ~1 ms instead of ~100 ms,
   and most of its memory shared. ``self.process`` is then a
-  :class:`~bot.rosey.plugins.child_exit.ForeignChild` with the ``Popen`` subset used here.
+  :class:`~bot.rosey.plugins.process.child_exit.ForeignChild` with the ``Popen`` subset used here.
 * ``"spawn"``: ``python -m bot.rosey.plugins.launcher`` with ``subprocess.Popen``.
 
 ``$ROSEY_LAUNCHER`` (``zygote`` or ``spawn``) changes the default, e.g. to run a test suite
@@ -40,13 +40,13 @@ import psutil
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.child_exit import ExitWatcher, ForeignChild, describe_exit
+from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.launcher import PARENT_PID_ENV
-from bot.rosey.plugins.output import LogForwarder, OutputBuffer, capture_pipe
-from bot.rosey.plugins.plugin_env import minimal_environment
-from bot.rosey.plugins.readiness import READY_FD_ENV, watch_ready
+from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
+from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
 from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
-from bot.rosey.plugins.zygote import Zygote, shared_zygote, zygote_supported
+from bot.rosey.plugins.process.zygote import Zygote, shared_zygote, zygote_supported
 
 __all__ = ["LAUNCHERS", "LAUNCHER_ENV", "PluginProcess", "ProcessOptions", "default_launcher"]
 
@@ -156,7 +156,7 @@ class PluginProcess:
         self._start_time: float | None = None
         self._spawned_wall = 0.0
         self._exit: ExitWatcher | None = None
-        self._pipes_closed: list[asyncio.Future[None]] = []
+        self._pipes: list[PipeReader] = []
         if self.options.log_output:
             self.output.add_listener(LogForwarder(output_logger, self.plugin_name))
 
@@ -201,17 +201,18 @@ class PluginProcess:
         self._exit.add_callback(self._on_exit)
         assert self.process.stdout is not None and self.process.stderr is not None
         pipes = [(self.process.stdout, "stdout"), (self.process.stderr, "stderr")]
-        self._pipes_closed = []
+        self._close_pipes()  # a previous run's grandchild may still hold its pipes open
+        self._pipes = []
         try:
             for pipe, stream in pipes:
-                self._pipes_closed.append(await capture_pipe(pipe, self.output, stream))
+                self._pipes.append(await capture_pipe(pipe, self.output, stream))
             with contextlib.suppress(psutil.Error):
                 self.psutil_process = psutil.Process(self.process.pid)
                 self.psutil_process.cpu_percent(None)  # prime: the first call always returns 0.0
             ready = await self._wait_ready(ready_read)
         except asyncio.CancelledError:
             self.kill_tree()  # whoever gave up on this start must not leave a process behind
-            for pipe, _stream in pipes[len(self._pipes_closed) :]:
+            for pipe, _stream in pipes[len(self._pipes) :]:
                 pipe.close()  # not handed to a reader yet
             raise
         finally:
@@ -460,10 +461,15 @@ class PluginProcess:
 
     async def _wait_pipes_closed(self, timeout: float) -> None:
         # A grandchild holding the pipes open must not hang us: wait briefly, then let go.
-        if self._pipes_closed:
-            await asyncio.wait(self._pipes_closed, timeout=timeout)
+        if self._pipes:
+            await asyncio.wait([pipe.closed for pipe in self._pipes], timeout=timeout)
+
+    def _close_pipes(self) -> None:
+        for pipe in self._pipes:
+            pipe.close()
 
     def _release(self) -> None:
+        self._close_pipes()
         if self._exit is not None:
             self._exit.close()
         self.psutil_process = None

@@ -9,9 +9,9 @@ This module is the *plugin side* of the zygote and follows the plugin process's 
 imports only what a plugin imports (asyncio, nats, ``bot.rosey.core.*``, the SDK, the launcher
 and the sandbox) and nothing host-side -- not psutil, not the config, not the runner -- because
 everything the zygote holds is copied into every plugin it forks. The host side is
-:mod:`bot.rosey.plugins.zygote`, which starts this as::
+:mod:`bot.rosey.plugins.process.zygote`, which starts this as::
 
-    python -s -P -c "from bot.rosey.plugins.zygote_main import main; main()" SOCKET_FD HOST_PID
+    python -s -P -c "from bot.rosey.plugins.zygote_child import main; main()" SOCKET_FD HOST_PID
 
 with the plugins' environment minus anything per plugin (no name, no data dir, no NATS
 identity, no host variable except PATH/locale/TZ) and ``/`` as working directory. That is the

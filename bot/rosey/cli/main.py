@@ -25,7 +25,7 @@ from bot.rosey import __version__
 from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.core.events import Event
-from bot.rosey.core.router import CoreRouter, OutcomeKind, RouterConfig
+from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import NoResponders, RequestTimeout, RoseyError
 from bot.rosey.runtime import RuntimeInfo, read_runtime
@@ -90,7 +90,7 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.rosey.runner_main import run_forever  # heavy imports only for `run`
+    from bot.rosey.cli.run import run_forever  # heavy imports only for `run`
 
     config = _config(args)
     _setup_logging(args.log_level or config.log_level)
@@ -244,7 +244,7 @@ def _print_line(line: dict[str, Any]) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bot.rosey.doctor import doctor_report, format_report
+    from bot.rosey.cli.doctor import doctor_report, format_report
 
     report = doctor_report()
     if args.json:
@@ -256,7 +256,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
     from bot.rosey.catalog import build_catalog
-    from bot.rosey.core.nats_auth import (
+    from bot.rosey.broker.identities import (
         CORE_USER,
         Credentials,
         password_variable,

@@ -8,7 +8,7 @@ Two kinds of children are watched the same way:
 * a ``subprocess.Popen`` we forked ourselves: we reap it, so its pidfd plus ``poll()`` give the
   exit status;
 * a :class:`ForeignChild`: a process somebody else forked and reaps (a plugin forked by the
-  zygote, see :mod:`bot.rosey.plugins.zygote`). Only the reaper can learn its exit status, so
+  zygote, see :mod:`bot.rosey.plugins.process.zygote`). Only the reaper can learn its exit status, so
   the reaper *reports* it; we hold a pidfd to signal it without any pid-reuse race and to see it
   die even when the reaper is gone (then we report what killed it ourselves).
 

@@ -19,7 +19,7 @@ PASSTHROUGH = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
 def sdk_root() -> Path:
     """The directory holding the ``bot`` package, so the SDK imports even from a source tree."""
-    return Path(__file__).resolve().parents[3]
+    return Path(__file__).resolve().parents[4]
 
 
 def minimal_environment(

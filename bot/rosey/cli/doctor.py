@@ -13,7 +13,7 @@ __all__ = ["doctor_report", "format_report"]
 
 
 def doctor_report() -> dict[str, Any]:
-    from bot.rosey.core.nats_server import find_nats_server
+    from bot.rosey.broker.nats_server import find_nats_server
     from bot.rosey.plugins.sandbox.probe import probe
 
     report: dict[str, Any] = {

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["LogForwarder", "OutputBuffer", "OutputLine", "capture_pipe"]
+__all__ = ["LogForwarder", "OutputBuffer", "OutputLine", "PipeReader", "capture_pipe"]
 
 MAX_LINE_BYTES = 16 * 1024
 
@@ -92,12 +92,25 @@ class _LineProtocol(asyncio.Protocol):
             self._closed.set_result(None)
 
 
-async def capture_pipe(pipe: IO[Any], buffer: OutputBuffer, stream: str) -> asyncio.Future[None]:
-    """Start reading ``pipe`` into ``buffer``; the returned future resolves at end of file."""
+@dataclass(frozen=True)
+class PipeReader:
+    """One pipe being read into a buffer: ``closed`` resolves at end of file."""
+
+    transport: asyncio.ReadTransport
+    closed: asyncio.Future[None]
+
+    def close(self) -> None:
+        """Stop reading now (a grandchild still holds the write end open): no transport leaks."""
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+async def capture_pipe(pipe: IO[Any], buffer: OutputBuffer, stream: str) -> PipeReader:
+    """Start reading ``pipe`` into ``buffer`` until end of file or :meth:`PipeReader.close`."""
     loop = asyncio.get_running_loop()
     closed: asyncio.Future[None] = loop.create_future()
-    await loop.connect_read_pipe(lambda: _LineProtocol(buffer, stream, closed), pipe)
-    return closed
+    transport, _ = await loop.connect_read_pipe(lambda: _LineProtocol(buffer, stream, closed), pipe)
+    return PipeReader(transport=transport, closed=closed)
 
 
 class LogForwarder:

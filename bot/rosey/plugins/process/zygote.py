@@ -2,7 +2,7 @@
 
 A plugin started by ``subprocess.Popen`` costs ~115 ms and ~19 MB of private memory, nearly all
 of it importing asyncio, nats-py and the SDK -- the same code in every plugin. The zygote
-(:mod:`bot.rosey.plugins.zygote_main`) imports that once and forks a child per plugin, so 50
+(:mod:`bot.rosey.plugins.zygote_child`) imports that once and forks a child per plugin, so 50
 plugins are ready in a fraction of a second and share the imported pages. See that module for
 what the template holds and why; this one is what the host does:
 
@@ -23,7 +23,7 @@ what the template holds and why; this one is what the host does:
   spawn cancelled after its request left kills the child as soon as its pid arrives.
 * **Exit**: the plugin is the zygote's child, not ours, so only the zygote can ``waitpid`` it; it
   sends back ``(pid, status)`` and the host turns it into a Popen-style return code (negative
-  signal numbers) through :class:`~bot.rosey.plugins.child_exit.ForeignChild`. Exit watching,
+  signal numbers) through :class:`~bot.rosey.plugins.process.child_exit.ForeignChild`. Exit watching,
   ``describe_exit`` and the supervisor therefore behave exactly as for a ``Popen`` child.
 * **Kill**: the host signals the child itself, through its pidfd, or its process group (every
   child calls ``setsid()``), with the same uid; no round trip through the zygote.
@@ -60,15 +60,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.rosey.errors import RoseyError
-from bot.rosey.plugins.child_exit import ForeignChild, describe_exit
-from bot.rosey.plugins.plugin_env import minimal_environment
-from bot.rosey.plugins.zygote_main import MAX_FDS, MAX_REQUEST_BYTES, OP_SPAWN, decode_fds
+from bot.rosey.plugins.process.child_exit import ForeignChild, describe_exit
+from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.zygote_child import MAX_FDS, MAX_REQUEST_BYTES, OP_SPAWN, decode_fds
 
 __all__ = ["Zygote", "ZygoteError", "shared_zygote", "template_environment", "zygote_supported"]
 
 logger = logging.getLogger(__name__)
 
-_BOOTSTRAP = "from bot.rosey.plugins.zygote_main import main; main()"
+_BOOTSTRAP = "from bot.rosey.plugins.zygote_child import main; main()"
 #: Variables of a plugin's environment that are about one plugin, so never in the template's.
 _PER_PLUGIN = (
     *("HOME", "TMPDIR", "ROSEY_PLUGIN_NAME", "ROSEY_DATA_DIR"),

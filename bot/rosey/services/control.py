@@ -18,7 +18,7 @@ from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, RoseyError
-from bot.rosey.plugins.output import OutputLine
+from bot.rosey.plugins.process.output import OutputLine
 
 if TYPE_CHECKING:
     from bot.rosey.app import RoseyApp

@@ -22,7 +22,7 @@ import psutil
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
-from bot.rosey.plugins.supervisor import ManagedPlugin, PluginState, Supervisor
+from bot.rosey.supervision.supervisor import ManagedPlugin, PluginState, Supervisor
 
 __all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
 
