@@ -45,6 +45,8 @@ class ConsoleAdapter:
     start with ``command_prefix`` (the router's prefix).
     """
 
+    platform = PLATFORM
+
     def __init__(
         self,
         bus: EventBus,

@@ -1,7 +1,9 @@
 """Who may publish and subscribe to what on Rosey's NATS server.
 
-Every identity is created at start-up (a config reload would drop replies still owed and
-disconnect users, see design.md §3), so each plugin's credentials exist before it starts.
+Every identity is created at start-up, so each plugin's credentials exist before it starts:
+adding one later would need a config reload, and nats-server's reload drops the replies still
+owed and disconnects every user whose entry changed. The core identity has no restrictions
+(``None`` permissions in the generated config).
 The grants follow least privilege; the trap of a subscribe allow ending in ``*`` is avoided
 by using exact subjects or ``>`` only.
 """
@@ -19,7 +21,6 @@ from bot.rosey.core.subjects import Subjects, validate_plugin_name
 __all__ = [
     "CORE_USER",
     "Credentials",
-    "core_permissions",
     "password_variable",
     "plugin_permissions",
     "plugin_user",
@@ -70,11 +71,6 @@ def plugin_permissions(
         "subscribe": {"allow": _unique(subscribe)},
         "allow_responses": {"max": 1},
     }
-
-
-def core_permissions() -> None:
-    """The core (router, supervisor, CLI) may use every subject: ``None`` means no restriction."""
-    return None
 
 
 def password_variable(name: str) -> str:

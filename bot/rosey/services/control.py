@@ -1,8 +1,12 @@
 """The control service of a running ``rosey run``: what the CLI talks to over NATS.
 
 Requests on ``rosey.supervisor.<action>`` (status, start, stop, restart, logs, follow) get one
-reply event: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Only the core identity
-may publish there: plugins have no grant for ``rosey.supervisor.>``.
+reply each, in the shape of every Rosey service (:mod:`bot.rosey.services.base`):
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Only the core identity may publish
+there: plugins have no grant for ``rosey.supervisor.>``.
+
+It is handed the supervisor and a function that reports the whole status, never the app that
+composes them, so nothing here can reach past what it serves.
 """
 
 from __future__ import annotations
@@ -11,120 +15,103 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from bot.rosey.core.event_bus import EventBus, Subscription
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import BusNotConnected, RoseyError
+from bot.rosey.errors import BusNotConnected
 from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.services.base import RequestService
+from bot.rosey.supervision.supervisor import Supervisor
 
-if TYPE_CHECKING:
-    from bot.rosey.app import RoseyApp
-
-__all__ = ["LOG_SUBJECT_PREFIX", "ControlService"]
+__all__ = ["FOLLOW_LEASE_SECONDS", "LOG_SUBJECT_PREFIX", "ControlService"]
 
 logger = logging.getLogger(__name__)
 
 LOG_SUBJECT_PREFIX = "rosey.logs"  # rosey.logs.<plugin>: live output, while someone follows
 FOLLOW_LEASE_SECONDS = 15.0
+SOURCE = "rosey-control"
 
-Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+StatusReport = Callable[[], Mapping[str, Any]]
 
 
 class ControlService:
-    def __init__(self, bus: EventBus, app: RoseyApp) -> None:
+    """Serves the CLI: the status (from ``status``), lifecycle actions and logs of ``supervisor``."""
+
+    def __init__(self, bus: EventBus, supervisor: Supervisor, status: StatusReport) -> None:
         self.bus = bus
-        self.app = app
-        self._subscriptions: list[Subscription] = []
+        self.supervisor = supervisor
+        self._status_report = status
         self._followers: dict[str, float] = {}  # plugin -> lease expiry (monotonic)
         self._hooked = False
         self._pending: set[asyncio.Task[None]] = set()
+        self._service = RequestService(
+            bus,
+            {
+                Subjects.supervisor("status"): self._status,
+                Subjects.supervisor("start"): self._start,
+                Subjects.supervisor("stop"): self._stop,
+                Subjects.supervisor("restart"): self._restart,
+                Subjects.supervisor("logs"): self._logs,
+                Subjects.supervisor("follow"): self._follow,
+            },
+            source=SOURCE,
+        )
 
     async def start(self) -> None:
-        actions: dict[str, Action] = {
-            "status": self._status,
-            "start": self._start,
-            "stop": self._stop,
-            "restart": self._restart,
-            "logs": self._logs,
-            "follow": self._follow,
-        }
-        for action, handler in actions.items():
-            self._subscriptions.append(
-                await self.bus.subscribe(Subjects.supervisor(action), self._wrap(handler))
-            )
-        await self.bus.flush()
+        await self._service.start()
 
     async def stop(self) -> None:
-        for subscription in self._subscriptions:
-            await subscription.unsubscribe()
-        self._subscriptions.clear()
-
-    def _wrap(self, handler: Action) -> Callable[[Event], Awaitable[None]]:
-        async def serve(event: Event) -> None:
-            if not event.reply:
-                return
-            try:
-                data = {"ok": True, **(await handler(event.data))}
-            except RoseyError as exc:
-                data = {"ok": False, "error": str(exc)}
-            except (KeyError, TypeError, ValueError) as exc:
-                data = {"ok": False, "error": f"bad request: {exc}"}
-            with contextlib.suppress(BusNotConnected):
-                await self.bus.respond(event, Event(subject=event.reply, data=data, source="rosey-control"))
-
-        return serve
+        await self._service.stop()
 
     # ------------------------------------------------------------------ actions
 
-    async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        return self.app.status()
+    async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._status_report())
 
-    async def _start(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.app.supervisor is not None
-        await self.app.supervisor.start(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+    async def _start(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        await self.supervisor.start(name)
+        return {"plugin": self.supervisor.get(name).row()}
 
-    async def _stop(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.app.supervisor is not None
-        await self.app.supervisor.stop(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+    async def _stop(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        await self.supervisor.stop(name)
+        return {"plugin": self.supervisor.get(name).row()}
 
-    async def _restart(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.app.supervisor is not None
-        await self.app.supervisor.restart(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+    async def _restart(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        await self.supervisor.restart(name)
+        return {"plugin": self.supervisor.get(name).row()}
 
-    async def _logs(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.app.supervisor is not None
-        plugin = self.app.supervisor.get(str(request["name"]))
+    async def _logs(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        plugin = self.supervisor.get(str(request["name"]))
         count = max(1, min(int(request.get("lines", 50)), 10_000))
         if plugin.process is None:
             return {"lines": []}
         lines = list(plugin.process.output.lines)[-count:]
         return {"lines": [_line_dict(line) for line in lines]}
 
-    async def _follow(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _follow(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Lease live output of one plugin on ``rosey.logs.<name>`` for a few seconds.
 
         Lines are only published while somebody holds a lease, so an unwatched plugin that
         floods its stdout costs no NATS traffic.
         """
-        assert self.app.supervisor is not None
         name = str(request["name"])
-        self.app.supervisor.get(name)  # raises PluginNotFound for a bad name
+        self.supervisor.get(name)  # raises PluginNotFound for a bad name
         self._followers[name] = time.monotonic() + FOLLOW_LEASE_SECONDS
         if not self._hooked:
             self._hooked = True
-            self.app.supervisor.add_output_listener(self._forward)
+            self.supervisor.add_output_listener(self._forward)
         return {"subject": f"{LOG_SUBJECT_PREFIX}.{name}", "lease_seconds": FOLLOW_LEASE_SECONDS}
 
     def _forward(self, name: str, line: OutputLine) -> None:
         if self._followers.get(name, 0.0) < time.monotonic():
             return
-        event = Event(subject=f"{LOG_SUBJECT_PREFIX}.{name}", data=_line_dict(line), source="rosey-control")
+        event = Event(subject=f"{LOG_SUBJECT_PREFIX}.{name}", data=_line_dict(line), source=SOURCE)
         task = asyncio.get_running_loop().create_task(self._publish_quietly(event))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

@@ -308,8 +308,9 @@ class CoreRouter:
 
     async def _on_chat_message(self, event: Event) -> None:
         text = event.data.get("text")
-        if not isinstance(text, str) or self.parse(text) is None:
-            return
+        command = self.parse(text) if isinstance(text, str) else None
+        if command is None:
+            return  # chat, not a command
         platform = event.data.get("platform")
         try:
             reply_subject = Subjects.chat_send(str(platform))
@@ -321,16 +322,15 @@ class CoreRouter:
             return
         # One task per command: the bus delivers messages one at a time, and a slow plugin must
         # not hold up everybody else's commands.
-        task = asyncio.create_task(self._answer_chat(event, text, reply_subject))
+        task = asyncio.create_task(self._answer_chat(event, command, reply_subject))
         self._chat_tasks.add(task)
         task.add_done_callback(self._chat_tasks.discard)
 
-    async def _answer_chat(self, event: Event, text: str, reply_subject: str) -> None:
+    async def _answer_chat(self, event: Event, command: tuple[str, list[str]], reply_subject: str) -> None:
         user = event.data.get("user") or "unknown"
         channel = str(event.data.get("channel") or "")
-        outcome = await self.dispatch(text, user=user, channel=channel)
-        if outcome is None:
-            return
+        plugin, args = command  # parsed once, by _on_chat_message
+        outcome = await self.execute(plugin, args, user=user, channel=channel)
         reply = {
             "text": outcome.message,
             "channel": channel,

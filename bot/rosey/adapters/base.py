@@ -1,0 +1,27 @@
+"""What every chat-platform adapter is: a bridge between one platform and the bus.
+
+An adapter turns what people say on its platform into normalized events on
+``rosey.events.<type>`` (``message`` today) and says on its platform whatever arrives on
+``rosey.chat.<platform>.send``. It knows nothing of plugins and never talks to one: the router
+sits between them, so the same plugin answers on every platform. The console adapter is the
+first; each chat platform gets one module beside it, with its own dependencies imported there
+only.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Adapter"]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One platform's bridge. ``run()`` relays until the platform's session ends or ``stop()``."""
+
+    #: The platform name in events and in ``rosey.chat.<platform>.send`` ("console", "irc", ...).
+    platform: str
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
