@@ -18,6 +18,7 @@ from pathlib import Path
 import nats.errors
 import pytest
 
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import (
     EventBus,
     Handler,
@@ -26,7 +27,6 @@ from bot.rosey.core.event_bus import (
     shutdown_event_bus,
 )
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.errors import (
     BusNotConnected,
     InvalidSubject,
