@@ -75,7 +75,8 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             try:
                 class_name, module_file = locate_plugin_module(module, class_name or None)
             except (LookupError, OSError, SyntaxError, ValueError) as exc:
-                raise ConfigError(f"{config.source}: plugins.{name}.module: {exc}") from exc
+                key = f"plugins.{name}.module"
+                raise ConfigError(f"{config.source}: {key}: {exc}", key=key, file=config.source) from exc
             found[name] = (None, f"{module}:{class_name}", "config")
             if module_file is not None:
                 module_files[name] = module_file

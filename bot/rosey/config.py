@@ -88,7 +88,7 @@ def _dotted(*parts: str) -> str:
 
 
 def _fail(key: str, reason: str) -> ConfigError:
-    return ConfigError(f"{key}: {reason}")
+    return ConfigError(f"{key}: {reason}", key=key)
 
 
 def _int(key: str, value: object, *, minimum: int) -> int:
@@ -456,22 +456,22 @@ def load_config(path: str | Path | None = None, *, base_dir: Path | None = None)
     else:
         file = start / Path(path).expanduser()
         if not file.exists():
-            raise ConfigError(f"{path}: file not found")
+            raise ConfigError(f"{path}: file not found", file=file)
     file = file.resolve()
     label = _display(file)
     try:
         with file.open("rb") as stream:
             raw = tomllib.load(stream)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{label}: invalid TOML: {exc}") from exc
+        raise ConfigError(f"{label}: invalid TOML: {exc}", file=file) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{label}: not valid UTF-8 text: {exc}") from exc
+        raise ConfigError(f"{label}: not valid UTF-8 text: {exc}", file=file) from exc
     except OSError as exc:
-        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}", file=file) from exc
     try:
         return _build(raw, file, file.parent)
     except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+        raise ConfigError(f"{label}: {exc}", key=exc.key, file=file) from None
 
 
 _EXAMPLE = """\

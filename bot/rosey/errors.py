@@ -1,25 +1,69 @@
 """The one exception hierarchy of Rosey.
 
 Every error Rosey raises derives from :class:`RoseyError`; where a builtin describes the same
-failure, the class inherits it too, so ``except TimeoutError`` keeps working for callers who do
-not know Rosey's names.
+failure, the class inherits it too (right-hand column), so ``except TimeoutError`` keeps working
+for callers who do not know Rosey's names::
+
+    RoseyError                      Exception
+    +-- ConfigError                 ValueError        .key .file
+    +-- InvalidSubject              ValueError        .subject
+    +-- MalformedEvent              ValueError        .subject
+    +-- BusNotConnected             ConnectionError   .subject
+    +-- RequestTimeout              TimeoutError      .subject .timeout
+    +-- NoResponders                LookupError       .subject
+    +-- PayloadTooLarge             ValueError        .subject .size .limit
+    +-- NatsServerError             RuntimeError
+    |   +-- NatsServerNotFound      FileNotFoundError
+    +-- ZygoteError                 OSError
+    +-- NotRunning                  LookupError
+    +-- HarnessNotConnected         RuntimeError
+    +-- CliError
+    +-- PluginError                                   .plugin
+        +-- PluginNotFound          KeyError
+        +-- PluginNotStarted        RuntimeError
+        +-- PluginNotConnected      RuntimeError
+        +-- PluginNameMismatch      RuntimeError      .declared
+        +-- PluginStartError        RuntimeError
+        +-- PluginCommandError
+
+Exceptions carry their subject as attributes (last column; every ``PluginError`` has
+``.plugin``), passed as keyword-only arguments after the message, so ``exc.args`` is always
+``(message,)`` and ``str(exc)`` is the message: they pickle and print like builtins. An attribute
+is None where the raiser did not know it.
+
+nats-py's and the socket's errors become these in one place, the event bus
+(:mod:`bot.rosey.core.event_bus`), always with ``raise ... from exc``.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = [
     "BusNotConnected",
+    "CliError",
     "ConfigError",
+    "HarnessNotConnected",
+    "InvalidSubject",
     "MalformedEvent",
     "NatsServerError",
     "NatsServerNotFound",
     "NoResponders",
+    "NotRunning",
+    "PayloadTooLarge",
     "PluginCommandError",
     "PluginError",
+    "PluginNameMismatch",
+    "PluginNotConnected",
     "PluginNotFound",
+    "PluginNotStarted",
     "PluginStartError",
     "RequestTimeout",
     "RoseyError",
+    "ZygoteError",
 ]
 
 
@@ -27,24 +71,84 @@ class RoseyError(Exception):
     """Root of every error raised by Rosey."""
 
 
+# ------------------------------------------------------------------ configuration and the wire
+
+
 class ConfigError(RoseyError, ValueError):
-    """A configuration file or value is invalid; the message names the file, key and reason."""
+    """A configuration file or value is invalid; the message names the file, key and reason.
+
+    ``key`` is the dotted key (``plugins.echo.max_threads``) and ``file`` the file, when known.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, file: Path | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.file = file
+
+
+class InvalidSubject(RoseyError, ValueError):
+    """A NATS subject, or a name that must stand as one subject token (a plugin name, an action), is invalid.
+
+    ``subject`` is the rejected value.
+    """
+
+    def __init__(self, message: str, *, subject: object = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class MalformedEvent(RoseyError, ValueError):
-    """A message on the bus is not a valid Rosey event envelope."""
+    """A message on the bus is not a valid Rosey event envelope; ``subject`` is where it arrived."""
+
+    def __init__(self, message: str, *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class BusNotConnected(RoseyError, ConnectionError):
-    """The event bus is used before ``connect()`` or after ``disconnect()``."""
+    """The event bus is used before ``connect()`` or after ``disconnect()``, or could not connect.
+
+    ``subject`` is the subject of the publish or subscribe that failed, if it was one.
+    """
+
+    def __init__(self, message: str, *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class RequestTimeout(RoseyError, TimeoutError):
-    """A request on the bus got no reply in time."""
+    """A request on the bus got no reply in time (``subject``, ``timeout`` in seconds).
+
+    A flush that did not complete is one too, without a subject.
+    """
+
+    def __init__(self, message: str, *, subject: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.timeout = timeout
 
 
 class NoResponders(RoseyError, LookupError):
     """A request was sent to a subject that nobody is subscribed to."""
+
+    def __init__(self, message: str, *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+
+class PayloadTooLarge(RoseyError, ValueError):
+    """A message of ``size`` bytes is over the server's ``max_payload`` (``limit``); nothing was sent."""
+
+    def __init__(
+        self, message: str, *, subject: str | None = None, size: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.size = size
+        self.limit = limit
+
+
+# ------------------------------------------------------------------ the host's processes
 
 
 class NatsServerError(RoseyError, RuntimeError):
@@ -55,16 +159,59 @@ class NatsServerNotFound(NatsServerError, FileNotFoundError):
     """The nats-server binary is not installed."""
 
 
+class ZygoteError(RoseyError, OSError):
+    """The zygote could not fork a plugin process (it died, or refused the request)."""
+
+
+class NotRunning(RoseyError, LookupError):
+    """No ``rosey run`` instance is running for this configuration."""
+
+
+class HarnessNotConnected(RoseyError, RuntimeError):
+    """The plugin test harness is used before ``connect()``."""
+
+
+class CliError(RoseyError):
+    """A failure the ``rosey`` command reports in one line before it exits 2."""
+
+
+# ------------------------------------------------------------------ plugins
+
+
 class PluginError(RoseyError):
-    """Base for errors about one plugin."""
+    """Base for errors about one plugin, named by ``plugin``."""
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
 
 
-class PluginNotFound(PluginError, LookupError):
-    """No plugin with that name is known."""
+class PluginNotFound(PluginError, KeyError):
+    """No plugin with that name is known (or the module named for one holds no single plugin class)."""
+
+    def __str__(self) -> str:
+        # KeyError shows the repr of its key; this message is a sentence.
+        return Exception.__str__(self)
+
+
+class PluginNotStarted(PluginError, RuntimeError):
+    """A plugin process is waited on or watched before it was ever started."""
+
+
+class PluginNotConnected(PluginError, RuntimeError):
+    """A plugin uses the bus before ``run()`` connected it."""
+
+
+class PluginNameMismatch(PluginError, RuntimeError):
+    """A plugin's own ``plugin_name`` (``declared``) is not the name Rosey started it as (``plugin``)."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, declared: str | None = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.declared = declared
 
 
 class PluginStartError(PluginError, RuntimeError):
-    """A plugin process died or timed out before it reported ready."""
+    """A plugin process could not be spawned, or died or timed out before it reported ready."""
 
 
 class PluginCommandError(PluginError):

@@ -14,15 +14,11 @@ from pathlib import Path
 
 import psutil
 
-from bot.rosey.errors import RoseyError
+from bot.rosey.errors import NotRunning
 
 __all__ = ["RUNTIME_FILENAME", "NotRunning", "RuntimeInfo", "read_runtime", "remove_runtime", "write_runtime"]
 
 RUNTIME_FILENAME = "runtime.json"
-
-
-class NotRunning(RoseyError, LookupError):
-    """No ``rosey run`` instance is running for this configuration."""
 
 
 @dataclass(frozen=True, kw_only=True)

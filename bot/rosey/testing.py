@@ -39,7 +39,7 @@ import pytest
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import BusNotConnected, PluginStartError
+from bot.rosey.errors import BusNotConnected, HarnessNotConnected, PluginNotFound, PluginStartError
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
@@ -118,13 +118,13 @@ class PluginHarness:
     def bus(self) -> EventBus:
         """The harness's own bus connection, e.g. to subscribe to what a plugin publishes."""
         if self._bus is None:
-            raise RuntimeError("the harness is not connected; await harness.connect() first")
+            raise HarnessNotConnected("the harness is not connected; await harness.connect() first")
         return self._bus
 
     @property
     def router(self) -> CoreRouter:
         if self._router is None:
-            raise RuntimeError("the harness is not connected; await harness.connect() first")
+            raise HarnessNotConnected("the harness is not connected; await harness.connect() first")
         return self._router
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,7 +159,7 @@ class PluginHarness:
         dies or does not report ready in ``options.ready_timeout``; no process is left behind.
         """
         if name in self._plugins:
-            raise PluginStartError(f"plugin '{name}' is already started in this harness")
+            raise PluginStartError(f"plugin '{name}' is already started in this harness", plugin=name)
         await self.connect()
         options = options or ProcessOptions()
         changes: dict[str, Any] = {}
@@ -199,7 +199,7 @@ class PluginHarness:
         """Stop one plugin (SIGTERM, then SIGKILL) and return its exit code."""
         runner = self._plugins.pop(name, None)
         if runner is None:
-            raise KeyError(f"plugin '{name}' was not started by this harness")
+            raise PluginNotFound(f"plugin '{name}' was not started by this harness", plugin=name)
         self._stopping.add(runner)
         return await runner.stop(self.stop_timeout)
 

@@ -15,8 +15,10 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.errors
 import pytest
 
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import (
     EventBus,
     Handler,
@@ -25,8 +27,13 @@ from bot.rosey.core.event_bus import (
     shutdown_event_bus,
 )
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
+from bot.rosey.errors import (
+    BusNotConnected,
+    InvalidSubject,
+    NoResponders,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 
 WAIT = 5.0  # upper bound for anything that should take milliseconds
 
@@ -239,6 +246,91 @@ async def test_request_that_is_never_answered_times_out(bus: EventBus) -> None:
     assert isinstance(info.value, TimeoutError)
     (request,) = await listener.wait_for(1)  # it was delivered: a timeout, not "no responders"
     assert request.reply
+
+
+# ---------------------------------------------------------------------------- error mapping
+
+
+async def test_publish_over_max_payload_raises_payload_too_large(bus: EventBus) -> None:
+    topic = subject("huge")
+    inbox = Collector()
+    await bus.subscribe(topic, inbox)
+    limit = bus.client.max_payload  # what the server announced
+    with pytest.raises(PayloadTooLarge, match=r"cannot publish to .*over the server's max_payload") as info:
+        await bus.publish(topic, {"blob": "x" * limit})
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert isinstance(error.__cause__, nats.errors.MaxPayloadError)
+    assert error.subject == topic and error.limit == limit
+    assert error.size is not None and error.size > limit
+    # Nothing was sent and the connection is fine: the next event is the first to arrive.
+    await bus.publish(topic, {"n": 1})
+    (event,) = await inbox.wait_for(1)
+    assert event.data == {"n": 1}
+
+
+async def test_request_over_max_payload_fails_at_once(bus: EventBus, other_bus: EventBus) -> None:
+    topic = subject("huge_request")
+    listener = Collector()
+    await other_bus.subscribe(topic, listener)
+    await settle(other_bus)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(PayloadTooLarge) as info:
+        await bus.request(topic, {"blob": "x" * bus.client.max_payload}, timeout=WAIT)
+    assert loop.time() - started < 1.0  # not a timeout in disguise
+    assert info.value.subject == topic
+    await settle(bus, other_bus)
+    assert listener.events == []
+
+
+async def test_request_timeout_carries_subject_and_timeout(bus: EventBus) -> None:
+    topic = subject("silent_attrs")
+    await bus.subscribe(topic, Collector())
+    await settle(bus)
+    with pytest.raises(RequestTimeout) as info:
+        await bus.request(topic, {}, timeout=0.1)
+    assert info.value.subject == topic and info.value.timeout == 0.1
+    assert isinstance(info.value.__cause__, TimeoutError)
+
+
+async def test_no_responders_carries_subject(bus: EventBus) -> None:
+    topic = subject("nobody_attrs")
+    with pytest.raises(NoResponders) as info:
+        await bus.request(topic, {}, timeout=WAIT)
+    assert info.value.subject == topic
+
+
+async def test_closed_connection_maps_to_bus_not_connected() -> None:
+    topic = subject("closed")
+    closed = EventBus(name="test-closed")
+    await closed.connect()
+    try:
+        await closed.client.close()  # closed underneath the bus, as after a fatal server error
+        with pytest.raises(BusNotConnected, match=r"cannot publish to .*: the connection is closed") as info:
+            await closed.publish(topic, {})
+        assert info.value.subject == topic
+        assert isinstance(info.value.__cause__, nats.errors.ConnectionClosedError)
+        with pytest.raises(BusNotConnected, match=r"cannot subscribe to .*: the connection") as info:
+            await closed.subscribe(topic, Collector())
+        assert str(info.value).endswith(": the connection is closed") and info.value.subject == topic
+        with pytest.raises(BusNotConnected, match="cannot flush: the connection is closed"):
+            await closed.flush()
+        with pytest.raises(BusNotConnected, match="cannot request: the connection is closed"):
+            await closed.request(topic, {}, timeout=0.2)
+    finally:
+        await closed.disconnect()
+
+
+async def test_subject_nats_refuses_maps_to_invalid_subject(bus: EventBus) -> None:
+    with pytest.raises(InvalidSubject, match=r"cannot subscribe to 'test\.a b'") as info:
+        await bus.subscribe("test.a b", Collector())
+    assert info.value.subject == "test.a b"
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value.__cause__, nats.errors.BadSubjectError)
+    with pytest.raises(InvalidSubject) as info:
+        await bus.publish_event_to(Event(subject="test.fine"), ["test.bad subject"])
+    assert info.value.subject == "test.bad subject"
 
 
 # ---------------------------------------------------------------------------- robustness

@@ -26,7 +26,7 @@ from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import NoResponders, RequestTimeout, RoseyError
+from bot.rosey.errors import CliError, NoResponders, RequestTimeout, RoseyError
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 
@@ -34,10 +34,6 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_FAILURE = 0, 1, 2
 logger = logging.getLogger("rosey")
-
-
-class CliError(RoseyError):
-    """A failure to report in one line and exit 2."""
 
 
 # ---------------------------------------------------------------------- helpers

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import nats
@@ -24,7 +25,15 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
+from bot.rosey.errors import (
+    BusNotConnected,
+    InvalidSubject,
+    MalformedEvent,
+    NoResponders,
+    PayloadTooLarge,
+    RequestTimeout,
+    RoseyError,
+)
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -184,17 +193,16 @@ class EventBus:
         if self._inbox_prefix:
             options["inbox_prefix"] = self._inbox_prefix
         nc = Client()
+        servers = ", ".join(redact_url(s) for s in self.servers)
+        action = f"connect to NATS at {servers} within {self._connect_timeout:g}s"
         try:
-            # With unlimited reconnects nats-py retries the first connection forever too, so the
-            # deadline lives here.
-            await asyncio.wait_for(nc.connect(**options), timeout=self._connect_timeout)
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with _NatsErrors(self, action, connecting=True):
+                # With unlimited reconnects nats-py retries the first connection forever too, so
+                # the deadline lives here.
+                await asyncio.wait_for(nc.connect(**options), timeout=self._connect_timeout)
+        except BusNotConnected:
             await _close_quietly(nc)
-            reason = self.stats.last_error or str(exc) or type(exc).__name__
-            raise BusNotConnected(
-                f"could not connect to NATS at {', '.join(redact_url(s) for s in self.servers)} "
-                f"within {self._connect_timeout:g}s: {reason}"
-            ) from exc
+            raise
         self._nc = nc
         logger.debug("connected to NATS at %s as %s", redact_url(str(nc.connected_url)), self.name)
 
@@ -223,13 +231,10 @@ class EventBus:
         subscription made just before. The flusher runs during the first round trip, so the
         second PING is queued behind everything sent before this call.
         """
-        try:
+        nc = self.client
+        with _NatsErrors(self, "flush", timeout=timeout):
             for _ in range(2):
-                await self.client.flush(timeout=timeout)  # type: ignore[arg-type]  # accepts float
-        except nats.errors.TimeoutError as exc:
-            raise RequestTimeout(f"NATS flush did not complete within {timeout:g}s") from exc
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
-            raise BusNotConnected("cannot flush: the connection is closed") from exc
+                await nc.flush(timeout=timeout)  # type: ignore[arg-type]  # accepts float
 
     async def __aenter__(self) -> EventBus:
         await self.connect()
@@ -278,10 +283,9 @@ class EventBus:
         await self._publish_raw(request.reply, event.to_bytes(), None)
 
     async def _publish_raw(self, subject: str, payload: bytes, reply: str | None) -> None:
-        try:
-            await self.client.publish(subject, payload, reply=reply or "")
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
-            raise BusNotConnected(f"cannot publish to {subject!r}: the connection is closed") from exc
+        nc = self.client
+        with _NatsErrors(self, "publish to", subject=subject, size=len(payload)):
+            await nc.publish(subject, payload, reply=reply or "")
 
     async def request(
         self,
@@ -323,25 +327,23 @@ class EventBus:
         self._replies[token] = future
         expiry = loop.call_later(timeout, _expire, future)
         try:
-            await self._publish_raw(subject, payload, prefix + token)
-            msg = await future
-        except TimeoutError as exc:
-            raise RequestTimeout(f"no reply on {subject!r} within {timeout:g}s") from exc
+            with _NatsErrors(self, "request on", subject=subject, timeout=timeout):
+                await self._publish_raw(subject, payload, prefix + token)
+                msg = await future
         finally:
             expiry.cancel()
             self._replies.pop(token, None)
         if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
-            raise NoResponders(f"nobody is subscribed to {subject!r}")
+            raise NoResponders(f"nobody is subscribed to {subject!r}", subject=subject)
         return msg
 
     async def _start_reply_mux(self) -> str:
         async with self._reply_lock:
             if self._reply_prefix is None:
                 prefix = f"{self._inbox_prefix or '_INBOX'}.{new_id()}."
-                try:
-                    await self.client.subscribe(prefix + "*", cb=self._on_reply)
-                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
-                    raise BusNotConnected("cannot request: the connection is closed") from exc
+                nc = self.client
+                with _NatsErrors(self, "request"):
+                    await nc.subscribe(prefix + "*", cb=self._on_reply)
                 self._reply_prefix = prefix
         return self._reply_prefix
 
@@ -386,10 +388,9 @@ class EventBus:
             finally:
                 _delivering.reset(token)
 
-        try:
-            subscription._sub = await self.client.subscribe(subject, queue=queue or "", cb=deliver)
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
-            raise BusNotConnected(f"cannot subscribe to {subject!r}: the connection is closed") from exc
+        nc = self.client
+        with _NatsErrors(self, "subscribe to", subject=subject):
+            subscription._sub = await nc.subscribe(subject, queue=queue or "", cb=deliver)
         self._subscriptions.add(subscription)
         return subscription
 
@@ -421,6 +422,94 @@ _NO_RESPONDERS = "503"  # the status nats-server sends back when a request has n
 def _expire(future: asyncio.Future[Msg]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
+
+
+class _NatsErrors:
+    """The bus's one boundary with nats-py: its errors (and the socket's, when connecting) become Rosey's.
+
+    ``with _NatsErrors(bus, "publish to", subject=subject, size=len(payload)): ...`` maps
+
+    * any failure while ``connecting`` -> :class:`BusNotConnected` ("could not <action>: <reason>");
+    * a closed or draining connection, or a full reconnect buffer -> :class:`BusNotConnected`;
+    * a message over the server's ``max_payload`` -> :class:`PayloadTooLarge`;
+    * a subject nats-py refuses -> :class:`InvalidSubject`;
+    * a timeout, where the caller gave one -> :class:`RequestTimeout` (a reply on ``subject``, or
+      the ``action`` itself when there is no subject);
+
+    each raised ``from`` the original and carrying ``subject``/``timeout``/``size``. Rosey's own
+    errors pass through (a nested boundary already mapped them), and so does anything unexpected,
+    unchanged rather than disguised. A class, not ``@contextmanager``: it wraps every publish, and
+    a generator-based one measured ~0.9 µs per use against ~0.25 µs for this one.
+    """
+
+    __slots__ = ("_action", "_bus", "_connecting", "_size", "_subject", "_timeout")
+
+    def __init__(
+        self,
+        bus: EventBus,
+        action: str,
+        *,
+        subject: str | None = None,
+        timeout: float | None = None,
+        size: int | None = None,
+        connecting: bool = False,
+    ) -> None:
+        self._bus = bus
+        self._action = action
+        self._subject = subject
+        self._timeout = timeout
+        self._size = size
+        self._connecting = connecting
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:  # never swallows: it re-raises, mapped or not
+        if exc is None or isinstance(exc, RoseyError):
+            return
+        error = self._translate(exc)
+        if error is not None:
+            raise error from exc
+
+    def _translate(self, exc: BaseException) -> RoseyError | None:
+        subject = self._subject
+        if self._connecting:
+            if not isinstance(exc, TimeoutError | OSError | nats.errors.Error):
+                return None
+            # nats-py's error callback often saw the real reason (e.g. an authorization violation)
+            # before the attempt gave up with a bare timeout.
+            reason = self._bus.stats.last_error or str(exc) or type(exc).__name__
+            return BusNotConnected(f"could not {self._action}: {reason}", subject=subject)
+        what = self._action if subject is None else f"{self._action} {subject!r}"
+        if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
+            return BusNotConnected(f"cannot {what}: the connection is closed", subject=subject)
+        if isinstance(exc, nats.errors.OutboundBufferLimitError):
+            return BusNotConnected(
+                f"cannot {what}: the connection is down and its reconnect buffer is full", subject=subject
+            )
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            nc = self._bus._nc
+            limit = nc.max_payload if nc is not None else None
+            return PayloadTooLarge(
+                f"cannot {what}: the message is {self._size} bytes, over the server's max_payload of {limit}",
+                subject=subject,
+                size=self._size,
+                limit=limit,
+            )
+        if isinstance(exc, nats.errors.BadSubjectError):
+            return InvalidSubject(
+                f"cannot {what}: not a valid NATS subject (empty, whitespace, or a misplaced wildcard)",
+                subject=subject,
+            )
+        if isinstance(exc, TimeoutError) and self._timeout is not None:  # nats.errors.TimeoutError too
+            if subject is None:
+                message = f"NATS {self._action} did not complete within {self._timeout:g}s"
+            else:
+                message = f"no reply on {subject!r} within {self._timeout:g}s"
+            return RequestTimeout(message, subject=subject, timeout=self._timeout)
+        return None
 
 
 def redact_url(url: str) -> str:

@@ -97,17 +97,21 @@ class Event:
         try:
             raw = json.loads(payload)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise MalformedEvent(f"message on {subject!r} is not JSON: {exc}") from exc
+            raise MalformedEvent(f"message on {subject!r} is not JSON: {exc}", subject=subject) from exc
         if not isinstance(raw, dict):
-            raise MalformedEvent(f"message on {subject!r} is not a JSON object")
+            raise MalformedEvent(f"message on {subject!r} is not a JSON object", subject=subject)
         data = raw.get("data", {})
         if not isinstance(data, dict):
-            raise MalformedEvent(f"message on {subject!r} has a 'data' that is not an object")
+            raise MalformedEvent(
+                f"message on {subject!r} has a 'data' that is not an object", subject=subject
+            )
         try:
             version = int(raw.get("v", WIRE_VERSION))
             timestamp = float(raw.get("ts", 0.0))
         except (TypeError, ValueError, OverflowError) as exc:
-            raise MalformedEvent(f"message on {subject!r} has a bad version or timestamp: {exc}") from exc
+            raise MalformedEvent(
+                f"message on {subject!r} has a bad version or timestamp: {exc}", subject=subject
+            ) from exc
         cid = raw.get("cid")
         return cls(
             subject=subject,

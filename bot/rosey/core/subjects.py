@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from bot.rosey.errors import InvalidSubject
+
 __all__ = ["Subjects", "validate_plugin_name", "validate_token"]
 
 _PLUGIN_NAME = re.compile(r"[a-z0-9_]+")
@@ -24,19 +26,22 @@ _TOKEN = re.compile(r"[^\s.*>]+")
 
 
 def validate_plugin_name(name: str) -> str:
-    """Return ``name`` if it is a valid plugin name, else raise ``ValueError`` saying why."""
+    """Return ``name`` if it is a valid plugin name, else raise :class:`InvalidSubject` saying why."""
     if not isinstance(name, str) or not _PLUGIN_NAME.fullmatch(name):
-        raise ValueError(
+        raise InvalidSubject(
             f"invalid plugin name {name!r}: use lowercase letters, digits and underscores only "
-            "(e.g. 'trivia', 'calendar_manager')"
+            "(e.g. 'trivia', 'calendar_manager')",
+            subject=name,
         )
     return name
 
 
 def validate_token(token: str, what: str = "subject token") -> str:
-    """Return ``token`` if it can stand as one NATS subject token, else raise ``ValueError``."""
+    """Return ``token`` if it can stand as one NATS subject token, else raise :class:`InvalidSubject`."""
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise ValueError(f"invalid {what} {token!r}: it must be non-empty, without spaces, '.', '*' or '>'")
+        raise InvalidSubject(
+            f"invalid {what} {token!r}: it must be non-empty, without spaces, '.', '*' or '>'", subject=token
+        )
     return token
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
+from bot.rosey.errors import PluginNameMismatch, PluginNotConnected
 from bot.rosey.plugins.command_stats import CommandStats
 from bot.rosey.plugins.contract import notify_ready
 
@@ -144,9 +145,11 @@ class PluginInterface(ABC):
         name = validate_plugin_name(self.plugin_name)
         expected = os.getenv("ROSEY_PLUGIN_NAME")
         if expected and expected != name:
-            raise RuntimeError(
+            raise PluginNameMismatch(
                 f"this plugin's plugin_name is {name!r} but Rosey started it as {expected!r}; "
-                "make them match (the name in rosey.toml, or the file's plugin_name)"
+                "make them match (the name in rosey.toml, or the file's plugin_name)",
+                plugin=expected,
+                declared=name,
             )
         logger.debug("Plugin '%s' connecting to NATS", name)
         self.event_bus = EventBus(
@@ -318,7 +321,9 @@ class PluginInterface(ABC):
 
     def _bus(self) -> EventBus:
         if self.event_bus is None:
-            raise RuntimeError(f"plugin '{self.plugin_name}' is not connected; run() connects it")
+            raise PluginNotConnected(
+                f"plugin '{self.plugin_name}' is not connected; run() connects it", plugin=self.plugin_name
+            )
         return self.event_bus
 
     # ========== Main Run Loop ==========

@@ -234,16 +234,17 @@ def _source_file(spec: importlib.machinery.ModuleSpec) -> Path | None:
 def locate_plugin_module(module: str, class_name: str | None = None) -> tuple[str, Path | None]:
     """Find plugin class ``class_name`` (or the module's only plugin class) by reading source.
 
-    Returns ``(class_name, source_file)``; raises ``LookupError`` saying what is wrong. Nothing
-    is imported: this is how ``module = "pkg.mod"`` in rosey.toml becomes ``pkg.mod:Class``.
+    Returns ``(class_name, source_file)``; raises :class:`PluginNotFound` (a LookupError) saying
+    what is wrong. Nothing is imported: this is how ``module = "pkg.mod"`` in rosey.toml becomes
+    ``pkg.mod:Class``.
     """
     spec = _find_module(module)
     if spec is None:
-        raise LookupError(f"module {module!r} not found on sys.path")
+        raise PluginNotFound(f"module {module!r} not found on sys.path")
     path = _source_file(spec)
     if path is None:
         if class_name is None:
-            raise LookupError(
+            raise PluginNotFound(
                 f"module {module!r} has no Python source to read; name the class as 'module:Class'"
             )
         return class_name, None
@@ -253,7 +254,7 @@ def locate_plugin_module(module: str, class_name: str | None = None) -> tuple[st
         return class_name, path
     if len(plugins) != 1:
         found = ", ".join(plugins) or "none"
-        raise LookupError(
+        raise PluginNotFound(
             f"module {module!r} defines {len(plugins)} plugin classes ({found}); name one as 'module:Class'"
         )
     return plugins[0], path
@@ -331,7 +332,7 @@ class PluginRegistry:
         info = self.infos.get(name)
         if info is None:
             known = ", ".join(sorted(self.infos)) or "none discovered"
-            raise PluginNotFound(f"no plugin named {name!r} (known: {known})")
+            raise PluginNotFound(f"no plugin named {name!r} (known: {known})", plugin=name)
         return info
 
     def list_plugins(self) -> list[str]:

@@ -39,7 +39,7 @@ import psutil
 
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
-from bot.rosey.errors import PluginStartError
+from bot.rosey.errors import PluginNotStarted, PluginStartError
 from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
 from bot.rosey.plugins.launcher import PARENT_PID_ENV
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
@@ -171,7 +171,7 @@ class PluginProcess:
             PluginStartError (a RuntimeError): already running, died or timed out before ready
         """
         if self.is_running():
-            raise PluginStartError(f"Plugin '{self.plugin_name}' already running")
+            raise PluginStartError(f"Plugin '{self.plugin_name}' already running", plugin=self.plugin_name)
         if self.plugin_path is not None and not self.plugin_path.is_file():
             raise FileNotFoundError(f"Plugin file not found: {self.plugin_path}")
 
@@ -188,7 +188,9 @@ class PluginProcess:
                 self.process = self._spawn(ready_write)
         except OSError as exc:
             os.close(ready_read)
-            raise PluginStartError(f"Plugin '{self.plugin_name}' could not be spawned: {exc}") from exc
+            raise PluginStartError(
+                f"Plugin '{self.plugin_name}' could not be spawned: {exc}", plugin=self.plugin_name
+            ) from exc
         except BaseException:
             os.close(ready_read)
             raise
@@ -334,7 +336,9 @@ class PluginProcess:
         ]
         stderr = "\n".join(since_spawn[-40:]) or "(no output on stderr)"
         self._release()
-        raise PluginStartError(f"Plugin '{self.plugin_name}' failed to start: it {reason}.\n{stderr}")
+        raise PluginStartError(
+            f"Plugin '{self.plugin_name}' failed to start: it {reason}.\n{stderr}", plugin=self.plugin_name
+        )
 
     async def stop(self, timeout: float = 5.0) -> int | None:
         """
@@ -387,13 +391,13 @@ class PluginProcess:
     async def wait(self) -> int:
         """Wait for the plugin process to exit and return its exit code."""
         if self._exit is None:
-            raise RuntimeError(f"plugin '{self.plugin_name}' was never started")
+            raise PluginNotStarted(f"plugin '{self.plugin_name}' was never started", plugin=self.plugin_name)
         return await self._exit.wait()
 
     def add_exit_callback(self, callback: Any) -> None:
         """Call ``callback(returncode)`` on the event loop when the current process exits."""
         if self._exit is None:
-            raise RuntimeError(f"plugin '{self.plugin_name}' is not started")
+            raise PluginNotStarted(f"plugin '{self.plugin_name}' is not started", plugin=self.plugin_name)
         self._exit.add_callback(callback)
 
     @property

@@ -180,7 +180,7 @@ class Supervisor:
             return self.plugins[name]
         except KeyError:
             known = ", ".join(sorted(self.plugins)) or "none"
-            raise PluginNotFound(f"no plugin named {name!r} (known: {known})") from None
+            raise PluginNotFound(f"no plugin named {name!r} (known: {known})", plugin=name) from None
 
     def names(self) -> list[str]:
         return list(self.plugins)
@@ -342,7 +342,7 @@ class Supervisor:
         plugin.failure_reason = reason
         plugin.want_running = False
         plugin.state = PluginState.FAILED
-        self._resolve_first(plugin, PluginStartError(f"plugin '{plugin.name}' {reason}"))
+        self._resolve_first(plugin, PluginStartError(f"plugin '{plugin.name}' {reason}", plugin=plugin.name))
 
     def _should_restart(self, plugin: ManagedPlugin, crashed: bool) -> bool:
         if not plugin.want_running:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bot.rosey.errors import RoseyError
+from bot.rosey.errors import ZygoteError
 from bot.rosey.plugins.process.child_exit import ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.zygote_child import MAX_FDS, MAX_REQUEST_BYTES, OP_SPAWN, decode_fds
@@ -76,10 +76,6 @@ _PER_PLUGIN = (
 )
 _REPLY_BYTES = 4096
 _STOP_TIMEOUT = 5.0
-
-
-class ZygoteError(RoseyError, OSError):
-    """The zygote could not fork a plugin process (it died, or refused the request)."""
 
 
 @functools.cache
