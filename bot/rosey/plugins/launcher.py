@@ -15,8 +15,6 @@ argv with :func:`parse_target` and calls :func:`run_target` once its process is 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import importlib
 import os
 import runpy
@@ -24,18 +22,11 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.rosey import linux
 from bot.rosey.plugins.sandbox import apply_from_environment
 
 PARENT_PID_ENV = "ROSEY_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
 EXIT_USAGE = 2
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    # Cached: a zygote loads it once for itself, and its children reuse it instead of each
-    # building a new CDLL (and its function-pointer class).
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent(expected_parent: int | None = None) -> None:
@@ -46,9 +37,7 @@ def die_with_parent(expected_parent: int | None = None) -> None:
     """
     from_env = os.environ.pop(PARENT_PID_ENV, None)
     expected = expected_parent if expected_parent is not None else int(from_env) if from_env else None
-    try:
-        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
+    if not linux.set_parent_death_signal(signal.SIGKILL):
         return  # not Linux: the supervisor's own stop path is all there is
     # The parent may have died between fork and prctl; then nobody will ever signal us.
     if expected and os.getppid() != expected:

@@ -131,6 +131,7 @@ def _preload() -> None:
     import bot.rosey.core.event_bus
     import bot.rosey.core.events
     import bot.rosey.core.subjects
+    import bot.rosey.linux
     import bot.rosey.plugins.launcher
     import bot.rosey.plugins.plugin_interface
     import bot.rosey.plugins.sandbox.capabilities
