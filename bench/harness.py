@@ -30,7 +30,7 @@ from bot.rosey.broker.identities import CORE_USER, Credentials, plugin_permissio
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins import plugin_runner
-from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
+from bot.rosey.plugins.contract import READY_MESSAGE, Env, watch_ready
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.process.launchers import Launcher, zygote_supported
@@ -59,17 +59,17 @@ ALL_NAMES = (RT_PLUGIN, RAW_NAME, COLD_NAME, *(fleet_name(i) for i in range(FLEE
 
 # The floor of a plugin start: import nats, connect, subscribe, flush (as a plugin identity), say
 # READY on the same kind of pipe a plugin uses, then idle (so its memory can be read).
-FLOOR_CODE = """
+FLOOR_CODE = f"""
 import asyncio, os, nats
 async def main():
-    nc = await nats.connect(os.environ["NATS_URL"], user=os.environ["NATS_USER"],
-                            password=os.environ["NATS_PASSWORD"])
+    nc = await nats.connect(os.environ["{Env.NATS_URL}"], user=os.environ["{Env.NATS_USER}"],
+                            password=os.environ["{Env.NATS_PASSWORD}"])
     async def cb(msg):
         pass
     await nc.subscribe(os.environ["FLOOR_SUBJECT"], cb=cb)
     await nc.flush()
-    fd = int(os.environ.pop("ROSEY_READY_FD"))
-    os.write(fd, b"READY\\n")
+    fd = int(os.environ.pop("{Env.READY_FD}"))
+    os.write(fd, {READY_MESSAGE!r})
     os.close(fd)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -181,7 +181,7 @@ class BenchEnv:
         try:
             proc = subprocess.Popen(
                 argv,
-                env={**env, READY_FD_ENV: str(ready_write)},
+                env={**env, Env.READY_FD: str(ready_write)},
                 cwd=self.state,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -29,6 +29,7 @@ from bot.rosey.broker.identities import (
 )
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.grants import plugin_url, sandbox_for
 from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
@@ -214,7 +215,7 @@ class RoseyApp:
             nats_user=user,
             nats_password=password,
             env_grants=plugin.env,
-            extra_env={"ROSEY_MAX_CONCURRENCY": str(plugin.max_concurrency)},
+            extra_env={Env.MAX_CONCURRENCY: str(plugin.max_concurrency)},
             launcher=self.config.launcher,
             zygote=self.zygote,
             sandbox=sandbox_for(

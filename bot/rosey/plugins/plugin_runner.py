@@ -40,14 +40,13 @@ import psutil
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
-from bot.rosey.plugins.launcher import PARENT_PID_ENV
+from bot.rosey.plugins.contract import Env, watch_ready
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_launcher, zygote_supported
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
-from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
+from bot.rosey.plugins.sandbox import SandboxPolicy
 
 # Launcher, LAUNCHER_ENV and default_launcher are defined in process.launchers, re-exported here
 # beside the options that use them.
@@ -136,9 +135,9 @@ class PluginProcess:
         if plugin_path is None and self.options.entry is None:
             raise ValueError(f"plugin '{plugin_name}' needs a plugin_path or options.entry")
         self.plugin_path = Path(plugin_path) if plugin_path is not None else None
-        self.nats_url: str = nats_url or os.getenv("NATS_URL") or DEFAULT_NATS_URL
+        self.nats_url: str = nats_url or os.getenv(Env.NATS_URL) or DEFAULT_NATS_URL
         # None: the seed's default, $NATS_TOKEN. "" (what rosey run passes): no token at all.
-        self.nats_token = (nats_token if nats_token is not None else os.getenv("NATS_TOKEN")) or None
+        self.nats_token = (nats_token if nats_token is not None else os.getenv(Env.NATS_TOKEN)) or None
         self.python_executable = python_executable or sys.executable
         self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
 
@@ -255,9 +254,9 @@ class PluginProcess:
             granted=self.options.env_grants,
             extra={
                 **self.options.extra_env,
-                READY_FD_ENV: str(ready_fd),
-                **({PARENT_PID_ENV: str(parent_pid)} if parent_pid is not None else {}),
-                **({SANDBOX_ENV: self.options.sandbox.to_json()} if self.options.sandbox else {}),
+                Env.READY_FD: str(ready_fd),
+                **({Env.PARENT_PID: str(parent_pid)} if parent_pid is not None else {}),
+                **({Env.SANDBOX: self.options.sandbox.to_json()} if self.options.sandbox else {}),
             },
         )
 

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.rosey.errors import RoseyError
+from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.process.child_exit import ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.process.launchers import zygote_supported
@@ -72,8 +73,8 @@ logger = logging.getLogger(__name__)
 _BOOTSTRAP = "from bot.rosey.plugins.zygote_child import main; main()"
 #: Variables of a plugin's environment that are about one plugin, so never in the template's.
 _PER_PLUGIN = (
-    *("HOME", "TMPDIR", "ROSEY_PLUGIN_NAME", "ROSEY_DATA_DIR"),
-    *("NATS_URL", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD"),
+    *(Env.HOME, Env.TMPDIR, Env.PLUGIN_NAME, Env.DATA_DIR),
+    *(Env.NATS_URL, Env.NATS_TOKEN, Env.NATS_USER, Env.NATS_PASSWORD),
 )
 _REPLY_BYTES = 4096
 _STOP_TIMEOUT = 5.0
