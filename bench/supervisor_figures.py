@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.services.router import CoreRouter
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.services.router import CoreRouter
 from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 

@@ -16,10 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.rosey.catalog import Catalog, build_catalog
-from bot.rosey.config import Launcher, RoseyConfig
-from bot.rosey.services.control import ControlService
-from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.broker.identities import (
     CORE_USER,
     Credentials,
@@ -28,14 +24,18 @@ from bot.rosey.broker.identities import (
     plugin_user,
 )
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
-from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.catalog import Catalog, build_catalog
+from bot.rosey.config import Launcher, RoseyConfig
+from bot.rosey.core.event_bus import EventBus, redact_url
+from bot.rosey.grants import plugin_url, sandbox_for
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.grants import plugin_url, sandbox_for
-from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
-from bot.rosey.supervision.watchdog import Watchdog
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
+from bot.rosey.services.control import ControlService
+from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
+from bot.rosey.supervision.watchdog import Watchdog
 
 __all__ = ["RoseyApp"]
 

@@ -36,13 +36,13 @@ from typing import Any
 
 import pytest
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, PluginStartError
-from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.process.child_exit import describe_exit
+from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 
 try:  # pytest-asyncio's decorator makes the async fixture work in its strict mode too
     from pytest_asyncio import fixture as _async_fixture

@@ -18,9 +18,9 @@ import pytest
 from bot.rosey.adapters.console import ConsoleAdapter
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
-from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py"

@@ -9,8 +9,8 @@ import pytest
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
-from bot.rosey.services.router import CoreRouter
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.services.router import CoreRouter
 from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,9 +12,15 @@ from typing import Any
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.supervision.supervisor import ManagedPlugin, PluginSpec, PluginState, Supervisor, SupervisorConfig
+from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.supervision.supervisor import (
+    ManagedPlugin,
+    PluginSpec,
+    PluginState,
+    Supervisor,
+    SupervisorConfig,
+)
 from bot.rosey.supervision.watchdog import Watchdog, WatchdogConfig
 
 FAULTY = Path(__file__).parent / "fixtures" / "faulty_plugin.py"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.services.router import OutcomeKind
 from bot.rosey.supervision.supervisor import PluginState
 

@@ -25,10 +25,10 @@ from bot.rosey import __version__
 from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.core.events import Event
-from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import NoResponders, RequestTimeout, RoseyError
 from bot.rosey.runtime import RuntimeInfo, read_runtime
+from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 
 __all__ = ["main"]
 
@@ -255,7 +255,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
-    from bot.rosey.catalog import build_catalog
     from bot.rosey.broker.identities import (
         CORE_USER,
         Credentials,
@@ -264,6 +263,7 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
         plugin_user,
         render_server_config,
     )
+    from bot.rosey.catalog import build_catalog
 
     config = _config(args)
     catalog = build_catalog(config)

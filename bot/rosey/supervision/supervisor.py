@@ -24,9 +24,9 @@ from typing import Any
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
-from bot.rosey.plugins.plugin_runner import PluginProcess
 
 __all__ = ["ManagedPlugin", "PluginSpec", "PluginState", "RestartPolicy", "Supervisor", "SupervisorConfig"]
 
