@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import logging
 import os
 import signal
@@ -32,9 +30,11 @@ from bot.rosey.broker.identities import CORE_USER, Credentials, plugin_permissio
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins import plugin_runner
-from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
+from bot.rosey.plugins.contract import READY_MESSAGE, Env, watch_ready
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.process.launchers import Launcher, zygote_supported
+from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
 from bot.rosey.plugins.sandbox import SandboxPolicy
 from bot.rosey.services.router import CoreRouter, RouterConfig
 
@@ -59,17 +59,17 @@ ALL_NAMES = (RT_PLUGIN, RAW_NAME, COLD_NAME, *(fleet_name(i) for i in range(FLEE
 
 # The floor of a plugin start: import nats, connect, subscribe, flush (as a plugin identity), say
 # READY on the same kind of pipe a plugin uses, then idle (so its memory can be read).
-FLOOR_CODE = """
+FLOOR_CODE = f"""
 import asyncio, os, nats
 async def main():
-    nc = await nats.connect(os.environ["NATS_URL"], user=os.environ["NATS_USER"],
-                            password=os.environ["NATS_PASSWORD"])
+    nc = await nats.connect(os.environ["{Env.NATS_URL}"], user=os.environ["{Env.NATS_USER}"],
+                            password=os.environ["{Env.NATS_PASSWORD}"])
     async def cb(msg):
         pass
     await nc.subscribe(os.environ["FLOOR_SUBJECT"], cb=cb)
     await nc.flush()
-    fd = int(os.environ.pop("ROSEY_READY_FD"))
-    os.write(fd, b"READY\\n")
+    fd = int(os.environ.pop("{Env.READY_FD}"))
+    os.write(fd, {READY_MESSAGE!r})
     os.close(fd)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -95,38 +95,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 # ---------------------------------------------------------------------- launchers
 
 
-def launcher_variants() -> list[tuple[str, Any]]:
-    """``[(label, launcher option)]`` to measure: both launchers when ProcessOptions has a
-    ``launcher`` field, else one ``("default", None)`` meaning "what PluginProcess does"."""
-    names = {f.name: f for f in dataclasses.fields(ProcessOptions)}
-    if "launcher" not in names:
-        return [("default", None)]
-    variants: list[tuple[str, Any]] = []
-    for wanted in ("zygote", "spawn"):
-        value = _launcher_value(wanted)
-        if value is not None:
-            variants.append((wanted, value))
-    return variants or [("default", None)]
-
-
-def _launcher_value(wanted: str) -> Any:
-    """The value ProcessOptions(launcher=...) accepts for ``wanted``: a string or an enum member."""
-    candidates: list[Any] = [wanted]
-    for module_name, module in list(sys.modules.items()):
-        if not module_name.startswith("bot.rosey.plugins"):
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, enum.Enum):
-                for member in obj:
-                    if str(member.value).lower() == wanted or member.name.lower() == wanted:
-                        candidates.insert(0, member)
-    for candidate in candidates:
-        try:
-            ProcessOptions(launcher=candidate)
-        except (TypeError, ValueError):
-            continue
-        return candidate
-    return None
+def launcher_variants() -> list[tuple[str, Launcher]]:
+    """``[(label, launcher)]`` to measure: every launcher (one this platform lacks fails and is
+    reported as such)."""
+    return [(launcher.value, launcher) for launcher in Launcher]
 
 
 # ---------------------------------------------------------------------- environment
@@ -143,7 +115,7 @@ class BenchEnv:
     bus: EventBus | None = None
     router: CoreRouter | None = None
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    zygote: Any = None  # the loop's shared zygote, when the zygote launcher exists
+    zygote: Zygote | None = None  # the loop's shared zygote, where the platform supports it
     zygote_ready_s: float | None = None  # its start -> imports done
     zygote_error: str | None = None
 
@@ -166,7 +138,7 @@ class BenchEnv:
         name: str,
         *,
         plugin_file: Path = IDLE_PLUGIN,
-        launcher: Any = None,
+        launcher: Launcher | None = None,
         data_dir: Path | None = None,
         sandbox: bool = True,
         extra_env: dict[str, str] | None = None,
@@ -174,9 +146,8 @@ class BenchEnv:
         """A sandboxed PluginProcess as ``rosey run`` makes one (own identity, data dir, policy)."""
         data_dir = data_dir or self.state / "data" / name
         creds = self.creds[name]
-        extra: dict[str, Any] = {}
-        if launcher is not None:
-            extra["launcher"] = launcher
+        # No launcher: what PluginProcess does by default.
+        extra: dict[str, Any] = {"launcher": launcher} if launcher is not None else {}
         options = ProcessOptions(
             data_dir=data_dir,
             nats_user=creds.user,
@@ -210,7 +181,7 @@ class BenchEnv:
         try:
             proc = subprocess.Popen(
                 argv,
-                env={**env, READY_FD_ENV: str(ready_write)},
+                env={**env, Env.READY_FD: str(ready_write)},
                 cwd=self.state,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -315,23 +286,15 @@ async def bench_env(names: Iterable[str] = ALL_NAMES, state: Path | None = None)
             shutil.rmtree(state, ignore_errors=True)
 
 
-def _shared_zygote() -> Any:
-    """The running loop's shared zygote if this checkout has the zygote launcher, else None."""
-    if "launcher" not in {f.name for f in dataclasses.fields(ProcessOptions)}:
-        return None
-    try:
-        from bot.rosey.plugins.process.zygote import shared_zygote, zygote_supported
-    except ImportError:
-        return None
+def _shared_zygote() -> Zygote | None:
+    """The running loop's shared zygote where the platform supports it, else None."""
     return shared_zygote() if zygote_supported() else None
 
 
 def default_launcher_label() -> str:
-    """What PluginProcess does when ProcessOptions names no launcher."""
-    value = next((f for f in dataclasses.fields(ProcessOptions) if f.name == "launcher"), None)
-    if value is None:
-        return "spawn"
-    return str(getattr(ProcessOptions(), "launcher", "spawn"))
+    """The launcher PluginProcess uses when ProcessOptions names none (``$ROSEY_LAUNCHER``, the
+    platform), as the runner itself answers it."""
+    return PluginProcess(RT_PLUGIN, IDLE_PLUGIN).launcher.value
 
 
 def uvloop_available() -> bool:

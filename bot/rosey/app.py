@@ -28,6 +28,7 @@ from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.grants import plugin_url, sandbox_for
+from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
@@ -214,7 +215,7 @@ class RoseyApp:
             nats_user=user,
             nats_password=password,
             env_grants=plugin.env,
-            extra_env={"ROSEY_MAX_CONCURRENCY": str(plugin.max_concurrency)},
+            extra_env={Env.MAX_CONCURRENCY: str(plugin.max_concurrency)},
             launcher=self.config.launcher,
             zygote=self.zygote,
             sandbox=sandbox_for(

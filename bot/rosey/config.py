@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
+from bot.rosey.plugins.process.launchers import Launcher  # re-exported: `[rosey] launcher`
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -60,15 +61,6 @@ class SandboxMode(StrEnum):
 
     STRICT = "strict"
     BEST_EFFORT = "best-effort"
-
-
-class Launcher(StrEnum):
-    """How plugin processes are started. ``zygote``: forked from a template process that has
-    already imported the SDK (fast, little memory per plugin; Linux only, elsewhere Rosey falls
-    back to spawn and says so); ``spawn``: a fresh interpreter per plugin."""
-
-    ZYGOTE = "zygote"
-    SPAWN = "spawn"
 
 
 class RestartPolicy(StrEnum):

@@ -20,8 +20,9 @@ import pytest
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.errors import PluginStartError
+from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.sandbox import SANDBOX_ENV, landlock, seccomp
+from bot.rosey.plugins.sandbox import landlock, seccomp
 from tests.sandbox.conftest import ECHO, HOSTILE, StartPlugin, attack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +229,7 @@ async def test_strict_policy_starts_where_the_kernel_supports_everything(
 
 async def test_unreadable_policy_refuses_to_run(nats_server: object, tmp_path: Path) -> None:
     """A sandbox was asked for but cannot be read: exit 78 before any plugin code, not run bare."""
-    options = ProcessOptions(data_dir=tmp_path / "data", extra_env={SANDBOX_ENV: "{not json"})
+    options = ProcessOptions(data_dir=tmp_path / "data", extra_env={Env.SANDBOX: "{not json"})
     process = PluginProcess("hostile", HOSTILE, options=options)
     with pytest.raises(PluginStartError) as failure:
         await process.start()

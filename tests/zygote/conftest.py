@@ -19,7 +19,7 @@ import pytest
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import NoResponders
-from bot.rosey.plugins.plugin_runner import LAUNCHER_ENV, PluginProcess, ProcessOptions
+from bot.rosey.plugins.plugin_runner import LAUNCHER_ENV, Launcher, PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import ForeignChild
 from bot.rosey.plugins.process.zygote import Zygote
 from bot.rosey.supervision.supervisor import PluginSpec
@@ -29,7 +29,7 @@ __all__ = ["core_bus"]  # a fixture, re-exported for the fault matrix
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INTROSPECT = FIXTURES / "introspect_plugin.py"
-LAUNCHERS = ("zygote", "spawn")
+LAUNCHERS = tuple(Launcher)
 
 RunPlugin = Callable[..., Awaitable[PluginProcess]]
 Ask = Callable[..., Awaitable[dict[str, Any]]]

@@ -9,7 +9,6 @@ avoids the bind-then-close race of "find a free port" helpers. The process gets
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.rosey import linux
 from bot.rosey.errors import NatsServerError, NatsServerNotFound
 
 __all__ = ["NatsServer", "NatsServerConfig", "NatsUser", "find_nats_server"]
@@ -148,6 +148,8 @@ class NatsServer:
         port = self.port if self.port is not None else self.config.port
         argv = [str(self.binary), "-c", str(config_path), "-a", self.host, "-p", str(port)]
         logger.debug("starting %s", " ".join(argv))
+        with contextlib.suppress(OSError):
+            linux.libc()  # loaded here, so the forked child only calls prctl (no dlopen after fork)
         self.process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -286,5 +288,4 @@ class NatsServer:
 
 
 def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    linux.set_parent_death_signal(signal.SIGKILL)

@@ -1,24 +1,107 @@
-"""The readiness handshake between a plugin process and its runner.
+"""The contract between the host and a plugin process, imported by both ends.
 
-The runner opens a pipe and passes its write end to the child as ``ROSEY_READY_FD``; the
-plugin writes one line once it is connected, subscribed and started. Like systemd's
-``sd_notify``, it costs nothing when nobody listens and needs no timer on either side.
+What crosses the process boundary, and nothing else:
+
+* :class:`Env`: every environment variable the host sets for a plugin process, or the plugin
+  process reads. Both ends use its members rather than spelling the names.
+* The readiness pipe: the runner opens a pipe and passes its write end as ``ROSEY_READY_FD``;
+  the plugin writes one line once it is connected, subscribed and started. Like systemd's
+  ``sd_notify``, it costs nothing when nobody listens and needs no timer on either side.
+* :class:`ExitCode`: what a plugin process's exit status means when the plugin did not choose it.
+* :class:`PingReply`: the SDK's answer to the supervisor's liveness ping. It comes from code the
+  host does not trust, so :meth:`PingReply.from_wire` accepts anything and keeps what is sane.
+* :class:`Launch`: what the launcher did in this process before plugin code ran (the sandbox
+  layers in force; whether ``run_plugin()`` was called). It is process-local, not wire: the
+  launcher records it, the SDK reads it when it answers a ping.
+
+Plugin processes import this module, so it imports nothing host-side and nothing expensive: the
+standard library only (``asyncio`` only inside the runner's :func:`watch_ready`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
+import dataclasses
+import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["READY_FD_ENV", "READY_MESSAGE", "notify_ready", "watch_ready"]
+if TYPE_CHECKING:
+    import asyncio
 
-READY_FD_ENV = "ROSEY_READY_FD"
+__all__ = [
+    "READY_MESSAGE",
+    "Env",
+    "ExitCode",
+    "Launch",
+    "PingReply",
+    "current_launch",
+    "mark_plugin_started",
+    "notify_ready",
+    "record_launch",
+    "watch_ready",
+]
+
+
+class Env(StrEnum):
+    """Environment variables of a plugin process: set by the host, read in the plugin process."""
+
+    # Where and who on NATS (the seed's names: a plugin run by hand reads them too).
+    NATS_URL = "NATS_URL"
+    NATS_TOKEN = "NATS_TOKEN"
+    NATS_USER = "NATS_USER"
+    NATS_PASSWORD = "NATS_PASSWORD"
+    # The plugin's identity and home.
+    PLUGIN_NAME = "ROSEY_PLUGIN_NAME"
+    DATA_DIR = "ROSEY_DATA_DIR"
+    # Launch handshake: each is removed from the environment once used (READY_FD at ready, the
+    # other two before any plugin code runs).
+    READY_FD = "ROSEY_READY_FD"
+    PARENT_PID = "ROSEY_PARENT_PID"
+    SANDBOX = "ROSEY_SANDBOX"
+    # Operator settings the SDK honours.
+    MAX_CONCURRENCY = "ROSEY_MAX_CONCURRENCY"
+    PLUGIN_LOG_LEVEL = "ROSEY_PLUGIN_LOG_LEVEL"
+    # The process itself: the host sets these, the zygote child re-reads them when it becomes a
+    # plugin (a fork inherits what the interpreter derived from the zygote's values).
+    PATH = "PATH"
+    HOME = "HOME"
+    TMPDIR = "TMPDIR"
+    PYTHONPATH = "PYTHONPATH"
+    PYTHONUNBUFFERED = "PYTHONUNBUFFERED"
+    PYTHONIOENCODING = "PYTHONIOENCODING"
+    PYTHONDONTWRITEBYTECODE = "PYTHONDONTWRITEBYTECODE"
+    LANG = "LANG"
+    LC_ALL = "LC_ALL"
+    LC_CTYPE = "LC_CTYPE"
+    TZ = "TZ"
+
+
+class ExitCode(IntEnum):
+    """Exit statuses a plugin process gets from Rosey's code rather than from the plugin's."""
+
+    OK = 0
+    #: ``run_plugin()``: connect, ``on_start`` or the run loop raised (the traceback is on stderr).
+    PLUGIN_FAILED = 1
+    #: The launcher's argv is wrong, or a plugin file names no single plugin class to run.
+    USAGE = 2
+    #: EX_OSERR: the process could not be prepared (fds, environment, parent gone); no plugin code ran.
+    SETUP_FAILED = 71
+    #: EX_CONFIG: a strict sandbox could not be applied in full, or its policy did not parse.
+    SANDBOX_REFUSED = 78
+
+
+# ---------------------------------------------------------------------- readiness
+
 READY_MESSAGE = b"READY\n"
 
 
 def notify_ready() -> bool:
     """Tell the runner this process is ready; return whether anybody was listening."""
-    raw = os.environ.pop(READY_FD_ENV, None)
+    raw = os.environ.pop(Env.READY_FD, None)
     if not raw:
         return False
     try:
@@ -33,6 +116,8 @@ def notify_ready() -> bool:
 def watch_ready(ready_read: int) -> asyncio.Future[bool]:
     """The runner's side: a future that becomes True when READY arrives on ``ready_read``, False
     when the pipe closes without it. Cancel the future to stop watching."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[bool] = loop.create_future()
 
@@ -47,3 +132,140 @@ def watch_ready(ready_read: int) -> asyncio.Future[bool]:
     loop.add_reader(ready_read, on_readable)
     answer.add_done_callback(lambda _: loop.remove_reader(ready_read))
     return answer
+
+
+# ---------------------------------------------------------------------- liveness ping
+
+_MAX_COUNT = 2**63 - 1
+_MAX_LAYERS = 32
+_MAX_LAYER_NAME = 64
+_MAX_SANDBOX_TEXT = _MAX_LAYERS * (_MAX_LAYER_NAME + 1)
+_COUNTS = ("commands", "errors", "in_flight", "permission_violations", "malformed")
+_LATENCIES = ("latency_ms_p50", "latency_ms_p99")
+
+
+def _count(value: object) -> int:
+    # bool is an int to Python, not to the wire: a plugin saying `true` reported no count.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT:
+        return value
+    return 0
+
+
+def _latency(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _layers(value: object) -> tuple[str, ...] | None:
+    """The sandbox layers as sent (``"rlimits,seccomp"``; a list is accepted too), or None."""
+    if isinstance(value, str) and len(value) <= _MAX_SANDBOX_TEXT:
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, (list, tuple)) and len(value) <= _MAX_LAYERS:
+        items = list(value)
+    else:
+        return None
+    names = [item.strip() for item in items if isinstance(item, str)]
+    return tuple(name for name in names if name and len(name) <= _MAX_LAYER_NAME)[:_MAX_LAYERS]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PingReply:
+    """A plugin's answer to the liveness ping: its command counters and the protections in force.
+
+    ``sandbox`` is None when the plugin process was started without a sandbox (or reported none).
+    On the wire it is one comma-separated string, as ``rosey status`` shows it.
+    """
+
+    commands: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p99: float | None = None
+    permission_violations: int = 0
+    malformed: int = 0
+    sandbox: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"PingReply.{name} must be a non-negative int, got {value!r}")
+        for name in _LATENCIES:
+            value = getattr(self, name)
+            if value is not None and _latency(value) is None:
+                raise ValueError(f"PingReply.{name} must be a non-negative number or None, got {value!r}")
+        if self.sandbox is not None:
+            object.__setattr__(self, "sandbox", tuple(self.sandbox))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-able payload of the ``pong`` event."""
+        return {
+            "commands": self.commands,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p99": self.latency_ms_p99,
+            "permission_violations": self.permission_violations,
+            "malformed": self.malformed,
+            "sandbox": ",".join(self.sandbox) if self.sandbox is not None else None,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> PingReply:
+        """Read a reply sent by a plugin; never raises. Unknown keys are ignored, and a missing or
+        malformed value (wrong type, negative, not finite, oversized) reads as its default."""
+        if not isinstance(data, Mapping):
+            return cls()
+        return cls(
+            commands=_count(data.get("commands")),
+            errors=_count(data.get("errors")),
+            in_flight=_count(data.get("in_flight")),
+            latency_ms_p50=_latency(data.get("latency_ms_p50")),
+            latency_ms_p99=_latency(data.get("latency_ms_p99")),
+            permission_violations=_count(data.get("permission_violations")),
+            malformed=_count(data.get("malformed")),
+            sandbox=_layers(data.get("sandbox")),
+        )
+
+
+# ---------------------------------------------------------------------- the launch record
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """What happened in this process before (and as) plugin code started.
+
+    ``sandbox``: the protections the launcher applied, in order; None when no sandbox was asked
+    for (or the plugin runs outside the launcher). ``plugin_started``: ``run_plugin()`` was
+    called, so the launcher must not start a plugin class of the file a second time.
+    """
+
+    sandbox: tuple[str, ...] | None = None
+    plugin_started: bool = False
+
+
+# A context variable rather than a module global: asyncio.run() copies the caller's context into
+# its tasks, so the SDK's ping handler sees what the launcher recorded, while code that runs
+# plugins in-process (tests, a harness) never leaks one run's record into the next.
+_NO_LAUNCH = Launch()
+_LAUNCH: contextvars.ContextVar[Launch] = contextvars.ContextVar("rosey_launch", default=_NO_LAUNCH)
+
+
+def current_launch() -> Launch:
+    """The launch record of the running plugin (an empty one outside the launcher)."""
+    return _LAUNCH.get()
+
+
+def record_launch(launch: Launch) -> None:
+    """The launcher's side: record what it did, before it runs any plugin code."""
+    _LAUNCH.set(launch)
+
+
+def mark_plugin_started() -> None:
+    """The SDK's side: ``run_plugin()`` is starting a plugin in this process."""
+    _LAUNCH.set(dataclasses.replace(_LAUNCH.get(), plugin_started=True))

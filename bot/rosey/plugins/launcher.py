@@ -1,10 +1,11 @@
 """The first code a plugin process runs: ``python -m bot.rosey.plugins.launcher``.
 
 It ties the process's life to its parent, applies the sandbox the runner put in ``ROSEY_SANDBOX``
-(see :mod:`bot.rosey.plugins.sandbox`), and only then runs plugin code: a plugin file as
-``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point.
-A plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly
-one plugin class.
+(see :mod:`bot.rosey.plugins.sandbox`), records what it applied in the process's launch record
+(:class:`~bot.rosey.plugins.contract.Launch`, which the SDK reports on pings), and only then runs
+plugin code: a plugin file as ``__main__`` (exactly as ``python my_plugin.py`` would), or a
+``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
+runs if it defines exactly one plugin class.
 
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
 interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_child`) parses the same
@@ -15,8 +16,6 @@ argv with :func:`parse_target` and calls :func:`run_target` once its process is 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import importlib
 import os
 import runpy
@@ -24,18 +23,9 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.rosey import linux
+from bot.rosey.plugins.contract import Env, ExitCode, Launch, current_launch, record_launch
 from bot.rosey.plugins.sandbox import apply_from_environment
-
-PARENT_PID_ENV = "ROSEY_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
-EXIT_USAGE = 2
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    # Cached: a zygote loads it once for itself, and its children reuse it instead of each
-    # building a new CDLL (and its function-pointer class).
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent(expected_parent: int | None = None) -> None:
@@ -44,15 +34,13 @@ def die_with_parent(expected_parent: int | None = None) -> None:
     ``expected_parent`` is the pid the parent had (default: ``$ROSEY_PARENT_PID``, which is
     removed from the environment either way).
     """
-    from_env = os.environ.pop(PARENT_PID_ENV, None)
+    from_env = os.environ.pop(Env.PARENT_PID, None)
     expected = expected_parent if expected_parent is not None else int(from_env) if from_env else None
-    try:
-        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
+    if not linux.set_parent_death_signal(signal.SIGKILL):
         return  # not Linux: the supervisor's own stop path is all there is
     # The parent may have died between fork and prctl; then nobody will ever signal us.
     if expected and os.getppid() != expected:
-        os._exit(1)
+        os._exit(ExitCode.SETUP_FAILED)
 
 
 def _run_file(path: Path) -> None:
@@ -61,8 +49,8 @@ def _run_file(path: Path) -> None:
     sys.argv = [str(path)]
     sys.path.insert(0, str(path.parent))
     namespace = runpy.run_path(str(path), run_name="__main__")
-    if plugin_interface._run_plugin_called:
-        return
+    if current_launch().plugin_started:
+        return  # its main block ran the plugin (and it has stopped)
     candidates = [
         value
         for value in namespace.values()
@@ -78,7 +66,7 @@ def _run_file(path: Path) -> None:
             f"rosey: {path} did not call run_plugin() and defines {len(candidates)} plugin classes "
             f'({names}); add `if __name__ == "__main__": run_plugin(YourPlugin)`\n'
         )
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     plugin_interface.run_plugin(candidates[0])
 
 
@@ -88,12 +76,12 @@ def _run_entry(entry: str) -> None:
     module_name, sep, class_name = entry.partition(":")
     if not sep or not module_name or not class_name:
         sys.stderr.write(f"rosey: entry {entry!r} must look like 'package.module:ClassName'\n")
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     module = importlib.import_module(module_name)
     plugin_class = getattr(module, class_name, None)
     if not (isinstance(plugin_class, type) and issubclass(plugin_class, plugin_interface.PluginInterface)):
         sys.stderr.write(f"rosey: {entry} is not a PluginInterface subclass\n")
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
     plugin_interface.run_plugin(plugin_class)
 
 
@@ -120,9 +108,8 @@ def run_target(target: argparse.Namespace) -> None:
     the sandbox and the plugin, and the process must still be single-threaded here.
     """
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
-    if report is not None:
-        # The SDK reports this on liveness pings, so `rosey status` shows what is really active.
-        os.environ["ROSEY_SANDBOX_APPLIED"] = ",".join(report.applied)
+    # The SDK reports the layers on liveness pings, so `rosey status` shows what is really active.
+    record_launch(Launch(sandbox=report.applied if report is not None else None))
     if target.path is not None:
         _run_file(target.path.resolve())
     else:

@@ -26,16 +26,20 @@ from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import PluginNameMismatch, PluginNotConnected
 from bot.rosey.plugins.command_stats import CommandStats
-from bot.rosey.plugins.contract import notify_ready
+from bot.rosey.plugins.contract import (
+    Env,
+    ExitCode,
+    PingReply,
+    current_launch,
+    mark_plugin_started,
+    notify_ready,
+)
 
 __all__ = ["PluginInterface", "run_plugin"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_PENDING_REPLIES = 10_000
-
-# Set when run_plugin() is called, so the launcher knows the plugin file ran its own main.
-_run_plugin_called = False
 
 
 class PluginInterface(ABC):
@@ -81,11 +85,11 @@ class PluginInterface(ABC):
             nats_url: NATS server URL (default: $NATS_URL, then nats://localhost:4222)
             nats_token: NATS auth token (default: $NATS_TOKEN)
         """
-        self.nats_url: str = nats_url or os.getenv("NATS_URL") or DEFAULT_NATS_URL
-        self.nats_token = nats_token or os.getenv("NATS_TOKEN") or None
+        self.nats_url: str = nats_url or os.getenv(Env.NATS_URL) or DEFAULT_NATS_URL
+        self.nats_token = nats_token or os.getenv(Env.NATS_TOKEN) or None
         # Per-plugin identity on a server with authorization (set by the runner).
-        self.nats_user = os.getenv("NATS_USER") or None
-        self.nats_password = os.getenv("NATS_PASSWORD") or None
+        self.nats_user = os.getenv(Env.NATS_USER) or None
+        self.nats_password = os.getenv(Env.NATS_PASSWORD) or None
 
         self.event_bus: EventBus | None = None
         self._running = False
@@ -143,7 +147,7 @@ class PluginInterface(ABC):
         Called automatically by run(). Plugin authors don't need to call this.
         """
         name = validate_plugin_name(self.plugin_name)
-        expected = os.getenv("ROSEY_PLUGIN_NAME")
+        expected = os.getenv(Env.PLUGIN_NAME)
         if expected and expected != name:
             raise PluginNameMismatch(
                 f"this plugin's plugin_name is {name!r} but Rosey started it as {expected!r}; "
@@ -195,7 +199,7 @@ class PluginInterface(ABC):
     def _effective_concurrency(self) -> int:
         """The class's ``max_concurrency``, lowered (never raised) by the operator's config."""
         limit = max(1, int(self.max_concurrency))
-        configured = os.getenv("ROSEY_MAX_CONCURRENCY", "")
+        configured = os.getenv(Env.MAX_CONCURRENCY, "")
         if configured.isdigit() and int(configured) > 0:
             limit = min(limit, int(configured))
         return limit
@@ -231,12 +235,25 @@ class PluginInterface(ABC):
         if not event.reply or self.event_bus is None:
             return
         stats = self.command_stats.snapshot()
-        stats["permission_violations"] = self.event_bus.stats.permission_violations
-        stats["malformed"] = self.event_bus.stats.malformed
-        stats["sandbox"] = os.environ.get("ROSEY_SANDBOX_APPLIED")
+        reply = PingReply(
+            commands=stats["commands"],
+            errors=stats["errors"],
+            in_flight=stats["in_flight"],
+            latency_ms_p50=stats["latency_ms_p50"],
+            latency_ms_p99=stats["latency_ms_p99"],
+            permission_violations=self.event_bus.stats.permission_violations,
+            malformed=self.event_bus.stats.malformed,
+            # Tasks inherit the context asyncio.run() was called in: the launcher's record is there.
+            sandbox=current_launch().sandbox,
+        )
         await self.event_bus.respond(
             event,
-            Event(subject=event.reply, data=stats, source=f"plugin-{self.plugin_name}", event_type="pong"),
+            Event(
+                subject=event.reply,
+                data=reply.to_wire(),
+                source=f"plugin-{self.plugin_name}",
+                event_type="pong",
+            ),
         )
 
     # ========== Publishing Methods (For Plugin Authors) ==========
@@ -422,12 +439,13 @@ def run_plugin(plugin_class: type[PluginInterface], **kwargs: Any) -> None:
     Exits 0 after a clean stop and 1 when the plugin fails (the traceback goes to stderr,
     where the runner keeps it for ``rosey logs`` and start-up errors).
     """
-    global _run_plugin_called
-    _run_plugin_called = True
+    # First, however this ends: the launcher looks at it once the plugin file's main block
+    # returns, and must not start the file's plugin class a second time.
+    mark_plugin_started()
 
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=os.getenv("ROSEY_PLUGIN_LOG_LEVEL", "INFO").upper(),
+            level=os.getenv(Env.PLUGIN_LOG_LEVEL, "INFO").upper(),
             format=f"%(asctime)s - {plugin_class.__name__} - %(levelname)s - %(message)s",
         )
 
@@ -436,7 +454,7 @@ def run_plugin(plugin_class: type[PluginInterface], **kwargs: Any) -> None:
         asyncio.run(plugin.run())
     except KeyboardInterrupt:
         logger.info("Plugin %s interrupted", plugin.plugin_name)
-        sys.exit(0)
+        sys.exit(ExitCode.OK)
     except Exception as e:
         logger.error("Plugin %s failed: %s", plugin.plugin_name, e)
-        sys.exit(1)
+        sys.exit(ExitCode.PLUGIN_FAILED)

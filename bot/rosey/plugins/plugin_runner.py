@@ -10,11 +10,11 @@ SIGTERM, then SIGKILL after the timeout, all without blocking the event loop.
 Two launchers start the process (``ProcessOptions.launcher``), and everything after the start
 (readiness, output, exit, stop, kill, stats) is the same code for both:
 
-* ``"zygote"`` (the default on Linux): a fork of a template process that has already imported
+* ``Launcher.ZYGOTE`` (the default on Linux): a fork of a template process that has already imported
   asyncio, nats-py and the SDK (:mod:`bot.rosey.plugins.process.zygote`): ~1 ms instead of ~100 ms,
   and most of its memory shared. ``self.process`` is then a
   :class:`~bot.rosey.plugins.process.child_exit.ForeignChild` with the ``Popen`` subset used here.
-* ``"spawn"``: ``python -m bot.rosey.plugins.launcher`` with ``subprocess.Popen``.
+* ``Launcher.SPAWN``: ``python -m bot.rosey.plugins.launcher`` with ``subprocess.Popen``.
 
 ``$ROSEY_LAUNCHER`` (``zygote`` or ``spawn``) changes the default, e.g. to run a test suite
 against the plain spawn path.
@@ -40,15 +40,17 @@ import psutil
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginNotStarted, PluginStartError
-from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
-from bot.rosey.plugins.launcher import PARENT_PID_ENV
+from bot.rosey.plugins.contract import Env, watch_ready
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_launcher, zygote_supported
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
-from bot.rosey.plugins.process.zygote import Zygote, shared_zygote, zygote_supported
-from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
+from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
+from bot.rosey.plugins.sandbox import SandboxPolicy
 
-__all__ = ["LAUNCHERS", "LAUNCHER_ENV", "PluginProcess", "ProcessOptions", "default_launcher"]
+# Launcher, LAUNCHER_ENV and default_launcher are defined in process.launchers, re-exported here
+# beside the options that use them.
+__all__ = ["LAUNCHER_ENV", "Launcher", "PluginProcess", "ProcessOptions", "default_launcher"]
 
 logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("rosey.plugin_output")
@@ -56,20 +58,8 @@ output_logger = logging.getLogger("rosey.plugin_output")
 _MB = 1024 * 1024
 _EXIT_AFTER_EOF_GRACE = 2.0
 
-#: How a plugin process can be started (see the module docstring).
-LAUNCHERS = ("zygote", "spawn")
-#: Environment variable that overrides the default launcher.
-LAUNCHER_ENV = "ROSEY_LAUNCHER"
 #: The fd number a zygote child gets its readiness pipe on (a spawned one keeps ours).
 _ZYGOTE_READY_FD = 3
-
-
-def default_launcher() -> str:
-    """``$ROSEY_LAUNCHER`` if set, else "zygote" where the platform supports it (Linux), else "spawn"."""
-    configured = os.environ.get(LAUNCHER_ENV, "").strip().lower()
-    if configured in LAUNCHERS:
-        return configured
-    return "zygote" if zygote_supported() else "spawn"
 
 
 @functools.cache
@@ -102,13 +92,16 @@ class ProcessOptions:
     output_lines: int = 1000
     log_output: bool = True  # forward output lines (rate-limited) to the "rosey.plugin_output" logger
     sandbox: SandboxPolicy | None = None  # applied by the child before plugin code; None: no sandbox
-    launcher: str = field(default_factory=default_launcher)  # "zygote" or "spawn"
+    launcher: Launcher = field(default_factory=default_launcher)  # its value ("zygote", "spawn") works too
     zygote: Zygote | None = field(default=None, compare=False, repr=False)  # None: the loop's shared one
 
     def __post_init__(self) -> None:
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
-        object.__setattr__(self, "launcher", str(self.launcher))  # a StrEnum member becomes its value
+        try:
+            launcher = Launcher(self.launcher)
+        except ValueError:
+            choices = ", ".join(Launcher)
+            raise ValueError(f"launcher must be one of {choices}, got {self.launcher!r}") from None
+        object.__setattr__(self, "launcher", launcher)
         if self.ready_timeout <= 0:
             raise ValueError(f"ready_timeout must be positive, got {self.ready_timeout}")
         if self.output_lines < 1:
@@ -142,9 +135,9 @@ class PluginProcess:
         if plugin_path is None and self.options.entry is None:
             raise ValueError(f"plugin '{plugin_name}' needs a plugin_path or options.entry")
         self.plugin_path = Path(plugin_path) if plugin_path is not None else None
-        self.nats_url: str = nats_url or os.getenv("NATS_URL") or DEFAULT_NATS_URL
+        self.nats_url: str = nats_url or os.getenv(Env.NATS_URL) or DEFAULT_NATS_URL
         # None: the seed's default, $NATS_TOKEN. "" (what rosey run passes): no token at all.
-        self.nats_token = (nats_token if nats_token is not None else os.getenv("NATS_TOKEN")) or None
+        self.nats_token = (nats_token if nats_token is not None else os.getenv(Env.NATS_TOKEN)) or None
         self.python_executable = python_executable or sys.executable
         self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
 
@@ -230,20 +223,20 @@ class PluginProcess:
         )
 
     @property
-    def launcher(self) -> str:
+    def launcher(self) -> Launcher:
         """The launcher the next start uses: the configured one, unless the platform cannot."""
-        if self.options.launcher != "zygote":
+        if self.options.launcher is not Launcher.ZYGOTE:
             return self.options.launcher
         if not zygote_supported():
             _warn_no_zygote()
-            return "spawn"
+            return Launcher.SPAWN
         zygote = self.options.zygote
         executable = zygote.python_executable if zygote is not None else sys.executable
         # The zygote runs the host's interpreter; another interpreter can only be spawned.
-        return "zygote" if self.python_executable == executable else "spawn"
+        return Launcher.ZYGOTE if self.python_executable == executable else Launcher.SPAWN
 
     def _use_zygote(self) -> bool:
-        return self.launcher == "zygote"
+        return self.launcher is Launcher.ZYGOTE
 
     def _target(self) -> list[str]:
         """The launcher's argv: which plugin to run."""
@@ -263,9 +256,9 @@ class PluginProcess:
             granted=self.options.env_grants,
             extra={
                 **self.options.extra_env,
-                READY_FD_ENV: str(ready_fd),
-                **({PARENT_PID_ENV: str(parent_pid)} if parent_pid is not None else {}),
-                **({SANDBOX_ENV: self.options.sandbox.to_json()} if self.options.sandbox else {}),
+                Env.READY_FD: str(ready_fd),
+                **({Env.PARENT_PID: str(parent_pid)} if parent_pid is not None else {}),
+                **({Env.SANDBOX: self.options.sandbox.to_json()} if self.options.sandbox else {}),
             },
         )
 

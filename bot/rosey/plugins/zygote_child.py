@@ -85,6 +85,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from bot.rosey.plugins.contract import Env, ExitCode
+
 __all__ = ["MAX_FDS", "MAX_REQUEST_BYTES", "OP_SPAWN", "decode_fds", "main"]
 
 #: First byte of a spawn request.
@@ -93,14 +95,12 @@ OP_SPAWN = b"S"
 MAX_REQUEST_BYTES = 128 * 1024
 #: Most file descriptors one request may carry (stdout, stderr, readiness, and a few spare).
 MAX_FDS = 8
-#: Exit code of a child that could not be prepared (no plugin code ran): EX_OSERR.
-EXIT_SETUP_FAILED = 71
 
 _FD_SIZE = array.array("i").itemsize
 #: Signals the zygote ignores (see above); the children get back what the zygote started with.
 _IGNORED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 _inherited_handlers: dict[int, Any] = {}
-_LOCALE_VARIABLES = ("LC_ALL", "LC_CTYPE", "LANG")
+_LOCALE_VARIABLES = (Env.LC_ALL, Env.LC_CTYPE, Env.LANG)
 
 
 def decode_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -131,6 +131,7 @@ def _preload() -> None:
     import bot.rosey.core.event_bus
     import bot.rosey.core.events
     import bot.rosey.core.subjects
+    import bot.rosey.linux
     import bot.rosey.plugins.launcher
     import bot.rosey.plugins.plugin_interface
     import bot.rosey.plugins.sandbox.capabilities
@@ -293,8 +294,8 @@ def _install_fds(received: list[int], targets: list[int]) -> None:
 
 def _reopen_stdio(env: dict[str, str]) -> None:
     """Rebuild sys.stdout/stderr when the plugin's PYTHONIOENCODING or PYTHONUNBUFFERED differ."""
-    wanted = (env.get("PYTHONIOENCODING", ""), bool(env.get("PYTHONUNBUFFERED")))
-    inherited = (os.environ.get("PYTHONIOENCODING", ""), bool(os.environ.get("PYTHONUNBUFFERED")))
+    wanted = (env.get(Env.PYTHONIOENCODING, ""), bool(env.get(Env.PYTHONUNBUFFERED)))
+    inherited = (os.environ.get(Env.PYTHONIOENCODING, ""), bool(os.environ.get(Env.PYTHONUNBUFFERED)))
     if wanted == inherited:
         return  # the streams CPython built for the zygote are exactly what this plugin gets
     encoding, _, errors = wanted[0].partition(":")
@@ -318,9 +319,9 @@ def _reopen_stdio(env: dict[str, str]) -> None:
 
 def _replace_environment(env: dict[str, str]) -> None:
     """Make the environment exactly ``env``, and refresh what the interpreter derived from the old one."""
-    zygote_pythonpath = os.environ.get("PYTHONPATH", "")
+    zygote_pythonpath = os.environ.get(Env.PYTHONPATH, "")
     zygote_locale = [os.environ.get(name) for name in _LOCALE_VARIABLES]
-    zygote_tz = os.environ.get("TZ")
+    zygote_tz = os.environ.get(Env.TZ)
     _reopen_stdio(env)
     # Changes only: most variables (PATH, locale, PYTHON*) are the zygote's own already. Goes
     # through putenv()/unsetenv(), so C code sees the same environment as Python.
@@ -329,14 +330,14 @@ def _replace_environment(env: dict[str, str]) -> None:
     for name, value in env.items():
         if os.environ.get(name) != value:
             os.environ[name] = value
-    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    sys.dont_write_bytecode = bool(env.get(Env.PYTHONDONTWRITEBYTECODE))
     # sys.path as `python -m bot.rosey.plugins.launcher` builds it: cwd, then $PYTHONPATH, then
     # the rest (stdlib, site-packages); the launcher puts a plugin file's directory first.
     inherited = [p for p in zygote_pythonpath.split(os.pathsep) if p]
     rest = [p for p in sys.path if p not in inherited]
-    wanted = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    wanted = [p for p in env.get(Env.PYTHONPATH, "").split(os.pathsep) if p]
     sys.path[:] = [os.getcwd(), *wanted, *rest]
-    if env.get("TZ") != zygote_tz:
+    if env.get(Env.TZ) != zygote_tz:
         import time
 
         time.tzset()
@@ -368,7 +369,7 @@ def _become_plugin(forked: _Forked) -> Any:
     except OSError as exc:
         sys.stderr.write(f"rosey zygote: cannot prepare the plugin process: {exc}\n")
         sys.stderr.flush()
-        os._exit(EXIT_SETUP_FAILED)
+        os._exit(ExitCode.SETUP_FAILED)
     import random
 
     random.seed()  # os.fork() reseeds too (register_at_fork); explicit, so it never depends on that
@@ -391,7 +392,7 @@ def main() -> None:
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
         sys.stderr.write(f"rosey zygote: {threads} threads after the imports; a fork would lose them\n")
-        sys.exit(EXIT_SETUP_FAILED)
+        sys.exit(ExitCode.SETUP_FAILED)
     forked = _serve(socket.socket(fileno=sock_fd))
     if forked is None:
         return

@@ -11,10 +11,12 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from bot.rosey.plugins.contract import Env
+
 __all__ = ["PASSTHROUGH", "minimal_environment", "sdk_root"]
 
 #: Host variables passed through unchanged when set (locale and time zone only).
-PASSTHROUGH = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+PASSTHROUGH: tuple[str, ...] = (Env.LANG, Env.LC_ALL, Env.LC_CTYPE, Env.TZ)
 
 
 def sdk_root() -> Path:
@@ -42,26 +44,26 @@ def minimal_environment(
     source = os.environ if host_environ is None else host_environ
     tmp_dir = data_dir / "tmp"
     env: dict[str, str] = {
-        "PATH": source.get("PATH", os.defpath),
-        "HOME": str(data_dir),
-        "TMPDIR": str(tmp_dir),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(sdk_root()),
-        "ROSEY_PLUGIN_NAME": plugin_name,
-        "ROSEY_DATA_DIR": str(data_dir),
-        "NATS_URL": nats_url,
+        Env.PATH: source.get(Env.PATH, os.defpath),
+        Env.HOME: str(data_dir),
+        Env.TMPDIR: str(tmp_dir),
+        Env.PYTHONUNBUFFERED: "1",
+        Env.PYTHONIOENCODING: "utf-8",
+        Env.PYTHONDONTWRITEBYTECODE: "1",
+        Env.PYTHONPATH: str(sdk_root()),
+        Env.PLUGIN_NAME: plugin_name,
+        Env.DATA_DIR: str(data_dir),
+        Env.NATS_URL: nats_url,
     }
     for name in PASSTHROUGH:
         if name in source:
             env[name] = source[name]
-    env.setdefault("LANG", "C.UTF-8")
+    env.setdefault(Env.LANG, "C.UTF-8")
     if nats_token:
-        env["NATS_TOKEN"] = nats_token
+        env[Env.NATS_TOKEN] = nats_token
     if nats_user:
-        env["NATS_USER"] = nats_user
-        env["NATS_PASSWORD"] = nats_password or ""
+        env[Env.NATS_USER] = nats_user
+        env[Env.NATS_PASSWORD] = nats_password or ""
     for name in granted:
         if name in source:
             env[name] = source[name]

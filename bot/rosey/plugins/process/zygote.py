@@ -60,8 +60,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.rosey.errors import ZygoteError
+from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.process.child_exit import ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.process.launchers import zygote_supported
 from bot.rosey.plugins.zygote_child import MAX_FDS, MAX_REQUEST_BYTES, OP_SPAWN, decode_fds
 
 __all__ = ["Zygote", "ZygoteError", "shared_zygote", "template_environment", "zygote_supported"]
@@ -71,33 +73,11 @@ logger = logging.getLogger(__name__)
 _BOOTSTRAP = "from bot.rosey.plugins.zygote_child import main; main()"
 #: Variables of a plugin's environment that are about one plugin, so never in the template's.
 _PER_PLUGIN = (
-    *("HOME", "TMPDIR", "ROSEY_PLUGIN_NAME", "ROSEY_DATA_DIR"),
-    *("NATS_URL", "NATS_TOKEN", "NATS_USER", "NATS_PASSWORD"),
+    *(Env.HOME, Env.TMPDIR, Env.PLUGIN_NAME, Env.DATA_DIR),
+    *(Env.NATS_URL, Env.NATS_TOKEN, Env.NATS_USER, Env.NATS_PASSWORD),
 )
 _REPLY_BYTES = 4096
 _STOP_TIMEOUT = 5.0
-
-
-@functools.cache
-def zygote_supported() -> bool:
-    """True where the zygote works: Linux with fork, pidfds (5.3+) and SCM_RIGHTS on SEQPACKET sockets."""
-    if not sys.platform.startswith("linux"):
-        return False
-    needed = (
-        hasattr(os, "fork")
-        and hasattr(os, "pidfd_open")
-        and hasattr(signal, "pidfd_send_signal")
-        and hasattr(socket, "SOCK_SEQPACKET")
-        and hasattr(socket, "MSG_CMSG_CLOEXEC")
-        and sys.version_info >= (3, 11)  # -P
-    )
-    if not needed:
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False
-    return True
 
 
 def template_environment(host_environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -12,7 +12,8 @@ The runner serializes a :class:`SandboxPolicy` into ``ROSEY_SANDBOX``; the launc
    calls the earlier steps make are never subject to it.
 
 Each layer reports applied / unavailable / failed. Best effort (the default) writes ONE stderr
-line per missing protection and runs the plugin; ``strict`` exits 78 (EX_CONFIG) instead.
+line per missing protection and runs the plugin; ``strict`` exits 78 instead
+(``ExitCode.SANDBOX_REFUSED``, sysexits' EX_CONFIG).
 Everything here must happen while the process is single-threaded: Landlock, capabilities and
 no_new_privs are per-thread state inherited only by threads created afterwards.
 """
@@ -22,9 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
+from bot.rosey.plugins.contract import Env, ExitCode
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.sandbox.report import (
-    EX_CONFIG,
     Action,
     ProtectionResult,
     ProtectionState,
@@ -33,8 +34,6 @@ from bot.rosey.plugins.sandbox.report import (
 )
 
 __all__ = [
-    "EX_CONFIG",
-    "SANDBOX_ENV",
     "Action",
     "ProtectionResult",
     "ProtectionState",
@@ -45,9 +44,6 @@ __all__ = [
     "decide",
     "enforce",
 ]
-
-#: Environment variable carrying the policy JSON from runner to launcher.
-SANDBOX_ENV = "ROSEY_SANDBOX"
 
 
 def _thread_count() -> int:
@@ -88,7 +84,7 @@ def apply(policy: SandboxPolicy) -> SandboxReport:
 
 
 def enforce(report: SandboxReport, *, strict: bool) -> None:
-    """Warn about (best effort) or exit EX_CONFIG on (strict) every protection not in force."""
+    """Warn about (best effort) or exit SANDBOX_REFUSED on (strict) every protection not in force."""
     fatal: list[ProtectionResult] = []
     for result in report.results:
         action = decide(strict, result.state)
@@ -105,7 +101,7 @@ def enforce(report: SandboxReport, *, strict: bool) -> None:
             "what is available; `rosey doctor` lists what this machine lacks)\n"
         )
         sys.stderr.flush()
-        os._exit(EX_CONFIG)
+        os._exit(ExitCode.SANDBOX_REFUSED)
 
 
 def apply_from_environment() -> SandboxReport | None:
@@ -114,15 +110,15 @@ def apply_from_environment() -> SandboxReport | None:
     A policy that does not parse is fatal: the runner asked for a sandbox, so running the plugin
     without one would be a silent failure.
     """
-    raw = os.environ.pop(SANDBOX_ENV, None)
+    raw = os.environ.pop(Env.SANDBOX, None)
     if raw is None:
         return None
     try:
         policy = SandboxPolicy.from_json(raw)
     except (ValueError, TypeError) as exc:
-        sys.stderr.write(f"rosey sandbox: invalid {SANDBOX_ENV} policy ({exc}); refusing to run the plugin\n")
+        sys.stderr.write(f"rosey sandbox: invalid {Env.SANDBOX} policy ({exc}); refusing to run the plugin\n")
         sys.stderr.flush()
-        os._exit(EX_CONFIG)
+        os._exit(ExitCode.SANDBOX_REFUSED)
     report = apply(policy)
     enforce(report, strict=policy.strict)
     return report

@@ -18,14 +18,11 @@ import ctypes
 import errno
 import os
 
+from bot.rosey import linux
 from bot.rosey.plugins.sandbox.report import ProtectionResult, ProtectionState
 
 __all__ = ["drop_all", "set_no_new_privs"]
 
-_PR_CAPBSET_DROP = 24
-_PR_SET_NO_NEW_PRIVS = 38
-_PR_CAP_AMBIENT = 47
-_PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -41,14 +38,6 @@ class _CapData(ctypes.Structure):
     )
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(libc: ctypes.CDLL, *args: int) -> int:
-    return int(libc.prctl(*(ctypes.c_ulong(a) for a in args)))
-
-
 def _last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -59,10 +48,9 @@ def _last_cap() -> int:
 
 def drop_all() -> ProtectionResult:
     """Empty the bounding, ambient, effective, permitted and inheritable sets."""
-    libc = _libc()
     notes: list[str] = []
     for cap in range(_last_cap() + 1):
-        if _prctl(libc, _PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        if linux.prctl(linux.PR_CAPBSET_DROP, cap) != 0:
             err = ctypes.get_errno()
             if err == errno.EINVAL:
                 break
@@ -70,11 +58,11 @@ def drop_all() -> ProtectionResult:
                 notes.append("bounding set kept (no CAP_SETPCAP)")
                 break
             return _failed(f"PR_CAPBSET_DROP({cap}): {os.strerror(err)}")
-    if _prctl(libc, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+    if linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL) != 0:
         notes.append(f"ambient clear: {os.strerror(ctypes.get_errno())}")  # kernels < 4.3
     header = _CapHeader(version=_LINUX_CAPABILITY_VERSION_3, pid=0)
     data = (_CapData * 2)()
-    if libc.capset(ctypes.byref(header), data) != 0:
+    if linux.libc().capset(ctypes.byref(header), data) != 0:
         return _failed(f"capset: {os.strerror(ctypes.get_errno())}")
     detail = "all capabilities dropped" + (f" ({'; '.join(notes)})" if notes else "")
     return ProtectionResult(name="capabilities", state=ProtectionState.APPLIED, detail=detail)
@@ -83,10 +71,10 @@ def drop_all() -> ProtectionResult:
 def set_no_new_privs() -> ProtectionResult:
     """No setuid/file-capability gains on execve, ever again; a prerequisite for the rest."""
     try:
-        libc = _libc()
+        linux.libc()
     except OSError as exc:  # pragma: no cover - no libc
         return ProtectionResult(name="no_new_privs", state=ProtectionState.UNAVAILABLE, detail=str(exc))
-    if _prctl(libc, _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1) != 0:
         err = ctypes.get_errno()
         state = ProtectionState.UNAVAILABLE if err == errno.EINVAL else ProtectionState.FAILED
         return ProtectionResult(name="no_new_privs", state=state, detail=os.strerror(err))

@@ -30,6 +30,7 @@ import os
 import stat
 from collections.abc import Iterable
 
+from bot.rosey import linux
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.sandbox.report import ProtectionResult, ProtectionState
 
@@ -95,19 +96,12 @@ class _NetPortAttr(ctypes.Structure):
     _fields_ = (("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64))
 
 
-_libc: ctypes.CDLL | None = None
-
-
 def _syscall(number: int, *args: object) -> int:
     """Raw syscall (ints are passed as C longs, None as NULL); raises OSError on failure."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.syscall.restype = ctypes.c_long
     c_args = [
         ctypes.c_long(a) if isinstance(a, int) else ctypes.c_void_p(None) if a is None else a for a in args
     ]
-    result = int(_libc.syscall(ctypes.c_long(number), *c_args))
+    result = int(linux.libc().syscall(ctypes.c_long(number), *c_args))
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -6,18 +6,16 @@ sysctl and cgroup files. Nothing is applied to the calling process, so the host 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from bot.rosey import linux
 from bot.rosey.plugins.sandbox import landlock, seccomp
 
 __all__ = ["cgroup_status", "probe"]
 
-_PR_GET_NO_NEW_PRIVS = 39
-_PR_GET_SECCOMP = 21
 _WANTED_CONTROLLERS = ("memory", "pids", "cpu")
 
 
@@ -73,7 +71,6 @@ def probe() -> dict[str, Any]:
     """A flat report of kernel sandbox support; values are bools, ints, strings or small dicts."""
     if not sys.platform.startswith("linux"):
         return {"landlock_abi": 0, "seccomp_filter": False, "platform": f"{sys.platform}: no Linux sandbox"}
-    libc = ctypes.CDLL(None, use_errno=True)
     abi, reason = landlock.abi_version()
     report: dict[str, Any] = {"landlock_abi": abi}
     if abi:
@@ -86,9 +83,9 @@ def probe() -> dict[str, Any]:
     report["seccomp_filter"] = filter_ok if filter_ok else f"no ({filter_reason})"
     report["seccomp_arch"] = arch.name if arch else f"unsupported ({os.uname().machine})"
     report["seccomp_mode_now"] = {0: "disabled", 1: "strict", 2: "filter"}.get(
-        int(libc.prctl(_PR_GET_SECCOMP, 0, 0, 0, 0)), "unknown"
+        linux.prctl(linux.PR_GET_SECCOMP), "unknown"
     )
-    nnp = int(libc.prctl(_PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0))
+    nnp = linux.prctl(linux.PR_GET_NO_NEW_PRIVS)
     report["no_new_privs"] = "supported" if nnp >= 0 else "unsupported (kernel < 3.5)"
 
     max_userns = _sysctl_int("/proc/sys/user/max_user_namespaces")

@@ -10,10 +10,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["EX_CONFIG", "Action", "ProtectionResult", "ProtectionState", "SandboxReport", "decide"]
-
-#: sysexits.h EX_CONFIG: the process refuses to run because a demanded protection is missing.
-EX_CONFIG = 78
+__all__ = ["Action", "ProtectionResult", "ProtectionState", "SandboxReport", "decide"]
 
 
 class ProtectionState(enum.Enum):
@@ -36,7 +33,7 @@ class ProtectionResult:
 class Action(enum.Enum):
     CONTINUE = "continue"
     WARN = "warn"  # best effort: one stderr line, then run the plugin anyway
-    EXIT = "exit"  # strict: exit EX_CONFIG before any plugin code runs
+    EXIT = "exit"  # strict: exit ExitCode.SANDBOX_REFUSED (78, EX_CONFIG) before any plugin code runs
 
 
 def decide(strict: bool, state: ProtectionState) -> Action:

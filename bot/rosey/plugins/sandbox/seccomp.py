@@ -32,6 +32,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from bot.rosey import linux
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.sandbox.report import ProtectionResult, ProtectionState
 
@@ -257,7 +258,6 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
 
 # ---------------------------------------------------------------------- kernel side
 
-_PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_GET_ACTION_AVAIL = 2
@@ -268,21 +268,14 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
-
-
 def mode_filter_available(arch: Arch | None = None) -> tuple[bool, str]:
     """Whether SECCOMP_MODE_FILTER with RET_ERRNO works here; a query that applies nothing."""
     arch = arch or host_arch()
     if arch is None:
         return False, f"no syscall table for {os.uname().machine} (only {', '.join(ARCHES)})"
     action = ctypes.c_uint32(RET_ERRNO)
-    libc = _libc()
     args = (_SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(action))
-    if libc.syscall(ctypes.c_long(arch.syscalls["seccomp"]), *map(_c, args)) == 0:
+    if linux.libc().syscall(ctypes.c_long(arch.syscalls["seccomp"]), *map(_c, args)) == 0:
         return True, ""
     err = ctypes.get_errno()
     return False, f"seccomp(GET_ACTION_AVAIL) failed: {os.strerror(err)}"
@@ -302,15 +295,14 @@ def install(policy: SandboxPolicy) -> ProtectionResult:
     raw = b"".join(struct.pack("<HBBI", *ins) for ins in program)
     buffer = ctypes.create_string_buffer(raw, len(raw))
     prog = _SockFprog(len=len(program), filter=ctypes.addressof(buffer))
-    libc = _libc()
     args = (_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog))
-    if libc.syscall(ctypes.c_long(arch.syscalls["seccomp"]), *map(_c, args)) != 0:
+    if linux.libc().syscall(ctypes.c_long(arch.syscalls["seccomp"]), *map(_c, args)) != 0:
         err = ctypes.get_errno()
         if err != errno.ENOSYS:
             state = ProtectionState.UNAVAILABLE if err == errno.EINVAL else ProtectionState.FAILED
             return ProtectionResult(name="seccomp", state=state, detail=f"seccomp(): {os.strerror(err)}")
         # Kernels before 3.17 have only the prctl interface (which filters this thread only).
-        if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        if linux.prctl(linux.PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog)) != 0:
             err = ctypes.get_errno()
             return ProtectionResult(
                 name="seccomp",
