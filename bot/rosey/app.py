@@ -31,7 +31,8 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.grants import plugin_url, sandbox_for
-from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from bot.rosey.core.event_bus import EventBus
@@ -27,8 +26,9 @@ from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.supervision.spec import PluginSpec, RestartPolicy
 
-__all__ = ["ManagedPlugin", "PluginSpec", "PluginState", "RestartPolicy", "Supervisor", "SupervisorConfig"]
+__all__ = ["ManagedPlugin", "PluginState", "Supervisor", "SupervisorConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ class PluginState(StrEnum):
     STOPPING = "stopping"
     FAILED = "failed"
     DISABLED = "disabled"
-
-
-class RestartPolicy(StrEnum):
-    NEVER = "never"
-    ON_FAILURE = "on-failure"
-    ALWAYS = "always"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,19 +58,6 @@ class SupervisorConfig:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
         if self.crash_limit < 1 or self.stable_after <= 0 or self.stop_timeout <= 0:
             raise ValueError("crash_limit must be >= 1; stable_after and stop_timeout positive")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PluginSpec:
-    """Everything the supervisor needs to (re)create one plugin's process."""
-
-    name: str
-    path: Path | None = None
-    entry: str | None = None
-    enabled: bool = True
-    restart: RestartPolicy = RestartPolicy.ON_FAILURE
-    limits: dict[str, Any] = field(default_factory=dict)  # max_memory_mb, max_cpu_percent, ...
-    source: str = "config"
 
 
 ProcessFactory = Callable[[PluginSpec], PluginProcess]

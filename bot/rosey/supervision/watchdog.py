@@ -22,6 +22,7 @@ import psutil
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
+from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.supervisor import ManagedPlugin, PluginState, Supervisor
 
 __all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
@@ -48,26 +49,26 @@ class WatchdogConfig:
 
 
 def limit_violation(
-    limits: dict[str, Any],
+    limits: Limits,
     stats: dict[str, Any],
     cpu_samples: deque[tuple[float, float]],
     children: int | None,
 ) -> str | None:
     """The first limit ``stats`` breaks, in words ("memory 301 MB > limit 256 MB"), or None."""
-    max_memory = limits.get("max_memory_mb")
+    max_memory = limits.max_memory_mb
     if max_memory and stats.get("memory_mb", 0.0) > max_memory:
         return f"memory {stats['memory_mb']:.0f} MB > limit {max_memory} MB"
-    max_threads = limits.get("max_threads")
+    max_threads = limits.max_threads
     if max_threads and (stats.get("num_threads") or 0) > max_threads:
         return f"threads {stats['num_threads']} > limit {max_threads}"
-    max_fds = limits.get("max_open_files")
+    max_fds = limits.max_open_files
     if max_fds and (stats.get("num_fds") or 0) > max_fds:
         return f"open files {stats['num_fds']} > limit {max_fds}"
-    max_processes = limits.get("max_processes")
+    max_processes = limits.max_processes
     if max_processes is not None and children is not None and children > max_processes:
         return f"child processes {children} > limit {max_processes}"
-    max_cpu = limits.get("max_cpu_percent")
-    window = float(limits.get("cpu_window_seconds") or 10.0)
+    max_cpu = limits.max_cpu_percent
+    window = limits.cpu_window_seconds
     if max_cpu and len(cpu_samples) >= 2:
         span = cpu_samples[-1][0] - cpu_samples[0][0]
         if span >= window * 0.9 and all(cpu > max_cpu for _, cpu in cpu_samples):
@@ -143,7 +144,7 @@ class Watchdog:
         plugin.history.append(stats)
         samples = self._cpu.setdefault(plugin.name, deque())
         samples.append((now, float(stats.get("cpu_percent", 0.0))))
-        window = float(plugin.spec.limits.get("cpu_window_seconds") or 10.0)
+        window = plugin.spec.limits.cpu_window_seconds
         while samples and now - samples[0][0] > window:
             samples.popleft()
         reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
@@ -154,7 +155,7 @@ class Watchdog:
     def _children(self, plugin: ManagedPlugin) -> int | None:
         # Scanning /proc for children costs ~1 ms; only pay it for plugins allowed to fork,
         # the others cannot create processes at all (seccomp).
-        if not plugin.spec.limits.get("max_processes") or plugin.process is None:
+        if not plugin.spec.limits.max_processes or plugin.process is None:
             return None
         proc = plugin.process.psutil_process
         if proc is None:
