@@ -26,9 +26,10 @@ from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.supervision.restart import SupervisorConfig
 from bot.rosey.supervision.spec import PluginSpec, RestartPolicy
 
-__all__ = ["ManagedPlugin", "PluginState", "Supervisor", "SupervisorConfig"]
+__all__ = ["ManagedPlugin", "PluginState", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +42,6 @@ class PluginState(StrEnum):
     STOPPING = "stopping"
     FAILED = "failed"
     DISABLED = "disabled"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SupervisorConfig:
-    """Restart and crash-loop policy, shared by all plugins (Kubernetes-like defaults, faster)."""
-
-    backoff_initial: float = 0.5  # wait before the 2nd restart in a row (the 1st is immediate)
-    backoff_max: float = 30.0
-    stable_after: float = 10.0  # a run this long resets backoff and the crash count
-    crash_limit: int = 5  # this many crashes without a stable run in between -> failed
-    stop_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise ValueError("need 0 < backoff_initial <= backoff_max")
-        if self.crash_limit < 1 or self.stable_after <= 0 or self.stop_timeout <= 0:
-            raise ValueError("crash_limit must be >= 1; stable_after and stop_timeout positive")
 
 
 ProcessFactory = Callable[[PluginSpec], PluginProcess]
