@@ -9,10 +9,11 @@ import pytest
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
-from bot.rosey.services.router import CoreRouter
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.services.router import CoreRouter
 from bot.rosey.supervision.spec import PluginSpec
-from bot.rosey.supervision.supervisor import PluginState, Supervisor
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,8 +26,8 @@ from bot.rosey.app import RoseyApp
 from bot.rosey.config import STATE_DIR_ENV, RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
-from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind
 from bot.rosey.runtime import RuntimeInfo, read_runtime
+from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTILE = FIXTURES / "hostile_plugin.py"
@@ -175,8 +175,9 @@ class Rosey:
         return collector
 
     def row(self, name: str) -> dict[str, Any]:
-        (row,) = [r for r in self.app.status()["plugins"] if r["name"] == name]
-        return dict(row)
+        status = self.app.status().plugin(name)
+        assert status is not None, name
+        return status.to_dict()
 
     def traffic(self) -> Traffic:
         traffic = Traffic(self.router).start()

@@ -42,7 +42,7 @@ ALL_LAYERS = {
 async def rosey(request: pytest.FixtureRequest, start_rosey: StartRosey) -> Rosey:
     """Hostile + canary under both sandbox modes (this kernel supports all, so strict starts)."""
     running = await start_rosey(sandbox=request.param)
-    assert running.app.status()["sandbox_mode"] == request.param
+    assert running.app.status().sandbox_mode == request.param
     for name in ("hostile", "canary"):  # what each process reports it applied to itself
         pong = await running.core.request(Subjects.control(name, "ping"), {}, "security-test", timeout=5)
         assert set(pong.data["sandbox"].split(",")) >= ALL_LAYERS, pong.data

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.supervision.spec import Limits, PluginSpec
+from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.supervision.restart import SupervisorConfig
-from bot.rosey.supervision.supervisor import ManagedPlugin, PluginState, Supervisor
+from bot.rosey.supervision.spec import Limits, PluginSpec
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog, WatchdogConfig
 
 FAULTY = Path(__file__).parent / "fixtures" / "faulty_plugin.py"

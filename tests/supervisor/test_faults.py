@@ -8,7 +8,7 @@ import pytest
 
 from bot.rosey.services.router import OutcomeKind
 from bot.rosey.supervision.spec import RestartPolicy
-from bot.rosey.supervision.supervisor import PluginState
+from bot.rosey.supervision.status import PluginState
 
 from .conftest import FAULTY, SWEEP_ONLY, echo, faulty
 

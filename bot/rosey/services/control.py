@@ -80,22 +80,22 @@ class ControlService:
     # ------------------------------------------------------------------ actions
 
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        return self.app.status()
+        return self.app.status().to_dict()
 
     async def _start(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.app.supervisor is not None
         await self.app.supervisor.start(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+        return {"plugin": self.app.supervisor.get(str(request["name"])).status(history=0).to_dict()}
 
     async def _stop(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.app.supervisor is not None
         await self.app.supervisor.stop(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+        return {"plugin": self.app.supervisor.get(str(request["name"])).status(history=0).to_dict()}
 
     async def _restart(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.app.supervisor is not None
         await self.app.supervisor.restart(str(request["name"]))
-        return {"plugin": self.app.supervisor.get(str(request["name"])).row()}
+        return {"plugin": self.app.supervisor.get(str(request["name"])).status(history=0).to_dict()}
 
     async def _logs(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.app.supervisor is not None

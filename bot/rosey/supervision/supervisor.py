@@ -15,33 +15,23 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
-from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.supervision.restart import SupervisorConfig
 from bot.rosey.supervision.spec import PluginSpec, RestartPolicy
+from bot.rosey.supervision.status import STATUS_HISTORY, PluginState, PluginStatus, ResourceSample
 
-__all__ = ["ManagedPlugin", "PluginState", "Supervisor"]
+__all__ = ["ManagedPlugin", "Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-
-class PluginState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    FAILED = "failed"
-    DISABLED = "disabled"
 
 
 ProcessFactory = Callable[[PluginSpec], PluginProcess]
@@ -62,9 +52,9 @@ class ManagedPlugin:
     want_running: bool = False
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    stats: dict[str, Any] = field(default_factory=dict)
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
-    plugin_stats: dict[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
+    stats: ResourceSample | None = None  # the watchdog's last sample
+    history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
+    plugin_stats: Mapping[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -84,28 +74,31 @@ class ManagedPlugin:
             self.changed.set()
             self.changed = asyncio.Event()
 
-    def row(self) -> dict[str, Any]:
-        """One line of ``rosey status``."""
+    def status(self, *, history: int = STATUS_HISTORY) -> PluginStatus:
+        """One row of ``rosey status``, with the last ``history`` resource samples."""
         running = self.process is not None and self.process.is_running()
-        return {
-            "name": self.name,
-            "state": self.state.value,
-            "pid": self.process.pid if running and self.process else None,
-            "restarts": self.restarts,
-            "cpu_percent": round(self.stats.get("cpu_percent", 0.0), 1) if running else None,
-            "memory_mb": round(self.stats.get("memory_mb", 0.0), 1) if running else None,
-            "uptime_seconds": round(self.process.uptime_seconds, 1) if running and self.process else 0.0,
-            "last_exit": self.last_exit,
-            "reason": self.failure_reason,
-            "ready_ms": None if self.ready_ms is None else round(self.ready_ms, 1),
-            "num_threads": self.stats.get("num_threads") if running else None,
-            "num_fds": self.stats.get("num_fds") if running else None,
-            "commands": self.plugin_stats.get("commands"),
-            "command_errors": self.plugin_stats.get("errors"),
-            "latency_ms_p50": self.plugin_stats.get("latency_ms_p50"),
-            "permission_violations": self.plugin_stats.get("permission_violations"),
-            "sandbox": self.plugin_stats.get("sandbox"),  # protections the plugin applied to itself
-        }
+        stats = self.stats
+        ping = self.plugin_stats
+        return PluginStatus(
+            name=self.name,
+            state=self.state,
+            pid=self.process.pid if running and self.process else None,
+            restarts=self.restarts,
+            cpu_percent=round(stats.cpu_percent if stats else 0.0, 1) if running else None,
+            memory_mb=round(stats.memory_mb if stats else 0.0, 1) if running else None,
+            uptime_seconds=round(self.process.uptime_seconds, 1) if running and self.process else 0.0,
+            last_exit=self.last_exit,
+            reason=self.failure_reason,
+            ready_ms=None if self.ready_ms is None else round(self.ready_ms, 1),
+            num_threads=stats.num_threads if running and stats else None,
+            num_fds=stats.num_fds if running and stats else None,
+            commands=ping.get("commands"),
+            command_errors=ping.get("errors"),
+            latency_ms_p50=ping.get("latency_ms_p50"),
+            permission_violations=ping.get("permission_violations"),
+            sandbox=ping.get("sandbox"),  # protections the plugin applied to itself
+            history=tuple(self.history)[-history:] if history > 0 else (),
+        )
 
 
 class Supervisor:
@@ -153,8 +146,8 @@ class Supervisor:
     def running(self) -> list[ManagedPlugin]:
         return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
 
-    def status(self) -> list[dict[str, Any]]:
-        return [p.row() for p in self.plugins.values()]
+    def status(self) -> list[PluginStatus]:
+        return [p.status() for p in self.plugins.values()]
 
     async def wait_for_state(
         self, name: str, predicate: Callable[[ManagedPlugin], bool], timeout: float

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 
@@ -23,7 +22,8 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 from bot.rosey.supervision.spec import Limits
-from bot.rosey.supervision.supervisor import ManagedPlugin, PluginState, Supervisor
+from bot.rosey.supervision.status import PluginState, ResourceSample
+from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 
 __all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
 
@@ -50,20 +50,24 @@ class WatchdogConfig:
 
 def limit_violation(
     limits: Limits,
-    stats: dict[str, Any],
+    sample: ResourceSample,
     cpu_samples: deque[tuple[float, float]],
     children: int | None,
 ) -> str | None:
-    """The first limit ``stats`` breaks, in words ("memory 301 MB > limit 256 MB"), or None."""
+    """The first limit ``sample`` breaks, in words ("memory 301 MB > limit 256 MB"), or None.
+
+    ``cpu_samples`` are the (monotonic time, CPU %) readings of the last ``cpu_window_seconds``;
+    ``children`` is the plugin's process count below it, None when not counted.
+    """
     max_memory = limits.max_memory_mb
-    if max_memory and stats.get("memory_mb", 0.0) > max_memory:
-        return f"memory {stats['memory_mb']:.0f} MB > limit {max_memory} MB"
+    if max_memory and sample.memory_mb > max_memory:
+        return f"memory {sample.memory_mb:.0f} MB > limit {max_memory} MB"
     max_threads = limits.max_threads
-    if max_threads and (stats.get("num_threads") or 0) > max_threads:
-        return f"threads {stats['num_threads']} > limit {max_threads}"
+    if max_threads and (sample.num_threads or 0) > max_threads:
+        return f"threads {sample.num_threads} > limit {max_threads}"
     max_fds = limits.max_open_files
-    if max_fds and (stats.get("num_fds") or 0) > max_fds:
-        return f"open files {stats['num_fds']} > limit {max_fds}"
+    if max_fds and (sample.num_fds or 0) > max_fds:
+        return f"open files {sample.num_fds} > limit {max_fds}"
     max_processes = limits.max_processes
     if max_processes is not None and children is not None and children > max_processes:
         return f"child processes {children} > limit {max_processes}"
@@ -139,15 +143,15 @@ class Watchdog:
         stats = plugin.process.get_stats()
         if not stats.get("running"):
             return
-        stats["t"] = time.time()
-        plugin.stats = stats
-        plugin.history.append(stats)
+        sample = ResourceSample.from_stats(stats, t=time.time())
+        plugin.stats = sample
+        plugin.history.append(sample)
         samples = self._cpu.setdefault(plugin.name, deque())
-        samples.append((now, float(stats.get("cpu_percent", 0.0))))
+        samples.append((now, sample.cpu_percent))
         window = plugin.spec.limits.cpu_window_seconds
         while samples and now - samples[0][0] > window:
             samples.popleft()
-        reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
+        reason = limit_violation(plugin.spec.limits, sample, samples, self._children(plugin))
         if reason is not None:
             samples.clear()
             self.supervisor.kill(plugin.name, reason)
@@ -173,11 +177,14 @@ class Watchdog:
             await asyncio.sleep(self.config.sweep_interval)
 
     async def _publish_stats(self) -> None:
-        assert self.bus is not None
+        if self.bus is None:
+            return
         for index, plugin in enumerate(self.supervisor.running()):
+            # Without history: the event says "now"; ``rosey status`` has the recent past.
+            data = plugin.status(history=0).to_dict()
             with contextlib.suppress(BusNotConnected, OSError):
                 await self.bus.publish(
-                    Subjects.plugin_event(plugin.name, "stats"), plugin.row(), source="rosey-supervisor"
+                    Subjects.plugin_event(plugin.name, "stats"), data, source="rosey-supervisor"
                 )
             if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
                 await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
