@@ -28,6 +28,7 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
+from bot.rosey.errors import PluginStartError
 from bot.rosey.grants import plugin_url, sandbox_for
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
@@ -70,8 +71,8 @@ class RoseyApp:
     def embedded(self) -> bool:
         return self.external_url is None
 
-    async def start(self) -> dict[str, str | None]:
-        """Bring everything up; returns plugin name -> None (ready) or its start error."""
+    async def start(self) -> dict[str, PluginStartError | None]:
+        """Bring everything up; returns plugin name -> None (ready) or why it did not start."""
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for problem in self.catalog.problems:

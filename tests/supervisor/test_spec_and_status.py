@@ -12,6 +12,7 @@ import pytest
 
 from bot.rosey.config import PluginConfig
 from bot.rosey.errors import ConfigError
+from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, PluginSpec, RestartPolicy
 from bot.rosey.supervision.status import (
     LauncherStatus,
@@ -234,3 +235,30 @@ def test_rosey_status_from_a_sparse_reply() -> None:
     status = RoseyStatus.from_dict({"plugins": [{"name": "echo", "state": "running"}, "junk"]})
     assert [p.name for p in status.plugins] == ["echo"]
     assert (status.pid, status.nats.url, status.watchdog.last_sweep_ms) == (None, "", None)
+
+
+# ---------------------------------------------------------------------- lifecycle event payload
+
+
+def test_lifecycle_event_round_trip_and_tolerance() -> None:
+    event = LifecycleEvent(
+        plugin="echo",
+        state=PluginState.CRASHED,
+        previous=PluginState.RUNNING,
+        reason="exit code 3",
+        last_exit="exit code 3",
+        returncode=3,
+        restarts=2,
+        pid=4242,
+        timestamp=1234.5,
+    )
+    data = json.loads(json.dumps(event.to_dict()))
+    assert data["state"] == "crashed" and data["previous"] == "running"
+    assert LifecycleEvent.from_dict(data) == event
+    sparse = LifecycleEvent.from_dict({"reason": "killed by SIGKILL", "x": 1}, plugin="echo", state="crashed")
+    assert (sparse.plugin, sparse.state, sparse.reason, sparse.previous) == (
+        "echo",
+        PluginState.CRASHED,
+        "killed by SIGKILL",
+        None,
+    )

@@ -33,6 +33,9 @@ class PluginState(StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
     RUNNING = "running"
+    # A run just ended in a crash; the restart decision moves the plugin on at once (to starting,
+    # backoff or failed), so this state is seen in lifecycle events rather than in a status.
+    CRASHED = "crashed"
     BACKOFF = "backoff"
     STOPPING = "stopping"
     FAILED = "failed"

@@ -39,7 +39,7 @@ class WatchdogConfig:
     ping_interval: float = 1.5
     ping_timeout: float = 1.0
     missed_pings_limit: int = 3
-    publish_every: float = 5.0  # stats events on rosey.plugins.<name>.stats
+    publish_every: float = 5.0  # stats events on rosey.lifecycle.<name>.stats
 
     def __post_init__(self) -> None:
         if min(self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every) <= 0:
@@ -184,7 +184,7 @@ class Watchdog:
             data = plugin.status(history=0).to_dict()
             with contextlib.suppress(BusNotConnected, OSError):
                 await self.bus.publish(
-                    Subjects.plugin_event(plugin.name, "stats"), data, source="rosey-supervisor"
+                    Subjects.lifecycle(plugin.name, "stats"), data, source="rosey-supervisor"
                 )
             if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
                 await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
