@@ -28,15 +28,15 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.identities import CORE_USER, Credentials, plugin_permissions, plugin_user
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
-from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins import plugin_runner
-from bot.rosey.plugins.process.environment import minimal_environment
-from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
+from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.sandbox import SandboxPolicy
+from bot.rosey.services.router import CoreRouter, RouterConfig
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.services.router import CommandOutcome, OutcomeKind
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.plugins.command_stats import CommandStats
+from bot.rosey.services.router import CommandOutcome, OutcomeKind
 
 REPEATS = 7
 

@@ -27,12 +27,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
-from bot.rosey.plugins.sandbox import SandboxPolicy
 from bot.rosey.plugins.process.zygote import Zygote
+from bot.rosey.plugins.sandbox import SandboxPolicy
 
 IDLE = Path(__file__).resolve().parent / "plugins" / "idle_plugin.py"
 MB = 1024 * 1024

@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from bot.rosey.broker.nats_server import NatsServer
-from bot.rosey.services.router import OutcomeKind
 from bot.rosey.errors import PluginStartError
+from bot.rosey.services.router import OutcomeKind
 from bot.rosey.testing import PluginHarness
 
 ROOT = Path(__file__).resolve().parents[1]

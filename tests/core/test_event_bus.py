@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import (
     EventBus,
     Handler,
@@ -25,7 +26,6 @@ from bot.rosey.core.event_bus import (
     shutdown_event_bus,
 )
 from bot.rosey.core.events import Event, new_id
-from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 
 WAIT = 5.0  # upper bound for anything that should take milliseconds

@@ -16,11 +16,11 @@ from typing import Any
 import psutil
 import pytest
 
-from bot.rosey.services.router import OutcomeKind
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
+from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.services.router import OutcomeKind
 from bot.rosey.testing import PluginHarness
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.rosey.core.event_bus import EventBus
 from bot.rosey.broker.nats_server import NatsServer
+from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import NoResponders
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.events import Event
 from bot.rosey.broker.identities import plugin_permissions
 from bot.rosey.broker.nats_server import find_nats_server
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected
 from tests.cli.conftest import rosey

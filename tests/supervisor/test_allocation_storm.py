@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.services.router import CoreRouter, OutcomeKind
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
+from bot.rosey.services.router import CoreRouter, OutcomeKind
 
 from .conftest import ECHO, FAULTY
 

@@ -20,10 +20,10 @@ import pytest
 from bot.rosey.broker.nats_server import NatsServer
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.process.child_exit import ForeignChild
 from bot.rosey.plugins.plugin_runner import LAUNCHER_ENV, PluginProcess, ProcessOptions, default_launcher
-from bot.rosey.plugins.sandbox import SandboxPolicy, landlock, seccomp
+from bot.rosey.plugins.process.child_exit import ForeignChild
 from bot.rosey.plugins.process.zygote import Zygote, ZygoteError, shared_zygote, template_environment
+from bot.rosey.plugins.sandbox import SandboxPolicy, landlock, seccomp
 from tests.processes import wait_pid_gone
 
 from .conftest import INTROSPECT, LAUNCHERS, Ask, RunPlugin

@@ -40,13 +40,13 @@ import psutil
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginStartError
-from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
-from bot.rosey.plugins.launcher import PARENT_PID_ENV
-from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
-from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.contract import READY_FD_ENV, watch_ready
-from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
+from bot.rosey.plugins.launcher import PARENT_PID_ENV
+from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
+from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote, zygote_supported
+from bot.rosey.plugins.sandbox import SANDBOX_ENV, SandboxPolicy
 
 __all__ = ["LAUNCHERS", "LAUNCHER_ENV", "PluginProcess", "ProcessOptions", "default_launcher"]
 
