@@ -33,7 +33,9 @@ from bench.harness import (
     wait_ready,
 )
 from bot.rosey.plugins.plugin_runner import PluginProcess
-from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 
 _MB = 1024 * 1024

@@ -22,7 +22,9 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.services.router import CoreRouter
-from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 
 IDLE = Path(__file__).resolve().parent / "plugins" / "idle_plugin.py"

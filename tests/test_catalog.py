@@ -49,7 +49,7 @@ def test_plugins_dir_and_config_tables_merge(tmp_path: Path) -> None:
     catalog = build_catalog(load_config(base_dir=tmp_path))
     (spec,) = catalog.specs
     assert spec.name == "greeter" and spec.source == "directory"
-    assert spec.limits["max_memory_mb"] == 64 and spec.restart.value == "always"
+    assert spec.limits.max_memory_mb == 64 and spec.restart.value == "always"
 
 
 def test_module_without_class_is_resolved_statically(tmp_path: Path, package: Path) -> None:
@@ -87,5 +87,5 @@ def test_bare_echo_table_tunes_the_bundled_example_without_a_warning(tmp_path: P
     (tmp_path / "rosey.toml").write_text("[plugins.echo]\nmax_memory_mb = 99\n")
     catalog = build_catalog(load_config(base_dir=tmp_path))
     (spec,) = catalog.specs
-    assert spec.source == "example" and spec.limits["max_memory_mb"] == 99
+    assert spec.source == "example" and spec.limits.max_memory_mb == 99
     assert catalog.problems == ()

@@ -17,13 +17,13 @@ from bot.rosey.config import (
     STATE_DIR_ENV,
     Launcher,
     PluginConfig,
-    RestartPolicy,
     RoseyConfig,
     SandboxMode,
     example_config,
     load_config,
 )
 from bot.rosey.errors import ConfigError
+from bot.rosey.supervision.spec import RestartPolicy
 
 pytestmark = pytest.mark.no_nats
 

@@ -9,6 +9,7 @@ reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
+from bot.rosey.errors import PluginStartError
 from bot.rosey.grants import plugin_url, sandbox_for
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
@@ -34,7 +36,9 @@ from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
-from bot.rosey.supervision.supervisor import PluginSpec, Supervisor
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.status import LauncherStatus, NatsStatus, RoseyStatus, WatchdogStatus
+from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 
 __all__ = ["RoseyApp"]
@@ -68,8 +72,8 @@ class RoseyApp:
     def embedded(self) -> bool:
         return self.external_url is None
 
-    async def start(self) -> dict[str, str | None]:
-        """Bring everything up; returns plugin name -> None (ready) or its start error."""
+    async def start(self) -> dict[str, PluginStartError | None]:
+        """Bring everything up; returns plugin name -> None (ready) or why it did not start."""
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for problem in self.catalog.problems:
@@ -138,46 +142,36 @@ class RoseyApp:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> RoseyStatus:
         assert self.supervisor is not None
         violations = self.server.violations if self.server is not None else {}
-        rows = self.supervisor.status()
-        for row in rows:
-            plugin = self.supervisor.get(row["name"])
-            denied = violations.get(plugin_user(row["name"]))
+        plugins = []
+        for status in self.supervisor.status():
+            denied = violations.get(plugin_user(status.name))
             if denied:
-                row["denied_by_nats"] = denied
-                row["last_denied"] = (
-                    self.server.last_violation.get(plugin_user(row["name"])) if self.server else None
-                )
-            row["history"] = [
-                {
-                    "t": s["t"],
-                    "cpu_percent": s.get("cpu_percent"),
-                    "memory_mb": round(s.get("memory_mb", 0.0), 1),
-                }
-                for s in list(plugin.history)[-60:]
-            ]
-        return {
-            "pid": os.getpid(),
-            "nats": {
-                "url": redact_url(self.nats_url),
-                "embedded": self.embedded,
-                "pid": self.server.pid if self.server else None,
-                "monitor_url": self.server.monitor_url if self.server else None,
-            },
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-            "plugins": rows,
-            "launcher": {
-                "kind": self.config.launcher.value if self.zygote is not None else "spawn",
-                "zygote_pid": self.zygote.pid if self.zygote is not None else None,
-            },
-            "sandbox_mode": self.config.sandbox.value,
-            "sandbox_support": self._sandbox_support(),
-            "watchdog": {
-                "last_sweep_ms": round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
-            },
-        }
+                last = self.server.last_violation.get(plugin_user(status.name)) if self.server else None
+                status = dataclasses.replace(status, denied_by_nats=denied, last_denied=last)
+            plugins.append(status)
+        return RoseyStatus(
+            pid=os.getpid(),
+            nats=NatsStatus(
+                url=redact_url(self.nats_url),
+                embedded=self.embedded,
+                pid=self.server.pid if self.server else None,
+                monitor_url=self.server.monitor_url if self.server else None,
+            ),
+            uptime_seconds=round(time.time() - self.started_at, 1),
+            plugins=tuple(plugins),
+            launcher=LauncherStatus(
+                kind=self.config.launcher.value if self.zygote is not None else "spawn",
+                zygote_pid=self.zygote.pid if self.zygote is not None else None,
+            ),
+            sandbox_mode=self.config.sandbox.value,
+            sandbox_support=self._sandbox_support(),
+            watchdog=WatchdogStatus(
+                last_sweep_ms=round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
+            ),
+        )
 
     # ------------------------------------------------------------------ internals
 

@@ -11,27 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry, locate_plugin_module
-from bot.rosey.supervision.supervisor import PluginSpec, RestartPolicy
+from bot.rosey.supervision.spec import PluginSpec
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
 
 logger = logging.getLogger(__name__)
 
 ECHO_EXAMPLE = Path(__file__).resolve().parent / "plugins" / "examples" / "echo_plugin.py"
-
-_LIMIT_KEYS = (
-    "max_memory_mb",
-    "max_cpu_percent",
-    "cpu_window_seconds",
-    "max_open_files",
-    "max_processes",
-    "max_threads",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,8 +93,8 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 path=path,
                 entry=entry,
                 enabled=plugin_config.enabled,
-                restart=RestartPolicy(plugin_config.restart.value),
-                limits=_limits(plugin_config),
+                restart=plugin_config.restart,
+                limits=plugin_config.limits,
                 source=source,
             )
         )
@@ -115,7 +105,3 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
         discovered=dict(registry.infos),
         module_files=module_files,
     )
-
-
-def _limits(plugin: PluginConfig) -> dict[str, Any]:
-    return {key: getattr(plugin, key) for key in _LIMIT_KEYS}

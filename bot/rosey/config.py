@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.process.launchers import Launcher  # re-exported: `[rosey] launcher`
+from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -36,7 +37,6 @@ __all__ = [
     "STATE_DIR_ENV",
     "Launcher",
     "PluginConfig",
-    "RestartPolicy",
     "RoseyConfig",
     "SandboxMode",
     "example_config",
@@ -63,12 +63,6 @@ class SandboxMode(StrEnum):
     BEST_EFFORT = "best-effort"
 
 
-class RestartPolicy(StrEnum):
-    """When the supervisor restarts a plugin process that exited."""
-
-    NEVER = "never"
-    ON_FAILURE = "on-failure"
-    ALWAYS = "always"
 
 
 # ------------------------------------------------------------------------ validation helpers
@@ -219,7 +213,7 @@ class PluginConfig:
     max_concurrency: int = 100
     max_memory_mb: int = 256
     max_cpu_percent: float = 90.0
-    cpu_window_seconds: float = 10.0
+    cpu_window_seconds: float = DEFAULT_CPU_WINDOW_SECONDS
     max_open_files: int = 256
     max_processes: int = 0
     max_threads: int = 64
@@ -265,6 +259,18 @@ class PluginConfig:
         put("network", _strings(key("network"), self.network, _host_port))
         put("read_paths", _paths(key("read_paths"), self.read_paths))
         put("write_paths", _paths(key("write_paths"), self.write_paths))
+
+    @property
+    def limits(self) -> Limits:
+        """The limits the supervisor's watchdog enforces on this plugin."""
+        return Limits(
+            max_memory_mb=self.max_memory_mb,
+            max_cpu_percent=self.max_cpu_percent,
+            cpu_window_seconds=self.cpu_window_seconds,
+            max_open_files=self.max_open_files,
+            max_processes=self.max_processes,
+            max_threads=self.max_threads,
+        )
 
 
 # RoseyConfig field -> the TOML key it comes from, so that its errors name what the user wrote.
@@ -466,7 +472,7 @@ def load_config(path: str | Path | None = None, *, base_dir: Path | None = None)
         raise ConfigError(f"{label}: {exc}", key=exc.key, file=file) from None
 
 
-_EXAMPLE = """\
+_EXAMPLE = f"""\
 # rosey.toml: configuration of the Rosey bot and its sandboxed plugins.
 # Every key is optional; the values shown are the defaults unless noted.
 # Relative paths are relative to the directory of this file.
@@ -494,7 +500,7 @@ command_timeout = 10.0            # overrides [rosey].command_timeout
 max_concurrency = 100             # commands in flight inside the plugin; 1 = one at a time
 max_memory_mb = 256
 max_cpu_percent = 90.0            # sustained over cpu_window_seconds; 100 = one full core
-cpu_window_seconds = 10.0
+cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from bot.rosey.config import PluginConfig, RoseyConfig, SandboxMode
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
-from bot.rosey.supervision.supervisor import PluginSpec
+from bot.rosey.supervision.spec import PluginSpec
 
 __all__ = ["DATA_HEADROOM_MB", "nats_port", "plugin_url", "sandbox_for"]
 

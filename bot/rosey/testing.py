@@ -43,6 +43,8 @@ from bot.rosey.errors import BusNotConnected, HarnessNotConnected, PluginNotFoun
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.supervision.lifecycle import LifecycleEvent
+from bot.rosey.supervision.status import PluginState
 
 try:  # pytest-asyncio's decorator makes the async fixture work in its strict mode too
     from pytest_asyncio import fixture as _async_fixture
@@ -79,7 +81,7 @@ class PluginHarness:
     Plugin data goes under ``state_dir`` (a private temporary directory when not given).
 
     Like the supervisor in production, the harness announces a plugin process that exits on
-    its own on ``rosey.plugins.<name>.crashed``, so a command that kills its plugin ends as
+    its own on ``rosey.lifecycle.<name>.crashed``, so a command that kills its plugin ends as
     CRASHED at once instead of by timeout. Names ever started here count as known plugins: a
     command to a stopped one is UNAVAILABLE, to a name never started UNKNOWN.
     """
@@ -233,9 +235,17 @@ class PluginHarness:
 
     async def _announce_crash(self, bus: EventBus, runner: PluginProcess, returncode: int) -> None:
         name = runner.plugin_name
-        data = {"plugin": name, "reason": describe_exit(returncode), "returncode": returncode}
+        event = LifecycleEvent(
+            plugin=name,
+            state=PluginState.CRASHED,
+            previous=PluginState.RUNNING,
+            reason=describe_exit(returncode),
+            last_exit=describe_exit(returncode),
+            returncode=returncode,
+            pid=runner.pid,
+        )
         with contextlib.suppress(BusNotConnected):
-            await bus.publish(Subjects.plugin_event(name, "crashed"), data, source="rosey-harness")
+            await bus.publish(Subjects.lifecycle(name, event.state), event.to_dict(), source="rosey-harness")
 
     async def __aenter__(self) -> PluginHarness:
         await self.connect()

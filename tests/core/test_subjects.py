@@ -20,6 +20,19 @@ def test_builders() -> None:
     assert Subjects.EVENTS_ALL == f"{Subjects.EVENTS}.>"
 
 
+def test_lifecycle_builders() -> None:
+    assert Subjects.lifecycle("echo", "crashed") == "rosey.lifecycle.echo.crashed"
+    assert Subjects.lifecycle_events() == "rosey.lifecycle.*.*"
+    assert Subjects.lifecycle_events(state="crashed") == "rosey.lifecycle.*.crashed"
+    assert Subjects.lifecycle_events("echo") == "rosey.lifecycle.echo.*"
+    # Outside the namespace a plugin may publish in (rosey.plugins.<name>.>).
+    assert not Subjects.lifecycle("echo", "running").startswith(Subjects.PLUGINS + ".")
+    with pytest.raises(ValueError, match="invalid plugin name"):
+        Subjects.lifecycle("Echo", "running")
+    with pytest.raises(ValueError, match="invalid state"):
+        Subjects.lifecycle_events("echo", "a.b")
+
+
 def test_control_builder() -> None:
     assert Subjects.control("echo", "ping") == "rosey.control.echo.ping"
     with pytest.raises(ValueError, match="invalid plugin name"):
@@ -90,5 +103,6 @@ def test_plugin_of_inverts_the_builders() -> None:
         Subjects.plugin_command("calendar_manager", "error"),
         Subjects.plugin_event("calendar_manager", "stopped"),
         Subjects.all_plugin_events("calendar_manager"),
+        Subjects.lifecycle("calendar_manager", "crashed"),
     ):
         assert Subjects.plugin_of(subject) == "calendar_manager"

@@ -9,9 +9,12 @@ import pytest
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
+from bot.rosey.errors import PluginStartError
 from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.services.router import CoreRouter
-from bot.rosey.supervision.supervisor import PluginSpec, PluginState, Supervisor
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,6 +54,7 @@ async def test_a_plugin_that_cannot_be_built_fails_fast_with_the_reason() -> Non
 
     supervisor = Supervisor(None, [PluginSpec(name="bad", path=SLOW)], factory)
     results = await asyncio.wait_for(supervisor.start_all(), 10)
-    assert results["bad"] is not None and "max_open_files must be at least 16" in results["bad"]
+    error = results["bad"]
+    assert isinstance(error, PluginStartError) and "max_open_files must be at least 16" in str(error)
     plugin = supervisor.get("bad")
     assert plugin.state is PluginState.FAILED and "cannot be started" in (plugin.failure_reason or "")

@@ -175,8 +175,9 @@ class Rosey:
         return collector
 
     def row(self, name: str) -> dict[str, Any]:
-        (row,) = [r for r in self.app.status()["plugins"] if r["name"] == name]
-        return dict(row)
+        status = self.app.status().plugin(name)
+        assert status is not None, name
+        return status.to_dict()
 
     def traffic(self) -> Traffic:
         traffic = Traffic(self.router).start()

@@ -42,7 +42,7 @@ ALL_LAYERS = {
 async def rosey(request: pytest.FixtureRequest, start_rosey: StartRosey) -> Rosey:
     """Hostile + canary under both sandbox modes (this kernel supports all, so strict starts)."""
     running = await start_rosey(sandbox=request.param)
-    assert running.app.status()["sandbox_mode"] == request.param
+    assert running.app.status().sandbox_mode == request.param
     for name in ("hostile", "canary"):  # what each process reports it applied to itself
         pong = await running.core.request(Subjects.control(name, "ping"), {}, "security-test", timeout=5)
         assert set(pong.data["sandbox"].split(",")) >= ALL_LAYERS, pong.data
@@ -135,7 +135,9 @@ async def test_hostile_cannot_stop_spoof_or_speak_for_others(best_effort: Rosey)
     watched = (
         Subjects.supervisor("stop"),
         Subjects.supervisor("restart"),
-        Subjects.plugin_event("canary", "crashed"),  # would fail the canary's in-flight commands
+        Subjects.plugin_event("canary", "crashed"),  # another plugin's own namespace
+        Subjects.lifecycle("canary", "crashed"),  # would fail the canary's in-flight commands
+        Subjects.lifecycle("hostile", "running"),  # its own lifecycle is the supervisor's to tell
         Subjects.event("message"),  # chat injection: "!canary ..." as if a user typed it
         Subjects.chat_send("console"),  # speaking as the bot
         Subjects.control("canary", "ping"),

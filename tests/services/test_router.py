@@ -218,7 +218,7 @@ async def test_crash_resolves_in_flight_command_at_once(
     returncode = await asyncio.wait_for(faulty.wait(), 10)
     assert returncode == 3
     # What the supervisor does in production when it sees the process die:
-    await bus.publish(Subjects.plugin_event("faulty", "crashed"), {"reason": faulty.last_exit}, "test")
+    await bus.publish(Subjects.lifecycle("faulty", "crashed"), {"reason": faulty.last_exit}, "test")
 
     outcome = await asyncio.wait_for(command, 5)
     assert outcome.kind is OutcomeKind.CRASHED
@@ -232,7 +232,7 @@ async def test_crash_of_another_plugin_does_not_touch_a_command(
 ) -> None:
     await launch("faulty", FAULTY)
     command = asyncio.create_task(router.execute("faulty", ["silent"], timeout=1.0))
-    await bus.publish(Subjects.plugin_event("echo", "crashed"), {"reason": "killed by SIGKILL"}, "test")
+    await bus.publish(Subjects.lifecycle("echo", "crashed"), {"reason": "killed by SIGKILL"}, "test")
     outcome = await asyncio.wait_for(command, 10)
     assert outcome.kind is OutcomeKind.TIMEOUT
 

@@ -14,13 +14,10 @@ import pytest
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
-from bot.rosey.supervision.supervisor import (
-    ManagedPlugin,
-    PluginSpec,
-    PluginState,
-    Supervisor,
-    SupervisorConfig,
-)
+from bot.rosey.supervision.restart import SupervisorConfig
+from bot.rosey.supervision.spec import Limits, PluginSpec
+from bot.rosey.supervision.status import PluginState
+from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog, WatchdogConfig
 
 FAULTY = Path(__file__).parent / "fixtures" / "faulty_plugin.py"
@@ -34,7 +31,7 @@ FAST_RESTARTS = SupervisorConfig(backoff_initial=0.05, backoff_max=0.5, stable_a
 
 
 def faulty(name: str = "faulty", **limits: Any) -> PluginSpec:
-    return PluginSpec(name=name, path=FAULTY, limits=limits)
+    return PluginSpec(name=name, path=FAULTY, limits=Limits(**limits))
 
 
 def echo() -> PluginSpec:

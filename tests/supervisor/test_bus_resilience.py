@@ -10,7 +10,7 @@ import pytest
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.services.router import OutcomeKind
-from bot.rosey.supervision.supervisor import PluginState
+from bot.rosey.supervision.status import PluginState
 
 from .conftest import build_stack, echo, faulty, teardown_stack
 

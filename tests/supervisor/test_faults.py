@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from bot.rosey.services.router import OutcomeKind
-from bot.rosey.supervision.supervisor import PluginState, RestartPolicy
+from bot.rosey.supervision.spec import RestartPolicy
+from bot.rosey.supervision.status import PluginState
 
 from .conftest import FAULTY, SWEEP_ONLY, echo, faulty
 
@@ -116,7 +117,7 @@ async def test_clean_exit_is_not_a_crash(stack_factory) -> None:
 
 
 async def test_restart_always_restarts_after_a_clean_exit(stack_factory) -> None:
-    from bot.rosey.supervision.supervisor import PluginSpec
+    from bot.rosey.supervision.spec import PluginSpec
 
     spec = PluginSpec(name="faulty", path=FAULTY, restart=RestartPolicy.ALWAYS)
     stack = await stack_factory(echo(), spec)

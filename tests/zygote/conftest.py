@@ -22,7 +22,7 @@ from bot.rosey.errors import NoResponders
 from bot.rosey.plugins.plugin_runner import LAUNCHER_ENV, Launcher, PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import ForeignChild
 from bot.rosey.plugins.process.zygote import Zygote
-from bot.rosey.supervision.supervisor import PluginSpec
+from bot.rosey.supervision.spec import PluginSpec
 from tests.supervisor.conftest import Stack, build_stack, core_bus, teardown_stack
 
 __all__ = ["core_bus"]  # a fixture, re-exported for the fault matrix

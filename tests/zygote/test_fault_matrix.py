@@ -16,7 +16,7 @@ import pytest
 
 from bot.rosey.plugins.process.child_exit import ForeignChild
 from bot.rosey.plugins.process.zygote import shared_zygote
-from bot.rosey.supervision.supervisor import PluginState
+from bot.rosey.supervision.status import PluginState
 from tests.supervisor.conftest import echo, faulty
 from tests.supervisor.test_faults import *  # noqa: F403 - the matrix itself
 

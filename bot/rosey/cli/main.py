@@ -29,6 +29,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import CliError, NoResponders, RequestTimeout, RoseyError
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
+from bot.rosey.supervision.status import PluginStatus, RoseyStatus
 
 __all__ = ["main"]
 
@@ -101,7 +102,7 @@ async def _send(args: argparse.Namespace) -> int:
         known: list[str] | None = None
         with contextlib.suppress(NoResponders, RequestTimeout):
             status = await bus.request(Subjects.supervisor("status"), {}, "rosey-cli", timeout=5.0)
-            known = [row["name"] for row in status.data.get("plugins", [])]
+            known = [plugin.name for plugin in RoseyStatus.from_dict(status.data).plugins]
         router = CoreRouter(
             bus,
             RouterConfig(command_timeout=args.timeout or config.command_timeout),
@@ -134,32 +135,20 @@ async def _send(args: argparse.Namespace) -> int:
     return EXIT_PLUGIN_ERROR if outcome.kind in (OutcomeKind.ERROR, OutcomeKind.CRASHED) else EXIT_FAILURE
 
 
-STATUS_COLUMNS = (
-    "name",
-    "state",
-    "pid",
-    "restarts",
-    "cpu_percent",
-    "memory_mb",
-    "uptime_seconds",
-    "last_exit",
-)
-
-
 async def _status(args: argparse.Namespace) -> int:
     data = await _control(args, "status", {})
     if args.json:
         _print_json(data)
         return EXIT_OK
-    print(_table(data["plugins"], STATUS_COLUMNS))
-    for row in data["plugins"]:
-        if row.get("reason"):
-            print(f"{row['name']}: {row['reason']}")
-        if row.get("denied_by_nats"):
-            print(f"{row['name']}: {row['denied_by_nats']} publish/subscribe attempts denied by NATS")
-    nats = data["nats"]
-    kind = "embedded" if nats["embedded"] else "external"
-    print(f"NATS {redact_url(nats['url'])} ({kind}); rosey pid {data['pid']}")
+    status = RoseyStatus.from_dict(data)
+    print(_table([plugin.to_dict() for plugin in status.plugins], PluginStatus.COLUMNS))
+    for plugin in status.plugins:
+        if plugin.reason:
+            print(f"{plugin.name}: {plugin.reason}")
+        if plugin.denied_by_nats:
+            print(f"{plugin.name}: {plugin.denied_by_nats} publish/subscribe attempts denied by NATS")
+    kind = "embedded" if status.nats.embedded else "external"
+    print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
     return EXIT_OK
 
 
@@ -189,8 +178,8 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
 def _lifecycle_command(action: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     async def command(args: argparse.Namespace) -> int:
         data = await _control(args, action, {"name": args.name}, timeout=60.0)
-        row = data["plugin"]
-        print(f"{row['name']}: {row['state']}" + (f" (pid {row['pid']})" if row.get("pid") else ""))
+        plugin = PluginStatus.from_dict(data["plugin"])
+        print(f"{plugin.name}: {plugin.state}" + (f" (pid {plugin.pid})" if plugin.pid else ""))
         return EXIT_OK
 
     return command

@@ -10,6 +10,7 @@ Subject map::
     rosey.chat.<platform>.send          replies going back to a chat platform
     rosey.supervisor.<action>           control requests answered by ``rosey run``
     rosey.control.<plugin>.<action>     supervisor -> plugin liveness pings (answered by the SDK)
+    rosey.lifecycle.<plugin>.<state>    the supervisor's lifecycle events and stats (core only)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Subjects:
     CHAT = "rosey.chat"
     SUPERVISOR = "rosey.supervisor"
     CONTROL = "rosey.control"
+    LIFECYCLE = "rosey.lifecycle"
 
     @staticmethod
     def event(event_type: str) -> str:
@@ -93,9 +95,26 @@ class Subjects:
         return f"{Subjects.CONTROL}.{validate_plugin_name(plugin)}.{validate_token(action, 'action')}"
 
     @staticmethod
+    def lifecycle(plugin: str, state: str) -> str:
+        """``rosey.lifecycle.<plugin>.<state>``: the supervisor says ``plugin`` entered ``state``.
+
+        Outside ``rosey.plugins.<plugin>.>`` on purpose: a plugin may publish there, and must not
+        be able to announce its own (or another's) crash or recovery.
+        """
+        return f"{Subjects.LIFECYCLE}.{validate_plugin_name(plugin)}.{validate_token(state, 'state')}"
+
+    @staticmethod
+    def lifecycle_events(plugin: str = "*", state: str = "*") -> str:
+        """A subscription to lifecycle events: every one by default, ``"*"`` standing for any."""
+        plugin = plugin if plugin == "*" else validate_plugin_name(plugin)
+        state = state if state == "*" else validate_token(state, "state")
+        return f"{Subjects.LIFECYCLE}.{plugin}.{state}"
+
+    @staticmethod
     def plugin_of(subject: str) -> str | None:
-        """The plugin name in a ``rosey.commands|plugins|control.<plugin>...`` subject, else None."""
+        """The plugin in a ``rosey.commands|plugins|control|lifecycle.<plugin>...`` subject, else None."""
         parts = subject.split(".")
-        if len(parts) >= 3 and parts[0] == Subjects.ROOT and parts[1] in ("commands", "plugins", "control"):
+        kinds = ("commands", "plugins", "control", "lifecycle")
+        if len(parts) >= 3 and parts[0] == Subjects.ROOT and parts[1] in kinds:
             return parts[2]
         return None

@@ -24,6 +24,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected
 from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.services.base import RequestService
+from bot.rosey.supervision.status import RoseyStatus
 from bot.rosey.supervision.supervisor import Supervisor
 
 __all__ = ["FOLLOW_LEASE_SECONDS", "LOG_SUBJECT_PREFIX", "ControlService"]
@@ -34,7 +35,7 @@ LOG_SUBJECT_PREFIX = "rosey.logs"  # rosey.logs.<plugin>: live output, while som
 FOLLOW_LEASE_SECONDS = 15.0
 SOURCE = "rosey-control"
 
-StatusReport = Callable[[], Mapping[str, Any]]
+StatusReport = Callable[[], RoseyStatus]
 
 
 class ControlService:
@@ -69,22 +70,22 @@ class ControlService:
     # ------------------------------------------------------------------ actions
 
     async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(self._status_report())
+        return self._status_report().to_dict()
 
     async def _start(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
         await self.supervisor.start(name)
-        return {"plugin": self.supervisor.get(name).row()}
+        return {"plugin": self.supervisor.get(name).status(history=0).to_dict()}
 
     async def _stop(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
         await self.supervisor.stop(name)
-        return {"plugin": self.supervisor.get(name).row()}
+        return {"plugin": self.supervisor.get(name).status(history=0).to_dict()}
 
     async def _restart(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
         await self.supervisor.restart(name)
-        return {"plugin": self.supervisor.get(name).row()}
+        return {"plugin": self.supervisor.get(name).status(history=0).to_dict()}
 
     async def _logs(self, request: Mapping[str, Any]) -> dict[str, Any]:
         plugin = self.supervisor.get(str(request["name"]))

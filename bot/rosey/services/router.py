@@ -7,7 +7,7 @@ Flow::
 
 A command is a NATS request, so the router learns at once when nobody serves a plugin (no
 responders) and needs no subscription per plugin for answers. What NATS cannot say is that the
-process holding a request died: the supervisor publishes ``rosey.plugins.<name>.crashed`` and
+process holding a request died: the supervisor publishes ``rosey.lifecycle.<name>.crashed`` and
 the router fails every request still in flight to that plugin right away, instead of making
 the user wait for the timeout. Every failure on the plugin side becomes a
 :class:`CommandOutcome` with a message fit for chat; :meth:`CoreRouter.execute` never raises
@@ -30,13 +30,16 @@ from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event, new_id
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
+from bot.rosey.supervision.lifecycle import LifecycleEvent
+from bot.rosey.supervision.status import PluginState
 
 __all__ = ["CommandOutcome", "CoreRouter", "OutcomeKind", "RouterConfig"]
 
 logger = logging.getLogger(__name__)
 
-#: Subject the supervisor announces a dead plugin process on (data: {"reason": str}).
-CRASHED_SUBJECT = f"{Subjects.PLUGINS}.*.crashed"
+#: Subject the supervisor announces a dead plugin process on (data: a LifecycleEvent). Only the core
+#: may publish there, so a plugin cannot fail another's commands by announcing its crash.
+CRASHED_SUBJECT = Subjects.lifecycle_events(state=PluginState.CRASHED.value)
 
 _OutcomeFactory = Callable[..., "CommandOutcome"]
 
@@ -347,7 +350,12 @@ class CoreRouter:
         waiting = self._in_flight.get(plugin or "")
         if not waiting:
             return
-        reason = str(event.data.get("reason") or "no reason given")
+        crash = LifecycleEvent.from_dict(event.data, state=PluginState.CRASHED)
+        if crash.previous not in (None, PluginState.RUNNING):
+            # A failed start: the event may arrive after the plugin is already failed, when a new
+            # command is in flight that it is not about; that command learns "not running" itself.
+            return
+        reason = crash.reason or "no reason given"
         logger.debug("plugin %s crashed (%s); failing %d command(s)", plugin, reason, len(waiting))
         for waiter in list(waiting):
             if waiter.crash_reason is None and waiter.task is not None:

@@ -1,10 +1,12 @@
 """Supervisor: many plugin processes, each a small state machine with a restart policy.
 
 Each plugin gets one lifecycle task: start -> ready -> wait for exit (seen via pidfd within
-milliseconds) -> decide (restart with exponential backoff, stop after a clean exit, or give
-up as ``failed`` after a crash loop). Beside that flow, a watchdog sweeps resource use and
-liveness without blocking the loop (see ``watchdog.py``). The supervisor never sits in the
-command path: commands go router -> NATS -> plugin.
+milliseconds) -> ask :func:`~bot.rosey.supervision.restart.decide` what next (restart after a
+delay, stop, or fail) and carry it out. Every state change is published as a
+:class:`~bot.rosey.supervision.lifecycle.LifecycleEvent` on ``rosey.lifecycle.<name>.<state>``,
+in order, without the lifecycle ever waiting for the bus. Beside that flow, a watchdog sweeps
+resource use and liveness without blocking the loop (see ``watchdog.py``). The supervisor never
+sits in the command path: commands go router -> NATS -> plugin.
 """
 
 from __future__ import annotations
@@ -15,69 +17,34 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import BusNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.errors import PluginNotFound, PluginStartError
 from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.supervision.lifecycle import LifecycleEvent, LifecyclePublisher
+from bot.rosey.supervision.restart import (
+    Exited,
+    Fail,
+    Killed,
+    Restart,
+    RunEnd,
+    StartFailed,
+    Stop,
+    StoppedOnRequest,
+    SupervisorConfig,
+    decide,
+)
+from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.status import STATUS_HISTORY, PluginState, PluginStatus, ResourceSample
 
-__all__ = ["ManagedPlugin", "PluginSpec", "PluginState", "RestartPolicy", "Supervisor", "SupervisorConfig"]
+__all__ = ["ManagedPlugin", "Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-
-class PluginState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    FAILED = "failed"
-    DISABLED = "disabled"
-
-
-class RestartPolicy(StrEnum):
-    NEVER = "never"
-    ON_FAILURE = "on-failure"
-    ALWAYS = "always"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SupervisorConfig:
-    """Restart and crash-loop policy, shared by all plugins (Kubernetes-like defaults, faster)."""
-
-    backoff_initial: float = 0.5  # wait before the 2nd restart in a row (the 1st is immediate)
-    backoff_max: float = 30.0
-    stable_after: float = 10.0  # a run this long resets backoff and the crash count
-    crash_limit: int = 5  # this many crashes without a stable run in between -> failed
-    stop_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise ValueError("need 0 < backoff_initial <= backoff_max")
-        if self.crash_limit < 1 or self.stable_after <= 0 or self.stop_timeout <= 0:
-            raise ValueError("crash_limit must be >= 1; stable_after and stop_timeout positive")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PluginSpec:
-    """Everything the supervisor needs to (re)create one plugin's process."""
-
-    name: str
-    path: Path | None = None
-    entry: str | None = None
-    enabled: bool = True
-    restart: RestartPolicy = RestartPolicy.ON_FAILURE
-    limits: dict[str, Any] = field(default_factory=dict)  # max_memory_mb, max_cpu_percent, ...
-    source: str = "config"
-
 
 ProcessFactory = Callable[[PluginSpec], PluginProcess]
 OutputListener = Callable[[str, OutputLine], None]
@@ -89,7 +56,8 @@ class ManagedPlugin:
     process: PluginProcess | None = None
     _state: PluginState = PluginState.STOPPED
     restarts: int = 0
-    crashes_in_a_row: int = 0
+    crashes_in_a_row: int = 0  # since the last stable run; the restart decision's streak ...
+    waits_in_a_row: int = 0  # ... and the backoff waits in it (each doubles the next)
     last_exit: str | None = None
     failure_reason: str | None = None
     kill_reason: str | None = None  # set by the watchdog before it kills, reported as the exit
@@ -97,9 +65,9 @@ class ManagedPlugin:
     want_running: bool = False
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    stats: dict[str, Any] = field(default_factory=dict)
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
-    plugin_stats: dict[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
+    stats: ResourceSample | None = None  # the watchdog's last sample
+    history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
+    plugin_stats: Mapping[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -111,36 +79,45 @@ class ManagedPlugin:
     def state(self) -> PluginState:
         return self._state
 
-    @state.setter
-    def state(self, value: PluginState) -> None:
-        if value is not self._state:
-            logger.debug("plugin '%s': %s -> %s", self.spec.name, self._state.value, value.value)
-            self._state = value
-            self.changed.set()
-            self.changed = asyncio.Event()
+    def set_state(self, value: PluginState) -> PluginState | None:
+        """Enter ``value``; return the previous state if it changed, else None.
 
-    def row(self) -> dict[str, Any]:
-        """One line of ``rosey status``."""
+        Only the supervisor calls this, so that it can publish every change.
+        """
+        previous = self._state
+        if value is previous:
+            return None
+        logger.debug("plugin '%s': %s -> %s", self.spec.name, previous.value, value.value)
+        self._state = value
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return previous
+
+    def status(self, *, history: int = STATUS_HISTORY) -> PluginStatus:
+        """One row of ``rosey status``, with the last ``history`` resource samples."""
         running = self.process is not None and self.process.is_running()
-        return {
-            "name": self.name,
-            "state": self.state.value,
-            "pid": self.process.pid if running and self.process else None,
-            "restarts": self.restarts,
-            "cpu_percent": round(self.stats.get("cpu_percent", 0.0), 1) if running else None,
-            "memory_mb": round(self.stats.get("memory_mb", 0.0), 1) if running else None,
-            "uptime_seconds": round(self.process.uptime_seconds, 1) if running and self.process else 0.0,
-            "last_exit": self.last_exit,
-            "reason": self.failure_reason,
-            "ready_ms": None if self.ready_ms is None else round(self.ready_ms, 1),
-            "num_threads": self.stats.get("num_threads") if running else None,
-            "num_fds": self.stats.get("num_fds") if running else None,
-            "commands": self.plugin_stats.get("commands"),
-            "command_errors": self.plugin_stats.get("errors"),
-            "latency_ms_p50": self.plugin_stats.get("latency_ms_p50"),
-            "permission_violations": self.plugin_stats.get("permission_violations"),
-            "sandbox": self.plugin_stats.get("sandbox"),  # protections the plugin applied to itself
-        }
+        stats = self.stats
+        ping = self.plugin_stats
+        return PluginStatus(
+            name=self.name,
+            state=self.state,
+            pid=self.process.pid if running and self.process else None,
+            restarts=self.restarts,
+            cpu_percent=round(stats.cpu_percent if stats else 0.0, 1) if running else None,
+            memory_mb=round(stats.memory_mb if stats else 0.0, 1) if running else None,
+            uptime_seconds=round(self.process.uptime_seconds, 1) if running and self.process else 0.0,
+            last_exit=self.last_exit,
+            reason=self.failure_reason,
+            ready_ms=None if self.ready_ms is None else round(self.ready_ms, 1),
+            num_threads=stats.num_threads if running and stats else None,
+            num_fds=stats.num_fds if running and stats else None,
+            commands=ping.get("commands"),
+            command_errors=ping.get("errors"),
+            latency_ms_p50=ping.get("latency_ms_p50"),
+            permission_violations=ping.get("permission_violations"),
+            sandbox=ping.get("sandbox"),  # protections the plugin applied to itself
+            history=tuple(self.history)[-history:] if history > 0 else (),
+        )
 
 
 class Supervisor:
@@ -164,6 +141,7 @@ class Supervisor:
             self.plugins[spec.name] = ManagedPlugin(spec=spec, _state=state)
         self._first_ready: dict[str, asyncio.Future[None]] = {}
         self._output_listeners: list[OutputListener] = []
+        self.events = LifecyclePublisher(bus, source="rosey-supervisor")
 
     def add_output_listener(self, listener: OutputListener) -> None:
         """Call ``listener(plugin_name, line)`` for every output line of every plugin, across restarts."""
@@ -188,8 +166,8 @@ class Supervisor:
     def running(self) -> list[ManagedPlugin]:
         return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
 
-    def status(self) -> list[dict[str, Any]]:
-        return [p.row() for p in self.plugins.values()]
+    def status(self) -> list[PluginStatus]:
+        return [p.status() for p in self.plugins.values()]
 
     async def wait_for_state(
         self, name: str, predicate: Callable[[ManagedPlugin], bool], timeout: float
@@ -206,19 +184,27 @@ class Supervisor:
 
     # ------------------------------------------------------------------ control
 
-    async def start_all(self) -> dict[str, str | None]:
-        """Start every enabled plugin in parallel; return name -> None (ready) or the error."""
+    async def start_all(self) -> dict[str, PluginStartError | None]:
+        """Start every enabled plugin in parallel; return name -> None (ready) or why it did not start."""
         names = [p.name for p in self.plugins.values() if p.spec.enabled]
         results = await asyncio.gather(*(self.start(n) for n in names), return_exceptions=True)
-        return {n: (None if r is None else str(r)) for n, r in zip(names, results, strict=True)}
+        outcome: dict[str, PluginStartError | None] = {}
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, PluginStartError):
+                raise result  # not a plugin's failure (cancelled, or a bug): not ours to swallow
+            outcome[name] = result
+        return outcome
 
     async def start(self, name: str) -> None:
-        """Start (or re-enable) a plugin and wait for its first ready or its first failure."""
+        """Start (or re-enable) a plugin and wait for its first ready or its first failure.
+
+        Raises :class:`PluginStartError` when that first start fails (it is retried per policy).
+        """
         plugin = self.get(name)
         if plugin.want_running and plugin.task is not None and not plugin.task.done():
             return
         plugin.want_running = True
-        plugin.crashes_in_a_row = 0
+        plugin.crashes_in_a_row = plugin.waits_in_a_row = 0
         plugin.failure_reason = None
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._first_ready[name] = first
@@ -228,10 +214,11 @@ class Supervisor:
 
     def _lifecycle_ended(self, plugin: ManagedPlugin, task: asyncio.Task[None]) -> None:
         """A lifecycle that died of a bug still releases its waiter and says why."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
             return
         exc = task.exception()
-        assert exc is not None
+        if exc is None:
+            return
         logger.error("plugin '%s' supervision failed: %r", plugin.name, exc, exc_info=exc)
         self._give_up(plugin, f"supervision failed: {exc!r}")
 
@@ -241,20 +228,23 @@ class Supervisor:
         plugin.wake.set()
         process = plugin.process
         if process is not None and process.is_running():
-            plugin.state = PluginState.STOPPING
+            self._transition(plugin, PluginState.STOPPING, reason="stop requested")
             await process.stop(self.config.stop_timeout)
         if plugin.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await plugin.task
-        plugin.state = PluginState.STOPPED if plugin.spec.enabled else PluginState.DISABLED
+        final = PluginState.STOPPED if plugin.spec.enabled else PluginState.DISABLED
+        self._transition(plugin, final, reason="stop requested")
 
     async def restart(self, name: str) -> None:
         await self.stop(name)
         await self.start(name)
 
     async def stop_all(self) -> None:
-        """Stop every plugin in parallel (each gets SIGTERM, so its on_stop runs)."""
+        """Stop every plugin in parallel (each gets SIGTERM, so its on_stop runs), then hand the
+        last lifecycle events to the bus."""
         await asyncio.gather(*(self.stop(n) for n in self.plugins), return_exceptions=True)
+        await self.events.flush()
 
     def kill(self, name: str, reason: str) -> None:
         """Kill a plugin and its children now (it broke a limit or stopped answering).
@@ -270,92 +260,103 @@ class Supervisor:
     # ------------------------------------------------------------------ lifecycle
 
     async def _lifecycle(self, plugin: ManagedPlugin) -> None:
-        backoff = self.config.backoff_initial
+        """Run, ask what next, do it: until the decision is to stop or to fail."""
         while plugin.want_running:
-            plugin.state = PluginState.STARTING
-            plugin.kill_reason = None
-            if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
-                try:
-                    plugin.process = self._factory(plugin.spec)
-                except Exception as exc:  # a configuration the process cannot be built from
-                    self._give_up(plugin, f"cannot be started: {exc}")
-                    return
-                plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
-            process = plugin.process
-            started = time.monotonic()
-            try:
-                await process.start()
-            except (PluginStartError, OSError) as exc:
-                plugin.last_exit = process.last_exit or "failed to start"
-                self._resolve_first(plugin, exc)
-                if not plugin.want_running:
-                    break  # stopped while starting: not a failure
-                logger.error("plugin '%s' failed to start: %s", plugin.name, str(exc).strip())
-                crashed = True
-            else:
-                plugin.state = PluginState.RUNNING
-                plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
-                self._resolve_first(plugin, None)
-                returncode = await process.wait()
-                if not plugin.want_running:
-                    plugin.last_exit = describe_exit(returncode)
-                    break
-                reason = plugin.kill_reason or describe_exit(returncode)
-                plugin.last_exit = reason
-                crashed = returncode != 0 or plugin.kill_reason is not None
-                await self._announce_exit(plugin, reason, returncode, crashed)
-                if time.monotonic() - started >= self.config.stable_after:
-                    backoff = self.config.backoff_initial
-                    plugin.crashes_in_a_row = 0
-
-            if not self._should_restart(plugin, crashed):
-                if plugin.state is not PluginState.FAILED:
-                    plugin.state = PluginState.STOPPED
-                plugin.want_running = False
-                break
-            if crashed:
-                plugin.crashes_in_a_row += 1
-                if plugin.crashes_in_a_row >= self.config.crash_limit:
-                    plugin.state = PluginState.FAILED
-                    plugin.failure_reason = (
-                        f"crashed {plugin.crashes_in_a_row} times in a row; last: {plugin.last_exit}"
-                    )
+            ran = await self._run(plugin)
+            if ran is None:
+                return  # gave up: the process cannot even be built
+            end, ran_for = ran
+            decision = decide(
+                plugin.spec.restart,
+                end,
+                crashes_in_a_row=plugin.crashes_in_a_row,
+                waits_in_a_row=plugin.waits_in_a_row,
+                ran_for=ran_for,
+                config=self.config,
+            )
+            match decision:
+                case Restart(delay=delay, crashes_in_a_row=crashes, waits_in_a_row=waits):
+                    plugin.crashes_in_a_row, plugin.waits_in_a_row = crashes, waits
+                    if delay > 0:
+                        await self._back_off(plugin, delay)
+                    else:
+                        logger.info("restarting plugin '%s' now", plugin.name)
+                    if plugin.want_running:
+                        plugin.restarts += 1
+                case Fail(reason=reason):
+                    logger.error("plugin '%s' failed: %s", plugin.name, reason)
+                    plugin.failure_reason = reason
                     plugin.want_running = False
-                    logger.error("plugin '%s' failed: %s", plugin.name, plugin.failure_reason)
+                    self._transition(plugin, PluginState.FAILED, reason=reason)
+                case Stop():
+                    if not isinstance(end, StoppedOnRequest):  # stop() itself says "stopped"
+                        plugin.want_running = False
+                        self._transition(plugin, PluginState.STOPPED, reason=plugin.last_exit)
                     break
-            # The first crash after a stable run restarts at once; only a repeat waits, doubling.
-            if plugin.crashes_in_a_row > 1 or not crashed:
-                plugin.state = PluginState.BACKOFF
-                logger.info("restarting plugin '%s' in %.1fs", plugin.name, backoff)
-                plugin.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(plugin.wake.wait(), backoff)  # stop() cuts the wait short
-                backoff = min(backoff * 2, self.config.backoff_max)
-            else:
-                logger.info("restarting plugin '%s' now", plugin.name)
-            plugin.restarts += 1
         self._resolve_first(plugin, None)
+
+    async def _run(self, plugin: ManagedPlugin) -> tuple[RunEnd, float] | None:
+        """One run: start, wait for ready, wait for exit. How it ended and how long it lasted."""
+        self._transition(plugin, PluginState.STARTING)
+        plugin.kill_reason = None
+        if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
+            try:
+                plugin.process = self._factory(plugin.spec)
+            except Exception as exc:  # a configuration the process cannot be built from
+                self._give_up(plugin, f"cannot be started: {exc}")
+                return None
+            plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
+        process = plugin.process
+        started = time.monotonic()
+        try:
+            await process.start()
+        except (PluginStartError, OSError) as exc:
+            plugin.last_exit = process.last_exit or "failed to start"
+            self._resolve_first(plugin, _start_error(plugin.name, exc))
+            if not plugin.want_running:  # stopped while starting: not a failure
+                return StoppedOnRequest(returncode=process.returncode), time.monotonic() - started
+            logger.error("plugin '%s' failed to start: %s", plugin.name, str(exc).strip())
+            self._transition(
+                plugin, PluginState.CRASHED, reason=plugin.last_exit, returncode=process.returncode
+            )
+            return StartFailed(reason=plugin.last_exit), time.monotonic() - started
+        plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
+        self._transition(plugin, PluginState.RUNNING)
+        self._resolve_first(plugin, None)
+        returncode = await process.wait()
+        ran_for = time.monotonic() - started
+        if not plugin.want_running:
+            plugin.last_exit = describe_exit(returncode)
+            return StoppedOnRequest(returncode=returncode), ran_for
+        end: RunEnd
+        if plugin.kill_reason is not None:
+            end = Killed(reason=plugin.kill_reason, returncode=returncode)
+        else:
+            end = Exited(returncode=returncode)
+        plugin.last_exit = end.description
+        if end.crashed:
+            # Published at once (before any backoff): the router fails the commands in flight.
+            self._transition(plugin, PluginState.CRASHED, reason=end.description, returncode=returncode)
+        else:
+            logger.info("plugin '%s' %s", plugin.name, end.description)
+        return end, ran_for
+
+    async def _back_off(self, plugin: ManagedPlugin, delay: float) -> None:
+        self._transition(plugin, PluginState.BACKOFF, reason=plugin.last_exit, delay=delay)
+        logger.info("restarting plugin '%s' in %.1fs", plugin.name, delay)
+        plugin.wake.clear()
+        if not plugin.want_running:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(plugin.wake.wait(), delay)  # stop() cuts the wait short
 
     def _give_up(self, plugin: ManagedPlugin, reason: str) -> None:
         """No retry can help (bad configuration): failed, with the reason, and tell the waiter."""
         logger.error("plugin '%s' %s", plugin.name, reason)
         plugin.failure_reason = reason
         plugin.want_running = False
-        plugin.state = PluginState.FAILED
+        self._transition(plugin, PluginState.FAILED, reason=reason)
         self._resolve_first(plugin, PluginStartError(f"plugin '{plugin.name}' {reason}", plugin=plugin.name))
-
-    def _should_restart(self, plugin: ManagedPlugin, crashed: bool) -> bool:
-        if not plugin.want_running:
-            return False
-        policy = plugin.spec.restart
-        if policy is RestartPolicy.ALWAYS:
-            return True
-        if policy is RestartPolicy.ON_FAILURE:
-            return crashed
-        if crashed:
-            plugin.failure_reason = f"exited ({plugin.last_exit}) and restart = never"
-            plugin.state = PluginState.FAILED
-        return False
 
     def _resolve_first(self, plugin: ManagedPlugin, error: BaseException | None) -> None:
         first = self._first_ready.pop(plugin.name, None)
@@ -366,19 +367,41 @@ class Supervisor:
         else:
             first.set_exception(error)
 
-    async def _announce_exit(
-        self, plugin: ManagedPlugin, reason: str, returncode: int, crashed: bool
+    # ------------------------------------------------------------------ lifecycle events
+
+    def _transition(
+        self,
+        plugin: ManagedPlugin,
+        state: PluginState,
+        *,
+        reason: str | None = None,
+        returncode: int | None = None,
+        delay: float | None = None,
     ) -> None:
-        """Tell the router (and anyone listening) so waiting commands fail fast, not by timeout."""
-        if self.bus is None or not crashed:
+        """Enter ``state`` and, if that is a change, publish it (queued: this never waits)."""
+        previous = plugin.set_state(state)
+        if previous is None or self.bus is None:
             return
-        data = {
-            "plugin": plugin.name,
-            "reason": reason,
-            "returncode": returncode,
-            "restarts": plugin.restarts,
-        }
-        with contextlib.suppress(BusNotConnected, TimeoutError, OSError):
-            await self.bus.publish(
-                Subjects.plugin_event(plugin.name, "crashed"), data, source="rosey-supervisor"
+        process = plugin.process
+        self.events.emit(
+            LifecycleEvent(
+                plugin=plugin.name,
+                state=state,
+                previous=previous,
+                reason=reason,
+                last_exit=plugin.last_exit,
+                returncode=returncode,
+                delay=delay,
+                restarts=plugin.restarts,
+                pid=process.pid if process is not None and state is not PluginState.STARTING else None,
             )
+        )
+
+
+def _start_error(name: str, exc: BaseException) -> PluginStartError:
+    """What ``start()`` raises for a failed first start: always a PluginStartError."""
+    if isinstance(exc, PluginStartError):
+        return exc
+    error = PluginStartError(f"plugin '{name}' failed to start: {exc}")
+    error.__cause__ = exc
+    return error

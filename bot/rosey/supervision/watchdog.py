@@ -15,14 +15,15 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
-from bot.rosey.supervision.supervisor import ManagedPlugin, PluginState, Supervisor
+from bot.rosey.supervision.spec import Limits
+from bot.rosey.supervision.status import PluginState, ResourceSample
+from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 
 __all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
 
@@ -38,7 +39,7 @@ class WatchdogConfig:
     ping_interval: float = 1.5
     ping_timeout: float = 1.0
     missed_pings_limit: int = 3
-    publish_every: float = 5.0  # stats events on rosey.plugins.<name>.stats
+    publish_every: float = 5.0  # stats events on rosey.lifecycle.<name>.stats
 
     def __post_init__(self) -> None:
         if min(self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every) <= 0:
@@ -48,26 +49,30 @@ class WatchdogConfig:
 
 
 def limit_violation(
-    limits: dict[str, Any],
-    stats: dict[str, Any],
+    limits: Limits,
+    sample: ResourceSample,
     cpu_samples: deque[tuple[float, float]],
     children: int | None,
 ) -> str | None:
-    """The first limit ``stats`` breaks, in words ("memory 301 MB > limit 256 MB"), or None."""
-    max_memory = limits.get("max_memory_mb")
-    if max_memory and stats.get("memory_mb", 0.0) > max_memory:
-        return f"memory {stats['memory_mb']:.0f} MB > limit {max_memory} MB"
-    max_threads = limits.get("max_threads")
-    if max_threads and (stats.get("num_threads") or 0) > max_threads:
-        return f"threads {stats['num_threads']} > limit {max_threads}"
-    max_fds = limits.get("max_open_files")
-    if max_fds and (stats.get("num_fds") or 0) > max_fds:
-        return f"open files {stats['num_fds']} > limit {max_fds}"
-    max_processes = limits.get("max_processes")
+    """The first limit ``sample`` breaks, in words ("memory 301 MB > limit 256 MB"), or None.
+
+    ``cpu_samples`` are the (monotonic time, CPU %) readings of the last ``cpu_window_seconds``;
+    ``children`` is the plugin's process count below it, None when not counted.
+    """
+    max_memory = limits.max_memory_mb
+    if max_memory and sample.memory_mb > max_memory:
+        return f"memory {sample.memory_mb:.0f} MB > limit {max_memory} MB"
+    max_threads = limits.max_threads
+    if max_threads and (sample.num_threads or 0) > max_threads:
+        return f"threads {sample.num_threads} > limit {max_threads}"
+    max_fds = limits.max_open_files
+    if max_fds and (sample.num_fds or 0) > max_fds:
+        return f"open files {sample.num_fds} > limit {max_fds}"
+    max_processes = limits.max_processes
     if max_processes is not None and children is not None and children > max_processes:
         return f"child processes {children} > limit {max_processes}"
-    max_cpu = limits.get("max_cpu_percent")
-    window = float(limits.get("cpu_window_seconds") or 10.0)
+    max_cpu = limits.max_cpu_percent
+    window = limits.cpu_window_seconds
     if max_cpu and len(cpu_samples) >= 2:
         span = cpu_samples[-1][0] - cpu_samples[0][0]
         if span >= window * 0.9 and all(cpu > max_cpu for _, cpu in cpu_samples):
@@ -138,15 +143,15 @@ class Watchdog:
         stats = plugin.process.get_stats()
         if not stats.get("running"):
             return
-        stats["t"] = time.time()
-        plugin.stats = stats
-        plugin.history.append(stats)
+        sample = ResourceSample.from_stats(stats, t=time.time())
+        plugin.stats = sample
+        plugin.history.append(sample)
         samples = self._cpu.setdefault(plugin.name, deque())
-        samples.append((now, float(stats.get("cpu_percent", 0.0))))
-        window = float(plugin.spec.limits.get("cpu_window_seconds") or 10.0)
+        samples.append((now, sample.cpu_percent))
+        window = plugin.spec.limits.cpu_window_seconds
         while samples and now - samples[0][0] > window:
             samples.popleft()
-        reason = limit_violation(plugin.spec.limits, stats, samples, self._children(plugin))
+        reason = limit_violation(plugin.spec.limits, sample, samples, self._children(plugin))
         if reason is not None:
             samples.clear()
             self.supervisor.kill(plugin.name, reason)
@@ -154,7 +159,7 @@ class Watchdog:
     def _children(self, plugin: ManagedPlugin) -> int | None:
         # Scanning /proc for children costs ~1 ms; only pay it for plugins allowed to fork,
         # the others cannot create processes at all (seccomp).
-        if not plugin.spec.limits.get("max_processes") or plugin.process is None:
+        if not plugin.spec.limits.max_processes or plugin.process is None:
             return None
         proc = plugin.process.psutil_process
         if proc is None:
@@ -172,11 +177,14 @@ class Watchdog:
             await asyncio.sleep(self.config.sweep_interval)
 
     async def _publish_stats(self) -> None:
-        assert self.bus is not None
+        if self.bus is None:
+            return
         for index, plugin in enumerate(self.supervisor.running()):
+            # Without history: the event says "now"; ``rosey status`` has the recent past.
+            data = plugin.status(history=0).to_dict()
             with contextlib.suppress(BusNotConnected, OSError):
                 await self.bus.publish(
-                    Subjects.plugin_event(plugin.name, "stats"), plugin.row(), source="rosey-supervisor"
+                    Subjects.lifecycle(plugin.name, "stats"), data, source="rosey-supervisor"
                 )
             if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
                 await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once

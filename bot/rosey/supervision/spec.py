@@ -1,0 +1,92 @@
+"""What the supervisor is told about one plugin: its spec, its resource limits, its restart policy.
+
+These are the supervisor's own vocabulary. ``rosey.toml`` is read by ``config.py``, which turns a
+``[plugins.NAME]`` table into these types (``PluginConfig.limits``); the supervisor never reads
+configuration itself, so a test or an embedding program builds a :class:`PluginSpec` directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from bot.rosey.core.subjects import validate_plugin_name
+from bot.rosey.errors import ConfigError
+
+__all__ = ["DEFAULT_CPU_WINDOW_SECONDS", "Limits", "PluginSpec", "RestartPolicy"]
+
+#: The span over which ``max_cpu_percent`` must be exceeded by every sample before a plugin is killed.
+DEFAULT_CPU_WINDOW_SECONDS = 10.0
+
+
+class RestartPolicy(StrEnum):
+    """When the supervisor restarts a plugin process that exited."""
+
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+def _count(name: str, value: object, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum} or None, got {value!r}")
+
+
+def _positive(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Resource limits the watchdog enforces on one plugin; ``None`` means not enforced.
+
+    ``Limits()`` enforces nothing, which is what a plugin without configured limits gets. A plugin
+    whose CPU use stays above ``max_cpu_percent`` in every sample of ``cpu_window_seconds`` is
+    killed; ``max_processes`` is only checked when it is above 0, since a plugin not allowed to
+    fork cannot (the sandbox stops it) and counting children costs a /proc scan.
+    """
+
+    max_memory_mb: int | None = None
+    max_cpu_percent: float | None = None
+    cpu_window_seconds: float = DEFAULT_CPU_WINDOW_SECONDS
+    max_open_files: int | None = None
+    max_processes: int | None = None
+    max_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _count("max_memory_mb", self.max_memory_mb, 1)
+        _count("max_open_files", self.max_open_files, 1)
+        _count("max_processes", self.max_processes, 0)
+        _count("max_threads", self.max_threads, 1)
+        if self.max_cpu_percent is not None:
+            _positive("max_cpu_percent", self.max_cpu_percent)
+        _positive("cpu_window_seconds", self.cpu_window_seconds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginSpec:
+    """Everything the supervisor needs to (re)create one plugin's process."""
+
+    name: str
+    path: Path | None = None
+    entry: str | None = None
+    enabled: bool = True
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    limits: Limits = field(default_factory=Limits)
+    source: str = "config"
+
+    def __post_init__(self) -> None:
+        validate_plugin_name(self.name)  # it becomes a token of the plugin's subjects
+        object.__setattr__(self, "restart", RestartPolicy(self.restart))
+        if not isinstance(self.limits, Limits):
+            raise TypeError(f"PluginSpec.limits must be a Limits, got {type(self.limits).__name__}")

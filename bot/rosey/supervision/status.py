@@ -1,0 +1,314 @@
+"""The one schema of Rosey's status: per plugin, and for the whole instance.
+
+``rosey status`` (its table and ``--json``), the watchdog's stats events and the control
+service's replies all carry these records, serialized with ``to_dict()`` and read back with
+``from_dict()``. ``to_dict()`` gives the JSON shape users and scripts already rely on;
+``from_dict()`` ignores keys it does not know and fills in missing ones, so a reader and a
+writer one field apart still understand each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+__all__ = [
+    "STATUS_HISTORY",
+    "LauncherStatus",
+    "NatsStatus",
+    "PluginState",
+    "PluginStatus",
+    "ResourceSample",
+    "RoseyStatus",
+    "WatchdogStatus",
+]
+
+#: Resource samples kept in a plugin's status: one per watchdog sweep, so about the last minute.
+STATUS_HISTORY = 60
+
+
+class PluginState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    # A run just ended in a crash; the restart decision moves the plugin on at once (to starting,
+    # backoff or failed), so this state is seen in lifecycle events rather than in a status.
+    CRASHED = "crashed"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+# ---------------------------------------------------------------------- tolerant readers
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+# ---------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceSample:
+    """One watchdog reading of a plugin process (``t`` is wall-clock time, for plotting).
+
+    Fields a reader did not get (a history entry carries only ``t``, CPU and memory) are None.
+    """
+
+    t: float
+    cpu_percent: float
+    memory_mb: float
+    memory_percent: float | None = None
+    num_threads: int | None = None
+    num_fds: int | None = None
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any], *, t: float) -> ResourceSample:
+        """From ``PluginProcess.get_stats()`` of a running process."""
+        return cls(
+            t=t,
+            cpu_percent=_float(stats.get("cpu_percent")) or 0.0,
+            memory_mb=_float(stats.get("memory_mb")) or 0.0,
+            memory_percent=_float(stats.get("memory_percent")),
+            num_threads=_int(stats.get("num_threads")),
+            num_fds=_int(stats.get("num_fds")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "cpu_percent": self.cpu_percent,
+            "memory_mb": self.memory_mb,
+            "memory_percent": self.memory_percent,
+            "num_threads": self.num_threads,
+            "num_fds": self.num_fds,
+        }
+
+    def history_point(self) -> dict[str, Any]:
+        """The entry of ``history`` in a status: time, CPU and memory only, memory rounded."""
+        return {"t": self.t, "cpu_percent": self.cpu_percent, "memory_mb": round(self.memory_mb, 1)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceSample:
+        return cls(
+            t=_float(data.get("t")) or 0.0,
+            cpu_percent=_float(data.get("cpu_percent")) or 0.0,
+            memory_mb=_float(data.get("memory_mb")) or 0.0,
+            memory_percent=_float(data.get("memory_percent")),
+            num_threads=_int(data.get("num_threads")),
+            num_fds=_int(data.get("num_fds")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginStatus:
+    """One plugin as ``rosey status`` shows it: one row of the table, one entry of ``--json``.
+
+    Resource fields are None while the plugin is not running. ``commands`` to ``sandbox`` are
+    what the plugin reported on its last liveness ping; ``denied_by_nats``/``last_denied`` what
+    the NATS server logged against it (present only once it denied something).
+    """
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "state",
+        "pid",
+        "restarts",
+        "cpu_percent",
+        "memory_mb",
+        "uptime_seconds",
+        "last_exit",
+    )
+
+    name: str
+    state: PluginState
+    pid: int | None = None
+    restarts: int = 0
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+    uptime_seconds: float = 0.0
+    last_exit: str | None = None
+    reason: str | None = None
+    ready_ms: float | None = None
+    num_threads: int | None = None
+    num_fds: int | None = None
+    commands: int | None = None
+    command_errors: int | None = None
+    latency_ms_p50: float | None = None
+    permission_violations: int | None = None
+    sandbox: str | None = None  # protections the plugin applied to itself, comma-separated
+    denied_by_nats: int | None = None
+    last_denied: str | None = None
+    history: tuple[ResourceSample, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", PluginState(self.state))
+        object.__setattr__(self, "history", tuple(self.history))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state.value,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "cpu_percent": self.cpu_percent,
+            "memory_mb": self.memory_mb,
+            "uptime_seconds": self.uptime_seconds,
+            "last_exit": self.last_exit,
+            "reason": self.reason,
+            "ready_ms": self.ready_ms,
+            "num_threads": self.num_threads,
+            "num_fds": self.num_fds,
+            "commands": self.commands,
+            "command_errors": self.command_errors,
+            "latency_ms_p50": self.latency_ms_p50,
+            "permission_violations": self.permission_violations,
+            "sandbox": self.sandbox,
+        }
+        if self.denied_by_nats:
+            data["denied_by_nats"] = self.denied_by_nats
+            data["last_denied"] = self.last_denied
+        data["history"] = [sample.history_point() for sample in self.history]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PluginStatus:
+        """Read a status back; raises ValueError only for a state this version does not know."""
+        history = data.get("history")
+        return cls(
+            name=_str(data.get("name")) or "",
+            state=PluginState(data.get("state", PluginState.STOPPED)),
+            pid=_int(data.get("pid")),
+            restarts=_int(data.get("restarts")) or 0,
+            cpu_percent=_float(data.get("cpu_percent")),
+            memory_mb=_float(data.get("memory_mb")),
+            uptime_seconds=_float(data.get("uptime_seconds")) or 0.0,
+            last_exit=_str(data.get("last_exit")),
+            reason=_str(data.get("reason")),
+            ready_ms=_float(data.get("ready_ms")),
+            num_threads=_int(data.get("num_threads")),
+            num_fds=_int(data.get("num_fds")),
+            commands=_int(data.get("commands")),
+            command_errors=_int(data.get("command_errors")),
+            latency_ms_p50=_float(data.get("latency_ms_p50")),
+            permission_violations=_int(data.get("permission_violations")),
+            sandbox=_str(data.get("sandbox")),
+            denied_by_nats=_int(data.get("denied_by_nats")),
+            last_denied=_str(data.get("last_denied")),
+            history=tuple(
+                ResourceSample.from_dict(point)
+                for point in (history if isinstance(history, list) else [])
+                if isinstance(point, Mapping)
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NatsStatus:
+    url: str  # credentials redacted
+    embedded: bool
+    pid: int | None = None  # the embedded server's
+    monitor_url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "embedded": self.embedded, "pid": self.pid, "monitor_url": self.monitor_url}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NatsStatus:
+        return cls(
+            url=_str(data.get("url")) or "",
+            embedded=data.get("embedded") is True,
+            pid=_int(data.get("pid")),
+            monitor_url=_str(data.get("monitor_url")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LauncherStatus:
+    kind: str  # "zygote" or "spawn": the launcher in use, not merely the configured one
+    zygote_pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "zygote_pid": self.zygote_pid}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LauncherStatus:
+        return cls(kind=_str(data.get("kind")) or "", zygote_pid=_int(data.get("zygote_pid")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchdogStatus:
+    last_sweep_ms: float | None = None  # None before the watchdog runs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"last_sweep_ms": self.last_sweep_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchdogStatus:
+        return cls(last_sweep_ms=_float(data.get("last_sweep_ms")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoseyStatus:
+    """A running ``rosey run``: its process, NATS, plugins, launcher and sandbox."""
+
+    pid: int | None
+    nats: NatsStatus
+    uptime_seconds: float
+    plugins: tuple[PluginStatus, ...]
+    launcher: LauncherStatus
+    sandbox_mode: str
+    sandbox_support: Mapping[str, Any]  # what this kernel offers, as ``rosey doctor`` probes it
+    watchdog: WatchdogStatus
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(self.plugins))
+
+    def plugin(self, name: str) -> PluginStatus | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "nats": self.nats.to_dict(),
+            "uptime_seconds": self.uptime_seconds,
+            "plugins": [plugin.to_dict() for plugin in self.plugins],
+            "launcher": self.launcher.to_dict(),
+            "sandbox_mode": self.sandbox_mode,
+            "sandbox_support": dict(self.sandbox_support),
+            "watchdog": self.watchdog.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoseyStatus:
+        plugins = data.get("plugins")
+        return cls(
+            pid=_int(data.get("pid")),
+            nats=NatsStatus.from_dict(_mapping(data.get("nats"))),
+            uptime_seconds=_float(data.get("uptime_seconds")) or 0.0,
+            plugins=tuple(
+                PluginStatus.from_dict(row)
+                for row in (plugins if isinstance(plugins, list) else [])
+                if isinstance(row, Mapping)
+            ),
+            launcher=LauncherStatus.from_dict(_mapping(data.get("launcher"))),
+            sandbox_mode=_str(data.get("sandbox_mode")) or "",
+            sandbox_support=dict(_mapping(data.get("sandbox_support"))),
+            watchdog=WatchdogStatus.from_dict(_mapping(data.get("watchdog"))),
+        )
