@@ -17,12 +17,12 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.errors import PluginNotFound, PluginStartError
+from bot.rosey.plugins.contract import PingReply
 from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
@@ -67,7 +67,7 @@ class ManagedPlugin:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stats: ResourceSample | None = None  # the watchdog's last sample
     history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
-    plugin_stats: Mapping[str, Any] = field(default_factory=dict)  # reported by the plugin on ping
+    ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -97,7 +97,7 @@ class ManagedPlugin:
         """One row of ``rosey status``, with the last ``history`` resource samples."""
         running = self.process is not None and self.process.is_running()
         stats = self.stats
-        ping = self.plugin_stats
+        ping = self.ping
         return PluginStatus(
             name=self.name,
             state=self.state,
@@ -111,11 +111,12 @@ class ManagedPlugin:
             ready_ms=None if self.ready_ms is None else round(self.ready_ms, 1),
             num_threads=stats.num_threads if running and stats else None,
             num_fds=stats.num_fds if running and stats else None,
-            commands=ping.get("commands"),
-            command_errors=ping.get("errors"),
-            latency_ms_p50=ping.get("latency_ms_p50"),
-            permission_violations=ping.get("permission_violations"),
-            sandbox=ping.get("sandbox"),  # protections the plugin applied to itself
+            commands=ping.commands if ping else None,
+            command_errors=ping.errors if ping else None,
+            latency_ms_p50=ping.latency_ms_p50 if ping else None,
+            permission_violations=ping.permission_violations if ping else None,
+            # Protections the plugin reports it applied to itself.
+            sandbox=",".join(ping.sandbox) if ping and ping.sandbox is not None else None,
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 

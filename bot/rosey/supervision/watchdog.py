@@ -21,6 +21,7 @@ import psutil
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
+from bot.rosey.plugins.contract import PingReply
 from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
@@ -223,4 +224,4 @@ class Watchdog:
         except BusNotConnected:
             return  # the bus is down: that is not the plugin's fault
         self._missed.pop(key, None)
-        plugin.plugin_stats = reply.data
+        plugin.ping = PingReply.from_wire(reply.data)  # untrusted: read defensively
