@@ -1,0 +1,42 @@
+"""The CLI's line to a running ``rosey run``: its runtime file, its bus, its control service."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bot.rosey.config import RoseyConfig
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import CliError, NoResponders, RequestTimeout
+from bot.rosey.runtime import RuntimeInfo, read_runtime
+
+__all__ = ["connect", "control"]
+
+SOURCE = "rosey-cli"
+
+
+async def connect(info: RuntimeInfo) -> EventBus:
+    """A bus connection to the instance ``info`` describes, as the core identity it wrote down."""
+    # Against an operator's server the credentials are in the URL, or a token in NATS_TOKEN.
+    token = None if info.user else os.getenv("NATS_TOKEN") or None
+    bus = EventBus(info.nats_url, token, SOURCE, user=info.user, password=info.password, connect_timeout=3.0)
+    await bus.connect()
+    return bus
+
+
+async def control(
+    config: RoseyConfig, action: str, data: dict[str, Any], timeout: float = 30.0
+) -> dict[str, Any]:
+    """One request to the running instance's control service; raises CliError on failure."""
+    info = read_runtime(config.state_dir)
+    bus = await connect(info)
+    try:
+        reply = await bus.request(Subjects.supervisor(action), data, SOURCE, timeout=timeout)
+    except (NoResponders, RequestTimeout) as exc:
+        raise CliError(f"Rosey (pid {info.pid}) did not answer: {exc}") from exc
+    finally:
+        await bus.disconnect()
+    if not reply.data.get("ok"):
+        raise CliError(str(reply.data.get("error", "unknown error")))
+    return reply.data

@@ -1,0 +1,240 @@
+"""One function per ``rosey`` command; each returns the process exit code.
+
+Exit codes: 0 success; 1 the plugin answered with an error; 2 anything else went wrong
+(timeout, unknown or stopped plugin, Rosey not running, bad configuration or arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.rosey.cli.client import connect, control
+from bot.rosey.cli.output import print_json, print_line, table
+from bot.rosey.config import RoseyConfig, load_config
+from bot.rosey.core.event_bus import redact_url
+from bot.rosey.core.events import Event
+from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import CliError, NoResponders, RequestTimeout
+from bot.rosey.runtime import read_runtime
+from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
+from bot.rosey.supervision.status import PluginStatus, RoseyStatus
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_PLUGIN_ERROR",
+    "cmd_doctor",
+    "cmd_lifecycle",
+    "cmd_logs",
+    "cmd_nats_config",
+    "cmd_plugins_list",
+    "cmd_run",
+    "cmd_send",
+    "cmd_status",
+    "setup_logging",
+]
+
+EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_FAILURE = 0, 1, 2
+
+
+def _config(args: argparse.Namespace) -> RoseyConfig:
+    return load_config(args.config)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.rosey.cli.run import run_forever  # heavy imports only for `run`
+
+    config = _config(args)
+    setup_logging(args.log_level or config.log_level)
+    return asyncio.run(run_forever(config, nats_url=args.nats_url, chat=not args.no_chat))
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    config = _config(args)
+    info = read_runtime(config.state_dir)
+    bus = await connect(info)
+    try:
+        known: list[str] | None = None
+        with contextlib.suppress(NoResponders, RequestTimeout):
+            status = await bus.request(Subjects.supervisor("status"), {}, "rosey-cli", timeout=5.0)
+            known = [plugin.name for plugin in RoseyStatus.from_dict(status.data).plugins]
+        router = CoreRouter(
+            bus,
+            RouterConfig(command_timeout=args.timeout or config.command_timeout),
+            known_plugins=(lambda: known) if known is not None else None,
+            source="rosey-cli",
+        )
+        await router.start(chat=False)
+        try:
+            outcome = await router.execute(
+                args.name.lower(), list(args.args), user="cli", channel="cli", timeout=args.timeout
+            )
+        finally:
+            await router.stop()
+    finally:
+        await bus.disconnect()
+    if args.json:
+        print_json(
+            {
+                "kind": outcome.kind.value,
+                "message": outcome.message,
+                "data": outcome.data,
+                "correlation_id": outcome.correlation_id,
+                "elapsed_ms": round(outcome.elapsed * 1000, 3),
+            }
+        )
+    else:
+        print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+    if outcome.ok:
+        return EXIT_OK
+    return EXIT_PLUGIN_ERROR if outcome.kind in (OutcomeKind.ERROR, OutcomeKind.CRASHED) else EXIT_FAILURE
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    data = await control(_config(args), "status", {})
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    status = RoseyStatus.from_dict(data)
+    print(table([plugin.to_dict() for plugin in status.plugins], PluginStatus.COLUMNS))
+    for plugin in status.plugins:
+        if plugin.reason:
+            print(f"{plugin.name}: {plugin.reason}")
+        if plugin.denied_by_nats:
+            print(f"{plugin.name}: {plugin.denied_by_nats} publish/subscribe attempts denied by NATS")
+    kind = "embedded" if status.nats.embedded else "external"
+    print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
+    return EXIT_OK
+
+
+def cmd_plugins_list(args: argparse.Namespace) -> int:
+    from bot.rosey.catalog import build_catalog
+
+    catalog = build_catalog(_config(args))
+    rows = [
+        {
+            "name": spec.name,
+            "enabled": spec.enabled,
+            "source": spec.source,
+            "location": str(spec.path) if spec.path else spec.entry,
+            "restart": spec.restart.value,
+        }
+        for spec in catalog.specs
+    ]
+    if args.json:
+        print_json({"plugins": rows, "problems": list(catalog.problems)})
+    else:
+        print(table(rows, ("name", "enabled", "source", "restart", "location")))
+        for problem in catalog.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_lifecycle(action: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    async def command(args: argparse.Namespace) -> int:
+        data = await control(_config(args), action, {"name": args.name}, timeout=60.0)
+        plugin = PluginStatus.from_dict(data["plugin"])
+        print(f"{plugin.name}: {plugin.state}" + (f" (pid {plugin.pid})" if plugin.pid else ""))
+        return EXIT_OK
+
+    return command
+
+
+async def cmd_logs(args: argparse.Namespace) -> int:
+    data = await control(_config(args), "logs", {"name": args.name, "lines": args.lines})
+    for line in data["lines"]:
+        print_line(line)
+    if not args.follow:
+        return EXIT_OK
+    info = read_runtime(_config(args).state_dir)
+    bus = await connect(info)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def on_line(event: Event) -> None:
+        print_line(event.data)
+
+    try:
+        lease = await bus.request(
+            Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0
+        )
+        if not lease.data.get("ok"):
+            raise CliError(str(lease.data.get("error")))
+        await bus.subscribe(lease.data["subject"], on_line)
+        renew_every = float(lease.data["lease_seconds"]) / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), renew_every)
+            if not stop.is_set():
+                await bus.request(
+                    Subjects.supervisor("follow"), {"name": args.name}, "rosey-cli", timeout=5.0
+                )
+    except (NoResponders, RequestTimeout) as exc:
+        raise CliError(f"Rosey stopped answering: {exc}") from exc
+    finally:
+        await bus.disconnect()
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bot.rosey.cli.doctor import doctor_report, format_report
+
+    report = doctor_report()
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+    return EXIT_OK if report.get("ok", True) else EXIT_FAILURE
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    from bot.rosey.broker.identities import (
+        CORE_USER,
+        Credentials,
+        password_variable,
+        plugin_permissions,
+        plugin_user,
+        render_server_config,
+    )
+    from bot.rosey.catalog import build_catalog
+
+    config = _config(args)
+    catalog = build_catalog(config)
+    users: dict[str, tuple[Credentials, dict[str, Any] | None]] = {
+        "core": (Credentials(user=CORE_USER), None)
+    }
+    for spec in catalog.specs:
+        plugin = catalog.configs[spec.name]
+        users[spec.name] = (
+            Credentials(user=plugin_user(spec.name)),
+            plugin_permissions(spec.name, extra_publish=plugin.publish, extra_subscribe=plugin.subscribe),
+        )
+    names = ", ".join(f"${password_variable(name)}" for name in users)
+    print("# Authorization for your own nats-server, equivalent to what `rosey run` generates for its")
+    print("# embedded server. Choose one password per identity and set them in the environment of")
+    print(f"# BOTH nats-server and `rosey run`: {names}")
+    print("# (nats-server refuses to start while one is unset). nats-server parses the values: use")
+    print("# letters and digits, starting with a letter (e.g. pw$(openssl rand -hex 16)).")
+    print("# Give rosey the core's in its URL:")
+    print("#   rosey run --nats-url nats://rosey_core:$ROSEY_NATS_PASSWORD_CORE@HOST:PORT")
+    print("# Plugins never see that URL's credentials; each connects as its own user.")
+    print(render_server_config(users))
+    return EXIT_OK
