@@ -1,6 +1,6 @@
 """Every test talks to a real nats-server (the ``nats_server`` fixture of ``bot.rosey.testing``).
 
-``NATS_URL`` points at it for code that reads the environment, as the seed's tests do, and
+``NATS_URL`` points at it for code that reads the environment, as the published integration tests do, and
 runtime state goes to a temporary directory instead of the checkout's ``.rosey/``.
 """
 

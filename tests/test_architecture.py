@@ -45,3 +45,17 @@ def test_a_planted_forbidden_import_is_reported(tmp_path: Path, module: str, pla
     )
     found = violations(copy)
     assert any(rule in line for line in found), found
+
+
+def test_every_package_is_a_regular_package() -> None:
+    # setuptools' find_packages skips directories without __init__.py: an installed (non-editable)
+    # Rosey would silently lack them.
+    missing = [
+        str(directory.relative_to(PACKAGE))
+        for directory in PACKAGE.rglob("*")
+        if directory.is_dir()
+        and directory.name != "__pycache__"
+        and any(directory.glob("*.py"))
+        and not (directory / "__init__.py").exists()
+    ]
+    assert missing == []

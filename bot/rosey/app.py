@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +232,3 @@ def _external_credentials(name: str) -> tuple[str | None, str | None]:
     """Against an operator's server: ``ROSEY_NATS_PASSWORD_<NAME>`` if set (see ``rosey nats-config``)."""
     password = os.getenv(password_variable(name))
     return (plugin_user(name), password) if password else (None, None)
-
-
-ReadyCallback = Callable[[RoseyApp], None]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.plugin_registry import PluginInfo, PluginRegistry, locate_plugin_module
+from bot.rosey.plugins.plugin_registry import PluginRegistry, locate_plugin_module
 from bot.rosey.supervision.spec import PluginSpec
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
@@ -29,7 +29,6 @@ class Catalog:
     specs: tuple[PluginSpec, ...]
     configs: dict[str, PluginConfig]
     problems: tuple[str, ...] = ()
-    discovered: dict[str, PluginInfo] = field(default_factory=dict)
     module_files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -102,6 +101,5 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
         specs=tuple(specs),
         configs=configs,
         problems=tuple(problems),
-        discovered=dict(registry.infos),
         module_files=module_files,
     )

@@ -63,8 +63,6 @@ class SandboxMode(StrEnum):
     BEST_EFFORT = "best-effort"
 
 
-
-
 # ------------------------------------------------------------------------ validation helpers
 
 
@@ -151,7 +149,7 @@ def _subject(subject: str) -> str | None:
 
 
 def _subscribe_grant(subject: str) -> str | None:
-    """A subscribe grant; one ending in ``*`` is refused (design.md section 3).
+    """A subscribe grant; one ending in ``*`` is refused.
 
     nats-server lets an allow of ``a.b.*`` subscribe to ``a.b.>`` too, and a deny of ``a.b.>``
     would also block ``a.b.*`` itself: no grant means "exactly one more level". Exact subjects
@@ -514,5 +512,5 @@ network = []                      # extra TCP destinations, e.g. ["api.example.o
 
 
 def example_config() -> str:
-    """A commented ``rosey.toml`` that :func:`load_config` accepts (for ``rosey init`` and the docs)."""
+    """A commented ``rosey.toml`` with every key, that :func:`load_config` accepts (the docs quote it)."""
     return _EXAMPLE

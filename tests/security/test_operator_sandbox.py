@@ -183,7 +183,7 @@ async def test_grants_open_exactly_what_they_name(
 
 
 def test_subscribe_grant_ending_in_star_is_refused(tmp_path: Path) -> None:
-    """design.md §3 trap: an allow ``a.b.*`` lets a client subscribe ``a.b.>``, and no deny can
+    """NATS's trap: an allow ``a.b.*`` lets a client subscribe ``a.b.>``, and no deny can
     keep one level while refusing the rest, so such a grant is refused at load time."""
     (tmp_path / "rosey.toml").write_text('[plugins.granted]\nsubscribe = ["rosey.plugins.canary.*"]\n')
     with pytest.raises(

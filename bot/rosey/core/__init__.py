@@ -1,1 +1,2 @@
-"""The bus and its vocabulary, shared by the host and by every plugin process."""
+"""The wire: events, subjects and the bus. Imported by the host and by every plugin process,
+so it imports nothing of Rosey but ``errors``."""

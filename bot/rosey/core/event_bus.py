@@ -114,7 +114,7 @@ class Subscription:
 class EventBus:
     """One NATS connection carrying Rosey events.
 
-    ``servers``, ``token`` and ``name`` are the seed's arguments; ``user``/``password`` select a
+    ``servers``, ``token`` and ``name`` are the published API's arguments; ``user``/``password`` select a
     per-user identity on servers with authorization, and ``inbox_prefix`` must match the
     identity's subscribe permissions when it is restricted.
     """

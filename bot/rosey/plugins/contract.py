@@ -49,7 +49,7 @@ __all__ = [
 class Env(StrEnum):
     """Environment variables of a plugin process: set by the host, read in the plugin process."""
 
-    # Where and who on NATS (the seed's names: a plugin run by hand reads them too).
+    # Where and who on NATS (the public API's names: a plugin run by hand reads them too).
     NATS_URL = "NATS_URL"
     NATS_TOKEN = "NATS_TOKEN"
     NATS_USER = "NATS_USER"

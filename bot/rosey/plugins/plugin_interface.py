@@ -3,8 +3,8 @@ Plugin interface base class
 All plugins inherit from PluginInterface
 
 This is the only module a plugin needs (plus ``bot.rosey.core.events`` for the ``Event`` type).
-It keeps the seed's API and lifecycle and fixes its sketch: readiness is signalled, not slept
-on; shutdown is immediate on SIGTERM; commands run concurrently (bounded by
+It keeps the published plugin API and lifecycle, implemented so that readiness is signalled,
+not slept on; shutdown is immediate on SIGTERM; commands run concurrently (bounded by
 ``max_concurrency``); a command that arrived as a NATS request gets its result as the reply too.
 """
 
@@ -211,7 +211,7 @@ class PluginInterface(ABC):
         Adds error handling and logging around plugin's handle_command()
         """
         if not self._started:
-            # The subscription exists before on_start() ran (the seed's order); a command that
+            # The subscription exists before on_start() ran (the documented order); a command that
             # arrives that early waits for on_start() instead of meeting a half-built plugin.
             await self._start_finished.wait()
             if not self._started:
@@ -302,7 +302,7 @@ class PluginInterface(ABC):
             correlation_id=correlation_id,
         )
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
-        # The seed's subject for observers, and the requester's inbox: one encoding for both.
+        # The documented .result subject for observers, and the requester's inbox: one encoding for both.
         await bus.publish_event_to(event, (event.subject, reply) if reply else (event.subject,))
 
     async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:

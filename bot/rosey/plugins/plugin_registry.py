@@ -1,8 +1,8 @@
 """Plugin registry: which plugins exist, found WITHOUT running any of their code in the core.
 
-Why static: the seed imported every plugin file (``exec_module``) and instantiated each class to
-read ``plugin_name``. That runs untrusted plugin code with the core's privileges, before any
-sandbox exists - the very thing the sandbox is for. This registry only *reads* source: ``ast``
+Why static: the obvious way, importing every plugin file (``exec_module``) and instantiating
+each class to read ``plugin_name``, runs untrusted plugin code with the core's privileges,
+before any sandbox exists - the very thing the sandbox is for. This registry only *reads* source: ``ast``
 finds the ``PluginInterface`` subclasses and their literal ``plugin_name``; an entry point is
 resolved to its source file with path finders, never importing the module or its parent
 packages (whose ``__init__`` would run). Plugin classes are imported only in their own sandboxed
@@ -42,7 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The seed's default, relative to the current directory (the repository root).
+#: The documented default, relative to the current directory (the repository root).
 DEFAULT_PLUGINS_DIR = "bot/rosey/plugins"
 #: Distributions register plugins as ``name = package.module:ClassName`` in this group.
 DEFAULT_ENTRY_POINT_GROUP = "rosey.plugins"
@@ -78,7 +78,7 @@ class PluginInfo:
             raise ValueError(f"invalid plugin source {self.source!r}: use one of {_SOURCES}")
 
     def as_dict(self) -> dict[str, str | None]:
-        """The seed's dict shape (``name``, ``class``, ``file``, ``module``) plus ``entry`` and ``source``."""
+        """The documented dict (``name``, ``class``, ``file``, ``module``) plus ``entry``, ``source``."""
         return {
             "name": self.name,
             "class": self.class_name,
@@ -268,7 +268,7 @@ class PluginRegistry:
     directory), in each of ``plugin_dirs``, then in the entry points of ``entry_point_group``
     (None disables them), all by static analysis - no plugin code runs in this process.
 
-    ``plugins`` maps each name to the seed's dict (``name``, ``class``, ``file``, ``module``,
+    ``plugins`` maps each name to the documented dict (``name``, ``class``, ``file``, ``module``,
     plus ``entry`` and ``source``), where ``"class"`` is the class NAME as a str, not the class
     object; ``infos`` holds the same as :class:`PluginInfo`. Files and directories whose name
     starts with ``_`` or ``.`` are skipped; under the default directory so is ``examples/``
@@ -320,7 +320,7 @@ class PluginRegistry:
         logger.info("Discovered %d plugin(s): %s", len(self.infos), ", ".join(self.infos) or "none")
 
     def get_plugin(self, name: str) -> dict[str, str | None] | None:
-        """Get plugin info by name (the seed's dict shape), or None"""
+        """Get plugin info by name (the documented dict shape), or None"""
         return self.plugins.get(name)
 
     def get_info(self, name: str) -> PluginInfo | None:

@@ -136,7 +136,7 @@ class PluginProcess:
             raise ValueError(f"plugin '{plugin_name}' needs a plugin_path or options.entry")
         self.plugin_path = Path(plugin_path) if plugin_path is not None else None
         self.nats_url: str = nats_url or os.getenv(Env.NATS_URL) or DEFAULT_NATS_URL
-        # None: the seed's default, $NATS_TOKEN. "" (what rosey run passes): no token at all.
+        # None: the documented default, $NATS_TOKEN. "" (what rosey run passes): no token at all.
         self.nats_token = (nats_token if nats_token is not None else os.getenv(Env.NATS_TOKEN)) or None
         self.python_executable = python_executable or sys.executable
         self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
