@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bot.rosey.cli.doctor import _missing, format_report
+from bot.rosey.cli.doctor import format_report, missing_protections
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
 
@@ -36,7 +36,7 @@ def test_doctor_json_on_this_machine() -> None:
     ],
 )
 def test_missing_protections_and_the_strict_verdict(probe: dict, missing: list[str]) -> None:
-    found = _missing(probe)
+    found = missing_protections(probe)
     assert len(found) == len(missing)
     for word, line in zip(missing, found, strict=True):
         assert word in line

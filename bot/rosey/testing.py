@@ -40,9 +40,11 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, HarnessNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.grants import nats_port
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
-from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
+from bot.rosey.plugins.sandbox import SandboxPolicy
+from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -51,7 +53,16 @@ try:  # pytest-asyncio's decorator makes the async fixture work in its strict mo
 except ImportError:  # without pytest-asyncio no async test can run anyway; keep the plugin loadable
     _async_fixture = pytest.fixture  # type: ignore[assignment]
 
-__all__ = ["PluginHarness", "harness", "nats_server", "nats_url"]
+# What a plugin's tests need, importable from this one module.
+__all__ = [
+    "CommandOutcome",
+    "OutcomeKind",
+    "PluginHarness",
+    "PluginStartError",
+    "harness",
+    "nats_server",
+    "nats_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +165,15 @@ class PluginHarness:
         *,
         entry: str | None = None,
         options: ProcessOptions | None = None,
+        sandbox: bool = False,
     ) -> PluginProcess:
         """Start plugin ``name`` from a file (or ``entry="pkg.module:Class"``); return once it is ready.
 
-        Raises :class:`~bot.rosey.errors.PluginStartError` with the plugin's stderr when it
-        dies or does not report ready in ``options.ready_timeout``; no process is left behind.
+        ``sandbox=True`` runs it under the OS sandbox ``rosey run`` applies by default (strict:
+        it fails to start where the kernel cannot apply every layer), so a test shows that the
+        plugin works with only the access it will get. Raises
+        :class:`~bot.rosey.errors.PluginStartError` with the plugin's stderr when it dies or does
+        not report ready in ``options.ready_timeout``; no process is left behind.
         """
         if name in self._plugins:
             raise PluginStartError(f"plugin '{name}' is already started in this harness", plugin=name)
@@ -167,8 +182,16 @@ class PluginHarness:
         changes: dict[str, Any] = {}
         if entry is not None:
             changes["entry"] = entry
+        data_dir = options.data_dir or self.state_dir / "data" / name
         if options.data_dir is None:
-            changes["data_dir"] = self.state_dir / "data" / name
+            changes["data_dir"] = data_dir
+        if sandbox:
+            changes["sandbox"] = SandboxPolicy.for_plugin(
+                plugin_file=Path(path) if path is not None else None,
+                data_dir=data_dir,
+                nats_port=nats_port(self.nats_url),
+                strict=True,
+            )
         if changes:
             options = dataclasses.replace(options, **changes)
         runner = PluginProcess(name, path, nats_url=self.nats_url, options=options)

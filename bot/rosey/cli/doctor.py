@@ -9,7 +9,7 @@ from typing import Any
 from bot.rosey import __version__
 from bot.rosey.errors import NatsServerNotFound
 
-__all__ = ["doctor_report", "format_report"]
+__all__ = ["doctor_report", "format_report", "missing_protections"]
 
 
 def doctor_report() -> dict[str, Any]:
@@ -27,12 +27,12 @@ def doctor_report() -> dict[str, Any]:
         report["nats_server"] = None
         report["nats_server_error"] = str(exc)
     report["sandbox"] = probe()
-    report["missing_protections"] = _missing(report["sandbox"])
+    report["missing_protections"] = missing_protections(report["sandbox"])
     report["ok"] = report["nats_server"] is not None
     return report
 
 
-def _missing(sandbox: dict[str, Any]) -> list[str]:
+def missing_protections(sandbox: dict[str, Any]) -> list[str]:
     """Protections a plugin could not get here: each one makes sandbox = "strict" refuse plugins."""
     missing = []
     abi = sandbox.get("landlock_abi") or 0
