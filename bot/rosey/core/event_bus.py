@@ -284,8 +284,13 @@ class EventBus:
 
     async def _publish_raw(self, subject: str, payload: bytes, reply: str | None) -> None:
         nc = self.client
-        with _NatsErrors(self, "publish to", subject=subject, size=len(payload)):
+        # The boundary is only built when something failed: this runs twice per command, and a
+        # try block costs nothing in Python 3.11 until it catches.
+        try:
             await nc.publish(subject, payload, reply=reply or "")
+        except Exception:
+            with _NatsErrors(self, "publish to", subject=subject, size=len(payload)):
+                raise
 
     async def request(
         self,
@@ -327,9 +332,11 @@ class EventBus:
         self._replies[token] = future
         expiry = loop.call_later(timeout, _expire, future)
         try:
+            await self._publish_raw(subject, payload, prefix + token)
+            msg = await future
+        except Exception:
             with _NatsErrors(self, "request on", subject=subject, timeout=timeout):
-                await self._publish_raw(subject, payload, prefix + token)
-                msg = await future
+                raise
         finally:
             expiry.cancel()
             self._replies.pop(token, None)
@@ -438,8 +445,8 @@ class _NatsErrors:
 
     each raised ``from`` the original and carrying ``subject``/``timeout``/``size``. Rosey's own
     errors pass through (a nested boundary already mapped them), and so does anything unexpected,
-    unchanged rather than disguised. A class, not ``@contextmanager``: it wraps every publish, and
-    a generator-based one measured ~0.9 µs per use against ~0.25 µs for this one.
+    unchanged rather than disguised. On the command path (publish, request) it is entered only
+    once something failed, inside an ``except``: a ``try`` costs nothing until it catches.
     """
 
     __slots__ = ("_action", "_bus", "_connecting", "_size", "_subject", "_timeout")
