@@ -190,7 +190,7 @@ StartRosey = Callable[..., Awaitable[Rosey]]
 
 @pytest.fixture
 async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartRosey]:
-    """``await start_rosey({"hostile": {...}, "canary": {...}}, sandbox="strict")`` -> :class:`Rosey`.
+    """``await start_rosey({"hostile": {...}, "canary": {...}}, sandbox="strict", launcher=...)`` -> :class:`Rosey`.
 
     Each value is the plugin's ``[plugins.NAME]`` table; ``path`` defaults to the hostile
     fixture (the canary's to the canary fixture). The state dir is ``<tmp>/.rosey``, as written
@@ -205,13 +205,21 @@ async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         plugins: Mapping[str, Mapping[str, TomlValue]] | None = None,
         *,
         sandbox: str = "best-effort",
+        launcher: str = "zygote",
         nats: Mapping[str, TomlValue] | None = None,
         workdir: Path | None = None,
     ) -> Rosey:
         workdir = workdir or tmp_path
         plugins = plugins if plugins is not None else {"hostile": {}, "canary": {}}
         text = toml_table(
-            "rosey", {"state_dir": ".rosey", "sandbox": sandbox, "entry_points": False, "plugin_dirs": []}
+            "rosey",
+            {
+                "state_dir": ".rosey",
+                "sandbox": sandbox,
+                "launcher": launcher,
+                "entry_points": False,
+                "plugin_dirs": [],
+            },
         )
         if nats:
             text += toml_table("nats", nats)
@@ -261,3 +269,9 @@ def violation(kind: str, subject: str) -> str:
     nats-py lowercases the server's text, subject included (``_INBOX`` arrives as ``_inbox``).
     """
     return f'nats: permissions violation for {kind} to "{subject}"'.lower()
+
+
+@pytest.fixture(params=["zygote", "spawn"])
+def launcher(request: pytest.FixtureRequest) -> str:
+    """Both launchers: an attack must fail against a forked plugin and a spawned one alike."""
+    return str(request.param)
