@@ -190,7 +190,7 @@ StartRosey = Callable[..., Awaitable[Rosey]]
 
 @pytest.fixture
 async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartRosey]:
-    """``await start_rosey({"hostile": {...}, "canary": {...}}, sandbox="strict", launcher=...)`` -> :class:`Rosey`.
+    """``await start_rosey({"hostile": {...}, "canary": {...}}, launcher="spawn")`` -> :class:`Rosey`.
 
     Each value is the plugin's ``[plugins.NAME]`` table; ``path`` defaults to the hostile
     fixture (the canary's to the canary fixture). The state dir is ``<tmp>/.rosey``, as written
