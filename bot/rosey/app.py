@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,15 @@ logger = logging.getLogger(__name__)
 class RoseyApp:
     """One running Rosey instance. ``await start()``, then ``await stop()``."""
 
-    def __init__(self, config: RoseyConfig, *, nats_url: str | None = None) -> None:
+    def __init__(
+        self,
+        config: RoseyConfig,
+        *,
+        nats_url: str | None = None,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
+        self._on_shutdown = on_shutdown  # what `rosey shutdown` calls: the runner's stop
         self.external_url = nats_url or config.nats_url
         self.catalog: Catalog = build_catalog(config)
         self.server: NatsServer | None = None
@@ -103,7 +111,7 @@ class RoseyApp:
             known_plugins=self.supervisor.names,
         )
         await self.router.start()
-        self.control = ControlService(self.bus, self.supervisor, self.status)
+        self.control = ControlService(self.bus, self.supervisor, self.status, shutdown=self._on_shutdown)
         await self.control.start()
         results = await self.supervisor.start_all()
         self.watchdog = Watchdog(self.supervisor, self.bus)

@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import select
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -37,6 +39,7 @@ __all__ = [
     "cmd_plugins_list",
     "cmd_run",
     "cmd_send",
+    "cmd_shutdown",
     "cmd_status",
     "setup_logging",
 ]
@@ -237,4 +240,24 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     print("#   rosey run --nats-url nats://rosey_core:$ROSEY_NATS_PASSWORD_CORE@HOST:PORT")
     print("# Plugins never see that URL's credentials; each connects as its own user.")
     print(render_server_config(users))
+    return EXIT_OK
+
+
+async def cmd_shutdown(args: argparse.Namespace) -> int:
+    """Ask the running bot to stop, then wait (on its pidfd, no polling) until it has exited."""
+    config = _config(args)
+    data = await control(config, "shutdown", {})
+    pid = int(data["pid"])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = None  # already gone
+    if pidfd is not None:
+        try:
+            ready, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], args.timeout)
+        finally:
+            os.close(pidfd)
+        if not ready:
+            raise CliError(f"Rosey (pid {pid}) is still stopping after {args.timeout:g} s")
+    print(f"Rosey (pid {pid}) stopped.")
     return EXIT_OK

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,16 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
+    command_parser = getattr(args, "intermixed", None)
+    if isinstance(command_parser, argparse.ArgumentParser):
+        # `rosey send echo --timeout 5 hi`: argparse stops filling a '*' positional at the first
+        # option; reading the command's own arguments intermixed gives users what they expect.
+        own = argv[argv.index(args.command) + 1 :]
+        args = command_parser.parse_intermixed_args(own, argparse.Namespace(**vars(args)))
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command != "run":
         # The command's own output says what went wrong; library warnings would say it twice.
         setup_logging("error")

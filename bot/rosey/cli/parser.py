@@ -3,29 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import NoReturn
 
 from bot.rosey import __version__
 from bot.rosey.cli import commands
 
-__all__ = ["build_parser"]
+__all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
+
+
+class RoseyArgumentParser(argparse.ArgumentParser):
+    """argparse, but an input error is one line (what is wrong, where to read more) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_seconds(text: str) -> float:
+    """A ``--timeout`` value: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = RoseyArgumentParser(add_help=False)
     common.add_argument(
         "--config",
         "-c",
         metavar="PATH",
         help="rosey.toml to use (default: ./rosey.toml if present, else defaults)",
     )
-    parser = argparse.ArgumentParser(
+    parser = RoseyArgumentParser(
         prog="rosey",
         description="Rosey: a chat bot whose plugins each run in their own sandboxed process "
         "and talk only over NATS.",
         epilog="Run `rosey COMMAND --help` for the options of one command.",
     )
     parser.add_argument("--version", action="version", version=f"rosey {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=RoseyArgumentParser
+    )
 
     run = sub.add_parser(
         "run",
@@ -48,16 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         parents=[common],
         help="send a command to a plugin of the running bot and print its answer",
-        description="Send NAME ARGS... as if a chat user typed !NAME ARGS... "
-        "Exit 0 on a result, 1 on a plugin error, 2 on timeout, unknown plugin "
+        description="Send NAME ARGS... as if a chat user typed !NAME ARGS... Options may stand "
+        "anywhere (rosey send echo --timeout 5 hi); after `--` everything is an argument. "
+        "Exit 0 on a result, 1 on a plugin error, 2 on timeout, unknown plugin, bad input "
         "or when Rosey is not running.",
     )
     send.add_argument("name", help="plugin name, e.g. echo")
     send.add_argument(
         "args", nargs="*", help="arguments passed to the plugin (after `--`, even ones starting with '-')"
     )
+    send.set_defaults(intermixed=send)  # main() re-reads its arguments with parse_intermixed_args
     send.add_argument(
-        "--timeout", type=float, metavar="S", help="seconds to wait (default: the plugin's command_timeout)"
+        "--timeout",
+        type=positive_seconds,
+        metavar="S",
+        help="seconds to wait (default: the plugin's command_timeout)",
     )
     send.add_argument("--json", action="store_true", help="print the whole outcome as JSON")
     send.set_defaults(func=commands.cmd_send)
@@ -66,20 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         parents=[common],
         help="one row per plugin: state, pid, restarts, CPU, memory, uptime, last exit",
+        description="Ask the running bot for its status: one row per plugin, the reasons of failed "
+        "plugins, NATS denials, and where NATS runs.",
     )
     status.add_argument("--json", action="store_true", help="everything the supervisor knows, as JSON")
     status.set_defaults(func=commands.cmd_status)
 
-    plugins = sub.add_parser("plugins", help="plugins Rosey would run (works without a running bot)")
+    plugins = sub.add_parser(
+        "plugins",
+        help="plugins Rosey would run (works without a running bot)",
+        description="Inspect the plugins Rosey would run; nothing here needs a running bot.",
+    )
     plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True, metavar="ACTION")
     listing = plugins_sub.add_parser(
-        "list", parents=[common], help="configured and discovered plugins (discovery never runs plugin code)"
+        "list",
+        parents=[common],
+        help="configured and discovered plugins (discovery never runs plugin code)",
+        description="List the plugins from rosey.toml, the plugin directories and installed entry "
+        "points, with where each comes from and the problems found. Plugin files are read, never run.",
     )
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="the same, as JSON")
     listing.set_defaults(func=commands.cmd_plugins_list)
 
-    logs = sub.add_parser("logs", parents=[common], help="a plugin's recent stdout/stderr lines")
-    logs.add_argument("name")
+    logs = sub.add_parser(
+        "logs",
+        parents=[common],
+        help="a plugin's recent stdout/stderr lines",
+        description="Print the last lines a plugin wrote to stdout and stderr (kept across its "
+        "restarts), and with --follow the new ones as they come.",
+    )
+    logs.add_argument("name", help="plugin name, e.g. echo")
     logs.add_argument(
         "--lines", "-n", type=int, default=50, metavar="N", help="how many recent lines (default 50)"
     )
@@ -91,19 +134,39 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", "stop a plugin (SIGTERM, then SIGKILL after 5 s); it stays stopped"),
         ("restart", "stop then start a plugin"),
     ):
-        lifecycle = sub.add_parser(action, parents=[common], help=text)
-        lifecycle.add_argument("name")
+        lifecycle = sub.add_parser(
+            action, parents=[common], help=text, description=text[0].upper() + text[1:] + "."
+        )
+        lifecycle.add_argument("name", help="plugin name, e.g. echo")
         lifecycle.set_defaults(func=commands.cmd_lifecycle(action))
 
     doctor = sub.add_parser(
         "doctor",
         help="which protections this machine supports (Landlock, seccomp, namespaces) and what is missing",
+        description="Check this machine: the nats-server binary, and each kernel protection the "
+        'sandbox uses; say what is missing and whether sandbox = "strict" can start plugins here.',
     )
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help="the same, as JSON")
     doctor.set_defaults(func=commands.cmd_doctor)
 
     nats_config = sub.add_parser(
-        "nats-config", parents=[common], help="print the authorization block to use with your own nats-server"
+        "nats-config",
+        parents=[common],
+        help="print the authorization block to use with your own nats-server",
+        description="Print the users and permissions `rosey run` would generate, as an authorization "
+        "block for an operator's own nats-server; passwords stay environment variable references.",
     )
+
+    shutdown = sub.add_parser(
+        "shutdown",
+        parents=[common],
+        help="stop the running bot cleanly (as Ctrl-C would)",
+        description="Ask the running bot to stop: plugins get SIGTERM (their on_stop runs), then "
+        "NATS stops. Waits until the bot has exited.",
+    )
+    shutdown.add_argument(
+        "--timeout", type=positive_seconds, default=60.0, metavar="S", help="seconds to wait (default 60)"
+    )
+    shutdown.set_defaults(func=commands.cmd_shutdown)
     nats_config.set_defaults(func=commands.cmd_nats_config)
     return parser

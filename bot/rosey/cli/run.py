@@ -40,7 +40,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    app = RoseyApp(config, nats_url=nats_url)
+    app = RoseyApp(config, nats_url=nats_url, on_shutdown=stop.set)
     starting = asyncio.create_task(app.start())
     stopping = asyncio.create_task(stop.wait())
     try:

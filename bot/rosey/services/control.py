@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import BusNotConnected
+from bot.rosey.errors import BusNotConnected, RoseyError
 from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.services.base import RequestService
 from bot.rosey.supervision.status import RoseyStatus
@@ -41,10 +42,18 @@ StatusReport = Callable[[], RoseyStatus]
 class ControlService:
     """Serves the CLI: the status (from ``status``), lifecycle actions and logs of ``supervisor``."""
 
-    def __init__(self, bus: EventBus, supervisor: Supervisor, status: StatusReport) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        supervisor: Supervisor,
+        status: StatusReport,
+        *,
+        shutdown: Callable[[], None] | None = None,
+    ) -> None:
         self.bus = bus
         self.supervisor = supervisor
         self._status_report = status
+        self._shutdown = shutdown  # asks the running bot to stop, as Ctrl-C does
         self._followers: dict[str, float] = {}  # plugin -> lease expiry (monotonic)
         self._hooked = False
         self._pending: set[asyncio.Task[None]] = set()
@@ -57,6 +66,7 @@ class ControlService:
                 Subjects.supervisor("restart"): self._restart,
                 Subjects.supervisor("logs"): self._logs,
                 Subjects.supervisor("follow"): self._follow,
+                Subjects.supervisor("shutdown"): self._shutdown_request,
             },
             source=SOURCE,
         )
@@ -86,6 +96,13 @@ class ControlService:
         name = str(request["name"])
         await self.supervisor.restart(name)
         return {"plugin": self.supervisor.get(name).status(history=0).to_dict()}
+
+    async def _shutdown_request(self, _: Mapping[str, Any]) -> dict[str, Any]:
+        """Stop the whole bot, in the same order as Ctrl-C; the reply leaves before the stop begins."""
+        if self._shutdown is None:
+            raise RoseyError("this Rosey cannot be shut down remotely (it was not started by `rosey run`)")
+        asyncio.get_running_loop().call_soon(self._shutdown)
+        return {"pid": os.getpid()}
 
     async def _logs(self, request: Mapping[str, Any]) -> dict[str, Any]:
         plugin = self.supervisor.get(str(request["name"]))

@@ -29,7 +29,13 @@ from typing import Any
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event, new_id
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
-from bot.rosey.errors import BusNotConnected, MalformedEvent, NoResponders, RequestTimeout
+from bot.rosey.errors import (
+    BusNotConnected,
+    MalformedEvent,
+    NoResponders,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -53,6 +59,7 @@ class OutcomeKind(StrEnum):
     UNKNOWN = "unknown"  # no such command
     UNAVAILABLE = "unavailable"  # a known plugin that is not running (or the bus is down)
     CRASHED = "crashed"  # the plugin process died while handling the command
+    TOO_LARGE = "too_large"  # the command does not fit in one message on the bus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +125,14 @@ def _split_args(text: str) -> list[str]:
         return list(lexer)
     except ValueError:  # "No closing quotation"
         return text.split()
+
+
+def _megabytes(size: int | None) -> str:
+    """``1.05 MB``, ``1 MB``: sizes as a person reads them (MB = 2**20 bytes, as NATS counts them);
+    two decimals, so a size just over a limit never prints as the limit itself."""
+    if size is None:
+        return "? MB"
+    return f"{size / 2**20:.2f} MB" if size % 2**20 else f"{size // 2**20} MB"
 
 
 class CoreRouter:
@@ -246,6 +261,11 @@ class CoreRouter:
         except RequestTimeout:
             logger.warning("plugin %s did not answer command %s within %gs", plugin, correlation_id, wait)
             return outcome(OutcomeKind.TIMEOUT, f"plugin '{plugin}' did not answer within {wait:g} s")
+        except PayloadTooLarge as exc:
+            return outcome(
+                OutcomeKind.TOO_LARGE,
+                f"command too large: {_megabytes(exc.size)} > the {_megabytes(exc.limit)} message limit",
+            )
         except BusNotConnected as exc:
             logger.warning("command %s for %s not sent: %s", correlation_id, plugin, exc)
             return outcome(
