@@ -57,7 +57,9 @@ async def test_arguments_over_the_message_limit_are_one_line_and_exit_2(running:
     assert out == ""
 
 
-def _commands(parser: argparse.ArgumentParser, prefix: str = "rosey") -> list[tuple[str, argparse.ArgumentParser]]:
+def _commands(
+    parser: argparse.ArgumentParser, prefix: str = "rosey"
+) -> list[tuple[str, argparse.ArgumentParser]]:
     found: list[tuple[str, argparse.ArgumentParser]] = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
