@@ -36,6 +36,7 @@ from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.state_lock import StateLock
 from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import LauncherStatus, NatsStatus, RoseyStatus, WatchdogStatus
 from bot.rosey.supervision.supervisor import Supervisor
@@ -58,6 +59,7 @@ class RoseyApp:
     ) -> None:
         self.config = config
         self._on_shutdown = on_shutdown  # what `rosey shutdown` calls: the runner's stop
+        self._lock = StateLock(config.state_dir)
         self.external_url = nats_url or config.nats_url
         self.catalog: Catalog = build_catalog(config)
         self.server: NatsServer | None = None
@@ -83,6 +85,7 @@ class RoseyApp:
         """Bring everything up; returns plugin name -> None (ready) or why it did not start."""
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock.acquire()  # before anything writes into the state directory
         for problem in self.catalog.problems:
             logger.warning("%s", problem)
         if self.config.launcher is Launcher.ZYGOTE and zygote_supported():
@@ -148,6 +151,7 @@ class RoseyApp:
         if self.server is not None:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
+        self._lock.release()
 
     def status(self) -> RoseyStatus:
         assert self.supervisor is not None

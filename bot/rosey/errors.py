@@ -16,6 +16,7 @@ for callers who do not know Rosey's names::
     |   +-- NatsServerNotFound      FileNotFoundError
     +-- ZygoteError                 OSError
     +-- NotRunning                  LookupError
+    +-- AlreadyRunning              RuntimeError
     +-- HarnessNotConnected         RuntimeError
     +-- CliError
     +-- PluginError                                   .plugin
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "AlreadyRunning",
     "BusNotConnected",
     "CliError",
     "ConfigError",
@@ -165,6 +167,10 @@ class ZygoteError(RoseyError, OSError):
 
 class NotRunning(RoseyError, LookupError):
     """No ``rosey run`` instance is running for this configuration."""
+
+
+class AlreadyRunning(RoseyError, RuntimeError):
+    """Another ``rosey run`` holds this state directory; the message names its pid and start."""
 
 
 class HarnessNotConnected(RoseyError, RuntimeError):
