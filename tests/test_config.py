@@ -242,7 +242,7 @@ def test_programmatic_construction_is_validated_too() -> None:
     [
         ("colour = 1\n", "colour", "unknown key; allowed keys: nats, plugins, rosey"),
         ("[rosey]\ncolour = 1\n", "rosey.colour", "unknown key; allowed keys: command_timeout, entry_points"),
-        ("[nats]\nport = 4222\n", "nats.port", "unknown key; allowed keys: monitor, url"),
+        ("[nats]\nport = 4222\n", "nats.port", "unknown key; allowed keys: max_payload, monitor, url"),
         ("[plugins.echo]\nmax_memroy_mb = 1\n", "plugins.echo.max_memroy_mb", "unknown key; allowed keys: "),
     ],
 )
@@ -426,3 +426,12 @@ def test_explicit_path_that_does_not_exist(tmp_path: Path) -> None:
 def test_config_error_is_a_value_error(project: Path) -> None:
     with pytest.raises(ValueError, match="unknown key"):
         load_config(write(project, "bogus = 1\n"))
+
+
+def test_nats_max_payload_is_configurable_and_bounded(tmp_path: Path) -> None:
+    (tmp_path / "rosey.toml").write_text("[nats]\nmax_payload = 8388608\n")
+    assert load_config(base_dir=tmp_path).nats_max_payload == 8 * 1024 * 1024
+    for bad, reason in (("100", "integer >= 4096"), ("134217728", "at most 67108864"), ('"1MB"', "integer")):
+        (tmp_path / "rosey.toml").write_text(f"[nats]\nmax_payload = {bad}\n")
+        with pytest.raises(ConfigError, match=reason):
+            load_config(base_dir=tmp_path)

@@ -207,6 +207,7 @@ class RoseyApp:
             store_dir=state_dir / "jetstream",
             users=tuple(users),
             monitor=self.config.nats_monitor,
+            max_payload=self.config.nats_max_payload,
         )
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:

@@ -47,6 +47,9 @@ CONFIG_FILENAME = "rosey.toml"
 STATE_DIR_ENV = "ROSEY_STATE_DIR"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_COMMAND_TIMEOUT = 10.0
+#: nats-server's own default for the largest message (a command, a result) and its hard ceiling.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+MAX_PAYLOAD_CEILING = 64 * 1024 * 1024
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -282,6 +285,7 @@ _ROSEY_KEYS = {
     "log_level": "rosey.log_level",
     "nats_url": "nats.url",
     "nats_monitor": "nats.monitor",
+    "nats_max_payload": "nats.max_payload",
 }
 
 
@@ -300,6 +304,7 @@ class RoseyConfig:
     log_level: str = "info"
     nats_url: str | None = None
     nats_monitor: bool = False
+    nats_max_payload: int = DEFAULT_MAX_PAYLOAD
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -325,6 +330,13 @@ class RoseyConfig:
         if self.nats_url is not None:
             _check_nats_url(_ROSEY_KEYS["nats_url"], self.nats_url)
         put("nats_monitor", _bool(_ROSEY_KEYS["nats_monitor"], self.nats_monitor))
+        put("nats_max_payload", _int(_ROSEY_KEYS["nats_max_payload"], self.nats_max_payload, minimum=4096))
+        if self.nats_max_payload > MAX_PAYLOAD_CEILING:
+            raise _fail(
+                _ROSEY_KEYS["nats_max_payload"],
+                f"must be at most {MAX_PAYLOAD_CEILING} (64 MB, nats-server's ceiling), "
+                f"got {self.nats_max_payload}",
+            )
         if not isinstance(self.plugins, Mapping):
             raise _fail("plugins", f"must be a mapping of name to PluginConfig, got {self.plugins!r}")
         for name, plugin in self.plugins.items():
@@ -344,7 +356,7 @@ class RoseyConfig:
 
 _TOP_KEYS = ("nats", "plugins", "rosey")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
-_NATS_KEYS = ("monitor", "url")
+_NATS_KEYS = ("max_payload", "monitor", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
 
 
@@ -424,6 +436,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         log_level=rosey.get("log_level", "info"),
         nats_url=nats.get("url"),
         nats_monitor=nats.get("monitor", False),
+        nats_max_payload=nats.get("max_payload", DEFAULT_MAX_PAYLOAD),
         plugins=configured,
     )
 
@@ -487,6 +500,7 @@ log_level = "info"                # debug | info | warning | error
 [nats]
 # url = "nats://127.0.0.1:4222"   # use an existing server; without it Rosey embeds its own
 monitor = false                   # embedded server: HTTP monitoring on 127.0.0.1 (random port)
+max_payload = 1048576             # embedded server: largest message in bytes (a command, a result); <= 64 MB
 
 # One table per plugin. Without `path` or `module` it tunes a plugin found by discovery.
 [plugins.echo]

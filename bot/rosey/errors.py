@@ -149,6 +149,17 @@ class PayloadTooLarge(RoseyError, ValueError):
         self.size = size
         self.limit = limit
 
+    def sizes(self) -> str:
+        """``5.00 MB > 1 MB``, as a person reads it (MB = 2**20 bytes, as NATS counts them)."""
+        return f"{_megabytes(self.size)} > {_megabytes(self.limit)}"
+
+
+def _megabytes(size: int | None) -> str:
+    # Two decimals, so a size just over a limit never prints as the limit itself.
+    if size is None:
+        return "? MB"
+    return f"{size / 2**20:.2f} MB" if size % 2**20 else f"{size // 2**20} MB"
+
 
 # ------------------------------------------------------------------ the host's processes
 

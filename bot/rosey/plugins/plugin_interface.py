@@ -24,7 +24,7 @@ from typing import Any
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
-from bot.rosey.errors import PluginNameMismatch, PluginNotConnected
+from bot.rosey.errors import PayloadTooLarge, PluginNameMismatch, PluginNotConnected
 from bot.rosey.plugins.command_stats import CommandStats
 from bot.rosey.plugins.contract import (
     Env,
@@ -302,8 +302,24 @@ class PluginInterface(ABC):
             correlation_id=correlation_id,
         )
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
-        # The documented .result subject for observers, and the requester's inbox: one encoding for both.
-        await bus.publish_event_to(event, (event.subject, reply) if reply else (event.subject,))
+        subjects = (event.subject, reply) if reply else (event.subject,)
+        try:
+            # The documented .result subject for observers, and the requester's inbox: one encoding
+            # for both.
+            await bus.publish_event_to(event, subjects)
+        except PayloadTooLarge as exc:
+            # Refused before anything was sent. The requester still waits on its inbox: tell it
+            # why now, rather than let it time out.
+            what = "result" if action == "result" else "error message"
+            text = f"{what} too large: {exc.sizes()}"
+            logger.error("Plugin '%s' %s", self.plugin_name, text)
+            error = Event(
+                subject=Subjects.plugin_command(self.plugin_name, "error"),
+                data={"error": text},
+                source=f"plugin-{self.plugin_name}",
+                correlation_id=correlation_id,
+            )
+            await bus.publish_event_to(error, (error.subject, reply) if reply else (error.subject,))
 
     async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:
         """

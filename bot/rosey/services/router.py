@@ -127,14 +127,6 @@ def _split_args(text: str) -> list[str]:
         return text.split()
 
 
-def _megabytes(size: int | None) -> str:
-    """``1.05 MB``, ``1 MB``: sizes as a person reads them (MB = 2**20 bytes, as NATS counts them);
-    two decimals, so a size just over a limit never prints as the limit itself."""
-    if size is None:
-        return "? MB"
-    return f"{size / 2**20:.2f} MB" if size % 2**20 else f"{size // 2**20} MB"
-
-
 class CoreRouter:
     """Routes commands to plugins over the bus and chat lines to commands.
 
@@ -264,7 +256,7 @@ class CoreRouter:
         except PayloadTooLarge as exc:
             return outcome(
                 OutcomeKind.TOO_LARGE,
-                f"command too large: {_megabytes(exc.size)} > the {_megabytes(exc.limit)} message limit",
+                f"command too large: {exc.sizes()} (the message limit)",
             )
         except BusNotConnected as exc:
             logger.warning("command %s for %s not sent: %s", correlation_id, plugin, exc)
