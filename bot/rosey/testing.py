@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import tempfile
@@ -298,3 +299,20 @@ async def harness(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Plug
         yield plugin_harness
     finally:
         await plugin_harness.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark async tests that use the harness as asyncio tests, so a plugin's test suite needs no
+    ``asyncio_mode = "auto"`` (in pytest-asyncio's default strict mode, an unmarked async test
+    fails with "async def functions are not natively supported"). Runs before pytest-asyncio
+    looks at the function; a test already marked, or not using ``harness``, is left alone."""
+    if not isinstance(collector, pytest.Module | pytest.Class) or not collector.funcnamefilter(name):
+        return
+    if not inspect.iscoroutinefunction(obj):
+        return
+    parameters = inspect.signature(obj).parameters
+    if "harness" in parameters or "nats_server" in parameters or "nats_url" in parameters:
+        marks = getattr(obj, "pytestmark", [])
+        if not any(mark.name == "asyncio" for mark in marks):
+            pytest.mark.asyncio(obj)
