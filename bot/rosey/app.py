@@ -30,6 +30,7 @@ from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError
 from bot.rosey.grants import plugin_url, sandbox_for
+from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
@@ -60,6 +61,7 @@ class RoseyApp:
         self.config = config
         self._on_shutdown = on_shutdown  # what `rosey shutdown` calls: the runner's stop
         self._lock = StateLock(config.state_dir)
+        self.log_files: PluginLogFiles | None = None
         self.external_url = nats_url or config.nats_url
         self.catalog: Catalog = build_catalog(config)
         self.server: NatsServer | None = None
@@ -105,6 +107,8 @@ class RoseyApp:
         await self.bus.connect()
 
         self.supervisor = Supervisor(self.bus, self.catalog.specs, self._make_process)
+        self.log_files = PluginLogFiles(state_dir / "logs")  # output outlives the bot: `rosey logs`
+        self.supervisor.add_output_listener(self.log_files.write)
         self.router = CoreRouter(
             self.bus,
             RouterConfig(
@@ -151,6 +155,8 @@ class RoseyApp:
         if self.server is not None:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
+        if self.log_files is not None:
+            self.log_files.close()
         self._lock.release()
 
     def status(self) -> RoseyStatus:

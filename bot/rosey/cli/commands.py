@@ -23,7 +23,8 @@ from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import redact_url
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import CliError, NoResponders, RequestTimeout
+from bot.rosey.errors import CliError, NoResponders, NotRunning, RequestTimeout
+from bot.rosey.plugin_logs import read_plugin_log
 from bot.rosey.runtime import read_runtime
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.supervision.status import PluginStatus, RoseyStatus
@@ -160,12 +161,26 @@ def cmd_lifecycle(action: str) -> Callable[[argparse.Namespace], Awaitable[int]]
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    data = await control(_config(args), "logs", {"name": args.name, "lines": args.lines})
+    config = _config(args)
+    try:
+        data = await control(config, "logs", {"name": args.name, "lines": args.lines})
+    except NotRunning:
+        # The bot is not running: its plugins' output is still on disk.
+        if args.follow:
+            raise
+        directory = config.state_dir / "logs"
+        records = read_plugin_log(directory, args.name, args.lines)
+        if not records:
+            raise CliError(
+                f"Rosey is not running here and has no logs of plugin '{args.name}' in {directory}"
+            ) from None
+        print(f"(Rosey is not running; the last lines of {directory / args.name}.log)", file=sys.stderr)
+        data = {"lines": records}
     for line in data["lines"]:
         print_line(line)
     if not args.follow:
         return EXIT_OK
-    info = read_runtime(_config(args).state_dir)
+    info = read_runtime(config.state_dir)
     bus = await connect(info)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
