@@ -116,6 +116,7 @@ class RoseyApp:
                 timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
             ),
             known_plugins=self.supervisor.names,
+            why_unavailable=self._why_unavailable,
         )
         await self.router.start()
         self.control = ControlService(self.bus, self.supervisor, self.status, shutdown=self._on_shutdown)
@@ -158,6 +159,11 @@ class RoseyApp:
         if self.log_files is not None:
             self.log_files.close()
         self._lock.release()
+
+    def _why_unavailable(self, name: str) -> str | None:
+        if self.supervisor is None or name not in self.supervisor.plugins:
+            return None
+        return self.supervisor.plugins[name].failure_reason
 
     def status(self) -> RoseyStatus:
         assert self.supervisor is not None

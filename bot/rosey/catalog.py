@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.plugin_registry import PluginRegistry, locate_plugin_module
+from bot.rosey.plugins.plugin_registry import PluginRegistry, inspect_plugin_file, locate_plugin_module
 from bot.rosey.supervision.spec import PluginSpec
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
@@ -55,10 +55,18 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
         found[name] = (info.file if info.entry is None else None, info.entry, info.source)
         if info.entry is not None and info.file is not None:
             module_files[name] = info.file
+    load_errors: dict[str, str] = {}  # plugins that cannot run at all: shown as failed, with why
     bare: list[str] = []  # [plugins.NAME] tables that only tune a plugin found elsewhere
     for name, plugin in config.plugins.items():
         if plugin.path is not None:
+            # The same file discovered in a plugin directory under its own plugin_name must not
+            # start a second time: the configured entry is the one that runs.
+            for other, (other_path, _, source) in list(found.items()):
+                if other != name and source != "config" and other_path == plugin.path:
+                    del found[other]
             found[name] = (plugin.path, None, "config")
+            if (problem := inspect_plugin_file(plugin.path, name)) is not None:
+                load_errors[name] = problem
         elif plugin.module is not None:
             module, _, class_name = plugin.module.partition(":")
             try:
@@ -71,6 +79,10 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 module_files[name] = module_file
         elif name not in found:
             bare.append(name)
+    for name, (file, problem) in registry.load_failures.items():
+        if name not in found:  # a discovered file that does not even parse
+            found[name] = (file, None, "directory")
+            load_errors[name] = problem
     if not found:
         logger.info("no plugins configured or discovered; running the bundled echo example")
         found["echo"] = (ECHO_EXAMPLE, None, "example")
@@ -95,6 +107,7 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 restart=plugin_config.restart,
                 limits=plugin_config.limits,
                 source=source,
+                load_error=load_errors.get(name),
             )
         )
     return Catalog(

@@ -75,13 +75,17 @@ async def cmd_send(args: argparse.Namespace) -> int:
     bus = await connect(info)
     try:
         known: list[str] | None = None
+        reasons: dict[str, str | None] = {}
         with contextlib.suppress(NoResponders, RequestTimeout):
             status = await bus.request(Subjects.supervisor("status"), {}, "rosey-cli", timeout=5.0)
-            known = [plugin.name for plugin in RoseyStatus.from_dict(status.data).plugins]
+            plugins = RoseyStatus.from_dict(status.data).plugins
+            known = [plugin.name for plugin in plugins]
+            reasons = {plugin.name: plugin.reason for plugin in plugins}
         router = CoreRouter(
             bus,
             RouterConfig(command_timeout=args.timeout or config.command_timeout),
             known_plugins=(lambda: known) if known is not None else None,
+            why_unavailable=reasons.get,
             source="rosey-cli",
         )
         await router.start(chat=False)
@@ -138,6 +142,7 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
             "source": spec.source,
             "location": str(spec.path) if spec.path else spec.entry,
             "restart": spec.restart.value,
+            "problem": spec.load_error,
         }
         for spec in catalog.specs
     ]
@@ -145,6 +150,9 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
         print_json({"plugins": rows, "problems": list(catalog.problems)})
     else:
         print(table(rows, ("name", "enabled", "source", "restart", "location")))
+        for row in rows:
+            if row["problem"]:
+                print(f"{row['name']}: cannot run: {row['problem']}")
         for problem in catalog.problems:
             print(f"warning: {problem}", file=sys.stderr)
     return EXIT_OK

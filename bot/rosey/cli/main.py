@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `rosey send echo --timeout 5 hi`: argparse stops filling a '*' positional at the first
         # option; reading the command's own arguments intermixed gives users what they expect.
         own = argv[argv.index(args.command) + 1 :]
-        args = command_parser.parse_intermixed_args(own, argparse.Namespace(**vars(args)))
+        args = command_parser.parse_intermixed_args(own, argparse.Namespace(command=args.command))
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command != "run":

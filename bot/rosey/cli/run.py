@@ -71,8 +71,10 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         try_it = f"Type !{example} hello here, or {try_it}"
     else:
         try_it = try_it[0].upper() + try_it[1:]
+    failed = [str(error).strip().splitlines()[0] for error in results.values() if error is not None]
+    failures = f"; {len(failed)} failed ({'; '.join(failed)})" if failed else ""
     print(
-        f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}) "
+        f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}){failures} "
         f"on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
         flush=True,
     )

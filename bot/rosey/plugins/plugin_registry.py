@@ -231,6 +231,55 @@ def _source_file(spec: importlib.machinery.ModuleSpec) -> Path | None:
     return None  # extension module, bytecode only, inside a zip, namespace package...
 
 
+def _shown(path: Path) -> str:
+    """A path as the operator would type it: relative to the current directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _calls_run_plugin(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.Call) and _tail(node.func) == "run_plugin" for node in ast.walk(tree))
+
+
+def inspect_plugin_file(path: Path, expected_name: str) -> str | None:
+    """Why the plugin file ``path`` cannot run as plugin ``expected_name``, or None if it can.
+
+    Read statically, like discovery: a syntax error (with its line), no plugin class, several
+    plugin classes and no ``run_plugin(...)`` to pick one, or a ``plugin_name`` that differs
+    from ``expected_name`` (the name in rosey.toml). Nothing is imported.
+    """
+    shown = _shown(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        return f"{shown}:{exc.lineno}: SyntaxError: {exc.msg}"
+    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        return f"{shown}: cannot read: {exc}"
+    plugins = {
+        name: scan
+        for name, scan in _scan_classes(tree).items()
+        if scan.is_plugin and not scan.subclassed and scan.name_kind not in ("missing", "abstract")
+    }
+    if not plugins:
+        return f"{shown}: defines no plugin class (a PluginInterface subclass with a plugin_name)"
+    if len(plugins) > 1 and not _calls_run_plugin(tree):
+        names = ", ".join(plugins)
+        return (
+            f"{shown}: defines {len(plugins)} plugin classes ({names}) and no run_plugin(...) to choose one"
+        )
+    declared = {scan.plugin_name for scan in plugins.values() if scan.name_kind == "literal"}
+    if len(plugins) == 1 and declared and expected_name not in declared:
+        return (
+            f"{shown}: its plugin_name is {declared.pop()!r} but rosey.toml calls it "
+            f"{expected_name!r}; make them match"
+        )
+    return None
+
+
 def locate_plugin_module(module: str, class_name: str | None = None) -> tuple[str, Path | None]:
     """Find plugin class ``class_name`` (or the module's only plugin class) by reading source.
 
@@ -304,12 +353,16 @@ class PluginRegistry:
         self.plugins: dict[str, dict[str, str | None]] = {}
         self.infos: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
+        #: Plugin files found but unusable, by the name they would have had (their file's stem):
+        #: the file and the reason, with file and line. ``rosey run`` reports them as failed plugins.
+        self.load_failures: dict[str, tuple[Path, str]] = {}
 
     def discover(self) -> None:
         """Discover plugins (afresh): directories first, then entry points; nothing is imported."""
         self.plugins.clear()
         self.infos.clear()
         self.problems.clear()
+        self.load_failures.clear()
         if self.search_default_dir or not self._default_dir:
             skip_examples = self._default_dir and not self.include_examples
             self._discover_dir(self.plugins_dir, skip_examples=skip_examples, required=not self._default_dir)
@@ -361,9 +414,19 @@ class PluginRegistry:
                 return ast.parse(source, filename=str(path))
         except SyntaxError as exc:
             self._problem("cannot parse %s: %s (line %s)", path, exc.msg, exc.lineno)
+            self._failed(path, f"{_shown(path)}:{exc.lineno}: SyntaxError: {exc.msg}")
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             self._problem("cannot read %s: %s", path, exc)
+            self._failed(path, f"{_shown(path)}: cannot read: {exc}")
         return None
+
+    def _failed(self, path: Path, reason: str) -> None:
+        """Remember an unusable plugin file under the name it would most likely have had."""
+        try:
+            name = validate_plugin_name(path.stem)
+        except ValueError:
+            return  # no plausible plugin name: the problem list says it
+        self.load_failures.setdefault(name, (path, reason))
 
     def _walk(self, root: Path, *, skip_examples: bool) -> Iterator[Path]:
         def unreadable(exc: OSError) -> None:

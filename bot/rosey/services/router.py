@@ -140,12 +140,16 @@ class CoreRouter:
         config: RouterConfig | None = None,
         *,
         known_plugins: Callable[[], Collection[str]] | None = None,
+        why_unavailable: Callable[[str], str | None] | None = None,
         source: str = "rosey-router",
     ) -> None:
         self.bus = bus
         self.config = config or RouterConfig()
         self.source = source
         self._known_plugins = known_plugins
+        # Why a known plugin serves nothing ("failed to load: plugins/x.py:3: SyntaxError ..."),
+        # so the user reads the reason rather than "not running".
+        self._why_unavailable = why_unavailable
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
@@ -289,6 +293,9 @@ class CoreRouter:
     def _no_responders(self, plugin: str, outcome: _OutcomeFactory) -> CommandOutcome:
         if plugin in self._known():
             logger.warning("plugin %s is configured but nothing serves its commands", plugin)
+            reason = self._reason(plugin)
+            if reason:
+                return outcome(OutcomeKind.UNAVAILABLE, f"plugin '{plugin}' {reason}")
             return outcome(OutcomeKind.UNAVAILABLE, f"plugin '{plugin}' is not running right now")
         logger.debug("no plugin serves command %r", plugin)
         return outcome(OutcomeKind.UNKNOWN, self._unknown_message(plugin))
@@ -301,6 +308,15 @@ class CoreRouter:
         except Exception:  # a broken callback must not break every command
             logger.exception("known_plugins callback failed")
             return []
+
+    def _reason(self, plugin: str) -> str | None:
+        if self._why_unavailable is None:
+            return None
+        try:
+            return self._why_unavailable(plugin)
+        except Exception:  # a broken callback must not break every command
+            logger.exception("why_unavailable callback failed")
+            return None
 
     def _unknown_message(self, plugin: str) -> str:
         known = self._known()

@@ -84,6 +84,9 @@ class PluginSpec:
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     limits: Limits = field(default_factory=Limits)
     source: str = "config"
+    #: Why this plugin cannot be started at all (its file does not load), with file and line;
+    #: the supervisor shows it as failed with this reason and never starts a process.
+    load_error: str | None = None
 
     def __post_init__(self) -> None:
         validate_plugin_name(self.name)  # it becomes a token of the plugin's subjects

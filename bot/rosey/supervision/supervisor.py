@@ -139,7 +139,11 @@ class Supervisor:
             if spec.name in self.plugins:
                 raise ValueError(f"plugin {spec.name!r} is defined twice")
             state = PluginState.STOPPED if spec.enabled else PluginState.DISABLED
-            self.plugins[spec.name] = ManagedPlugin(spec=spec, _state=state)
+            managed = ManagedPlugin(spec=spec, _state=state)
+            if spec.load_error is not None and spec.enabled:
+                managed._state = PluginState.FAILED  # nothing to start: say why from the start
+                managed.failure_reason = f"failed to load: {spec.load_error}"
+            self.plugins[spec.name] = managed
         self._first_ready: dict[str, asyncio.Future[None]] = {}
         self._output_listeners: list[OutputListener] = []
         self.events = LifecyclePublisher(bus, source="rosey-supervisor")
@@ -204,6 +208,9 @@ class Supervisor:
         plugin = self.get(name)
         if plugin.want_running and plugin.task is not None and not plugin.task.done():
             return
+        if plugin.spec.load_error is not None:  # retrying cannot help: the file itself is broken
+            plugin.failure_reason = f"failed to load: {plugin.spec.load_error}"
+            raise PluginStartError(f"plugin '{name}' {plugin.failure_reason}", plugin=name)
         plugin.want_running = True
         plugin.crashes_in_a_row = plugin.waits_in_a_row = 0
         plugin.failure_reason = None
