@@ -39,7 +39,14 @@ from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.state_lock import StateLock
 from bot.rosey.supervision.spec import PluginSpec
-from bot.rosey.supervision.status import LauncherStatus, NatsStatus, RoseyStatus, WatchdogStatus
+from bot.rosey.supervision.status import (
+    LauncherStatus,
+    NatsStatus,
+    PluginState,
+    RoseyStatus,
+    WatchdogStatus,
+    unavailable_reason,
+)
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 
@@ -161,9 +168,11 @@ class RoseyApp:
         self._lock.release()
 
     def _why_unavailable(self, name: str) -> str | None:
-        if self.supervisor is None or name not in self.supervisor.plugins:
-            return None
-        return self.supervisor.plugins[name].failure_reason
+        """Why plugin ``name`` cannot take a command right now, in words for the user; None if it can."""
+        plugin = self.supervisor.plugins.get(name) if self.supervisor is not None else None
+        if plugin is None or plugin.state is PluginState.RUNNING:
+            return None  # the command path: one dict lookup and one comparison
+        return unavailable_reason(plugin.status(history=0))
 
     def status(self) -> RoseyStatus:
         assert self.supervisor is not None

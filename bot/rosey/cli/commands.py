@@ -27,7 +27,7 @@ from bot.rosey.errors import CliError, NoResponders, NotRunning, RequestTimeout
 from bot.rosey.plugin_logs import read_plugin_log
 from bot.rosey.runtime import read_runtime
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
-from bot.rosey.supervision.status import PluginStatus, RoseyStatus
+from bot.rosey.supervision.status import PluginStatus, RoseyStatus, unavailable_reason
 
 __all__ = [
     "EXIT_FAILURE",
@@ -80,7 +80,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
             status = await bus.request(Subjects.supervisor("status"), {}, "rosey-cli", timeout=5.0)
             plugins = RoseyStatus.from_dict(status.data).plugins
             known = [plugin.name for plugin in plugins]
-            reasons = {plugin.name: plugin.reason for plugin in plugins}
+            reasons = {plugin.name: unavailable_reason(plugin) for plugin in plugins}
         router = CoreRouter(
             bus,
             RouterConfig(command_timeout=args.timeout or config.command_timeout),

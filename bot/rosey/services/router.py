@@ -232,6 +232,10 @@ class CoreRouter:
         except ValueError:
             logger.debug("command %r is not a valid plugin name", plugin)
             return outcome(OutcomeKind.UNKNOWN, self._unknown_message(plugin))
+        if (reason := self._reason(plugin)) is not None:
+            # Known not to serve right now (starting, failed, restarting): say so at once rather
+            # than make the user wait for the command timeout.
+            return outcome(OutcomeKind.UNAVAILABLE, f"plugin '{plugin}' {reason}")
         wait = timeout if timeout is not None else self.config.timeout_for(plugin)
         data = {"args": list(args), "user": user, "channel": channel}
         logger.debug("command %s %s (cid %s, timeout %gs)", plugin, args, correlation_id, wait)

@@ -23,6 +23,7 @@ __all__ = [
     "ResourceSample",
     "RoseyStatus",
     "WatchdogStatus",
+    "unavailable_reason",
 ]
 
 #: Resource samples kept in a plugin's status: one per watchdog sweep, so about the last minute.
@@ -312,3 +313,20 @@ class RoseyStatus:
             sandbox_support=dict(_mapping(data.get("sandbox_support"))),
             watchdog=WatchdogStatus.from_dict(_mapping(data.get("watchdog"))),
         )
+
+
+def unavailable_reason(status: PluginStatus) -> str | None:
+    """Why a plugin in ``status`` cannot take a command now, said after its name ("plugin 'x' ...");
+    None when it can. One wording for the bot's router and for ``rosey send``."""
+    state = status.state
+    if state is PluginState.STARTING:
+        return "is still starting (its on_start has not finished); try again in a moment"
+    if state is PluginState.FAILED:
+        return status.reason or "has failed; `rosey status` says why"
+    if state is PluginState.BACKOFF:
+        return f"is restarting (last exit: {status.last_exit})" if status.last_exit else "is restarting"
+    if state in (PluginState.STOPPED, PluginState.STOPPING):
+        return "is not running: it was stopped (`rosey start` starts it)"
+    if state is PluginState.DISABLED:
+        return "is not running: it is disabled in rosey.toml"
+    return None

@@ -1,0 +1,54 @@
+"""A command to a plugin whose on_start has not finished is answered at once ("still starting"),
+not after the command timeout; once it is ready, commands work."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.rosey.app import RoseyApp
+from bot.rosey.config import load_config
+from bot.rosey.services.router import OutcomeKind
+from bot.rosey.supervision.status import PluginState
+
+SLOW = Path(__file__).parents[1] / "plugins" / "fixtures" / "slow_start_plugin.py"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_command_during_on_start_is_answered_at_once(tmp_path: Path) -> None:
+    (tmp_path / "rosey.toml").write_text(
+        f"[rosey]\nplugin_dirs = []\nentry_points = false\ncommand_timeout = 30\n"
+        f'[plugins.slowstart]\npath = "{SLOW}"\n'
+    )
+    app = RoseyApp(load_config(tmp_path / "rosey.toml"))
+    waiting = asyncio.Event()
+    starting = asyncio.create_task(app.start())
+    try:
+        while app.supervisor is None or app.router is None:  # the app builds them, then starts plugins
+            await asyncio.sleep(0)
+        assert app.bus is not None
+
+        async def on_waiting(_: object) -> None:
+            waiting.set()
+
+        await app.bus.subscribe("rosey.plugins.slowstart.waiting", on_waiting)
+        await app.bus.flush()
+        await asyncio.wait_for(waiting.wait(), 15)  # inside on_start, subscribed to its release
+        assert app.supervisor.get("slowstart").state is PluginState.STARTING
+        outcome = await app.router.execute("slowstart", [], timeout=30)
+        assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
+        assert outcome.message.startswith("plugin 'slowstart' is still starting (its on_start"), (
+            outcome.message
+        )
+        await app.bus.publish("rosey.events.release_slowstart", {}, "test")
+        assert (await asyncio.wait_for(starting, 15)) == {"slowstart": None}
+        answered = await app.router.execute("slowstart", [])
+        assert answered.ok and answered.message == "initialized", answered
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await app.stop()
