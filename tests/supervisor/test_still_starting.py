@@ -42,7 +42,7 @@ async def test_a_command_during_on_start_is_answered_at_once(tmp_path: Path) -> 
         assert app.supervisor.get("slowstart").state is PluginState.STARTING
         outcome = await app.router.execute("slowstart", [], timeout=30)
         assert outcome.kind is OutcomeKind.UNAVAILABLE, outcome
-        assert outcome.message.startswith("plugin 'slowstart' is still starting (its on_start"), outcome.message
+        assert outcome.message.startswith("plugin 'slowstart' is still starting (its on_start"), outcome
         await app.bus.publish("rosey.events.release_slowstart", {}, "test")
         await asyncio.wait_for(starting, 15)
         answered = await app.router.execute("slowstart", [])
