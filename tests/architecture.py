@@ -39,6 +39,7 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.contract",
     "plugins.command_stats",
     "plugins.sandbox",
+    "plugins.tracebacks",
     "plugins.examples",
 )
 #: What the plugin-process side must never import.

@@ -100,12 +100,38 @@ async def test_stdout_flood_does_not_stall_anyone(stack_factory) -> None:
 
 
 async def test_crash_loop_ends_in_failed_with_the_reason(stack_factory) -> None:
-    stack = await stack_factory(echo(), faulty(), env={"faulty": {"FAULT_ON_START": "exit"}})
+    stack = await stack_factory(echo(), faulty(), env={"faulty": {"FAULT_ON_START": "exit_after_ready"}})
     plugin = await stack.supervisor.wait_for_state("faulty", lambda p: p.state is PluginState.FAILED, 20)
+    await stack.supervisor.events.flush(5.0)  # the last crash event is out: it cannot fail what follows
     assert plugin.failure_reason is not None and "3 times in a row" in plugin.failure_reason
     assert "exit code 4" in plugin.failure_reason
     outcome = await stack.command("faulty", "ok", timeout=5.0)
     assert outcome.kind is OutcomeKind.UNAVAILABLE
+    assert (await stack.command("echo", "still", "here")).ok
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        # An exception before the plugin was ever ready: failed at once, never retried.
+        ("raise", "failed to start: RuntimeError: fault injected: on_start raised ("),
+        # An exit without a traceback may be chance once; the same twice in a row is not.
+        ("exit", "failed to start, twice the same way: exited before it was ready (exit code 4)"),
+    ],
+)
+async def test_a_start_failure_that_will_repeat_fails_without_the_crash_loop(
+    stack_factory, fault: str, reason: str
+) -> None:
+    stack = await stack_factory(echo(), faulty(), env={"faulty": {"FAULT_ON_START": fault}})
+    plugin = await stack.supervisor.wait_for_state("faulty", lambda p: p.state is PluginState.FAILED, 20)
+    assert plugin.failure_reason is not None and plugin.failure_reason.startswith(reason), (
+        plugin.failure_reason
+    )
+    assert plugin.restarts == (0 if fault == "raise" else 1)
+    if fault == "raise":  # where it was raised, in the plugin's own file
+        assert "faulty_plugin.py:" in plugin.failure_reason
+    outcome = await stack.command("faulty", "ok", timeout=5.0)
+    assert outcome.kind is OutcomeKind.UNAVAILABLE and plugin.failure_reason in outcome.message
     assert (await stack.command("echo", "still", "here")).ok
 
 

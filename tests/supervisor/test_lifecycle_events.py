@@ -111,6 +111,28 @@ async def test_crash_and_restart(stack_factory: Any, observed: Observed) -> None
 
 
 async def test_crash_loop_ends_in_failed(stack_factory: Any, observed: Observed) -> None:
+    await stack_factory(faulty(), env={"faulty": {"FAULT_ON_START": "exit_after_ready"}})
+    await observed.until_state(S.FAILED)
+    assert observed.changes() == [
+        (S.STOPPED, S.STARTING),
+        (S.STARTING, S.RUNNING),
+        (S.RUNNING, S.CRASHED),
+        (S.CRASHED, S.STARTING),
+        (S.STARTING, S.RUNNING),
+        (S.RUNNING, S.CRASHED),
+        (S.CRASHED, S.BACKOFF),
+        (S.BACKOFF, S.STARTING),
+        (S.STARTING, S.RUNNING),
+        (S.RUNNING, S.CRASHED),
+        (S.CRASHED, S.FAILED),
+    ]
+    backoff, failed = observed.events[6], observed.events[-1]
+    assert backoff.delay == FAST_RESTARTS.backoff_initial and backoff.reason == "exit code 4"
+    assert failed.reason == "crashed 3 times in a row; last: exit code 4"
+    assert [e.restarts for e in observed.events if e.state is S.STARTING] == [0, 1, 2]
+
+
+async def test_a_failed_start_is_a_crash_event(stack_factory: Any, observed: Observed) -> None:
     await stack_factory(faulty(), env={"faulty": {"FAULT_ON_START": "exit"}})
     await observed.until_state(S.FAILED)
     assert observed.changes() == [
@@ -118,15 +140,11 @@ async def test_crash_loop_ends_in_failed(stack_factory: Any, observed: Observed)
         (S.STARTING, S.CRASHED),  # a failed start is a crash
         (S.CRASHED, S.STARTING),
         (S.STARTING, S.CRASHED),
-        (S.CRASHED, S.BACKOFF),
-        (S.BACKOFF, S.STARTING),
-        (S.STARTING, S.CRASHED),
-        (S.CRASHED, S.FAILED),
+        (S.CRASHED, S.FAILED),  # the same failure twice: no crash loop
     ]
-    backoff, failed = observed.events[4], observed.events[-1]
-    assert backoff.delay == FAST_RESTARTS.backoff_initial and backoff.reason == "exit code 4"
-    assert failed.reason == "crashed 3 times in a row; last: exit code 4"
-    assert [e.restarts for e in observed.events if e.state is S.STARTING] == [0, 1, 2]
+    assert observed.events[-1].reason == (
+        "failed to start, twice the same way: exited before it was ready (exit code 4)"
+    )
 
 
 async def test_stats_events_carry_the_status_schema(stack_factory: Any, nats_url: str) -> None:

@@ -65,9 +65,16 @@ def expected(policy: RestartPolicy, end_name: str, crashes: int, waits: int, ran
         if crashes >= CONFIG.crash_limit:
             return Fail(reason=f"crashed {crashes} times in a row; last: {last_exit}")
         if crashes == 1:
-            return Restart(delay=0.0, crashes_in_a_row=1, waits_in_a_row=waits)
+            return Restart(delay=0.0, crashes_in_a_row=1, waits_in_a_row=waits, start_failure=failure(end))
     delay = min(0.5 * 2**waits, 30.0)
-    return Restart(delay=delay, crashes_in_a_row=crashes, waits_in_a_row=waits + 1)
+    return Restart(
+        delay=delay, crashes_in_a_row=crashes, waits_in_a_row=waits + 1, start_failure=failure(end)
+    )
+
+
+def failure(end: RunEnd) -> str | None:
+    """What a restart remembers of a failed start, to recognise the same failure next time."""
+    return end.reason if isinstance(end, StartFailed) else None
 
 
 @pytest.mark.parametrize("policy", list(RestartPolicy))
@@ -86,16 +93,51 @@ def test_every_combination(policy: RestartPolicy, end_name: str, crashes: int, w
 def run_streak(policy: RestartPolicy, ends: list[RunEnd], ran_for: float = 0.1) -> list[Decision]:
     """Feed each decision's streak into the next, as the supervisor's loop does."""
     crashes = waits = 0
+    previous: str | None = None
     decisions: list[Decision] = []
     for end in ends:
         decision = decide(
-            policy, end, crashes_in_a_row=crashes, waits_in_a_row=waits, ran_for=ran_for, config=CONFIG
+            policy,
+            end,
+            crashes_in_a_row=crashes,
+            waits_in_a_row=waits,
+            ran_for=ran_for,
+            config=CONFIG,
+            previous_start_failure=previous,
         )
         decisions.append(decision)
         if not isinstance(decision, Restart):
             break
-        crashes, waits = decision.crashes_in_a_row, decision.waits_in_a_row
+        crashes, waits, previous = decision.crashes_in_a_row, decision.waits_in_a_row, decision.start_failure
     return decisions
+
+
+@pytest.mark.parametrize("policy", [RestartPolicy.ON_FAILURE, RestartPolicy.ALWAYS])
+def test_the_same_start_failure_twice_fails_at_once(policy: RestartPolicy) -> None:
+    reason = "ModuleNotFoundError: No module named 'requests' (plugins/weather.py:1)"
+    decisions = run_streak(policy, [StartFailed(reason=reason)] * 5)
+    assert decisions == [
+        Restart(delay=0.0, crashes_in_a_row=1, waits_in_a_row=0, start_failure=reason),
+        Fail(reason=f"failed to start, twice the same way: {reason}"),
+    ]
+
+
+def test_different_start_failures_keep_the_usual_backoff() -> None:
+    ends: list[RunEnd] = [StartFailed(reason=f"did not report ready within 15 s (try {n})") for n in range(6)]
+    decisions = run_streak(RestartPolicy.ON_FAILURE, ends)
+    assert [type(d).__name__ for d in decisions] == ["Restart"] * 4 + ["Fail"]
+    assert decisions[-1] == Fail(
+        reason="crashed 5 times in a row; last: did not report ready within 15 s (try 4)"
+    )
+
+
+def test_a_run_that_got_ready_forgets_the_previous_start_failure() -> None:
+    reason = "ValueError: no API key (plugins/boom.py:11)"
+    decisions = run_streak(
+        RestartPolicy.ON_FAILURE,
+        [StartFailed(reason=reason), Exited(returncode=1), StartFailed(reason=reason)],
+    )
+    assert all(isinstance(d, Restart) for d in decisions), decisions
 
 
 def test_crash_backoff_sequence_then_failed() -> None:
@@ -213,3 +255,28 @@ def test_crash_limit_of_one_fails_on_the_first_crash() -> None:
 def test_supervisor_config_is_validated(changes: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SupervisorConfig(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", list(RestartPolicy))
+def test_an_exception_before_the_plugin_was_ever_ready_fails_at_once(policy: RestartPolicy) -> None:
+    end = StartFailed(reason="ValueError: no API key (plugins/boom.py:11)", raised=True)
+    decision = decide(
+        policy, end, crashes_in_a_row=0, waits_in_a_row=0, ran_for=0.1, config=CONFIG, ever_ready=False
+    )
+    assert decision == Fail(reason="failed to start: ValueError: no API key (plugins/boom.py:11)")
+
+
+def test_a_timeout_before_ready_or_an_exception_after_a_ready_run_is_retried() -> None:
+    timeout = StartFailed(reason="did not report ready within 15 s", raised=False)
+    raised = StartFailed(reason="ConnectionError: api down (plugins/weather.py:20)", raised=True)
+    for end, ever_ready in ((timeout, False), (raised, True)):
+        decision = decide(
+            RestartPolicy.ON_FAILURE,
+            end,
+            crashes_in_a_row=0,
+            waits_in_a_row=0,
+            ran_for=0.1,
+            config=CONFIG,
+            ever_ready=ever_ready,
+        )
+        assert isinstance(decision, Restart), (end, decision)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 async def test_a_command_during_on_start_is_answered_at_once(tmp_path: Path) -> None:
     # Disabled at first, so the test can listen before the plugin starts (`rosey start` enables it).
     (tmp_path / "rosey.toml").write_text(
-        f'[rosey]\nplugin_dirs = []\nentry_points = false\ncommand_timeout = 30\n'
+        f"[rosey]\nplugin_dirs = []\nentry_points = false\ncommand_timeout = 30\n"
         f'[plugins.slowstart]\npath = "{SLOW}"\nenabled = false\n'
     )
     app = RoseyApp(load_config(tmp_path / "rosey.toml"))

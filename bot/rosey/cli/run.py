@@ -62,8 +62,8 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         return 2
     ready = [name for name, error in results.items() if error is None]
     for error in results.values():
-        if error is not None:
-            print(f"rosey: {error}", file=sys.stderr)
+        if error is not None:  # its first line; the plugin's traceback is in the log above, once
+            print(f"rosey: {str(error).strip().splitlines()[0]}", file=sys.stderr)
     example = ready[0] if ready else "NAME"
     console = chat and sys.stdin.isatty()
     try_it = f"run `{_rosey_command()} send {example} hello` in another terminal"

@@ -26,6 +26,7 @@ from pathlib import Path
 from bot.rosey import linux
 from bot.rosey.plugins.contract import Env, ExitCode, Launch, current_launch, record_launch
 from bot.rosey.plugins.sandbox import apply_from_environment
+from bot.rosey.plugins.tracebacks import format_plugin_exception
 
 
 def die_with_parent(expected_parent: int | None = None) -> None:
@@ -110,10 +111,16 @@ def run_target(target: argparse.Namespace) -> None:
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
     # The SDK reports the layers on liveness pings, so `rosey status` shows what is really active.
     record_launch(Launch(sandbox=report.applied if report is not None else None))
-    if target.path is not None:
-        _run_file(target.path.resolve())
-    else:
-        _run_entry(target.entry)
+    try:
+        if target.path is not None:
+            _run_file(target.path.resolve())
+        else:
+            _run_entry(target.entry)
+    except Exception as exc:  # plugin code raised outside the SDK (an import error, say)
+        # Printed once, with the plugin's frames only; the runner reads the last line for status.
+        sys.stderr.write(format_plugin_exception(exc))
+        sys.stderr.flush()
+        sys.exit(ExitCode.PLUGIN_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from bot.rosey.plugins.contract import (
     mark_plugin_started,
     notify_ready,
 )
+from bot.rosey.plugins.tracebacks import format_plugin_exception
 
 __all__ = ["PluginInterface", "run_plugin"]
 
@@ -395,7 +396,10 @@ class PluginInterface(ABC):
         except KeyboardInterrupt:
             logger.info("Plugin '%s' received interrupt", self.plugin_name)
         except Exception as e:
-            logger.error("Plugin '%s' fatal error: %s", self.plugin_name, e, exc_info=True)
+            # Once, with the plugin's own frames; run_plugin() adds nothing but the exit code.
+            logger.error(
+                "Plugin '%s' fatal error:\n%s", self.plugin_name, format_plugin_exception(e).rstrip()
+            )
             if self.event_bus is not None and self.event_bus.is_connected:
                 with contextlib.suppress(Exception):
                     await self.publish_event("error", {"error": str(e)})
@@ -471,6 +475,5 @@ def run_plugin(plugin_class: type[PluginInterface], **kwargs: Any) -> None:
     except KeyboardInterrupt:
         logger.info("Plugin %s interrupted", plugin.plugin_name)
         sys.exit(ExitCode.OK)
-    except Exception as e:
-        logger.error("Plugin %s failed: %s", plugin.plugin_name, e)
+    except Exception:  # run() has logged it, with its traceback
         sys.exit(ExitCode.PLUGIN_FAILED)

@@ -43,6 +43,7 @@ from bot.rosey.errors import PluginNotStarted, PluginStartError
 from bot.rosey.plugins.contract import Env, watch_ready
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
+from bot.rosey.plugins.process.failure import summarize_failure
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_launcher, zygote_supported
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
@@ -146,6 +147,8 @@ class PluginProcess:
         self.output = OutputBuffer(self.options.output_lines)
         self.returncode: int | None = None
         self.ready_seconds: float | None = None  # spawn -> ready, of the last start
+        self.start_failure: str | None = None  # why the last start failed, in one line
+        self.start_failure_raised = False
         self._start_time: float | None = None
         self._spawned_wall = 0.0
         self._exit: ExitWatcher | None = None
@@ -329,8 +332,14 @@ class PluginProcess:
         ]
         stderr = "\n".join(since_spawn[-40:]) or "(no output on stderr)"
         self._release()
+        # One line for status and the ready line: the plugin's exception and where it was raised
+        # when it left a traceback, else how the process ended.
+        summary = summarize_failure(since_spawn)
+        self.start_failure = summary or reason
+        self.start_failure_raised = summary is not None  # an exception, not a timeout or a signal
         raise PluginStartError(
-            f"Plugin '{self.plugin_name}' failed to start: it {reason}.\n{stderr}", plugin=self.plugin_name
+            f"Plugin '{self.plugin_name}' failed to start: {self.start_failure} (it {reason}).\n{stderr}",
+            plugin=self.plugin_name,
         )
 
     async def stop(self, timeout: float = 5.0) -> int | None:

@@ -15,6 +15,10 @@ The rules (Kubernetes-like, faster):
   ``backoff_initial``, doubling up to ``backoff_max`` (a clean exit under ``always`` waits too).
 - A run of at least ``stable_after`` seconds resets the crash count and the backoff.
 - ``crash_limit`` crashes in a row end in ``failed``.
+- A plugin that has never been ready (since ``rosey run`` or ``rosey start``) and fails to start
+  with an exception (an import error, an exception in ``on_start``) ends in ``failed`` at once:
+  that will not go away by itself, and retrying it only repeats the same traceback. So does a
+  start that fails the same way as the start just before it, the plugin not ready in between.
 """
 
 from __future__ import annotations
@@ -93,9 +97,14 @@ class Killed:
 
 @dataclass(frozen=True, kw_only=True)
 class StartFailed:
-    """The process died, or did not report ready in time, before it was ready."""
+    """The process died, or did not report ready in time, before it was ready.
+
+    ``raised``: the plugin's code raised an exception (its traceback is the reason), as opposed
+    to a timeout or a signal, which may not happen again.
+    """
 
     reason: str = "failed to start"
+    raised: bool = False
 
     @property
     def crashed(self) -> bool:
@@ -129,11 +138,16 @@ RunEnd = Exited | Killed | StartFailed | StoppedOnRequest
 
 @dataclass(frozen=True, kw_only=True)
 class Restart:
-    """Start the plugin again after ``delay`` seconds (0: at once), with the streak updated."""
+    """Start the plugin again after ``delay`` seconds (0: at once), with the streak updated.
+
+    ``start_failure`` is this run's failed-start reason (None if it got ready), for the next
+    decision to compare with.
+    """
 
     delay: float
     crashes_in_a_row: int
     waits_in_a_row: int
+    start_failure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,14 +179,41 @@ def decide(
     waits_in_a_row: int,
     ran_for: float,
     config: SupervisorConfig,
+    previous_start_failure: str | None = None,
+    ever_ready: bool = True,
 ) -> Decision:
     """What to do after a run that ended as ``end`` and lasted ``ran_for`` seconds.
 
     ``crashes_in_a_row`` and ``waits_in_a_row`` are the streak before this run (both 0 after
-    ``start()``); a :class:`Restart` carries the streak to remember for the next decision.
+    ``start()``); ``previous_start_failure`` is the reason the run before this one failed to
+    start, if it did; ``ever_ready`` whether the plugin has been ready since it was last started
+    on request. A :class:`Restart` carries what to remember for the next decision.
     """
     if isinstance(end, StoppedOnRequest):
         return Stop()
+    if isinstance(end, StartFailed) and end.raised and not ever_ready:
+        return Fail(reason=f"failed to start: {end.reason}")
+    if isinstance(end, StartFailed) and end.reason == previous_start_failure:
+        return Fail(reason=f"failed to start, twice the same way: {end.reason}")
+    decision = _decide_streak(policy, end, crashes_in_a_row, waits_in_a_row, ran_for, config)
+    if isinstance(decision, Restart) and isinstance(end, StartFailed):
+        return Restart(
+            delay=decision.delay,
+            crashes_in_a_row=decision.crashes_in_a_row,
+            waits_in_a_row=decision.waits_in_a_row,
+            start_failure=end.reason,
+        )
+    return decision
+
+
+def _decide_streak(
+    policy: RestartPolicy,
+    end: Exited | Killed | StartFailed,
+    crashes_in_a_row: int,
+    waits_in_a_row: int,
+    ran_for: float,
+    config: SupervisorConfig,
+) -> Decision:
     # Only a run that got ready can have been stable; a failed start never resets the streak.
     if not isinstance(end, StartFailed) and ran_for >= config.stable_after:
         crashes_in_a_row = waits_in_a_row = 0

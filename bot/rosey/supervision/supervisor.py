@@ -58,6 +58,8 @@ class ManagedPlugin:
     restarts: int = 0
     crashes_in_a_row: int = 0  # since the last stable run; the restart decision's streak ...
     waits_in_a_row: int = 0  # ... and the backoff waits in it (each doubles the next)
+    start_failure: str | None = None  # why the previous run failed to start (None: it got ready)
+    ever_ready: bool = False  # ready at least once since the last start() (boot or `rosey start`)
     last_exit: str | None = None
     failure_reason: str | None = None
     kill_reason: str | None = None  # set by the watchdog before it kills, reported as the exit
@@ -213,6 +215,8 @@ class Supervisor:
             raise PluginStartError(f"plugin '{name}' {plugin.failure_reason}", plugin=name)
         plugin.want_running = True
         plugin.crashes_in_a_row = plugin.waits_in_a_row = 0
+        plugin.start_failure = None
+        plugin.ever_ready = False
         plugin.failure_reason = None
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._first_ready[name] = first
@@ -281,10 +285,15 @@ class Supervisor:
                 waits_in_a_row=plugin.waits_in_a_row,
                 ran_for=ran_for,
                 config=self.config,
+                previous_start_failure=plugin.start_failure,
+                ever_ready=plugin.ever_ready,
             )
             match decision:
-                case Restart(delay=delay, crashes_in_a_row=crashes, waits_in_a_row=waits):
+                case Restart(
+                    delay=delay, crashes_in_a_row=crashes, waits_in_a_row=waits, start_failure=failure
+                ):
                     plugin.crashes_in_a_row, plugin.waits_in_a_row = crashes, waits
+                    plugin.start_failure = failure
                     if delay > 0:
                         await self._back_off(plugin, delay)
                     else:
@@ -319,16 +328,19 @@ class Supervisor:
         try:
             await process.start()
         except (PluginStartError, OSError) as exc:
-            plugin.last_exit = process.last_exit or "failed to start"
+            plugin.last_exit = process.start_failure or process.last_exit or "failed to start"
             self._resolve_first(plugin, _start_error(plugin.name, exc))
             if not plugin.want_running:  # stopped while starting: not a failure
                 return StoppedOnRequest(returncode=process.returncode), time.monotonic() - started
-            logger.error("plugin '%s' failed to start: %s", plugin.name, str(exc).strip())
+            # One line: the plugin's stderr (its traceback) is in the log already, once.
+            logger.error("plugin '%s' failed to start: %s", plugin.name, plugin.last_exit)
             self._transition(
                 plugin, PluginState.CRASHED, reason=plugin.last_exit, returncode=process.returncode
             )
-            return StartFailed(reason=plugin.last_exit), time.monotonic() - started
+            failed = StartFailed(reason=plugin.last_exit, raised=process.start_failure_raised)
+            return failed, time.monotonic() - started
         plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
+        plugin.ever_ready = True
         self._transition(plugin, PluginState.RUNNING)
         self._resolve_first(plugin, None)
         returncode = await process.wait()
