@@ -1,4 +1,5 @@
-"""Resource limits the kernel enforces per process: open files, file size, core dumps, address space.
+"""Resource limits the kernel enforces per process: open files, file size, queued signals, core dumps,
+address space.
 
 Soft and hard limits are set together so the plugin cannot raise them again (raising a hard
 limit needs CAP_SYS_RESOURCE, which the capability step drops anyway). A limit already lower
@@ -28,6 +29,7 @@ def planned_limits(policy: SandboxPolicy) -> dict[str, int]:
     limits = {
         "RLIMIT_NOFILE": policy.max_open_files,
         "RLIMIT_FSIZE": policy.max_file_size_mb * _MB,
+        "RLIMIT_SIGPENDING": policy.max_pending_signals,
     }
     if not policy.core_dumps:
         limits["RLIMIT_CORE"] = 0
