@@ -23,6 +23,7 @@ from bot.rosey.plugins.sandbox import (
     decide,
     enforce,
     landlock,
+    rlimits,
     seccomp,
 )
 from bot.rosey.plugins.sandbox.probe import probe
@@ -126,6 +127,16 @@ def _own_status(field: str) -> str:
         if line.startswith(field + ":"):
             return line.split(":", 1)[1].strip()
     raise KeyError(field)
+
+
+def test_address_space_ceiling_and_pending_signals() -> None:
+    assert rlimits.planned_limits(SandboxPolicy())["RLIMIT_AS"] == 32 * 1024 * 1024 * 1024
+    assert rlimits.planned_limits(SandboxPolicy(max_memory_mb=512))["RLIMIT_AS"] == 512 * 1024 * 1024
+    assert "RLIMIT_AS" not in rlimits.planned_limits(SandboxPolicy(max_address_space_mb=None))
+    assert rlimits.planned_limits(SandboxPolicy())["RLIMIT_SIGPENDING"] == 64
+    for bad in ({"max_address_space_mb": 512}, {"max_pending_signals": 0}):
+        with pytest.raises(ValueError):
+            SandboxPolicy(**bad)  # type: ignore[arg-type]
 
 
 def test_probe_reports_without_applying_anything() -> None:
@@ -270,6 +281,11 @@ def test_filter_logic_for_shared_kernel_objects(arch_name: str, policy: SandboxP
     assert check("fcntl", 5, 1031, 1 << 20) == EPERM  # F_SETPIPE_SZ
     for cmd in (1, 2, 3, 4, 1030, 1032, 1033):  # F_GETFD..F_SETFL, F_DUPFD_CLOEXEC, F_GETPIPE_SZ, ...
         assert check("fcntl", 5, cmd, 0) == ALLOW, cmd
+    for option in (7, 8, 32, 33):  # SO_SNDBUF, SO_RCVBUF and their FORCE forms
+        assert check("setsockopt", 5, 1, option, 0, 4) == EPERM, option
+    assert check("setsockopt", 5, 6, 1, 0, 4) == ALLOW  # IPPROTO_TCP TCP_NODELAY (asyncio)
+    assert check("setsockopt", 5, 1, 9, 0, 4) == ALLOW  # SO_KEEPALIVE
+    assert check("setsockopt", 5, 6, 7, 0, 4) == ALLOW  # option 7 of another level
     # Unix socketpairs: stream and seqpacket (asyncio's self-pipe); never datagram.
     assert check("socketpair", 1, 1 | SOCK_FLAGS, 0) == ALLOW
     assert check("socketpair", 1, 5, 0) == ALLOW

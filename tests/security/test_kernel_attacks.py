@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
-from bot.rosey.plugins.sandbox import landlock, seccomp
+from bot.rosey.plugins.sandbox import SandboxPolicy, landlock, seccomp
 from tests.cli.conftest import rosey as rosey_cli
 from tests.cli.conftest import start_run
 from tests.processes import kill_quietly, wait_pid_gone
@@ -96,6 +96,35 @@ def pipes(pid: int) -> list[tuple[int, int]]:
         finally:
             os.close(reader)
     return found
+
+
+def socket_bytes(pid: int) -> int:
+    """Bytes queued for reading on the process's sockets, through duplicates taken with pidfd_getfd."""
+    pidfd = os.pidfd_open(pid)
+    held = 0
+    try:
+        for fd, target in fd_targets(pid).items():
+            if not target.startswith("socket:"):
+                continue
+            copy = _libc.syscall(
+                ctypes.c_long(438), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0)
+            )
+            if copy < 0:
+                continue  # closed meanwhile
+            try:
+                held += struct.unpack("i", fcntl.ioctl(copy, termios.FIONREAD, b"\0\0\0\0"))[0]
+            finally:
+                os.close(copy)
+    finally:
+        os.close(pidfd)
+    return held
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
 def scheduling(pid: int) -> dict[str, Any]:
@@ -221,6 +250,18 @@ async def test_memory_outside_rss_is_unavailable(start_rosey: StartRosey, launch
     nofile = psutil.Process(hostile).rlimit(psutil.RLIMIT_NOFILE)[1]
     assert sum(queued for _, queued in held) <= nofile * DEFAULT_PIPE
     assert report["grown"] == 0 and report["errors"] == ["EPERM"], report
+
+    # Socket buffers: 20 stream pairs, both directions filled after asking for 64 MiB buffers.
+    report = await rosey.attempt("hostile", "socket_fill", 20, timeout=30)
+    # At the default buffer size a descriptor holds ~233 KB (measured); grown, 8.2 MB.
+    assert socket_bytes(hostile) <= 40 * 256 * 1024, report
+    assert report["grown"] == 0 and report["errors"] == ["EPERM"], report
+
+    # Page tables: one byte read every 2 MiB of a huge read-only mapping (RSS does not move).
+    report = await rosey.attempt("hostile", "page_tables", 40_000, timeout=30)
+    ceiling_kb = SandboxPolicy().max_address_space_mb * 1024 // 512  # type: ignore[operator]
+    assert status_kb(hostile, "VmPTE") <= ceiling_kb + 4096, report
+    assert rosey.row("hostile")["restarts"] == 0
     await finish(rosey, traffic)
 
 

@@ -118,7 +118,9 @@ def probe() -> dict[str, Any]:
 
 def _kernel_object_guards(filter_ok: bool, landlock_abi: int) -> dict[str, str]:
     """What keeps a plugin from outliving the supervisor or reaching shared kernel objects."""
-    pending = SandboxPolicy().max_pending_signals
+    defaults = SandboxPolicy()
+    pending = defaults.max_pending_signals
+    ceiling = f"{defaults.max_address_space_mb // 1024} GiB" if defaults.max_address_space_mb else "none"
     host_pending = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
     pending_line = f"RLIMIT_SIGPENDING={pending} per plugin (root's count is shared; this process's limit is "
     pending_line += "unlimited)" if host_pending == resource.RLIM_INFINITY else f"{host_pending})"
@@ -136,8 +138,8 @@ def _kernel_object_guards(filter_ok: bool, landlock_abi: int) -> dict[str, str]:
             "its siblings",
             "inotify_fanotify_guard": f"NONE (no seccomp): a plugin can take all {inotify} inotify "
             "instances of its uid, which the host shares, and watch files outside its sandbox",
-            "hidden_memory_guard": "NONE (no seccomp): memory in a memfd or a grown pipe escapes the RSS "
-            "watchdog",
+            "hidden_memory_guard": "NONE (no seccomp): memory in a memfd, a grown pipe or a socket "
+            f"buffer escapes the RSS watchdog; page tables bounded by RLIMIT_AS={ceiling}",
             "mount_table_guard": f"listmount/statmount NOT denied (no seccomp); {mountinfo}",
             "pending_signals_guard": pending_line,
         }
@@ -145,8 +147,9 @@ def _kernel_object_guards(filter_ok: bool, landlock_abi: int) -> dict[str, str]:
         "parent_death_guard": "SIGKILL set at launch, locked by seccomp (prctl cannot clear or change it)",
         "scheduling_guard": "seccomp: nice, affinity, scheduler, I/O priority reach only the caller itself",
         "inotify_fanotify_guard": "denied to plugins (seccomp)",
-        "hidden_memory_guard": "memfd_create, memfd_secret, vmsplice and F_SETPIPE_SZ denied (seccomp); "
-        "a state dir on tmpfs still holds plugin data in memory",
+        "hidden_memory_guard": "memfd_create, memfd_secret, vmsplice, F_SETPIPE_SZ and socket buffer "
+        f"sizes denied (seccomp); page tables bounded by RLIMIT_AS={ceiling}; a state dir on tmpfs "
+        "still holds plugin data in memory",
         "mount_table_guard": f"listmount/statmount denied (seccomp); {mountinfo}",
         "pending_signals_guard": pending_line,
     }
