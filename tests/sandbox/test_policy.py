@@ -23,6 +23,7 @@ from bot.rosey.plugins.sandbox import (
     decide,
     enforce,
     landlock,
+    rlimits,
     seccomp,
 )
 from bot.rosey.plugins.sandbox.probe import probe
@@ -128,6 +129,16 @@ def _own_status(field: str) -> str:
     raise KeyError(field)
 
 
+def test_address_space_ceiling_and_pending_signals() -> None:
+    assert rlimits.planned_limits(SandboxPolicy())["RLIMIT_AS"] == 32 * 1024 * 1024 * 1024
+    assert rlimits.planned_limits(SandboxPolicy(max_memory_mb=512))["RLIMIT_AS"] == 512 * 1024 * 1024
+    assert "RLIMIT_AS" not in rlimits.planned_limits(SandboxPolicy(max_address_space_mb=None))
+    assert rlimits.planned_limits(SandboxPolicy())["RLIMIT_SIGPENDING"] == 64
+    for bad in ({"max_address_space_mb": 512}, {"max_pending_signals": 0}):
+        with pytest.raises(ValueError):
+            SandboxPolicy(**bad)  # type: ignore[arg-type]
+
+
 def test_probe_reports_without_applying_anything() -> None:
     before = {f: _own_status(f) for f in ("NoNewPrivs", "Seccomp", "CapEff")}
     report = probe()
@@ -222,6 +233,67 @@ def test_filter_logic(arch_name: str) -> None:
         assert run_bpf(strict, arch.audit, arch.x32_bit | 39) == ENOSYS
 
 
+@pytest.mark.parametrize("arch_name", sorted(seccomp.ARCHES))
+@pytest.mark.parametrize("policy", [SandboxPolicy(), SandboxPolicy(allow_subprocess=True, allow_udp=True)])
+def test_filter_logic_for_shared_kernel_objects(arch_name: str, policy: SandboxPolicy) -> None:
+    """Parent-death signal, siblings' scheduling, memory outside RSS, inotify, mount table, unix
+    datagrams: the same verdicts whatever else the policy allows."""
+    arch = seccomp.ARCHES[arch_name]
+    nr = arch.syscalls
+    program = seccomp.build_program(arch, policy, 4242)
+
+    def check(name: str, *args: int) -> int:
+        return run_bpf(program, arch.audit, nr[name], *args)
+
+    # prctl: the parent-death signal may only be SIGKILL again; what the runtime uses stays.
+    assert check("prctl", 1, 0) == EPERM  # PR_SET_PDEATHSIG 0: outlive the supervisor
+    assert check("prctl", 1, 10) == EPERM  # a signal the plugin could ignore
+    assert check("prctl", 1, 9) == ALLOW
+    assert check("prctl", 1 | (1 << 32), 0) == EPERM  # the option is an int: high bits ignored
+    assert check("prctl", 2, 0) == ALLOW  # PR_GET_PDEATHSIG
+    for option in (36, 0x59616D61, 35, 62, 57, 67):  # subreaper, ptracer, MM, core sched, ...
+        assert check("prctl", option, 1) == EPERM, option
+    for option in (15, 16, 4, 38, 22, 39, 21):  # name, dumpable, no_new_privs, seccomp, getters
+        assert check("prctl", option, 1) == ALLOW, option
+    # Scheduling calls reach only the caller: 0, or its own pid.
+    for name in ("sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr", "move_pages"):
+        assert check(name, 0, 8, 0) == ALLOW, name
+        assert check(name, 4242, 8, 0) == ALLOW, name
+        assert check(name, 4243, 8, 0) == EPERM, name
+        assert check(name, 4242 | (1 << 32), 8, 0) == ALLOW, name  # pid_t is an int
+    assert check("migrate_pages", 1, 8, 0, 0) == EPERM
+    assert check("setpriority", 0, 0, 19) == ALLOW  # PRIO_PROCESS, self
+    assert check("setpriority", 0, 4242, 19) == ALLOW
+    assert check("setpriority", 0, 4243, 19) == EPERM
+    assert check("setpriority", 1, 0, 19) == EPERM  # PRIO_PGRP, even its own group
+    assert check("setpriority", 2, 0, 19) == EPERM  # PRIO_USER: every process of root
+    assert check("ioprio_set", 1, 0, 3 << 13) == ALLOW  # IOPRIO_WHO_PROCESS, self
+    assert check("ioprio_set", 1, 4243, 3 << 13) == EPERM
+    assert check("ioprio_set", 2, 0, 3 << 13) == EPERM  # IOPRIO_WHO_PGRP
+    assert check("ioprio_set", 3, 0, 3 << 13) == EPERM  # IOPRIO_WHO_USER
+    # Memory outside RSS, per-user notification objects, the mount table.
+    for name in ("memfd_create", "memfd_secret", "vmsplice", "process_madvise", "inotify_init1"):
+        assert check(name) == EPERM, name
+    for name in ("inotify_add_watch", "fanotify_init", "fanotify_mark", "listmount", "statmount"):
+        assert check(name) == EPERM, name
+    if "inotify_init" in nr:
+        assert check("inotify_init") == EPERM
+    assert check("fcntl", 5, 1031, 1 << 20) == EPERM  # F_SETPIPE_SZ
+    for cmd in (1, 2, 3, 4, 1030, 1032, 1033):  # F_GETFD..F_SETFL, F_DUPFD_CLOEXEC, F_GETPIPE_SZ, ...
+        assert check("fcntl", 5, cmd, 0) == ALLOW, cmd
+    for option in (7, 8, 32, 33):  # SO_SNDBUF, SO_RCVBUF and their FORCE forms
+        assert check("setsockopt", 5, 1, option, 0, 4) == EPERM, option
+    assert check("setsockopt", 5, 6, 1, 0, 4) == ALLOW  # IPPROTO_TCP TCP_NODELAY (asyncio)
+    assert check("setsockopt", 5, 1, 9, 0, 4) == ALLOW  # SO_KEEPALIVE
+    assert check("setsockopt", 5, 6, 7, 0, 4) == ALLOW  # option 7 of another level
+    # Unix socketpairs: stream and seqpacket (asyncio's self-pipe); never datagram.
+    assert check("socketpair", 1, 1 | SOCK_FLAGS, 0) == ALLOW
+    assert check("socketpair", 1, 5, 0) == ALLOW
+    assert check("socketpair", 1, 2, 0) == EPERM
+    assert check("socketpair", 1, 2 | SOCK_FLAGS, 0) == EPERM
+    assert check("socketpair", 30, 1, 0) == EPERM  # another family (AF_TIPC)
+
+
 HEADERS = {
     "x86_64": Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
     "aarch64": Path("/usr/include/asm-generic/unistd.h"),
@@ -233,9 +305,16 @@ def test_syscall_numbers_match_kernel_headers(arch_name: str) -> None:
     header = HEADERS[arch_name]
     if not header.exists():
         pytest.skip(f"{header} not installed")
-    defined = {m[1]: int(m[2]) for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)", header.read_text())}
+    text = header.read_text()
+    defined = {m[1]: int(m[2]) for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)", text)}
+    # asm-generic names a few calls through their 32/64-bit alias (__NR_fcntl __NR3264_fcntl).
+    aliases = {m[1]: int(m[2]) for m in re.finditer(r"#define __NR3264_(\w+)\s+(\d+)", text)}
+    for m in re.finditer(r"#define __NR_(\w+)\s+__NR3264_(\w+)", text):
+        if m[2] in aliases:
+            defined.setdefault(m[1], aliases[m[2]])
     table = seccomp.ARCHES[arch_name].syscalls
     known = {name: number for name, number in table.items() if name in defined}
     assert known == {name: defined[name] for name in known}
-    newer = {"fchmodat2", "setxattrat", "removexattrat", "file_setattr"}  # after the 6.1 headers
+    # after the 6.1 headers
+    newer = {"fchmodat2", "setxattrat", "removexattrat", "file_setattr", "statmount", "listmount"}
     assert set(table) - set(known) <= newer

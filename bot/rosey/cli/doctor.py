@@ -43,7 +43,10 @@ def missing_protections(sandbox: dict[str, Any]) -> list[str]:
     if abi < 6:
         missing.append("Landlock ABI >= 6 (signal and abstract-socket scoping)")
     if not sandbox.get("seccomp_filter"):
-        missing.append("seccomp filters (UDP/raw sockets, fork, ptrace)")
+        missing.append(
+            "seccomp filters (UDP/raw sockets, fork, ptrace, the parent-death signal's lock, "
+            "siblings' scheduling, inotify, memfd)"
+        )
     return missing
 
 

@@ -88,10 +88,22 @@ class SandboxPolicy:
     max_open_files: int = 256
     max_file_size_mb: int = 1024
     max_memory_mb: int | None = None
+    # RLIMIT_AS when ``max_memory_mb`` is not set: a ceiling far above what any Python plugin
+    # reserves, there to bound page tables. They are kernel memory no RSS figure shows, and
+    # reading one byte every 2 MiB of a huge read-only mapping (the shared zero page, so RSS
+    # stays flat) costs one 4 KiB page table each: measured here, 800 MB in 2.7 s at 12 MB RSS.
+    # Page tables can cover at most 1/512 of the address space, so 32 GiB bounds them to 64 MiB.
+    max_address_space_mb: int | None = 32 * 1024
     # RLIMIT_DATA: heap + private writable mappings (thread stacks included; glibc's PROT_NONE
     # arena reservations not). An idle plugin has ~17 MB here, so a cap well above the
     # supervisor's RSS limit stops an allocation storm without tripping normal plugins.
     max_data_mb: int | None = None
+    # RLIMIT_SIGPENDING. The kernel counts queued signals per *user* and checks that count against
+    # the limit of the process a signal is queued to: at the default (~96k here) one plugin
+    # queueing realtime signals to itself uses up root's whole count, and then the host's own
+    # sigqueue()/timer_create() fail with EAGAIN. A plugin needs none (Python's handlers use
+    # standard signals, which the limit does not stop), so its share stays small.
+    max_pending_signals: int = 64
     core_dumps: bool = False
     drop_capabilities: bool = True
     strict: bool = False
@@ -115,6 +127,12 @@ class SandboxPolicy:
             raise ValueError(f"max_file_size_mb must be at least 1, got {self.max_file_size_mb}")
         if self.max_memory_mb is not None and self.max_memory_mb < 64:
             raise ValueError(f"max_memory_mb must be at least 64 (or None), got {self.max_memory_mb}")
+        if self.max_address_space_mb is not None and self.max_address_space_mb < 1024:
+            raise ValueError(
+                f"max_address_space_mb must be at least 1024 (or None), got {self.max_address_space_mb}"
+            )
+        if self.max_pending_signals < 1:
+            raise ValueError(f"max_pending_signals must be at least 1, got {self.max_pending_signals}")
         if self.max_data_mb is not None and self.max_data_mb < 64:
             raise ValueError(f"max_data_mb must be at least 64 (or None), got {self.max_data_mb}")
 

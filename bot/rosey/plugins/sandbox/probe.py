@@ -7,12 +7,14 @@ sysctl and cgroup files. Nothing is applied to the calling process, so the host 
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
 
 from bot.rosey import linux
 from bot.rosey.plugins.sandbox import landlock, seccomp
+from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 
 __all__ = ["cgroup_status", "probe"]
 
@@ -105,5 +107,49 @@ def probe() -> dict[str, Any]:
         report["root_capabilities"] = "dropped in each plugin (capset + bounding set)"
     else:
         report["fork_bomb_guard"] = "seccomp (blocks fork/clone)" if filter_ok else "RLIMIT_NPROC only"
-    report["udp_raw_unix_socket_guard"] = "seccomp" if filter_ok else "NONE: Landlock does not cover them"
+    report["udp_raw_unix_socket_guard"] = (
+        "seccomp (unix: stream/seqpacket socketpairs only; a datagram pair could reach any pathname socket)"
+        if filter_ok
+        else "NONE: Landlock does not cover them"
+    )
+    report.update(_kernel_object_guards(filter_ok, abi))
     return report
+
+
+def _kernel_object_guards(filter_ok: bool, landlock_abi: int) -> dict[str, str]:
+    """What keeps a plugin from outliving the supervisor or reaching shared kernel objects."""
+    defaults = SandboxPolicy()
+    pending = defaults.max_pending_signals
+    ceiling = f"{defaults.max_address_space_mb // 1024} GiB" if defaults.max_address_space_mb else "none"
+    host_pending = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
+    pending_line = f"RLIMIT_SIGPENDING={pending} per plugin (root's count is shared; this process's limit is "
+    pending_line += "unlimited)" if host_pending == resource.RLIM_INFINITY else f"{host_pending})"
+    mountinfo = (
+        "/proc/*/mountinfo outside Landlock's read rules"
+        if landlock_abi
+        else "/proc/*/mountinfo readable (no Landlock)"
+    )
+    if not filter_ok:
+        inotify = _sysctl_int("/proc/sys/fs/inotify/max_user_instances") or "the"
+        return {
+            "parent_death_guard": "set at launch but NOT locked (no seccomp): a plugin can clear it and "
+            "outlive a killed supervisor",
+            "scheduling_guard": "NONE (no seccomp): a plugin can renice, pin, idle and deprioritise "
+            "its siblings",
+            "inotify_fanotify_guard": f"NONE (no seccomp): a plugin can take all {inotify} inotify "
+            "instances of its uid, which the host shares, and watch files outside its sandbox",
+            "hidden_memory_guard": "NONE (no seccomp): memory in a memfd, a grown pipe or a socket "
+            f"buffer escapes the RSS watchdog; page tables bounded by RLIMIT_AS={ceiling}",
+            "mount_table_guard": f"listmount/statmount NOT denied (no seccomp); {mountinfo}",
+            "pending_signals_guard": pending_line,
+        }
+    return {
+        "parent_death_guard": "SIGKILL set at launch, locked by seccomp (prctl cannot clear or change it)",
+        "scheduling_guard": "seccomp: nice, affinity, scheduler, I/O priority reach only the caller itself",
+        "inotify_fanotify_guard": "denied to plugins (seccomp)",
+        "hidden_memory_guard": "memfd_create, memfd_secret, vmsplice, F_SETPIPE_SZ and socket buffer "
+        f"sizes denied (seccomp); page tables bounded by RLIMIT_AS={ceiling}; a state dir on tmpfs "
+        "still holds plugin data in memory",
+        "mount_table_guard": f"listmount/statmount denied (seccomp); {mountinfo}",
+        "pending_signals_guard": pending_line,
+    }

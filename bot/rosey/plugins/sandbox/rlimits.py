@@ -1,4 +1,5 @@
-"""Resource limits the kernel enforces per process: open files, file size, core dumps, address space.
+"""Resource limits the kernel enforces per process: open files, file size, queued signals, core dumps,
+address space.
 
 Soft and hard limits are set together so the plugin cannot raise them again (raising a hard
 limit needs CAP_SYS_RESOURCE, which the capability step drops anyway). A limit already lower
@@ -6,9 +7,10 @@ than the policy's is kept. Exceeding RLIMIT_FSIZE raises OSError(EFBIG) rather t
 process, because CPython ignores SIGXFSZ.
 
 RLIMIT_NPROC is deliberately absent: the kernel ignores it for uid 0, and Rosey runs as root
-here; process creation is stopped by the seccomp filter instead. RLIMIT_AS is applied only when
-the policy sets ``max_memory_mb``: it caps *virtual* memory, which a Python process with a
-thread pool reserves far beyond what it uses (see SandboxPolicy).
+here; process creation is stopped by the seccomp filter instead. RLIMIT_AS caps *virtual* memory,
+which a Python process with a thread pool reserves far beyond what it uses (see SandboxPolicy):
+by default it is only a high ceiling (``max_address_space_mb``) that bounds the page tables a
+plugin can make the kernel hold; ``max_memory_mb`` sets a real limit.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def planned_limits(policy: SandboxPolicy) -> dict[str, int]:
     limits = {
         "RLIMIT_NOFILE": policy.max_open_files,
         "RLIMIT_FSIZE": policy.max_file_size_mb * _MB,
+        "RLIMIT_SIGPENDING": policy.max_pending_signals,
     }
     if not policy.core_dumps:
         limits["RLIMIT_CORE"] = 0
-    if policy.max_memory_mb is not None:
-        limits["RLIMIT_AS"] = policy.max_memory_mb * _MB
+    address_space = [mb for mb in (policy.max_memory_mb, policy.max_address_space_mb) if mb is not None]
+    if address_space:
+        limits["RLIMIT_AS"] = min(address_space) * _MB
     if policy.max_data_mb is not None:
         limits["RLIMIT_DATA"] = policy.max_data_mb * _MB
     return limits

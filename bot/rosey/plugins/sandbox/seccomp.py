@@ -9,13 +9,22 @@ Always denied (EPERM): ptrace, process_vm_readv/writev, pidfd_getfd, kcmp, kexec
 the new mount API, pivot_root, chroot, bpf, perf_event_open, keyctl/add_key/request_key,
 unshare/setns, personality, io_uring_* (its operations bypass seccomp), userfaultfd,
 open_by_handle_at, modules, reboot, swap, clock/hostname setters, acct, quotactl, syslog, SysV IPC
-and POSIX message queues; prlimit64 on any process but itself;
+and POSIX message queues; memfd_create/memfd_secret/vmsplice (memory outside RSS),
+inotify/fanotify (per-user instances the host needs, and watches on files outside the sandbox),
+listmount/statmount (the mount table), process_madvise; ``fcntl(F_SETPIPE_SZ)`` and
+``setsockopt`` of SO_SNDBUF/SO_RCVBUF (kernel buffers outside RSS); prlimit64,
+setpriority, sched_setaffinity/setscheduler/setparam/setattr, ioprio_set, migrate_pages and
+move_pages on any process but itself; ``prctl`` that clears or changes the parent-death signal
+(SIGKILL, set by the launcher, is the only value allowed) and a few options a plugin has no use
+for (child subreaper, ptracer, core scheduling, PR_SET_MM); ``socketpair`` other than AF_UNIX
+SOCK_STREAM/SOCK_SEQPACKET (a datagram pair can send to any pathname unix socket);
 ``clone`` with any CLONE_NEW* flag; ``sendto``/``sendmsg``/``sendmmsg`` with MSG_FASTOPEN (TCP
 Fast Open connects without connect(), past Landlock's port rule: verified on 6.18, ABI 7);
 ``socket`` except AF_INET/AF_INET6 TCP and AF_NETLINK NETLINK_ROUTE (glibc's getaddrinfo uses
 it; without capabilities it is read-only). AF_UNIX ``socket()`` is denied because Landlock
 cannot stop a connect to a pathname socket (the Docker or D-Bus socket); asyncio's self-pipe
-uses ``socketpair()``, which stays allowed.
+uses a SOCK_STREAM ``socketpair()``, which stays allowed (a connected stream pair refuses both
+an address in sendto() and a second connect()).
 
 Denied unless the policy allows it: UDP sockets (``allow_udp``); listen() (``allow_bind``);
 fork, vfork, execve(at) and ``clone`` without CLONE_THREAD (``allow_subprocess``; threads always
@@ -60,7 +69,27 @@ SOCK_STREAM, SOCK_DGRAM = 1, 2
 SOCK_TYPE_MASK = 0xFFFFFFFF & ~(0o4000 | 0o2000000)  # without SOCK_NONBLOCK | SOCK_CLOEXEC
 IPPROTO_TCP, IPPROTO_UDP, NETLINK_ROUTE = 6, 17, 0
 MSG_FASTOPEN = 0x20000000
+SOCK_SEQPACKET = 5
 CLONE_THREAD = 0x00010000
+PRIO_PROCESS = 0  # setpriority(): PRIO_PGRP and PRIO_USER reach other processes
+IOPRIO_WHO_PROCESS = 1  # ioprio_set(): IOPRIO_WHO_PGRP and IOPRIO_WHO_USER reach other processes
+F_SETPIPE_SZ = 1031
+SOL_SOCKET = 1
+# Socket buffer sizes: a unix stream pair queues up to its sender's SO_SNDBUF in kernel memory no
+# RSS shows; raised to net.core.wmem_max (4 MiB here, doubled by the kernel) that was 8.2 MB per
+# descriptor, 2 GB for 256 descriptors, against 233 KB per descriptor at the default.
+SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE, SO_RCVBUFFORCE = 7, 8, 32, 33
+SIGKILL = 9
+# prctl options a plugin has no business with. PR_SET_PDEATHSIG is allowed with SIGKILL only: the
+# launcher sets it before the sandbox, and clearing it (or trading it for a signal the plugin
+# ignores) would let the plugin outlive the supervisor. The others let a process take its
+# descendants' orphans (CHILD_SUBREAPER), open itself to another's ptrace (PTRACER), share a
+# core-scheduling cookie with another pid (SCHED_CORE), or need capabilities a plugin dropped
+# (MM, IO_FLUSHER, MEMORY_MERGE): denying them here does not depend on that drop.
+PR_SET_MM, PR_SET_CHILD_SUBREAPER, PR_SET_IO_FLUSHER, PR_SCHED_CORE, PR_SET_MEMORY_MERGE = 35, 36, 57, 62, 67
+PR_SET_PTRACER = 0x59616D61
+_PRCTL_DENIED: tuple[int, ...] = (PR_SET_PTRACER, PR_SET_MM, PR_SET_CHILD_SUBREAPER, PR_SET_IO_FLUSHER)
+_PRCTL_DENIED += (PR_SCHED_CORE, PR_SET_MEMORY_MERGE)
 CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 
@@ -81,7 +110,25 @@ _DENY_ALWAYS = (
     "quotactl_fd syslog vhangup lookup_dcookie iopl ioperm uselib "
     # SysV IPC and POSIX message queues: objects shared with every other root process, unscoped.
     "shmget shmat shmctl shmdt semget semop semctl semtimedop msgget msgsnd msgrcv msgctl "
-    "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr"
+    "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr "
+    # Memory no RSS figure shows: a memfd's pages once unmapped, and the user pages (a whole
+    # transparent huge page each) that vmsplice() leaves referenced by a pipe after munmap().
+    "memfd_create memfd_secret vmsplice "
+    # Per-user kernel objects shared with the host (128 inotify instances for every root process
+    # together), and a watch on files outside the sandbox, which Landlock does not check.
+    "inotify_init inotify_init1 inotify_add_watch fanotify_init fanotify_mark "
+    # The host's mount table. Landlock keeps /proc/*/mountinfo away (nothing under /proc is
+    # granted) but does not see these two calls.
+    "listmount statmount "
+    # Acts on another process's memory through a pidfd, which the filter cannot compare with its own.
+    "process_madvise"
+).split()
+# Calls that change a process's scheduling, CPU set, I/O priority or memory placement: their
+# first argument is a pid, and a plugin may name only itself (0 or its own pid). The kernel lets
+# any process with the same uid and no more capabilities than the target make them, and every
+# plugin is root with no capabilities: each could renice, pin or idle its siblings.
+_OWN_PID_ARG0 = (
+    "prlimit64 sched_setaffinity sched_setscheduler sched_setparam sched_setattr migrate_pages move_pages"
 ).split()
 _DENY_UNLESS_SUBPROCESS = ("fork", "vfork", "execve", "execveat")
 # listen() on an unbound TCP socket autobinds an ephemeral port on 0.0.0.0 without passing
@@ -116,8 +163,15 @@ _X86_64 = {
     "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66, "semtimedop": 220,
     "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "mq_open": 240, "mq_unlink": 241,
     "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245,
+    "prctl": 157, "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251, "migrate_pages": 256,
+    "move_pages": 279, "process_madvise": 440, "memfd_create": 319, "memfd_secret": 447, "vmsplice": 278,
+    "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "fanotify_init": 300,
+    "fanotify_mark": 301, "statmount": 457, "listmount": 458, "socketpair": 53, "fcntl": 72,
+    "setsockopt": 54,
 }  # fmt: skip
-# aarch64 has no fork, vfork, iopl, ioperm, uselib, chmod, chown, lchown, utime(s) or futimesat.
+# aarch64 has no fork, vfork, iopl, ioperm, uselib, chmod, chown, lchown, utime(s), futimesat or
+# inotify_init.
 _AARCH64 = {
     "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_getfd": 438, "kcmp": 272,
     "kexec_load": 104, "kexec_file_load": 294, "mount": 40, "umount2": 39, "open_tree": 428,
@@ -136,7 +190,12 @@ _AARCH64 = {
     "prlimit64": 261, "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190,
     "semop": 193, "semctl": 191, "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188,
     "msgctl": 187, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183,
-    "mq_notify": 184, "mq_getsetattr": 185,
+    "mq_notify": 184, "mq_getsetattr": 185, "prctl": 167, "setpriority": 140, "sched_setparam": 118,
+    "sched_setscheduler": 119, "sched_setaffinity": 122, "sched_setattr": 274, "ioprio_set": 30,
+    "migrate_pages": 238, "move_pages": 239, "process_madvise": 440, "memfd_create": 279,
+    "memfd_secret": 447, "vmsplice": 75, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262,
+    "fanotify_mark": 263, "statmount": 457, "listmount": 458, "socketpair": 199, "fcntl": 25,
+    "setsockopt": 208,
 }  # fmt: skip
 
 ARCHES: dict[str, Arch] = {
@@ -184,7 +243,9 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
 
     ``pid`` is the only process besides 0 ("self") whose limits prlimit64 may touch: as uid 0 a
     plugin could otherwise lower the supervisor's RLIMIT_NOFILE (verified), which neither
-    Landlock nor dropped capabilities prevent.
+    Landlock nor dropped capabilities prevent. The same holds for the scheduling calls
+    (nice, affinity, policy, I/O priority, NUMA placement): a thread of the plugin other than
+    the main one changes its own settings with 0, since its thread id is not known here.
     """
     nr = arch.syscalls
     p: list[Instr | str] = [
@@ -201,20 +262,70 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
         denied += list(_DENY_UNLESS_BIND)
     if not policy.allow_metadata_changes:
         denied += [name for name in _DENY_UNLESS_METADATA if name in nr]
-    p += [(_JEQ_K, "eperm", 0, nr[name]) for name in denied]
+    # Denied calls jump to "deny", placed right after the dispatch so that every jump stays
+    # within classic BPF's 255-instruction reach however long the list grows.
+    p += [(_JEQ_K, "deny", 0, nr[name]) for name in denied]
     p += [
         (_JEQ_K, "enosys", 0, nr["clone3"]),
         (_JEQ_K, "socket", 0, nr["socket"]),
+        (_JEQ_K, "socketpair", 0, nr["socketpair"]),
         (_JEQ_K, "clone", 0, nr["clone"]),
         (_JEQ_K, "flags_arg3", 0, nr["sendto"]),
         (_JEQ_K, "flags_arg3", 0, nr["sendmmsg"]),
         (_JEQ_K, "flags_arg2", 0, nr["sendmsg"]),
-        (_JEQ_K, "own_pid", 0, nr["prlimit64"]),
+        (_JEQ_K, "prctl", 0, nr["prctl"]),
+        (_JEQ_K, "fcntl", 0, nr["fcntl"]),
+        (_JEQ_K, "setsockopt", 0, nr["setsockopt"]),
+        (_JEQ_K, "setpriority", 0, nr["setpriority"]),
+        (_JEQ_K, "ioprio_set", 0, nr["ioprio_set"]),
+    ]
+    p += [(_JEQ_K, "own_pid", 0, nr[name]) for name in _OWN_PID_ARG0]
+    p += [
         (_RET_K, 0, 0, RET_ALLOW),
+        "deny",
+        (_RET_K, 0, 0, RET_ERRNO | errno.EPERM),
         "own_pid",
         (_LD_W_ABS, 0, 0, _arg(0)),
         (_JEQ_K, "allow", 0, 0),
         (_JEQ_K, "allow", "eperm", pid),
+        "setpriority",
+        (_LD_W_ABS, 0, 0, _arg(0)),
+        (_JEQ_K, "own_pid_arg1", "eperm", PRIO_PROCESS),
+        "ioprio_set",
+        (_LD_W_ABS, 0, 0, _arg(0)),
+        (_JEQ_K, "own_pid_arg1", "eperm", IOPRIO_WHO_PROCESS),
+        "own_pid_arg1",
+        (_LD_W_ABS, 0, 0, _arg(1)),
+        (_JEQ_K, "allow", 0, 0),
+        (_JEQ_K, "allow", "eperm", pid),
+        "prctl",
+        (_LD_W_ABS, 0, 0, _arg(0)),
+        (_JEQ_K, "pdeathsig", 0, linux.PR_SET_PDEATHSIG),
+        *[(_JEQ_K, "eperm", 0, option) for option in _PRCTL_DENIED],
+        (_RET_K, 0, 0, RET_ALLOW),
+        "pdeathsig",
+        (_LD_W_ABS, 0, 0, _arg(1)),
+        (_JEQ_K, "allow", "eperm", SIGKILL),
+        "fcntl",
+        # F_SETPIPE_SZ grows a pipe to 1 MiB: kernel memory outside RSS, and pages taken from the
+        # per-user pipe-user-pages-soft pool that every capability-less root process shares.
+        (_LD_W_ABS, 0, 0, _arg(1)),
+        (_JEQ_K, "eperm", "allow", F_SETPIPE_SZ),
+        "setsockopt",
+        (_LD_W_ABS, 0, 0, _arg(1)),
+        (_JEQ_K, 0, "allow", SOL_SOCKET),
+        (_LD_W_ABS, 0, 0, _arg(2)),
+        *[(_JEQ_K, "eperm", 0, option) for option in (SO_SNDBUF, SO_RCVBUF, SO_SNDBUFFORCE)],
+        (_JEQ_K, "eperm", "allow", SO_RCVBUFFORCE),
+        "socketpair",
+        # A datagram socketpair can sendto() (or connect() to) any pathname unix socket, which
+        # neither Landlock nor the socket() rule sees; asyncio and nats-py use SOCK_STREAM pairs.
+        (_LD_W_ABS, 0, 0, _arg(0)),
+        (_JEQ_K, 0, "eperm", AF_UNIX),
+        (_LD_W_ABS, 0, 0, _arg(1)),
+        (_ALU_AND_K, 0, 0, SOCK_TYPE_MASK),
+        (_JEQ_K, "allow", 0, SOCK_STREAM),
+        (_JEQ_K, "allow", "eperm", SOCK_SEQPACKET),
         "flags_arg3",
         (_LD_W_ABS, 0, 0, _arg(3)),
         (_JSET_K, "eperm", "allow", MSG_FASTOPEN),
@@ -311,6 +422,7 @@ def install(policy: SandboxPolicy) -> ProtectionResult:
             )
     kinds = ["TCP-only inet sockets" if not policy.allow_udp else "TCP/UDP-only inet sockets"]
     kinds.append("no listen()" if not policy.allow_bind else "listen() allowed")
+    kinds.append("parent-death signal locked, scheduling of itself only, no memfd/inotify/fanotify/listmount")
     kinds.append("no process creation" if not policy.allow_subprocess else "subprocesses allowed")
     if not policy.allow_metadata_changes:
         kinds.append("no chmod/chown/xattr/utime")
