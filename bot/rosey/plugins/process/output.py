@@ -1,7 +1,8 @@
 """Continuous capture of a plugin's stdout and stderr into bounded buffers.
 
 The pipes are read by the event loop as data arrives, so a plugin that prints a lot never
-blocks on a full pipe, and the host never holds more than ``max_lines`` lines per plugin.
+blocks on a full pipe, and the host never holds more than ``max_lines`` lines per plugin. Each
+line is made :func:`~bot.rosey.terminal.printable` as it is captured.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
+
+from bot.rosey.terminal import printable
 
 __all__ = ["LogForwarder", "OutputBuffer", "OutputLine", "PipeReader", "capture_pipe"]
 
@@ -82,7 +85,9 @@ class _LineProtocol(asyncio.Protocol):
     def _emit(self, raw: bytes) -> None:
         if len(raw) > MAX_LINE_BYTES:
             raw = raw[:MAX_LINE_BYTES] + b"...[truncated]"
-        self._buffer.append(self._stream, raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+        # Escaped once, here: every reader of the buffer (the log, `rosey logs`, a start error,
+        # JSON) gets text that cannot drive a terminal.
+        self._buffer.append(self._stream, printable(raw.rstrip(b"\r").decode("utf-8", errors="replace")))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._partial:
