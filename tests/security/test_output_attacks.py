@@ -8,17 +8,21 @@ default limits from ``rosey.toml``, while the canary answers commands throughout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bot.rosey.adapters.console import ConsoleAdapter
 from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.supervision.status import PluginState
 
 from .conftest import FIXTURES, Rosey, StartRosey
 
@@ -39,8 +43,55 @@ VISIBLE = (
 )
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process: the supervisor, its event loop and everything else of RoseyApp."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 async def start(start_rosey: StartRosey, launcher: str, **noisy: int) -> Rosey:
     return await start_rosey({"noisy": {"path": str(NOISY), **noisy}, "canary": {}}, launcher=launcher)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("mode", "table", "limit"),
+    [
+        pytest.param("chunks", {}, "1 MiB/s", id="chunks"),  # the defaults
+        pytest.param("lines", {}, "2000 lines/s", id="lines"),
+        # One byte per write() is ~1 MB/s at most: what it costs the host is a read per write,
+        # which READ_COST_BYTES bounds under any byte budget. Killed under a budget it exceeds.
+        pytest.param("bytes", {"max_output_bytes_per_second": 16384}, "16 KiB/s", id="bytes"),
+    ],
+)
+async def test_an_output_flood_costs_the_plugin_not_the_supervisor(
+    start_rosey: StartRosey, launcher: str, mode: str, table: dict[str, int], limit: str
+) -> None:
+    rosey = await start(start_rosey, launcher, **table)
+    supervisor = rosey.app.supervisor
+    assert supervisor is not None
+    traffic = rosey.traffic()
+
+    cpu_before, started = cpu_seconds(), time.monotonic()
+    assert (await rosey.command("noisy", "flood", mode)).ok
+    # The flood ends when its output budget has the plugin killed; or the wait does, and then the
+    # CPU check says what it cost.
+    with contextlib.suppress(TimeoutError):
+        await supervisor.wait_for_state("noisy", lambda p: p.last_exit is not None, 20)
+    window = time.monotonic() - started
+    share = (cpu_seconds() - cpu_before) / window
+    assert share < 0.20, f"the supervisor's process used {share:.0%} of a core over {window:.1f} s of {mode}"
+
+    noisy = await supervisor.wait_for_state(
+        "noisy", lambda p: p.state is PluginState.RUNNING and p.restarts >= 1, 20
+    )
+    assert noisy.last_exit is not None and noisy.last_exit.startswith("output flood: over the limit of ")
+    assert limit in noisy.last_exit, noisy.last_exit
+    assert rosey.row("noisy")["last_exit"] == noisy.last_exit  # what `rosey status` shows
+
+    assert (await rosey.command("noisy", "ping")).ok  # the restarted plugin answers
+    await traffic.assert_all_answered()
+    assert rosey.row("canary")["restarts"] == 0
 
 
 async def rosey_cli(*args: str, cwd: Path) -> str:
