@@ -347,6 +347,23 @@ def test_wrong_types_and_values(project: Path, text: str, key: str, reason: str)
     assert f": {key}: {reason}" in message, message
 
 
+def test_output_rates_are_read_and_validated(project: Path) -> None:
+    text = "[plugins.echo]\nmax_output_bytes_per_second = 65536\nmax_output_lines_per_second = 100\n"
+    limits = load_config(write(project, text)).plugin("echo").limits
+    assert (limits.max_output_bytes_per_second, limits.max_output_lines_per_second) == (65536, 100)
+    defaults = PluginConfig(name="echo").limits
+    assert (defaults.max_output_bytes_per_second, defaults.max_output_lines_per_second) == (1 << 20, 2000)
+    for key, value, reason in [
+        ("max_output_bytes_per_second", "1000", "must be an integer >= 1024, got 1000"),
+        ("max_output_bytes_per_second", "'1M'", "must be an integer >= 1024, got '1M'"),
+        ("max_output_lines_per_second", "0", "must be an integer >= 10, got 0"),
+        ("max_output_lines_per_second", "true", "must be an integer >= 10, got True"),
+        ("max_output_lines_per_second", "2.5e3", "must be an integer >= 10, got 2500.0"),
+    ]:
+        message = config_error(project, f"[plugins.echo]\n{key} = {value}\n")
+        assert f": plugins.echo.{key}: {reason}" in message, message
+
+
 def test_cpu_percent_is_bounded_by_the_cpu_count(project: Path) -> None:
     limit = 100 * (os.cpu_count() or 1)
     assert load_config(write(project, f"[plugins.echo]\nmax_cpu_percent = {limit}\n")).plugin("echo")

@@ -198,6 +198,11 @@ def _check_nats_url(key: str, url: object) -> None:
 # Integer limits of PluginConfig and their minimum. Below 16 open files the interpreter and its
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
 _PLUGIN_INTS = dict(max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1)
+# Output read per second, and its minimum: a plugin's own start-up lines and a traceback must fit
+# (the budget also allows bursts of 5 s worth).
+_OUTPUT_RATES = dict(max_output_bytes_per_second=1024, max_output_lines_per_second=10)
+DEFAULT_OUTPUT_BYTES_PER_SECOND = 1024 * 1024
+DEFAULT_OUTPUT_LINES_PER_SECOND = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +220,8 @@ class PluginConfig:
     max_memory_mb: int = 256
     max_cpu_percent: float = 90.0
     cpu_window_seconds: float = DEFAULT_CPU_WINDOW_SECONDS
+    max_output_bytes_per_second: int = DEFAULT_OUTPUT_BYTES_PER_SECOND
+    max_output_lines_per_second: int = DEFAULT_OUTPUT_LINES_PER_SECOND
     max_open_files: int = 256
     max_processes: int = 0
     max_threads: int = 64
@@ -254,6 +261,8 @@ class PluginConfig:
         ncpu = os.cpu_count() or 1
         put("max_cpu_percent", _float(key("max_cpu_percent"), self.max_cpu_percent, maximum=100.0 * ncpu))
         put("cpu_window_seconds", _float(key("cpu_window_seconds"), self.cpu_window_seconds))
+        for rate, minimum in _OUTPUT_RATES.items():
+            put(rate, _int(key(rate), getattr(self, rate), minimum=minimum))
         put("env", _strings(key("env"), self.env, _env_name))
         put("publish", _strings(key("publish"), self.publish, _subject))
         put("subscribe", _strings(key("subscribe"), self.subscribe, _subscribe_grant))
@@ -268,6 +277,8 @@ class PluginConfig:
             max_memory_mb=self.max_memory_mb,
             max_cpu_percent=self.max_cpu_percent,
             cpu_window_seconds=self.cpu_window_seconds,
+            max_output_bytes_per_second=self.max_output_bytes_per_second,
+            max_output_lines_per_second=self.max_output_lines_per_second,
             max_open_files=self.max_open_files,
             max_processes=self.max_processes,
             max_threads=self.max_threads,
@@ -513,6 +524,8 @@ max_concurrency = 100             # commands in flight inside the plugin; 1 = on
 max_memory_mb = 256
 max_cpu_percent = 90.0            # sustained over cpu_window_seconds; 100 = one full core
 cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}
+max_output_bytes_per_second = 1048576  # stdout + stderr read per second, bursts of 5 s worth;
+max_output_lines_per_second = 2000     # beyond, the plugin waits; 3 s beyond (burst spent): killed
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64

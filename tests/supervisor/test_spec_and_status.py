@@ -35,6 +35,7 @@ def test_no_limits_means_nothing_enforced() -> None:
     assert (limits.max_memory_mb, limits.max_cpu_percent, limits.max_open_files) == (None, None, None)
     assert (limits.max_processes, limits.max_threads) == (None, None)
     assert limits.cpu_window_seconds == DEFAULT_CPU_WINDOW_SECONDS
+    assert (limits.max_output_bytes_per_second, limits.max_output_lines_per_second) == (None, None)
     assert PluginSpec(name="echo").limits == Limits()
 
 
@@ -44,6 +45,8 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_memory_mb=64,
         max_cpu_percent=50.0,
         cpu_window_seconds=DEFAULT_CPU_WINDOW_SECONDS,  # config's default is the supervisor's
+        max_output_bytes_per_second=1024 * 1024,
+        max_output_lines_per_second=2000,
         max_open_files=256,
         max_processes=2,
         max_threads=64,

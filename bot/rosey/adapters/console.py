@@ -1,9 +1,11 @@
 """The console adapter: chat with Rosey from a terminal (or a pipe) without any chat platform.
 
 Each non-empty input line becomes a ``rosey.events.message`` event from platform ``console``;
-every message on ``rosey.chat.console.send`` is printed as ``rosey> <text>``. At end of input
-(Ctrl-D, or the end of a piped script) ``run()`` waits a little for the replies to the commands
-it sent, so piped input (``echo '!echo hi' | rosey run``) prints the answer before it exits.
+every message on ``rosey.chat.console.send`` is printed as ``rosey> <text>``, its control
+characters shown as escapes (a reply is a plugin's text: it must not drive the terminal) and its
+further lines indented under the first (none can pass for a prompt). At end of input (Ctrl-D, or
+the end of a piped script) ``run()`` waits a little for the replies to the commands it sent, so
+piped input (``echo '!echo hi' | rosey run``) prints the answer before it exits.
 
 How input is read without blocking the event loop, and why not ``loop.connect_read_pipe``:
 that transport switches the fd to O_NONBLOCK, and on a terminal stdin and stdout usually share
@@ -30,12 +32,14 @@ from typing import IO, Any
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
+from bot.rosey.terminal import printable_lines
 
 __all__ = ["PLATFORM", "ConsoleAdapter"]
 
 logger = logging.getLogger(__name__)
 
 PLATFORM = "console"
+_CONTINUATION = " " * len("rosey> ")
 
 
 class ConsoleAdapter:
@@ -117,7 +121,7 @@ class ConsoleAdapter:
             self._pending.add(event.id)
 
     async def _on_reply(self, event: Event) -> None:
-        text = str(event.data.get("text", ""))
+        text = printable_lines(str(event.data.get("text", "")), _CONTINUATION)
         start = "\r" if self._interactive else ""  # over a prompt that is already on screen
         self.output.write(f"{start}rosey> {text}\n")
         self.output.flush()

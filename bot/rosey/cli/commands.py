@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.rosey.cli.client import connect, control
-from bot.rosey.cli.output import print_json, print_line, table
+from bot.rosey.cli.output import PrintableFormatter, print_json, print_line, print_text, table
 from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import redact_url
 from bot.rosey.core.events import Event
@@ -53,12 +53,9 @@ def _config(args: argparse.Namespace) -> RoseyConfig:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -108,7 +105,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+        print_text(outcome.message, error=not outcome.ok)
     if outcome.ok:
         return EXIT_OK
     return EXIT_PLUGIN_ERROR if outcome.kind in (OutcomeKind.ERROR, OutcomeKind.CRASHED) else EXIT_FAILURE

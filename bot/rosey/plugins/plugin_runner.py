@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginNotStarted, PluginStartError
 from bot.rosey.plugins.contract import Env, watch_ready
+from bot.rosey.plugins.process.budget import OutputBudget, OutputRate
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.process.failure import summarize_failure
@@ -153,6 +155,9 @@ class PluginProcess:
         self._spawned_wall = 0.0
         self._exit: ExitWatcher | None = None
         self._pipes: list[PipeReader] = []
+        self._output_rate: OutputRate | None = None
+        self._on_output_flood: Callable[[str], None] | None = None
+        self._budget: OutputBudget | None = None
         if self.options.log_output:
             self.output.add_listener(LogForwarder(output_logger, self.plugin_name))
 
@@ -202,8 +207,9 @@ class PluginProcess:
         self._close_pipes()  # a previous run's grandchild may still hold its pipes open
         self._pipes = []
         try:
+            self._budget = self._new_budget()
             for pipe, stream in pipes:
-                self._pipes.append(await capture_pipe(pipe, self.output, stream))
+                self._pipes.append(await capture_pipe(pipe, self.output, stream, self._budget))
             with contextlib.suppress(psutil.Error):
                 self.psutil_process = psutil.Process(self.process.pid)
                 self.psutil_process.cpu_percent(None)  # prime: the first call always returns 0.0
@@ -224,6 +230,28 @@ class PluginProcess:
             self.process.pid,
             self.ready_seconds * 1000,
         )
+
+    def limit_output(self, rate: OutputRate | None, on_flood: Callable[[str], None] | None = None) -> None:
+        """Read this plugin's output at most at ``rate`` from its next start on (None: unlimited).
+
+        Beyond the rate the pipes are not read, so the plugin waits on its own writes. A plugin
+        held back for most of ``rate.flood_seconds`` is a flood: ``on_flood(reason)`` is called
+        once per run (the supervisor passes its ``kill``); without it the process is killed here.
+        """
+        self._output_rate = rate
+        self._on_output_flood = on_flood
+
+    def _new_budget(self) -> OutputBudget | None:
+        if self._output_rate is None:
+            return None
+        return OutputBudget(self._output_rate, self.plugin_name, self._output_flood)
+
+    def _output_flood(self, reason: str) -> None:
+        if self._on_output_flood is not None:
+            self._on_output_flood(reason)
+            return
+        logger.warning("killing plugin '%s': %s", self.plugin_name, reason)
+        self.kill_tree()
 
     @property
     def launcher(self) -> Launcher:
@@ -457,6 +485,8 @@ class PluginProcess:
 
     def _on_exit(self, returncode: int) -> None:
         self.returncode = returncode
+        if self._budget is not None:
+            self._budget.process_exited()  # its last words (a traceback) are read now, not later
         logger.log(
             logging.INFO if returncode in (0, -signal.SIGTERM) else logging.WARNING,
             "Plugin '%s' (pid %s) %s",

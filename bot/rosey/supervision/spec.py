@@ -54,11 +54,17 @@ class Limits:
     whose CPU use stays above ``max_cpu_percent`` in every sample of ``cpu_window_seconds`` is
     killed; ``max_processes`` is only checked when it is above 0, since a plugin not allowed to
     fork cannot (the sandbox stops it) and counting children costs a /proc scan.
+
+    The output rates are not swept by the watchdog: the supervisor hands them to the plugin's
+    process, whose pipe readers stop reading beyond them (the plugin waits on its own writes)
+    and report a plugin that keeps them stopped as an output flood, which is killed.
     """
 
     max_memory_mb: int | None = None
     max_cpu_percent: float | None = None
     cpu_window_seconds: float = DEFAULT_CPU_WINDOW_SECONDS
+    max_output_bytes_per_second: int | None = None
+    max_output_lines_per_second: int | None = None
     max_open_files: int | None = None
     max_processes: int | None = None
     max_threads: int | None = None
@@ -71,6 +77,8 @@ class Limits:
         if self.max_cpu_percent is not None:
             _positive("max_cpu_percent", self.max_cpu_percent)
         _positive("cpu_window_seconds", self.cpu_window_seconds)
+        _count("max_output_bytes_per_second", self.max_output_bytes_per_second, 1)
+        _count("max_output_lines_per_second", self.max_output_lines_per_second, 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.errors import PluginNotFound, PluginStartError
 from bot.rosey.plugins.contract import PingReply
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.plugins.process.budget import OutputRate
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
 from bot.rosey.supervision.lifecycle import LifecycleEvent, LifecyclePublisher
@@ -39,7 +40,7 @@ from bot.rosey.supervision.restart import (
     SupervisorConfig,
     decide,
 )
-from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.spec import Limits, PluginSpec
 from bot.rosey.supervision.status import STATUS_HISTORY, PluginState, PluginStatus, ResourceSample
 
 __all__ = ["ManagedPlugin", "Supervisor"]
@@ -323,12 +324,19 @@ class Supervisor:
                 self._give_up(plugin, f"cannot be started: {exc}")
                 return None
             plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
+            plugin.process.limit_output(
+                _output_rate(plugin.spec.limits), on_flood=functools.partial(self.kill, plugin.name)
+            )
         process = plugin.process
         started = time.monotonic()
         try:
             await process.start()
         except (PluginStartError, OSError) as exc:
-            plugin.last_exit = process.start_failure or process.last_exit or "failed to start"
+            # Killed while starting (an output flood can be): the reason, not just the signal; else
+            # the plugin's own exception, in one line.
+            plugin.last_exit = (
+                plugin.kill_reason or process.start_failure or process.last_exit or "failed to start"
+            )
             self._resolve_first(plugin, _start_error(plugin.name, exc))
             if not plugin.want_running:  # stopped while starting: not a failure
                 return StoppedOnRequest(returncode=process.returncode), time.monotonic() - started
@@ -416,6 +424,16 @@ class Supervisor:
                 pid=process.pid if process is not None and state is not PluginState.STARTING else None,
             )
         )
+
+
+def _output_rate(limits: Limits) -> OutputRate | None:
+    """The rate a plugin's output is read at under ``limits``; None when neither rate is limited."""
+    if limits.max_output_bytes_per_second is None and limits.max_output_lines_per_second is None:
+        return None
+    return OutputRate(
+        bytes_per_second=limits.max_output_bytes_per_second,
+        lines_per_second=limits.max_output_lines_per_second,
+    )
 
 
 def _start_error(name: str, exc: BaseException) -> PluginStartError:

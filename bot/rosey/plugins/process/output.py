@@ -1,7 +1,9 @@
 """Continuous capture of a plugin's stdout and stderr into bounded buffers.
 
-The pipes are read by the event loop as data arrives, so a plugin that prints a lot never
-blocks on a full pipe, and the host never holds more than ``max_lines`` lines per plugin.
+The pipes are read by the event loop as data arrives, within the plugin's output budget
+(:mod:`bot.rosey.plugins.process.budget`): a plugin that writes faster than that waits on its
+own full pipe, and the host never holds more than ``max_lines`` lines per plugin. Each line is
+made :func:`~bot.rosey.terminal.printable` as it is captured.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
+
+from bot.rosey.plugins.process.budget import OutputBudget
+from bot.rosey.terminal import printable
 
 __all__ = ["LogForwarder", "OutputBuffer", "OutputLine", "PipeReader", "capture_pipe"]
 
@@ -63,28 +68,125 @@ class OutputBuffer:
 
 
 class _LineProtocol(asyncio.Protocol):
-    def __init__(self, buffer: OutputBuffer, stream: str, closed: asyncio.Future[None]) -> None:
+    """Splits one pipe into lines for ``buffer``, within ``budget`` if there is one.
+
+    Without a budget every read is split and handed on at once. With one, a read is charged its
+    bytes and each line handed on one line; lines beyond the budget stay in ``_pending`` (at most
+    one read) and the pipe is not read again until they are out and the bytes are paid for.
+    """
+
+    def __init__(
+        self,
+        buffer: OutputBuffer,
+        stream: str,
+        closed: asyncio.Future[None],
+        budget: OutputBudget | None = None,
+    ) -> None:
         self._buffer = buffer
         self._stream = stream
-        self._partial = b""
+        self._partial = b""  # the start of a line whose end has not been read yet
+        self._pending = b""  # read, not split yet: waits for the line budget
         self._closed = closed
+        self._budget = budget
+        self._transport: asyncio.ReadTransport | None = None
+        self._held = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._buffer.total_bytes += len(data)
-        chunk = self._partial + data
-        *complete, self._partial = chunk.split(b"\n")
-        for raw in complete:
-            self._emit(raw)
+        budget = self._budget
+        if budget is None:
+            self._pending = data
+            self._take(None)
+            return
+        budget.spend_read(len(data))
+        self._pending += data  # empty: reading is paused while anything is pending
+        self._drain()
+
+    def wake(self) -> None:
+        """Look at the budget again now instead of at the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._held and self._transport is not None and not self._transport.is_closing():
+            self._drain()
+
+    def _drain(self) -> None:
+        """Hand on what the budget allows, then read on, or hold back and look again later."""
+        self._timer = None
+        budget = self._budget
+        assert budget is not None
+        budget.refill()
+        if budget.flood is not None:  # reported: the plugin is being stopped, its output is noise
+            self._pending = self._partial = b""
+        else:
+            self._take(budget.lines_allowed())
+        if self._pending or not budget.may_read(held=self._held):
+            self._hold(budget)
+        elif self._held:
+            self._held = False
+            budget.release(self)
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _hold(self, budget: OutputBudget) -> None:
+        if not self._held and self._transport is not None:
+            self._held = True
+            self._transport.pause_reading()
+        budget.hold(self, lines_waiting=bool(self._pending))
+        delay = budget.wait_seconds(lines_waiting=bool(self._pending))
+        self._timer = asyncio.get_running_loop().call_later(delay, self._drain)
+
+    def _take(self, allowed: int | None) -> None:
+        """Split ``_pending`` into lines, at most ``allowed`` of them (None: all); keep the rest."""
+        data, self._pending = self._pending, b""
+        if allowed is None:
+            parts = data.split(b"\n")
+        elif allowed == 0:
+            if b"\n" in data:
+                self._pending = data
+                return
+            parts = [data]
+        else:
+            parts = data.split(b"\n", allowed)
+            if len(parts) > allowed and b"\n" in parts[-1]:
+                self._pending, parts[-1] = parts[-1], b""
+        # Every part but the last ends a line; the last one continues the unfinished line.
+        if len(parts) > 1:
+            parts[0] = self._partial + parts[0]
+            self._partial = parts.pop()
+            for raw in parts:
+                self._emit(raw)
+            if self._budget is not None:
+                self._budget.spend_lines(len(parts))
+        else:
+            self._partial += parts[0]
         if len(self._partial) > MAX_LINE_BYTES:  # a line without end: cut it, don't hoard it
             self._emit(self._partial)
             self._partial = b""
+            if self._budget is not None:
+                self._budget.spend_lines(1)
 
     def _emit(self, raw: bytes) -> None:
         if len(raw) > MAX_LINE_BYTES:
             raw = raw[:MAX_LINE_BYTES] + b"...[truncated]"
-        self._buffer.append(self._stream, raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+        # Escaped once, here: every reader of the buffer (the log, `rosey logs`, a start error,
+        # JSON) gets text that cannot drive a terminal.
+        self._buffer.append(self._stream, printable(raw.rstrip(b"\r").decode("utf-8", errors="replace")))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._budget is not None:
+            self._budget.release(self)
+            if self._budget.flood is not None:
+                self._pending = self._partial = b""
+        self._take(None)  # what is left: at most one read, and the plugin is gone
         if self._partial:
             self._emit(self._partial)
             self._partial = b""
@@ -105,11 +207,16 @@ class PipeReader:
             self.transport.close()
 
 
-async def capture_pipe(pipe: IO[Any], buffer: OutputBuffer, stream: str) -> PipeReader:
-    """Start reading ``pipe`` into ``buffer`` until end of file or :meth:`PipeReader.close`."""
+async def capture_pipe(
+    pipe: IO[Any], buffer: OutputBuffer, stream: str, budget: OutputBudget | None = None
+) -> PipeReader:
+    """Start reading ``pipe`` into ``buffer`` until end of file or :meth:`PipeReader.close`.
+
+    With a ``budget`` (shared by a plugin's pipes), reading waits whenever it is spent.
+    """
     loop = asyncio.get_running_loop()
     closed: asyncio.Future[None] = loop.create_future()
-    transport, _ = await loop.connect_read_pipe(lambda: _LineProtocol(buffer, stream, closed), pipe)
+    transport, _ = await loop.connect_read_pipe(lambda: _LineProtocol(buffer, stream, closed, budget), pipe)
     return PipeReader(transport=transport, closed=closed)
 
 
