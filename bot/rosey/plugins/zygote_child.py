@@ -136,6 +136,8 @@ def _preload() -> None:
     import bot.rosey.plugins.plugin_interface
     import bot.rosey.plugins.sandbox.capabilities
     import bot.rosey.plugins.sandbox.landlock
+    import bot.rosey.plugins.sandbox.mountns
+    import bot.rosey.plugins.sandbox.pidns
     import bot.rosey.plugins.sandbox.rlimits
     import bot.rosey.plugins.sandbox.seccomp  # noqa: F401
 
