@@ -44,6 +44,10 @@ def missing_protections(sandbox: dict[str, Any]) -> list[str]:
         missing.append("Landlock ABI >= 6 (signal and abstract-socket scoping)")
     if not sandbox.get("seccomp_filter"):
         missing.append("seccomp filters (UDP/raw sockets, fork, ptrace)")
+    if sandbox.get("private_filesystem", True) is not True:
+        missing.append("a private file-system view per plugin (mount namespace, needs root)")
+    if sandbox.get("child_pid_namespace", True) is not True:
+        missing.append("a PID namespace for plugins' children (needs root)")
     return missing
 
 

@@ -106,4 +106,26 @@ def probe() -> dict[str, Any]:
     else:
         report["fork_bomb_guard"] = "seccomp (blocks fork/clone)" if filter_ok else "RLIMIT_NPROC only"
     report["udp_raw_unix_socket_guard"] = "seccomp" if filter_ok else "NONE: Landlock does not cover them"
+    # Both namespace layers need CAP_SYS_ADMIN in the plugin process before it drops its
+    # capabilities (see sandbox.mountns and sandbox.pidns): a root rosey run has it.
+    if _has_capability(_CAP_SYS_ADMIN):
+        report["private_filesystem"] = True
+        report["child_pid_namespace"] = True
+    else:
+        report["private_filesystem"] = "no (needs root): stat() shows plugins metadata outside the sandbox"
+        report["child_pid_namespace"] = (
+            "no (needs root): children of plugins with max_processes > 0 can outlive them; "
+            "the next rosey run ends those it can prove are its own"
+        )
     return report
+
+
+_CAP_SYS_ADMIN = 21
+
+
+def _has_capability(number: int) -> bool:
+    effective = _status_field("CapEff")
+    try:
+        return bool(int(effective or "0", 16) >> number & 1)
+    except ValueError:
+        return False
