@@ -14,7 +14,9 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,56 @@ def test_without_privileges_the_view_is_reported_missing_and_strict_refuses(tmp_
     )
     assert code == ExitCode.SANDBOX_REFUSED, err
     assert "mount-ns unavailable" in err
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A directory an unprivileged user can reach (pytest's tmp_path is root's alone)."""
+    with tempfile.TemporaryDirectory(prefix="rosey-userns-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+def test_an_unprivileged_user_gets_the_view_from_a_user_namespace(public_tmp: Path) -> None:
+    """As rosey run by an ordinary user: the namespaces come from a user namespace of its own."""
+    tmp_path = public_tmp
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)
+    secret = tmp_path / "secret.conf"
+    secret.write_text("password = hunter2\n")
+    policy = SandboxPolicy.for_plugin(plugin_file=None, data_dir=data, nats_port=4222, allow_subprocess=True)
+    code, facts, err = run(
+        """
+        import errno, resource, select, struct  # the interpreter's own files are out of nobody's reach
+        from bot.rosey import linux
+        from bot.rosey.plugins.sandbox import userns
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        linux.prctl(4, 1)  # PR_SET_DUMPABLE, as for any process that never changed its uid
+        facts = {}
+        for layer in (mountns, pidns):
+            result = layer.restrict(policy)
+            facts[result.name] = [result.state.value, result.detail]
+        try:
+            os.stat(SECRET)
+            facts["secret"] = "visible"
+        except OSError as exc:
+            facts["secret"] = exc.strerror
+        Path(DATA, "mine.txt").write_text("from nobody")
+        facts["uid"] = os.getuid()
+        print(json.dumps(facts))
+        """.replace("SECRET", repr(str(secret))).replace("DATA", repr(str(data))),
+        policy,
+        data,
+    )
+    assert code == 0, err
+    for name in ("mount-ns", "pid-ns"):
+        assert facts[name][0] == "applied", facts
+    assert "user namespace" in facts["mount-ns"][1], facts
+    assert facts["secret"] == "No such file or directory" and facts["uid"] == 65534, facts
+    assert (data / "mine.txt").stat().st_uid == 65534  # its files still belong to its own user
 
 
 def test_the_layer_can_be_turned_off(tmp_path: Path) -> None:

@@ -45,9 +45,9 @@ def missing_protections(sandbox: dict[str, Any]) -> list[str]:
     if not sandbox.get("seccomp_filter"):
         missing.append("seccomp filters (UDP/raw sockets, fork, ptrace)")
     if sandbox.get("private_filesystem", True) is not True:
-        missing.append("a private file-system view per plugin (mount namespace, needs root)")
+        missing.append("a private file-system view per plugin (mount namespace: root or user namespaces)")
     if sandbox.get("child_pid_namespace", True) is not True:
-        missing.append("a PID namespace for plugins' children (needs root)")
+        missing.append("a PID namespace for plugins' children (root or user namespaces)")
     return missing
 
 

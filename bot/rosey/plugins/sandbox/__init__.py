@@ -49,6 +49,10 @@ __all__ = [
 ]
 
 
+#: Every layer, in the order it is applied (what a platform without them reports missing).
+_LAYERS = ("mount-ns", "pid-ns", "rlimits", "capabilities", "no_new_privs", "landlock", "seccomp")
+
+
 def _thread_count() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
@@ -66,10 +70,7 @@ def apply(policy: SandboxPolicy) -> SandboxReport:
         # Every layer below is a Linux interface; elsewhere say so instead of crashing in ctypes.
         detail = f"not available on {sys.platform}"
         return SandboxReport.of(
-            ProtectionResult(name=name, state=ProtectionState.UNAVAILABLE, detail=detail)
-            for name in (
-                *("mount-ns", "pid-ns", "rlimits", "capabilities", "no_new_privs", "landlock", "seccomp"),
-            )
+            ProtectionResult(name=name, state=ProtectionState.UNAVAILABLE, detail=detail) for name in _LAYERS
         )
     results: list[ProtectionResult] = []
     threads = _thread_count()

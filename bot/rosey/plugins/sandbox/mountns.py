@@ -24,9 +24,11 @@ machine; nothing a plugin runs needs it (psutil and the process counts are the h
 and seccomp still apply on top (seccomp denies mount, umount, pivot_root, unshare and setns, so
 the view cannot be undone; the capabilities that would allow it are dropped next).
 
-It needs CAP_SYS_ADMIN, so it works for a root ``rosey run`` (the case that matters: a root
-plugin is the one that could read everything). Without it the layer reports itself
-unavailable and best effort goes on without it; ``strict`` refuses to run the plugin.
+It needs CAP_SYS_ADMIN: a root ``rosey run`` has it (the case that matters most: a root plugin
+is the one that could read everything); an unprivileged one gets it over its own mounts from a
+user namespace of its own (:mod:`~bot.rosey.plugins.sandbox.userns`), where the kernel allows
+unprivileged user namespaces. Where neither works the layer reports itself unavailable and
+best effort goes on without it; ``strict`` refuses to run the plugin.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.rosey import linux
+from bot.rosey.plugins.sandbox import userns
 from bot.rosey.plugins.sandbox.policy import SYSTEM_READ_PATHS, SandboxPolicy
 from bot.rosey.plugins.sandbox.report import ProtectionResult, ProtectionState
 
@@ -70,6 +73,10 @@ _STAGING_CANDIDATES = ("/tmp", "/mnt", "/")
 _TMPFS_OPTIONS = b"mode=0755,size=1m,nr_inodes=4096"
 #: Enough links to resolve any sane chain; a loop is simply left unresolved.
 _MAX_LINKS = 40
+
+
+class _Unavailable(Exception):
+    """This process cannot get the privilege a mount namespace needs."""
 
 
 class _MountAttr(ctypes.Structure):
@@ -256,14 +263,24 @@ def _apply(view: Plan, sources: dict[str, int], cwd: str) -> Plan:
     arch = os.uname().machine
     if arch not in _SYS_PIVOT_ROOT:
         raise OSError(errno.ENOSYS, f"pivot_root: no syscall number for {arch}")
-    _check(libc.unshare(ctypes.c_int(_CLONE_NEWNS)), "unshare(CLONE_NEWNS)")
+    if libc.unshare(ctypes.c_int(_CLONE_NEWNS)) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EPERM:
+            raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+        # Not root: a user namespace of its own gives the process CAP_SYS_ADMIN over its own mounts.
+        try:
+            userns.enter()
+        except OSError as exc:
+            raise _Unavailable(f"needs root or unprivileged user namespaces ({exc.strerror})") from exc
+        _check(libc.unshare(ctypes.c_int(_CLONE_NEWNS)), "unshare(CLONE_NEWNS) in a user namespace")
     # From here on only this process's copy of the mount table changes.
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     root = _staging()
     # Opened now, not before unshare: a bind's source must be a mount of the caller's namespace.
     # And before the tmpfs covers the staging directory, so every source is still in view.
     for bind in view.binds:
-        with contextlib.suppress(FileNotFoundError):
+        # Missing, or out of this user's reach: nothing to show (Landlock skips them too).
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             sources[bind.path] = os.open(bind.path, os.O_PATH | os.O_CLOEXEC)
     view = Plan(binds=tuple(b for b in view.binds if b.path in sources), links=view.links)
     _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, _TMPFS_OPTIONS)
@@ -306,15 +323,15 @@ def restrict(policy: SandboxPolicy) -> ProtectionResult:
     sources: dict[str, int] = {}
     try:
         view = _apply(view, sources, cwd)
+    except _Unavailable as exc:
+        detail = f"{exc}; stat() can see outside the sandbox"
+        return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=detail)
     except OSError as exc:
-        unprivileged = exc.errno == errno.EPERM and "unshare" in str(exc)
-        if unprivileged:
-            detail = "needs CAP_SYS_ADMIN (run Rosey as root); stat() can see outside the sandbox"
-            return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=detail)
         if exc.errno == errno.ENOSYS:
             return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=str(exc))
         return ProtectionResult(name=NAME, state=ProtectionState.FAILED, detail=str(exc))
     finally:
         for fd in sources.values():
             os.close(fd)
-    return ProtectionResult(name=NAME, state=ProtectionState.APPLIED, detail=view.describe())
+    detail = view.describe() + ("; in a user namespace of its own" if userns.entered() else "")
+    return ProtectionResult(name=NAME, state=ProtectionState.APPLIED, detail=detail)

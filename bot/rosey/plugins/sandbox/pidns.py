@@ -27,9 +27,10 @@ processes in /proc but is not one of its own: the watchdog leaves it out of ``ma
 
 Inside the namespace a child sees its own pids (``os.getpid()`` is small) and ``getppid()`` is
 0 for the plugin's direct children (their parent is outside the namespace). The plugin can
-still wait for them as usual. Needs CAP_SYS_ADMIN (a root ``rosey run``); elsewhere the layer
-is reported unavailable, and a restarted ``rosey run`` ends the leftovers it can prove are its
-own (see the host's process record).
+still wait for them as usual. Needs CAP_SYS_ADMIN: root, or a user namespace of the plugin's
+own (:mod:`~bot.rosey.plugins.sandbox.userns`). Where neither works the layer is reported
+unavailable, and a restarted ``rosey run`` ends the leftovers it can prove are its own (see
+the host's process record).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import select
 import signal
 
 from bot.rosey import linux
+from bot.rosey.plugins.sandbox import userns
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.plugins.sandbox.report import ProtectionResult, ProtectionState
 
@@ -96,13 +98,23 @@ def restrict(policy: SandboxPolicy) -> ProtectionResult:
     except (OSError, AttributeError) as exc:
         return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=f"pidfd_open: {exc}")
     try:
-        if linux.libc().unshare(ctypes.c_int(_CLONE_NEWPID)) != 0:
-            err = ctypes.get_errno()
-            missing = err in (errno.EPERM, errno.EINVAL)
+        unshared = linux.libc().unshare(ctypes.c_int(_CLONE_NEWPID)) == 0
+        err = 0 if unshared else ctypes.get_errno()
+        if err == errno.EPERM and not userns.entered():
+            # Not root: a user namespace of its own gives CAP_SYS_ADMIN over its own namespaces.
+            try:
+                userns.enter()
+                unshared = linux.libc().unshare(ctypes.c_int(_CLONE_NEWPID)) == 0
+                err = 0 if unshared else ctypes.get_errno()
+            except OSError as exc:
+                err = exc.errno or errno.EPERM
+        if not unshared:
+            # EPERM: no privilege; EINVAL: no PID namespaces; ENOSPC/EUSERS: too many user namespaces.
+            missing = err in (errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS)
             state = ProtectionState.UNAVAILABLE if missing else ProtectionState.FAILED
             detail = f"unshare(CLONE_NEWPID): {os.strerror(err)}"
             if err == errno.EPERM:
-                detail += " (needs CAP_SYS_ADMIN: run Rosey as root); its children could outlive it"
+                detail += " (needs root or unprivileged user namespaces); its children could outlive it"
             return ProtectionResult(name=NAME, state=state, detail=detail)
         try:
             pid = os.fork()

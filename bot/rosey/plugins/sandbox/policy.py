@@ -81,7 +81,7 @@ class SandboxPolicy:
     namespace; :mod:`~bot.rosey.plugins.sandbox.mountns`), so ``stat()`` learns nothing of the
     rest. ``pid_namespace``: a plugin allowed to create processes gets them in a PID namespace
     that the kernel empties when the plugin dies (:mod:`~bot.rosey.plugins.sandbox.pidns`).
-    Both need root; without it they are reported unavailable.
+    Both need root, or unprivileged user namespaces; without either they are reported unavailable.
     """
 
     read_paths: tuple[str, ...] = ()

@@ -107,20 +107,25 @@ def probe() -> dict[str, Any]:
         report["fork_bomb_guard"] = "seccomp (blocks fork/clone)" if filter_ok else "RLIMIT_NPROC only"
     report["udp_raw_unix_socket_guard"] = "seccomp" if filter_ok else "NONE: Landlock does not cover them"
     # Both namespace layers need CAP_SYS_ADMIN in the plugin process before it drops its
-    # capabilities (see sandbox.mountns and sandbox.pidns): a root rosey run has it.
-    if _has_capability(_CAP_SYS_ADMIN):
+    # capabilities (see sandbox.mountns and sandbox.pidns): a root rosey run has it; another
+    # gets it from a user namespace of its own (mapping uid 0 there would need CAP_SETFCAP).
+    own_userns = report["user_namespaces"] is True and (os.geteuid() != 0 or _has_capability(_CAP_SETFCAP))
+    if _has_capability(_CAP_SYS_ADMIN) or own_userns:
         report["private_filesystem"] = True
         report["child_pid_namespace"] = True
     else:
-        report["private_filesystem"] = "no (needs root): stat() shows plugins metadata outside the sandbox"
+        report["private_filesystem"] = (
+            "no (needs root or user namespaces): stat() shows plugins metadata outside the sandbox"
+        )
         report["child_pid_namespace"] = (
-            "no (needs root): children of plugins with max_processes > 0 can outlive them; "
-            "the next rosey run ends those it can prove are its own"
+            "no (needs root or user namespaces): children of plugins with max_processes > 0 can "
+            "outlive them; the next rosey run ends those it can prove are its own"
         )
     return report
 
 
 _CAP_SYS_ADMIN = 21
+_CAP_SETFCAP = 31
 
 
 def _has_capability(number: int) -> bool:
