@@ -11,6 +11,7 @@ plugin's own data dir still shows its real inode, and the canary answers through
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -72,3 +73,33 @@ async def test_stat_outside_the_grants_reveals_nothing(start_rosey: StartRosey, 
         assert rosey.row(name)["restarts"] == 0, rosey.row(name)
         pong = await rosey.core.request(Subjects.control(name, "ping"), {}, "security-test", timeout=5)
         assert "mount-ns" in pong.data["sandbox"].split(","), pong.data
+
+
+async def test_a_plugin_with_a_network_grant_still_resolves_trusts_and_connects(
+    start_rosey: StartRosey, launcher: str
+) -> None:
+    """What the view must keep: name resolution, the CA store, TCP to a host by name."""
+    accepted = asyncio.Event()
+
+    def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        grants = {"path": str(SNOOPING), "network": [f"localhost:{port}"]}
+        rosey = await start_rosey({"hostile": grants, "canary": {}}, launcher=launcher)
+        traffic = rosey.traffic()
+        tls = await rosey.attempt("hostile", "tls")
+        assert tls["outcome"] == "allowed" and tls["value"]["x509_ca"] > 0, tls
+        resolved = await rosey.attempt("hostile", "resolve", "localhost")
+        assert resolved["outcome"] == "allowed" and "127.0.0.1" in resolved["value"], resolved
+        connected = await rosey.attempt("hostile", "tcp_connect", "localhost", port)
+        assert connected["outcome"] == "allowed", connected
+        await asyncio.wait_for(accepted.wait(), 5)
+        await traffic.assert_all_answered()
+        assert rosey.row("hostile")["restarts"] == 0 and rosey.row("canary")["restarts"] == 0
+    finally:
+        server.close()
+        await server.wait_closed()
