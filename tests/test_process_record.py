@@ -179,6 +179,15 @@ def test_the_record_is_private_current_and_gone_after_a_clean_stop(
     assert not path.exists()
 
 
-def test_an_unreadable_record_ends_nothing(tmp_path: Path) -> None:
-    (tmp_path / RECORD_FILENAME).write_text("{not json")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "[]",
+        '{"owner": {"pid": "x"}, "processes": [{"pid": "y"}, 7]}',
+        '{"processes": [{"role": "plugin", "name": "p", "pid": -1, "start_time": 1, "session": 1}]}',
+    ],
+)
+def test_an_unreadable_record_ends_nothing(tmp_path: Path, text: str) -> None:
+    (tmp_path / RECORD_FILENAME).write_text(text)
     assert end_leftovers(tmp_path) == []

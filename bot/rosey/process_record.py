@@ -282,7 +282,8 @@ def end_leftovers(state_dir: Path, *, timeout: float = _WAIT_SECONDS) -> list[Le
         return []
     owner = raw.get("owner")
     owner = owner if isinstance(owner, dict) else {}
-    owner_stat = proc_stat(int(owner.get("pid", 0) or 0)) if owner else None
+    owner_pid = owner.get("pid")
+    owner_stat = proc_stat(owner_pid) if isinstance(owner_pid, int) and owner_pid > 0 else None
     if (
         owner_stat is not None
         and owner_stat.start_time == owner.get("start_time")
