@@ -61,6 +61,8 @@ async def test_stat_outside_the_grants_reveals_nothing(start_rosey: StartRosey, 
         assert listing.get("value") in (["data"], ["hostile"]) or listing["outcome"] != "allowed", listing
     mounts = await rosey.attempt("hostile", "mounts")
     assert mounts["outcome"] != "allowed", mounts  # the host's mount table: no /proc at all
+    # No descriptor left over from before the switch leads back into the host's tree.
+    assert (await rosey.attempt("hostile", "open_directories"))["value"] == []
 
     # What it may use is the real thing, at the same path.
     own = state / "data" / "hostile"
