@@ -196,6 +196,29 @@ def test_an_unprivileged_user_gets_the_view_from_a_user_namespace(public_tmp: Pa
     assert (data / "mine.txt").stat().st_uid == 65534  # its files still belong to its own user
 
 
+def test_a_failure_half_way_leaves_the_tree_the_plugin_had(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("kept")
+    policy = SandboxPolicy.for_plugin(plugin_file=None, data_dir=data, nats_port=4222)
+    code, facts, err = run(
+        """
+        def broken(*args, **kwargs):
+            raise OSError(5, "mount_setattr: Input/output error")
+        mountns._set_attributes = broken  # fails after the tmpfs and the first bind
+        result = mountns.restrict(policy)
+        print(json.dumps({"state": result.state.value, "detail": result.detail,
+                          "notes": Path("notes.txt").read_text(), "cwd": os.getcwd(),
+                          "tmp": os.path.isdir(DATA)}))
+        """.replace("DATA", repr(str(data))),
+        policy,
+        data,
+    )
+    assert code == 0, err
+    assert facts["state"] == "failed" and "Input/output error" in facts["detail"], facts
+    assert (facts["notes"], facts["cwd"], facts["tmp"]) == ("kept", str(data), True), facts
+
+
 def test_the_layer_can_be_turned_off(tmp_path: Path) -> None:
     policy = SandboxPolicy.for_plugin(
         plugin_file=None, data_dir=tmp_path, nats_port=4222, private_mounts=False

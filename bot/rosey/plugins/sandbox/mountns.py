@@ -75,10 +75,6 @@ _TMPFS_OPTIONS = b"mode=0755,size=1m,nr_inodes=4096"
 _MAX_LINKS = 40
 
 
-class _Unavailable(Exception):
-    """This process cannot get the privilege a mount namespace needs."""
-
-
 class _MountAttr(ctypes.Structure):
     _fields_ = (
         ("attr_set", ctypes.c_uint64),
@@ -258,32 +254,25 @@ def _make_mount_point(target: str, bind: Bind) -> None:
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
 
 
-def _apply(view: Plan, sources: dict[str, int], cwd: str) -> Plan:
+def _unshare() -> str | None:
+    """Enter a mount namespace of our own; None, or why this process cannot (OSError: it failed)."""
     libc = linux.libc()
-    arch = os.uname().machine
-    if arch not in _SYS_PIVOT_ROOT:
-        raise OSError(errno.ENOSYS, f"pivot_root: no syscall number for {arch}")
-    if libc.unshare(ctypes.c_int(_CLONE_NEWNS)) != 0:
-        err = ctypes.get_errno()
-        if err != errno.EPERM:
-            raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
-        # Not root: a user namespace of its own gives the process CAP_SYS_ADMIN over its own mounts.
-        try:
-            userns.enter()
-        except OSError as exc:
-            raise _Unavailable(f"needs root or unprivileged user namespaces ({exc.strerror})") from exc
-        _check(libc.unshare(ctypes.c_int(_CLONE_NEWNS)), "unshare(CLONE_NEWNS) in a user namespace")
-    # From here on only this process's copy of the mount table changes.
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    root = _staging()
-    # Opened now, not before unshare: a bind's source must be a mount of the caller's namespace.
-    # And before the tmpfs covers the staging directory, so every source is still in view.
-    for bind in view.binds:
-        # Missing, or out of this user's reach: nothing to show (Landlock skips them too).
-        with contextlib.suppress(FileNotFoundError, PermissionError):
-            sources[bind.path] = os.open(bind.path, os.O_PATH | os.O_CLOEXEC)
-    view = Plan(binds=tuple(b for b in view.binds if b.path in sources), links=view.links)
-    _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, _TMPFS_OPTIONS)
+    if libc.unshare(ctypes.c_int(_CLONE_NEWNS)) == 0:
+        return None
+    err = ctypes.get_errno()
+    if err != errno.EPERM:
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    # Not root: a user namespace of its own gives the process CAP_SYS_ADMIN over its own mounts.
+    try:
+        userns.enter()
+    except OSError as exc:
+        return f"needs root or unprivileged user namespaces ({exc.strerror})"
+    _check(libc.unshare(ctypes.c_int(_CLONE_NEWNS)), "unshare(CLONE_NEWNS) in a user namespace")
+    return None
+
+
+def _assemble(view: Plan, sources: dict[str, int], root: str) -> None:
+    """Binds and links of ``view`` beneath ``root`` (a fresh tmpfs)."""
     for bind in view.binds:
         target = root.rstrip("/") + bind.path
         _make_mount_point(target, bind)
@@ -298,9 +287,35 @@ def _apply(view: Plan, sources: dict[str, int], cwd: str) -> Plan:
             continue
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         os.symlink(text, target)
-    os.chdir(root)
-    # pivot_root(".", "."): the old root ends up stacked on the new one, and is then detached.
-    _check(libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT[arch]), b".", b"."), "pivot_root")
+
+
+def _apply(view: Plan, sources: dict[str, int], cwd: str) -> Plan:
+    """Assemble the new root and switch to it; the caller has entered its own mount namespace."""
+    libc = linux.libc()
+    arch = os.uname().machine
+    # From here on only this process's copy of the mount table changes.
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    root = _staging()
+    # Opened now, not before unshare: a bind's source must be a mount of the caller's namespace.
+    # And before the tmpfs covers the staging directory, so every source is still in view.
+    for bind in view.binds:
+        # Missing, or out of this user's reach: nothing to show (Landlock skips them too).
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            sources[bind.path] = os.open(bind.path, os.O_PATH | os.O_CLOEXEC)
+    view = Plan(binds=tuple(b for b in view.binds if b.path in sources), links=view.links)
+    _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, _TMPFS_OPTIONS)
+    try:
+        _assemble(view, sources, root)
+        os.chdir(root)
+        # pivot_root(".", "."): the old root ends up stacked on the new one, and is then detached.
+        _check(libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT[arch]), b".", b"."), "pivot_root")
+    except OSError:
+        # Leave the process with the tree it had (best effort runs it anyway): the half-built
+        # root would hide whatever lies under the staging directory, the data dir perhaps.
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        libc.umount2(os.fsencode(root), ctypes.c_int(_MNT_DETACH))
+        raise
     _check(libc.umount2(b".", ctypes.c_int(_MNT_DETACH)), "detach the old root")
     os.chdir("/")
     _set_attributes("/", _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, recursive=False)
@@ -321,11 +336,15 @@ def restrict(policy: SandboxPolicy) -> ProtectionResult:
         cwd = "/"
     view = plan(policy)
     sources: dict[str, int] = {}
+    arch = os.uname().machine
     try:
+        if arch not in _SYS_PIVOT_ROOT:
+            raise OSError(errno.ENOSYS, f"pivot_root: no syscall number for {arch}")
+        why = _unshare()
+        if why is not None:
+            detail = f"{why}; stat() can see outside the sandbox"
+            return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=detail)
         view = _apply(view, sources, cwd)
-    except _Unavailable as exc:
-        detail = f"{exc}; stat() can see outside the sandbox"
-        return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=detail)
     except OSError as exc:
         if exc.errno == errno.ENOSYS:
             return ProtectionResult(name=NAME, state=ProtectionState.UNAVAILABLE, detail=str(exc))
