@@ -34,6 +34,7 @@ from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
+from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
@@ -78,6 +79,7 @@ class RoseyApp:
         self.router: CoreRouter | None = None
         self.control: ControlService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
+        self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
         self.started_at = time.time()
         self._probe: dict[str, Any] | None = None
@@ -95,14 +97,19 @@ class RoseyApp:
         state_dir = self.config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock.acquire()  # before anything writes into the state directory
+        # Then what a killed predecessor left running in this state dir (the lock proves none runs).
+        end_leftovers(state_dir)
+        self.record = ProcessRecord(state_dir)
         for problem in self.catalog.problems:
             logger.warning("%s", problem)
         if self.config.launcher is Launcher.ZYGOTE and zygote_supported():
-            self.zygote = Zygote()
+            self.zygote = Zygote(record=self.record)
             self.zygote.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
         if self.embedded:
             self.server = NatsServer(self._server_config(state_dir))
             self.server.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
+            if self.server.pid is not None:
+                self.record.started(ProcessRole.NATS_SERVER, "nats-server", self.server.pid)
             self.nats_url = self.server.url
             self.bus = EventBus(
                 self.nats_url, name="rosey-core", user=self._core.user, password=self._core.password
@@ -163,6 +170,8 @@ class RoseyApp:
         if self.server is not None:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
+        if self.record is not None:
+            self.record.close()
         if self.log_files is not None:
             self.log_files.close()
         self._lock.release()
@@ -245,6 +254,7 @@ class RoseyApp:
             extra_env={Env.MAX_CONCURRENCY: str(plugin.max_concurrency)},
             launcher=self.config.launcher,
             zygote=self.zygote,
+            record=self.record,
             sandbox=sandbox_for(
                 self.config,
                 plugin,

@@ -231,6 +231,9 @@ class PluginConfig:
     read_paths: tuple[Path, ...] = ()
     write_paths: tuple[Path, ...] = ()
     network: tuple[str, ...] = ()
+    # Kernel isolation that needs root; off only where it gets in the way (see the sandbox docs).
+    private_mounts: bool = True
+    pid_namespace: bool = True
 
     def __post_init__(self) -> None:
         name = self.name if isinstance(self.name, str) else repr(self.name)
@@ -254,6 +257,8 @@ class PluginConfig:
                 key("module"), f"must be 'package.module' or 'package.module:Class', got {self.module!r}"
             )
         put("enabled", _bool(key("enabled"), self.enabled))
+        put("private_mounts", _bool(key("private_mounts"), self.private_mounts))
+        put("pid_namespace", _bool(key("pid_namespace"), self.pid_namespace))
         put("restart", _enum(key("restart"), RestartPolicy, self.restart))
         for number, minimum in _PLUGIN_INTS.items():
             put(number, _int(key(number), getattr(self, number), minimum=minimum))

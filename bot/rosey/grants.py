@@ -90,6 +90,8 @@ def sandbox_for(
         extra_ports=ports,
         allow_udp=needs_dns,
         allow_subprocess=plugin.max_processes > 0,
+        private_mounts=plugin.private_mounts,
+        pid_namespace=plugin.pid_namespace,
         max_open_files=plugin.max_open_files,
         # A hard backstop far enough above the watchdog's RSS limit that the watchdog, which
         # reports the reason, normally acts first; a storm faster than its sweep stops here.

@@ -112,6 +112,7 @@ async def build_stack(
         return PluginProcess(spec.name, spec.path, nats_url, options=options)
 
     supervisor = Supervisor(bus, specs, factory, FAST_RESTARTS)
+
     def why_unavailable(name: str) -> str | None:  # as the app wires it
         plugin = supervisor.plugins.get(name)
         if plugin is None or plugin.state is PluginState.RUNNING:

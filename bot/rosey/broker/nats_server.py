@@ -9,6 +9,7 @@ avoids the bind-then-close race of "find a free port" helpers. The process gets
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # runs before any thread of ours forks
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # in the child, before exec
             # Its own session: a terminal's Ctrl-C must reach only Rosey, which stops the plugins
             # first and the server last; a server dying with the keypress would cut them off.
             start_new_session=True,
@@ -287,5 +288,8 @@ class NatsServer:
             process.wait()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:
+        # Rosey died between fork and prctl: no death signal will ever come. Do not start.
+        os._exit(1)

@@ -47,6 +47,10 @@ def missing_protections(sandbox: dict[str, Any]) -> list[str]:
             "seccomp filters (UDP/raw sockets, fork, ptrace, the parent-death signal's lock, "
             "siblings' scheduling, inotify, memfd)"
         )
+    if sandbox.get("private_filesystem", True) is not True:
+        missing.append("a private file-system view per plugin (mount namespace: root or user namespaces)")
+    if sandbox.get("child_pid_namespace", True) is not True:
+        missing.append("a PID namespace for plugins' children (root or user namespaces)")
     return missing
 
 

@@ -50,6 +50,8 @@ from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
 from bot.rosey.plugins.sandbox import SandboxPolicy
+from bot.rosey.plugins.sandbox.pidns import is_namespace_init
+from bot.rosey.process_record import ProcessRecord, ProcessRole
 
 # Launcher, LAUNCHER_ENV and default_launcher are defined in process.launchers, re-exported here
 # beside the options that use them.
@@ -97,6 +99,8 @@ class ProcessOptions:
     sandbox: SandboxPolicy | None = None  # applied by the child before plugin code; None: no sandbox
     launcher: Launcher = field(default_factory=default_launcher)  # its value ("zygote", "spawn") works too
     zygote: Zygote | None = field(default=None, compare=False, repr=False)  # None: the loop's shared one
+    # Where each started process is recorded, so that a later run can end it if we die first.
+    record: ProcessRecord | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -199,6 +203,8 @@ class PluginProcess:
             os.close(ready_write)
         self._start_time = time.monotonic()
         logger.info("Starting plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
+        if self.options.record is not None:
+            self.options.record.started(ProcessRole.PLUGIN, self.plugin_name, self.process.pid)
 
         self._exit = ExitWatcher(self.process)
         self._exit.add_callback(self._on_exit)
@@ -413,6 +419,25 @@ class PluginProcess:
         for child in children:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every process the plugin started (raises psutil.Error if the plugin is gone).
+
+        Leaves out the init of the plugin's PID namespace: the sandbox starts it, before any
+        plugin code, so that the plugin's children die with the plugin (see ``sandbox.pidns``).
+        """
+        if self.psutil_process is None:
+            return []
+        found = []
+        for child in self.psutil_process.children(recursive=True):
+            try:
+                with open(f"/proc/{child.pid}/status") as f:
+                    status = f.read()
+            except OSError:
+                continue  # gone meanwhile
+            if not is_namespace_init(status):
+                found.append(child)
+        return found
 
     def is_running(self) -> bool:
         """Check if plugin process is running"""

@@ -136,8 +136,11 @@ def _preload() -> None:
     import bot.rosey.plugins.plugin_interface
     import bot.rosey.plugins.sandbox.capabilities
     import bot.rosey.plugins.sandbox.landlock
+    import bot.rosey.plugins.sandbox.mountns
+    import bot.rosey.plugins.sandbox.pidns
     import bot.rosey.plugins.sandbox.rlimits
-    import bot.rosey.plugins.sandbox.seccomp  # noqa: F401
+    import bot.rosey.plugins.sandbox.seccomp
+    import bot.rosey.plugins.sandbox.userns  # noqa: F401
 
     _warm_up()
     gc.freeze()

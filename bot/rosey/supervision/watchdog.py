@@ -162,11 +162,10 @@ class Watchdog:
         # the others cannot create processes at all (seccomp).
         if not plugin.spec.limits.max_processes or plugin.process is None:
             return None
-        proc = plugin.process.psutil_process
-        if proc is None:
+        if plugin.process.psutil_process is None:
             return None
         with contextlib.suppress(psutil.Error):
-            return len(proc.children(recursive=True))
+            return len(plugin.process.descendants())
         return None
 
     async def _sweep_loop(self) -> None:

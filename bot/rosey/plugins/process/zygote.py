@@ -65,6 +65,7 @@ from bot.rosey.plugins.process.child_exit import ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
 from bot.rosey.plugins.process.launchers import zygote_supported
 from bot.rosey.plugins.zygote_child import MAX_FDS, MAX_REQUEST_BYTES, OP_SPAWN, decode_fds
+from bot.rosey.process_record import ProcessRecord, ProcessRole
 
 __all__ = ["Zygote", "ZygoteError", "shared_zygote", "template_environment", "zygote_supported"]
 
@@ -343,9 +344,14 @@ class Zygote:
     """
 
     def __init__(
-        self, python_executable: str | None = None, *, host_environ: Mapping[str, str] | None = None
+        self,
+        python_executable: str | None = None,
+        *,
+        host_environ: Mapping[str, str] | None = None,
+        record: ProcessRecord | None = None,
     ) -> None:
         self.python_executable = python_executable or sys.executable
+        self.record = record  # each zygote process started is recorded there (a restart too)
         self._host_environ = host_environ
         self._template: _Template | None = None
         self._lock: asyncio.Lock | None = None
@@ -372,6 +378,8 @@ class Zygote:
             return
         self._template = _Template(loop, self.python_executable, template_environment(self._host_environ))
         self.starts += 1
+        if self.record is not None:
+            self.record.started(ProcessRole.ZYGOTE, "zygote", self._template.pid)
 
     async def spawn(
         self,

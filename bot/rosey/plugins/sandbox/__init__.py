@@ -3,6 +3,9 @@
 The runner serializes a :class:`SandboxPolicy` into ``ROSEY_SANDBOX``; the launcher calls
 :func:`apply_from_environment` right after tying its life to the parent. Layers, in order:
 
+0. while still privileged: a private file-system view holding only the granted paths
+   (``mount-ns``), and, for a plugin allowed to create processes, a PID namespace that the
+   kernel empties when the plugin dies (``pid-ns``);
 1. rlimits: open files, file size, no core dumps, optional address space;
 2. capabilities: a root plugin drops every capability (bounding, ambient, effective...);
 3. no_new_privs: no privilege gain across execve; lets the next two work without privileges;
@@ -46,6 +49,10 @@ __all__ = [
 ]
 
 
+#: Every layer, in the order it is applied (what a platform without them reports missing).
+_LAYERS = ("mount-ns", "pid-ns", "rlimits", "capabilities", "no_new_privs", "landlock", "seccomp")
+
+
 def _thread_count() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
@@ -57,20 +64,22 @@ def _thread_count() -> int:
 
 def apply(policy: SandboxPolicy) -> SandboxReport:
     """Apply every layer of ``policy`` to the calling process; never exits, never raises OSError."""
-    from bot.rosey.plugins.sandbox import capabilities, landlock, rlimits, seccomp
+    from bot.rosey.plugins.sandbox import capabilities, landlock, mountns, pidns, rlimits, seccomp
 
     if not sys.platform.startswith("linux"):
         # Every layer below is a Linux interface; elsewhere say so instead of crashing in ctypes.
         detail = f"not available on {sys.platform}"
         return SandboxReport.of(
-            ProtectionResult(name=name, state=ProtectionState.UNAVAILABLE, detail=detail)
-            for name in ("rlimits", "capabilities", "no_new_privs", "landlock", "seccomp")
+            ProtectionResult(name=name, state=ProtectionState.UNAVAILABLE, detail=detail) for name in _LAYERS
         )
     results: list[ProtectionResult] = []
     threads = _thread_count()
     if threads != 1:
         detail = f"{threads} threads already running; per-thread protections would miss the others"
         results.append(ProtectionResult(name="single-thread", state=ProtectionState.FAILED, detail=detail))
+    # Namespaces first: they need the privileges the capability step drops.
+    results.append(mountns.restrict(policy))
+    results.append(pidns.restrict(policy))
     results.append(rlimits.apply_limits(policy))
     if policy.drop_capabilities:
         results.append(capabilities.drop_all())

@@ -76,6 +76,12 @@ class SandboxPolicy:
 
     ``strict``: any protection that cannot be applied is fatal (exit 78, EX_CONFIG) instead of a
     one-line warning.
+
+    ``private_mounts``: the plugin sees a file system holding only its granted paths (a mount
+    namespace; :mod:`~bot.rosey.plugins.sandbox.mountns`), so ``stat()`` learns nothing of the
+    rest. ``pid_namespace``: a plugin allowed to create processes gets them in a PID namespace
+    that the kernel empties when the plugin dies (:mod:`~bot.rosey.plugins.sandbox.pidns`).
+    Both need root, or unprivileged user namespaces; without either they are reported unavailable.
     """
 
     read_paths: tuple[str, ...] = ()
@@ -107,6 +113,8 @@ class SandboxPolicy:
     core_dumps: bool = False
     drop_capabilities: bool = True
     strict: bool = False
+    private_mounts: bool = True
+    pid_namespace: bool = True
 
     def __post_init__(self) -> None:
         # JSON gives lists; a frozen dataclass must still hold hashable tuples.

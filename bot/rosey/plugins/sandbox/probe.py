@@ -112,6 +112,21 @@ def probe() -> dict[str, Any]:
         if filter_ok
         else "NONE: Landlock does not cover them"
     )
+    # Both namespace layers need CAP_SYS_ADMIN in the plugin process before it drops its
+    # capabilities (see sandbox.mountns and sandbox.pidns): a root rosey run has it; another
+    # gets it from a user namespace of its own (mapping uid 0 there would need CAP_SETFCAP).
+    own_userns = report["user_namespaces"] is True and (os.geteuid() != 0 or _has_capability(_CAP_SETFCAP))
+    if _has_capability(_CAP_SYS_ADMIN) or own_userns:
+        report["private_filesystem"] = True
+        report["child_pid_namespace"] = True
+    else:
+        report["private_filesystem"] = (
+            "no (needs root or user namespaces): stat() shows plugins metadata outside the sandbox"
+        )
+        report["child_pid_namespace"] = (
+            "no (needs root or user namespaces): children of plugins with max_processes > 0 can "
+            "outlive them; the next rosey run ends those it can prove are its own"
+        )
     report.update(_kernel_object_guards(filter_ok, abi))
     return report
 
@@ -153,3 +168,15 @@ def _kernel_object_guards(filter_ok: bool, landlock_abi: int) -> dict[str, str]:
         "mount_table_guard": f"listmount/statmount denied (seccomp); {mountinfo}",
         "pending_signals_guard": pending_line,
     }
+
+
+_CAP_SYS_ADMIN = 21
+_CAP_SETFCAP = 31
+
+
+def _has_capability(number: int) -> bool:
+    effective = _status_field("CapEff")
+    try:
+        return bool(int(effective or "0", 16) >> number & 1)
+    except ValueError:
+        return False

@@ -7,7 +7,7 @@ for root. This filter closes those gaps. It is built here rather than with libse
 
 Always denied (EPERM): ptrace, process_vm_readv/writev, pidfd_getfd, kcmp, kexec_*, (u)mount and
 the new mount API, pivot_root, chroot, bpf, perf_event_open, keyctl/add_key/request_key,
-unshare/setns, personality, io_uring_* (its operations bypass seccomp), userfaultfd,
+unshare/setns, setsid, personality, io_uring_* (its operations bypass seccomp), userfaultfd,
 open_by_handle_at, modules, reboot, swap, clock/hostname setters, acct, quotactl, syslog, SysV IPC
 and POSIX message queues; memfd_create/memfd_secret/vmsplice (memory outside RSS),
 inotify/fanotify (per-user instances the host needs, and watches on files outside the sandbox),
@@ -142,6 +142,11 @@ _DENY_UNLESS_METADATA = (
     "lremovexattr fremovexattr setxattrat removexattrat file_setattr utime utimes futimesat utimensat"
 ).split()
 
+# setsid: a plugin's descendants keep its session id, which is how a restarted `rosey run` proves
+# that a process a killed predecessor left behind is its own (bot/rosey/process_record.py). Every
+# plugin process is a session leader already, so only a child it starts could call it.
+_SETSID = {"x86_64": 112, "aarch64": 157}
+
 # Numbers from the kernel's asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64).
 _X86_64 = {
     "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438, "kcmp": 312,
@@ -265,6 +270,8 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
     # Denied calls jump to "deny", placed right after the dispatch so that every jump stays
     # within classic BPF's 255-instruction reach however long the list grows.
     p += [(_JEQ_K, "deny", 0, nr[name]) for name in denied]
+    if arch.name in _SETSID:  # every plugin is a session leader; a child may not leave its session
+        p.append((_JEQ_K, "deny", 0, _SETSID[arch.name]))
     p += [
         (_JEQ_K, "enosys", 0, nr["clone3"]),
         (_JEQ_K, "socket", 0, nr["socket"]),
