@@ -259,17 +259,22 @@ def inspect_plugin_file(path: Path, expected_name: str) -> str | None:
         return f"{shown}:{exc.lineno}: SyntaxError: {exc.msg}"
     except (OSError, ValueError, RecursionError, MemoryError) as exc:
         return f"{shown}: cannot read: {exc}"
+    scans = _scan_classes(tree)
     plugins = {
         name: scan
-        for name, scan in _scan_classes(tree).items()
+        for name, scan in scans.items()
         if scan.is_plugin and not scan.subclassed and scan.name_kind not in ("missing", "abstract")
     }
-    if not plugins:
+    calls_run_plugin = _calls_run_plugin(tree)
+    # Only what reading can prove: a class whose plugin base comes from another module is not
+    # recognised here, but the launcher may well run it; such files are given the benefit.
+    if not scans and not calls_run_plugin:
         return f"{shown}: defines no plugin class (a PluginInterface subclass with a plugin_name)"
-    if len(plugins) > 1 and not _calls_run_plugin(tree):
+    if len(plugins) > 1 and not calls_run_plugin:
         names = ", ".join(plugins)
         return (
-            f"{shown}: defines {len(plugins)} plugin classes ({names}) and no run_plugin(...) to choose one"
+            f"{shown}: defines {len(plugins)} plugin classes ({names}) and no run_plugin(...) "
+            "to choose one"
         )
     declared = {scan.plugin_name for scan in plugins.values() if scan.name_kind == "literal"}
     if len(plugins) == 1 and declared and expected_name not in declared:
