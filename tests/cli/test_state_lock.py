@@ -23,7 +23,12 @@ async def test_a_second_run_in_the_same_directory_refuses_and_leaves_the_first_a
         *ROSEY, "run", "--no-chat", cwd=running.workdir, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=user_env(),
     )  # fmt: skip
-    out, err = await asyncio.wait_for(second.communicate(), 30)
+    try:
+        out, err = await asyncio.wait_for(second.communicate(), 30)
+    finally:
+        if second.returncode is None:  # it started after all: never leave it running
+            second.kill()
+            await second.wait()
     assert second.returncode == 2, (out, err)
     assert f"Rosey is already running here (pid {running.proc.pid}, started " in err.decode(), err
     assert b"Rosey ready" not in out
