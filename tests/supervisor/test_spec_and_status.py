@@ -135,6 +135,8 @@ ROW_KEYS = [
     "latency_ms_p50",
     "permission_violations",
     "sandbox",
+    "sandbox_source",
+    "launcher",
 ]
 
 
@@ -156,6 +158,8 @@ def a_status(**changes: Any) -> PluginStatus:
         "latency_ms_p50": 0.8,
         "permission_violations": 0,
         "sandbox": "rlimits,seccomp",
+        "sandbox_source": "launcher",
+        "launcher": "zygote",
         "history": (ResourceSample(t=1.5, cpu_percent=0.25, memory_mb=25.14, num_threads=3),),
     }
     return PluginStatus(**{**values, **changes})
@@ -173,6 +177,7 @@ def test_plugin_status_keys_are_the_json_users_know() -> None:
         "name",
         "state",
         "pid",
+        "launcher",
         "restarts",
         "cpu_percent",
         "memory_mb",

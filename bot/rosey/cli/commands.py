@@ -116,6 +116,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
     for plugin in status.plugins:
         if plugin.reason:
             print(f"{plugin.name}: {plugin.reason}")
+        if plugin.sandbox_source is not None:
+            # Says where the value comes from: never the plugin's own claim.
+            source = PluginStatus.SANDBOX_SOURCES.get(plugin.sandbox_source, plugin.sandbox_source)
+            print(f"{plugin.name}: sandbox {plugin.sandbox or 'none'} ({source})")
         if plugin.denied_by_nats:
             print(f"{plugin.name}: {plugin.denied_by_nats} publish/subscribe attempts denied by NATS")
     kind = "embedded" if status.nats.embedded else "external"

@@ -98,6 +98,11 @@ class ManagedPlugin:
         running = self.process is not None and self.process.is_running()
         stats = self.stats
         ping = self.ping
+        # The launcher's report, read before plugin code ran; the ping's `sandbox` is only the
+        # plugin's claim and is not shown.
+        current = self.process if running else None
+        launch = current.launch_report if current is not None else None
+        launched_by = current.launched_by if current is not None else None
         return PluginStatus(
             name=self.name,
             state=self.state,
@@ -115,8 +120,9 @@ class ManagedPlugin:
             command_errors=ping.errors if ping else None,
             latency_ms_p50=ping.latency_ms_p50 if ping else None,
             permission_violations=ping.permission_violations if ping else None,
-            # Protections the plugin reports it applied to itself.
-            sandbox=",".join(ping.sandbox) if ping and ping.sandbox is not None else None,
+            sandbox=",".join(launch.sandbox) if launch and launch.sandbox is not None else None,
+            sandbox_source="launcher" if launch else None,
+            launcher=launched_by.value if launched_by is not None else None,
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
