@@ -14,6 +14,7 @@ import pytest
 
 from bot.rosey.config import (
     CONFIG_FILENAME,
+    LAUNCHER_ENV,
     STATE_DIR_ENV,
     Launcher,
     PluginConfig,
@@ -66,6 +67,12 @@ module = "trivia_pkg.plugin:TriviaPlugin"
 [plugins.tuned]
 max_memory_mb = 512
 """
+
+
+@pytest.fixture(autouse=True)
+def _launcher_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read what the file says; a suite run with ROSEY_LAUNCHER set must not change it."""
+    monkeypatch.delenv(LAUNCHER_ENV, raising=False)
 
 
 @pytest.fixture
@@ -170,6 +177,20 @@ def test_state_dir_env_overrides_the_file(project: Path, monkeypatch: pytest.Mon
     override = project / "elsewhere"
     monkeypatch.setenv(STATE_DIR_ENV, str(override))
     assert load_config(write(project, '[rosey]\nstate_dir = "st"\n')).state_dir == override
+
+
+def test_rosey_launcher_env_overrides_the_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(project, '[rosey]\nlauncher = "zygote"\n')
+    monkeypatch.setenv(LAUNCHER_ENV, "spawn")
+    assert load_config(path).launcher is Launcher.SPAWN
+    assert load_config(base_dir=project / "nowhere").launcher is Launcher.SPAWN  # without a file too
+    monkeypatch.setenv(LAUNCHER_ENV, " Zygote ")
+    assert load_config(write(project, '[rosey]\nlauncher = "spawn"\n')).launcher is Launcher.ZYGOTE
+    monkeypatch.setenv(LAUNCHER_ENV, "")  # set but empty: the file decides
+    assert load_config(path).launcher is Launcher.SPAWN
+    monkeypatch.setenv(LAUNCHER_ENV, "exec")
+    with pytest.raises(ConfigError, match=r"ROSEY_LAUNCHER \(environment\): must be one of 'zygote'"):
+        load_config(path)
 
 
 def test_unconfigured_plugin_gets_defaults_with_global_timeout(project: Path) -> None:

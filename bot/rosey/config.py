@@ -8,7 +8,8 @@ current directory, which differs between ``rosey run`` from a shell, a unit file
 
 The dataclasses validate themselves in ``__post_init__`` (so programmatic construction is held
 to the same rules); their messages name the dotted key, and :func:`load_config` prefixes the file.
-``ROSEY_STATE_DIR``, when set, overrides ``[rosey].state_dir`` (tests and packagers rely on it).
+``ROSEY_STATE_DIR``, when set, overrides ``[rosey].state_dir`` (tests and packagers rely on it);
+``ROSEY_LAUNCHER``, when set, overrides ``[rosey].launcher`` (e.g. to run a bot or a test suite on spawn).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from urllib.parse import urlsplit
 
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.process.launchers import Launcher  # re-exported: `[rosey] launcher`
+from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher  # re-exported: `[rosey] launcher`
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
     "CONFIG_FILENAME",
+    "LAUNCHER_ENV",
     "LOG_LEVELS",
     "STATE_DIR_ENV",
     "Launcher",
@@ -406,6 +408,12 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
     state_dir = _path("rosey.state_dir", rosey.get("state_dir", ".rosey"), base)
     if override := os.environ.get(STATE_DIR_ENV):
         state_dir = Path(override).expanduser().resolve()
+    launcher = rosey.get("launcher", Launcher.ZYGOTE)
+    if override := os.environ.get(LAUNCHER_ENV, "").strip():
+        # What PluginProcess and the test harness honour too, so `ROSEY_LAUNCHER=spawn rosey run`
+        # means the same as it does everywhere else. An unknown value is an error here, not a
+        # silent fallback: the operator asked for something this bot would not do.
+        launcher = _enum(f"{LAUNCHER_ENV} (environment)", Launcher, override.lower())
     command_timeout = _float("rosey.command_timeout", rosey.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
     configured: dict[str, PluginConfig] = {}
     for name, table in plugins.items():
@@ -419,7 +427,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         plugin_dirs=tuple(_path_list("rosey.plugin_dirs", rosey.get("plugin_dirs", ["plugins"]), base)),
         entry_points=rosey.get("entry_points", True),
         sandbox=rosey.get("sandbox", SandboxMode.BEST_EFFORT),
-        launcher=rosey.get("launcher", Launcher.ZYGOTE),
+        launcher=launcher,
         command_timeout=command_timeout,
         log_level=rosey.get("log_level", "info"),
         nats_url=nats.get("url"),
@@ -480,7 +488,7 @@ state_dir = ".rosey"              # runtime files, plugin data (ROSEY_STATE_DIR 
 plugin_dirs = ["plugins"]         # where *.py plugins are discovered (missing dirs are skipped)
 entry_points = true               # also discover installed plugins ("rosey.plugins" entry points)
 sandbox = "best-effort"           # "strict": refuse to run a plugin the kernel cannot fully sandbox
-launcher = "zygote"               # "spawn": a fresh interpreter per plugin (slower start, more memory)
+launcher = "zygote"               # "spawn": a fresh interpreter per plugin (ROSEY_LAUNCHER overrides it)
 command_timeout = 10.0            # seconds a plugin may take to answer a command
 log_level = "info"                # debug | info | warning | error
 
