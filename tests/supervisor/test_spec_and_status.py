@@ -23,7 +23,7 @@ from bot.rosey.supervision.status import (
     RoseyStatus,
     WatchdogStatus,
 )
-from bot.rosey.supervision.watchdog import limit_violation
+from bot.rosey.supervision.watchdog import add_cpu_reading, limit_violation
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(10)]
 
@@ -108,11 +108,27 @@ def test_limit_violation_in_words() -> None:
 
 def test_cpu_limit_needs_the_whole_window_above_it() -> None:
     limits = Limits(max_cpu_percent=50, cpu_window_seconds=10)
-    above = deque((float(t), 97.0) for t in range(10))
-    assert limit_violation(limits, sample(), above, None) == "cpu 97% > limit 50% for 9 s"
-    assert limit_violation(limits, sample(), deque(list(above)[:5]), None) is None  # too short a span
-    dips = deque([*list(above)[:9], (9.0, 10.0)])
+    above = deque((float(t), 97.0) for t in range(11))
+    assert limit_violation(limits, sample(), above, None) == "cpu 97% > limit 50% for 10 s"
+    assert limit_violation(limits, sample(), deque(list(above)[:10]), None) is None  # 9 s: too short
+    dips = deque([*list(above)[:10], (10.0, 10.0)])
     assert limit_violation(limits, sample(), dips, None) is None
+
+
+@pytest.mark.parametrize("window", [1.0, 2.5, 5.0, 7.0, 10.0, 30.0])
+@pytest.mark.parametrize("interval", [0.2, 1.0, 1.001, 1.013, 1.2, 1.7])
+def test_a_sustained_spin_breaks_any_window_at_any_sweep_interval(window: float, interval: float) -> None:
+    """The watchdog's readings, a sweep interval apart, cover the window; none is judged early."""
+    limits = Limits(max_cpu_percent=30, cpu_window_seconds=window)
+    readings: deque[tuple[float, float]] = deque()
+    for n in range(1000):
+        now = n * interval
+        add_cpu_reading(readings, now, 150.0, window)
+        reason = limit_violation(limits, sample(), readings, None)
+        if reason is not None:
+            break
+    assert reason is not None and reason.startswith("cpu 150% > limit 30% for ")
+    assert window <= now < window + interval + 1e-9  # as soon as the window is covered, not later
 
 
 # ---------------------------------------------------------------------- status schema

@@ -26,7 +26,7 @@ from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 
-__all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
+__all__ = ["Watchdog", "WatchdogConfig", "add_cpu_reading", "limit_violation"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,10 @@ def limit_violation(
 ) -> str | None:
     """The first limit ``sample`` breaks, in words ("memory 301 MB > limit 256 MB"), or None.
 
-    ``cpu_samples`` are the (monotonic time, CPU %) readings of the last ``cpu_window_seconds``;
-    ``children`` is the plugin's process count below it, None when not counted.
+    ``cpu_samples`` are the (monotonic time, CPU %) readings of the plugin's current process,
+    reaching back to the newest one at least ``cpu_window_seconds`` old: the CPU limit is broken
+    when every reading is above it over a span of the whole window. ``children`` is the plugin's
+    process count below it, None when not counted.
     """
     max_memory = limits.max_memory_mb
     if max_memory and sample.memory_mb > max_memory:
@@ -76,10 +78,23 @@ def limit_violation(
     window = limits.cpu_window_seconds
     if max_cpu and len(cpu_samples) >= 2:
         span = cpu_samples[-1][0] - cpu_samples[0][0]
-        if span >= window * 0.9 and all(cpu > max_cpu for _, cpu in cpu_samples):
+        if span >= window and all(cpu > max_cpu for _, cpu in cpu_samples):
             average = sum(cpu for _, cpu in cpu_samples) / len(cpu_samples)
             return f"cpu {average:.0f}% > limit {max_cpu:g}% for {span:.0f} s"
     return None
+
+
+def add_cpu_reading(samples: deque[tuple[float, float]], now: float, cpu: float, window: float) -> None:
+    """Append a reading; drop those older than needed to span ``window`` (see :func:`limit_violation`).
+
+    The newest reading at or past the window's start is kept. Readings come one sweep interval
+    plus the sweep's own time apart (1.0x s): dropping every reading older than the window left
+    floor(window / interval) intervals, 4.0x s of a 5 s window, and that window never counted
+    as covered.
+    """
+    samples.append((now, cpu))
+    while len(samples) >= 2 and now - samples[1][0] >= window:
+        samples.popleft()
 
 
 class Watchdog:
@@ -92,7 +107,7 @@ class Watchdog:
         self.bus = bus
         self.config = config or WatchdogConfig()
         self.last_sweep_seconds = 0.0
-        self._cpu: dict[str, deque[tuple[float, float]]] = {}
+        self._cpu: dict[str, tuple[int, deque[tuple[float, float]]]] = {}  # name -> (pid, readings)
         self._missed: dict[tuple[str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_publish = 0.0
@@ -147,11 +162,12 @@ class Watchdog:
         sample = ResourceSample.from_stats(stats, t=time.time())
         plugin.stats = sample
         plugin.history.append(sample)
-        samples = self._cpu.setdefault(plugin.name, deque())
-        samples.append((now, sample.cpu_percent))
-        window = plugin.spec.limits.cpu_window_seconds
-        while samples and now - samples[0][0] > window:
-            samples.popleft()
+        pid = plugin.process.pid or 0
+        entry = self._cpu.get(plugin.name)
+        if entry is None or entry[0] != pid:  # a new process is judged on its own readings only
+            entry = self._cpu[plugin.name] = (pid, deque())
+        samples = entry[1]
+        add_cpu_reading(samples, now, sample.cpu_percent, plugin.spec.limits.cpu_window_seconds)
         reason = limit_violation(plugin.spec.limits, sample, samples, self._children(plugin))
         if reason is not None:
             samples.clear()
