@@ -54,6 +54,7 @@ cpu_window_seconds = 5
 max_open_files = 64
 max_processes = 2
 max_threads = 8
+max_disk_mb = 64
 env = ["TZ", "LANG"]
 publish = ["rosey.events.custom", "app.>"]
 subscribe = ["app.*.in"]
@@ -132,6 +133,7 @@ def test_full_file_loads_every_key(project: Path) -> None:
         max_open_files=64,
         max_processes=2,
         max_threads=8,
+        max_disk_mb=64,
         env=("TZ", "LANG"),
         publish=("rosey.events.custom", "app.>"),
         subscribe=("app.*.in",),
@@ -307,6 +309,16 @@ def test_unknown_plugin_key_lists_the_allowed_keys(project: Path) -> None:
             "[plugins.echo]\nmax_memory_mb = 2.5\n",
             "plugins.echo.max_memory_mb",
             "must be an integer >= 32, got 2.5",
+        ),
+        (
+            "[plugins.echo]\nmax_disk_mb = 0\n",
+            "plugins.echo.max_disk_mb",
+            "must be a positive integer, got 0",
+        ),
+        (
+            "[plugins.echo]\nmax_disk_mb = '1G'\n",
+            "plugins.echo.max_disk_mb",
+            "must be a positive integer, got '1G'",
         ),
         (
             "[plugins.echo]\nmax_open_files = 8\n",

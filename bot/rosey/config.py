@@ -196,7 +196,14 @@ def _check_nats_url(key: str, url: object) -> None:
 
 # Integer limits of PluginConfig and their minimum. Below 16 open files the interpreter and its
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
-_PLUGIN_INTS = dict(max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1)
+_PLUGIN_INTS = dict(
+    max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1, max_disk_mb=1
+)
+
+#: The default disk quota of a plugin's data dir. The same as the one-file limit (RLIMIT_FSIZE,
+#: 1 GiB) plugins always had, so whatever fitted in one file still fits; roomy for a database, a
+#: cache or some media; and a dozen plugins together stay well short of filling a small server.
+DEFAULT_MAX_DISK_MB = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +224,7 @@ class PluginConfig:
     max_open_files: int = 256
     max_processes: int = 0
     max_threads: int = 64
+    max_disk_mb: int = DEFAULT_MAX_DISK_MB
     env: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -270,6 +278,7 @@ class PluginConfig:
             max_open_files=self.max_open_files,
             max_processes=self.max_processes,
             max_threads=self.max_threads,
+            max_disk_mb=self.max_disk_mb,
         )
 
 
@@ -510,6 +519,7 @@ cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64
+max_disk_mb = {DEFAULT_MAX_DISK_MB}                # real blocks in its data dir; also the largest one file
 env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
 publish = []                      # extra NATS subjects it may publish to
 subscribe = []                    # extra NATS subjects it may subscribe to

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(10)]
 def test_no_limits_means_nothing_enforced() -> None:
     limits = Limits()
     assert (limits.max_memory_mb, limits.max_cpu_percent, limits.max_open_files) == (None, None, None)
-    assert (limits.max_processes, limits.max_threads) == (None, None)
+    assert (limits.max_processes, limits.max_threads, limits.max_disk_mb) == (None, None, None)
     assert limits.cpu_window_seconds == DEFAULT_CPU_WINDOW_SECONDS
     assert PluginSpec(name="echo").limits == Limits()
 
@@ -47,7 +47,9 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_open_files=256,
         max_processes=2,
         max_threads=64,
+        max_disk_mb=1024,
     )
+    assert PluginConfig(name="echo", max_disk_mb=64).limits.max_disk_mb == 64
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,8 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         {"max_memory_mb": "256"},
         {"max_memory_mb": True},
         {"max_threads": 0},
+        {"max_disk_mb": 0},
+        {"max_disk_mb": 1.5},
         {"max_open_files": -1},
         {"max_processes": -1},
         {"max_cpu_percent": 0},
@@ -153,6 +157,7 @@ ROW_KEYS = [
     "sandbox",
     "sandbox_source",
     "launcher",
+    "disk_mb",
 ]
 
 
@@ -176,6 +181,7 @@ def a_status(**changes: Any) -> PluginStatus:
         "sandbox": "rlimits,seccomp",
         "sandbox_source": "launcher",
         "launcher": "zygote",
+        "disk_mb": 1.5,
         "history": (ResourceSample(t=1.5, cpu_percent=0.25, memory_mb=25.14, num_threads=3),),
     }
     return PluginStatus(**{**values, **changes})

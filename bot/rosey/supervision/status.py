@@ -165,6 +165,7 @@ class PluginStatus:
     sandbox: str | None = None  # protections in force, comma-separated, as the launcher reported them
     sandbox_source: str | None = None  # "launcher" when ``sandbox`` is known
     launcher: str | None = None  # "zygote" or "spawn": what made the running process
+    disk_mb: float | None = None  # its data dir's real blocks, as last measured (with a disk quota)
     denied_by_nats: int | None = None
     last_denied: str | None = None
     history: tuple[ResourceSample, ...] = field(default=())
@@ -194,6 +195,7 @@ class PluginStatus:
             "sandbox": self.sandbox,
             "sandbox_source": self.sandbox_source,
             "launcher": self.launcher,
+            "disk_mb": self.disk_mb,
         }
         if self.denied_by_nats:
             data["denied_by_nats"] = self.denied_by_nats
@@ -225,6 +227,7 @@ class PluginStatus:
             sandbox=_str(data.get("sandbox")),
             sandbox_source=_str(data.get("sandbox_source")),
             launcher=_str(data.get("launcher")),
+            disk_mb=_float(data.get("disk_mb")),
             denied_by_nats=_int(data.get("denied_by_nats")),
             last_denied=_str(data.get("last_denied")),
             history=tuple(

@@ -26,6 +26,7 @@ from bot.rosey.plugins.contract import PingReply
 from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.supervision.disk import DiskUsage
 from bot.rosey.supervision.lifecycle import LifecycleEvent, LifecyclePublisher
 from bot.rosey.supervision.restart import (
     Exited,
@@ -68,6 +69,7 @@ class ManagedPlugin:
     stats: ResourceSample | None = None  # the watchdog's last sample
     history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
     ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
+    disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -123,6 +125,7 @@ class ManagedPlugin:
             sandbox=",".join(launch.sandbox) if launch and launch.sandbox is not None else None,
             sandbox_source="launcher" if launch else None,
             launcher=launched_by.value if launched_by is not None else None,
+            disk_mb=round(self.disk.mb, 1) if running and self.disk is not None else None,
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
@@ -318,7 +321,8 @@ class Supervisor:
         try:
             await process.start()
         except (PluginStartError, OSError) as exc:
-            plugin.last_exit = process.last_exit or "failed to start"
+            # A kill by the watchdog during the start (a disk quota) is the reason, not the SIGKILL.
+            plugin.last_exit = plugin.kill_reason or process.last_exit or "failed to start"
             self._resolve_first(plugin, _start_error(plugin.name, exc))
             if not plugin.want_running:  # stopped while starting: not a failure
                 return StoppedOnRequest(returncode=process.returncode), time.monotonic() - started

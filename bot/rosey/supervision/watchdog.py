@@ -22,6 +22,7 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 from bot.rosey.plugins.contract import PingReply
+from bot.rosey.supervision.disk import DiskWatch
 from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
@@ -41,9 +42,14 @@ class WatchdogConfig:
     ping_timeout: float = 1.0
     missed_pings_limit: int = 3
     publish_every: float = 5.0  # stats events on rosey.lifecycle.<name>.stats
+    # Disk quotas: a pass reads each plugin's write counter (~2 µs); a data dir is walked only
+    # when due (see supervision/disk.py). Between passes a plugin can write what the page cache
+    # takes in this time (~150 MB at 1.5 GB/s): the bound on how far past its quota it gets.
+    disk_interval: float = 0.1
 
     def __post_init__(self) -> None:
-        if min(self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every) <= 0:
+        intervals = (self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every)
+        if min(*intervals, self.disk_interval) <= 0:
             raise ValueError("watchdog intervals must be positive")
         if self.missed_pings_limit < 1:
             raise ValueError("missed_pings_limit must be >= 1")
@@ -111,9 +117,13 @@ class Watchdog:
         self._missed: dict[tuple[str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_publish = 0.0
+        self.disk = DiskWatch()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep")]
+        self._tasks = [
+            asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep"),
+            asyncio.create_task(self._disk_loop(), name="rosey-watchdog-disk"),
+        ]
         if self.bus is not None:
             self._tasks.append(asyncio.create_task(self._ping_loop(), name="rosey-watchdog-ping"))
 
@@ -205,6 +215,36 @@ class Watchdog:
                 )
             if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
                 await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
+
+    # ------------------------------------------------------------------ disk quotas
+
+    async def _disk_loop(self) -> None:
+        while True:
+            await self.check_disk()
+            await asyncio.sleep(self.config.disk_interval)
+
+    async def check_disk(self) -> None:
+        """One pass over the plugins with a disk quota: kill those over it, with the reason.
+
+        Starting plugins are checked too: a plugin may write from ``on_start``, before it is ready.
+        A pass reads one counter per plugin (~2 µs) and walks a data dir only when it is due.
+        """
+        checked = []
+        for plugin in self.supervisor.running():
+            limit = plugin.spec.limits.max_disk_mb
+            process = plugin.process
+            active = plugin.state in (PluginState.STARTING, PluginState.RUNNING)
+            if not limit or process is None or not active:
+                continue
+            checked.append(plugin.name)
+            pid = process.pid
+            forks = bool(plugin.spec.limits.max_processes)
+            reason = await self.disk.check(plugin.name, process, limit, children=forks)
+            plugin.disk = self.disk.usage(plugin.name)
+            # The walk yields to the loop: act only on the process that was measured.
+            if reason is not None and process.is_running() and process.pid == pid:
+                self.supervisor.kill(plugin.name, reason)
+        self.disk.retain(checked)
 
     # ------------------------------------------------------------------ liveness
 
