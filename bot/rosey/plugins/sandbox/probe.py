@@ -106,4 +106,8 @@ def probe() -> dict[str, Any]:
     else:
         report["fork_bomb_guard"] = "seccomp (blocks fork/clone)" if filter_ok else "RLIMIT_NPROC only"
     report["udp_raw_unix_socket_guard"] = "seccomp" if filter_ok else "NONE: Landlock does not cover them"
+    # No kernel quota per directory without project quotas set up on the file system: the watchdog
+    # measures instead, so a plugin can overshoot by what it writes between two checks.
+    disk = "watchdog: data dir's real blocks vs max_disk_mb, checked every 0.1 s; RLIMIT_FSIZE per file"
+    report["disk_quota"] = disk + ("; fallocate refused (seccomp)" if filter_ok else "")
     return report
