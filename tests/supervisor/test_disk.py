@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from bot.rosey.supervision.disk import DiskUsage, measure, quota_violation, walk
+from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.supervision import disk
+from bot.rosey.supervision.disk import DiskUsage, DiskWatch, measure, quota_violation, walk
 
 pytestmark = pytest.mark.no_nats
 
@@ -113,3 +117,33 @@ async def test_measure_yields_to_the_event_loop_between_steps(tmp_path: Path) ->
     task.cancel()
     assert usage.entries == 301
     assert ticks >= 300 // 64  # the loop ran between the steps
+
+
+async def test_disk_watch_walks_at_start_and_again_only_when_writes_could_cross_the_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This test's own process plays the plugin: its write counter moves as it writes."""
+    walks: list[Path] = []
+    real_measure = disk.measure
+
+    async def counted(root: Path, **options: Any) -> DiskUsage:
+        walks.append(root)
+        return await real_measure(root, **options)
+
+    monkeypatch.setattr(disk, "measure", counted)
+    process = cast(PluginProcess, SimpleNamespace(pid=os.getpid(), data_dir=tmp_path, psutil_process=None))
+    watch = DiskWatch()
+    assert await watch.check("p", process, 8, children=False) is None
+    assert len(walks) == 1  # a new process is measured at once
+    assert await watch.check("p", process, 8, children=False) is None
+    assert len(walks) == 1  # nothing written since: no walk
+    with (tmp_path / "big").open("wb") as f:
+        f.write(os.urandom(9 * MB))
+        f.flush()
+    reason = await watch.check("p", process, 8, children=False)
+    assert len(walks) == 2
+    assert reason is not None and reason.startswith("disk ") and reason.endswith("> limit 8 MB")
+    usage = watch.usage("p")
+    assert usage is not None and usage.bytes > 8 * MB
+    watch.retain([])
+    assert watch.usage("p") is None
