@@ -151,15 +151,18 @@ def walk(
 async def measure(
     root: Path, *, pids: Iterable[int] = (), max_entries: int | None = None, step: int = WALK_STEP
 ) -> DiskUsage:
-    """:func:`walk`, yielding to the event loop between steps."""
+    """:func:`walk`, yielding to the event loop between steps, and once after the last (so that a
+    pass walking many small directories in a row never holds the loop for all of them)."""
     steps = walk(root, pids=pids, max_entries=max_entries, step=step)
     while True:
         try:
             next(steps)
         except StopIteration as done:
             usage: DiskUsage = done.value
-            return usage
+            break
         await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    return usage
 
 
 def quota_violation(usage: DiskUsage, limit_mb: int) -> str | None:
