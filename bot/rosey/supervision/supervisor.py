@@ -331,6 +331,12 @@ class Supervisor:
                 plugin, PluginState.CRASHED, reason=plugin.last_exit, returncode=process.returncode
             )
             return StartFailed(reason=plugin.last_exit), time.monotonic() - started
+        if not plugin.want_running:
+            # stop() came while the process was being made (a zygote fork is awaited): it had
+            # nothing to signal then, and waits for this run to end. End it.
+            returncode = await process.stop(self.config.stop_timeout)
+            plugin.last_exit = describe_exit(returncode) if returncode is not None else plugin.last_exit
+            return StoppedOnRequest(returncode=returncode), time.monotonic() - started
         plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
         self._transition(plugin, PluginState.RUNNING)
         self._resolve_first(plugin, None)
