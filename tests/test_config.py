@@ -14,6 +14,7 @@ import pytest
 
 from bot.rosey.config import (
     CONFIG_FILENAME,
+    LAUNCHER_ENV,
     STATE_DIR_ENV,
     Launcher,
     PluginConfig,
@@ -53,6 +54,7 @@ cpu_window_seconds = 5
 max_open_files = 64
 max_processes = 2
 max_threads = 8
+max_disk_mb = 64
 env = ["TZ", "LANG"]
 publish = ["rosey.events.custom", "app.>"]
 subscribe = ["app.*.in"]
@@ -66,6 +68,12 @@ module = "trivia_pkg.plugin:TriviaPlugin"
 [plugins.tuned]
 max_memory_mb = 512
 """
+
+
+@pytest.fixture(autouse=True)
+def _launcher_from_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read what the file says; a suite run with ROSEY_LAUNCHER set must not change it."""
+    monkeypatch.delenv(LAUNCHER_ENV, raising=False)
 
 
 @pytest.fixture
@@ -125,6 +133,7 @@ def test_full_file_loads_every_key(project: Path) -> None:
         max_open_files=64,
         max_processes=2,
         max_threads=8,
+        max_disk_mb=64,
         env=("TZ", "LANG"),
         publish=("rosey.events.custom", "app.>"),
         subscribe=("app.*.in",),
@@ -170,6 +179,20 @@ def test_state_dir_env_overrides_the_file(project: Path, monkeypatch: pytest.Mon
     override = project / "elsewhere"
     monkeypatch.setenv(STATE_DIR_ENV, str(override))
     assert load_config(write(project, '[rosey]\nstate_dir = "st"\n')).state_dir == override
+
+
+def test_rosey_launcher_env_overrides_the_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(project, '[rosey]\nlauncher = "zygote"\n')
+    monkeypatch.setenv(LAUNCHER_ENV, "spawn")
+    assert load_config(path).launcher is Launcher.SPAWN
+    assert load_config(base_dir=project / "nowhere").launcher is Launcher.SPAWN  # without a file too
+    monkeypatch.setenv(LAUNCHER_ENV, " Zygote ")
+    assert load_config(write(project, '[rosey]\nlauncher = "spawn"\n')).launcher is Launcher.ZYGOTE
+    monkeypatch.setenv(LAUNCHER_ENV, "")  # set but empty: the file decides
+    assert load_config(path).launcher is Launcher.SPAWN
+    monkeypatch.setenv(LAUNCHER_ENV, "exec")
+    with pytest.raises(ConfigError, match=r"ROSEY_LAUNCHER \(environment\): must be one of 'zygote'"):
+        load_config(path)
 
 
 def test_unconfigured_plugin_gets_defaults_with_global_timeout(project: Path) -> None:
@@ -286,6 +309,16 @@ def test_unknown_plugin_key_lists_the_allowed_keys(project: Path) -> None:
             "[plugins.echo]\nmax_memory_mb = 2.5\n",
             "plugins.echo.max_memory_mb",
             "must be an integer >= 32, got 2.5",
+        ),
+        (
+            "[plugins.echo]\nmax_disk_mb = 0\n",
+            "plugins.echo.max_disk_mb",
+            "must be a positive integer, got 0",
+        ),
+        (
+            "[plugins.echo]\nmax_disk_mb = '1G'\n",
+            "plugins.echo.max_disk_mb",
+            "must be a positive integer, got '1G'",
         ),
         (
             "[plugins.echo]\nmax_open_files = 8\n",

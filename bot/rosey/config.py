@@ -8,7 +8,8 @@ current directory, which differs between ``rosey run`` from a shell, a unit file
 
 The dataclasses validate themselves in ``__post_init__`` (so programmatic construction is held
 to the same rules); their messages name the dotted key, and :func:`load_config` prefixes the file.
-``ROSEY_STATE_DIR``, when set, overrides ``[rosey].state_dir`` (tests and packagers rely on it).
+``ROSEY_STATE_DIR``, when set, overrides ``[rosey].state_dir`` (tests and packagers rely on it);
+``ROSEY_LAUNCHER``, when set, overrides ``[rosey].launcher`` (e.g. to run a bot or a test suite on spawn).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from urllib.parse import urlsplit
 
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.process.launchers import Launcher  # re-exported: `[rosey] launcher`
+from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher  # re-exported: `[rosey] launcher`
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
     "CONFIG_FILENAME",
+    "LAUNCHER_ENV",
     "LOG_LEVELS",
     "STATE_DIR_ENV",
     "Launcher",
@@ -197,7 +199,14 @@ def _check_nats_url(key: str, url: object) -> None:
 
 # Integer limits of PluginConfig and their minimum. Below 16 open files the interpreter and its
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
-_PLUGIN_INTS = dict(max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1)
+_PLUGIN_INTS = dict(
+    max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1, max_disk_mb=1
+)
+
+#: The default disk quota of a plugin's data dir. The same as the one-file limit (RLIMIT_FSIZE,
+#: 1 GiB) plugins always had, so whatever fitted in one file still fits; roomy for a database, a
+#: cache or some media; and a dozen plugins together stay well short of filling a small server.
+DEFAULT_MAX_DISK_MB = 1024
 # Output read per second, and its minimum: a plugin's own start-up lines and a traceback must fit
 # (the budget also allows bursts of 5 s worth).
 _OUTPUT_RATES = dict(max_output_bytes_per_second=1024, max_output_lines_per_second=10)
@@ -225,6 +234,7 @@ class PluginConfig:
     max_open_files: int = 256
     max_processes: int = 0
     max_threads: int = 64
+    max_disk_mb: int = DEFAULT_MAX_DISK_MB
     env: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -287,6 +297,7 @@ class PluginConfig:
             max_open_files=self.max_open_files,
             max_processes=self.max_processes,
             max_threads=self.max_threads,
+            max_disk_mb=self.max_disk_mb,
         )
 
 
@@ -434,6 +445,12 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
     state_dir = _path("rosey.state_dir", rosey.get("state_dir", ".rosey"), base)
     if override := os.environ.get(STATE_DIR_ENV):
         state_dir = Path(override).expanduser().resolve()
+    launcher = rosey.get("launcher", Launcher.ZYGOTE)
+    if override := os.environ.get(LAUNCHER_ENV, "").strip():
+        # What PluginProcess and the test harness honour too, so `ROSEY_LAUNCHER=spawn rosey run`
+        # means the same as it does everywhere else. An unknown value is an error here, not a
+        # silent fallback: the operator asked for something this bot would not do.
+        launcher = _enum(f"{LAUNCHER_ENV} (environment)", Launcher, override.lower())
     command_timeout = _float("rosey.command_timeout", rosey.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
     configured: dict[str, PluginConfig] = {}
     for name, table in plugins.items():
@@ -447,7 +464,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         plugin_dirs=tuple(_path_list("rosey.plugin_dirs", rosey.get("plugin_dirs", ["plugins"]), base)),
         entry_points=rosey.get("entry_points", True),
         sandbox=rosey.get("sandbox", SandboxMode.BEST_EFFORT),
-        launcher=rosey.get("launcher", Launcher.ZYGOTE),
+        launcher=launcher,
         command_timeout=command_timeout,
         log_level=rosey.get("log_level", "info"),
         nats_url=nats.get("url"),
@@ -509,7 +526,7 @@ state_dir = ".rosey"              # runtime files, plugin data (ROSEY_STATE_DIR 
 plugin_dirs = ["plugins"]         # where *.py plugins are discovered (missing dirs are skipped)
 entry_points = true               # also discover installed plugins ("rosey.plugins" entry points)
 sandbox = "best-effort"           # "strict": refuse to run a plugin the kernel cannot fully sandbox
-launcher = "zygote"               # "spawn": a fresh interpreter per plugin (slower start, more memory)
+launcher = "zygote"               # "spawn": a fresh interpreter per plugin (ROSEY_LAUNCHER overrides it)
 command_timeout = 10.0            # seconds a plugin may take to answer a command
 log_level = "info"                # debug | info | warning | error
 
@@ -534,6 +551,7 @@ max_output_lines_per_second = 2000     # beyond, the plugin waits; 3 s beyond (b
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64
+max_disk_mb = {DEFAULT_MAX_DISK_MB}                # real blocks in its data dir; also the largest one file
 env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
 publish = []                      # extra NATS subjects it may publish to
 subscribe = []                    # extra NATS subjects it may subscribe to

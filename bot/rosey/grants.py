@@ -96,5 +96,7 @@ def sandbox_for(
         # A hard backstop far enough above the watchdog's RSS limit that the watchdog, which
         # reports the reason, normally acts first; a storm faster than its sweep stops here.
         max_data_mb=2 * plugin.max_memory_mb + DATA_HEADROOM_MB,
+        # RLIMIT_FSIZE: no one file may outgrow the disk quota (EFBIG), whatever the sweeps see.
+        max_file_size_mb=min(plugin.max_disk_mb, SandboxPolicy.max_file_size_mb),
         strict=config.sandbox is SandboxMode.STRICT,
     )

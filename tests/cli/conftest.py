@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,8 +40,9 @@ class RunningRosey:
         return json.loads(out)
 
 
-async def start_run(workdir: Path, *extra: str) -> RunningRosey:
-    """`rosey run --no-chat` in ``workdir``; returns once it printed its ready line."""
+async def start_run(workdir: Path, *extra: str, env: Mapping[str, str] | None = None) -> RunningRosey:
+    """`rosey run --no-chat` in ``workdir`` (``env``: variables set in its environment, on top of
+    the user's); returns once it printed its ready line."""
     with (workdir / "rosey-run.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
             *ROSEY,
@@ -52,7 +53,7 @@ async def start_run(workdir: Path, *extra: str) -> RunningRosey:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
-            env=user_env(),
+            env={**user_env(), **(env or {})},
         )
     assert proc.stdout is not None
     try:

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,16 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import PluginStartError
 from bot.rosey.plugins.contract import (
+    READY_MESSAGE,
     Env,
     ExitCode,
     Launch,
+    LaunchReport,
     PingReply,
     current_launch,
     mark_plugin_started,
     record_launch,
+    watch_ready,
 )
 from bot.rosey.plugins.plugin_runner import Launcher, PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.environment import PASSTHROUGH, minimal_environment
@@ -220,6 +224,72 @@ def test_the_contract_imports_nothing_host_side() -> None:
     ]
 
 
+# ---------------------------------------------------------------------- the launcher's report
+
+
+def test_launch_report_round_trips_as_one_line() -> None:
+    for report in (LaunchReport(), LaunchReport(sandbox=()), LaunchReport(sandbox=("rlimits", "seccomp"))):
+        line = report.to_line()
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert LaunchReport.from_line(line) == report
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"READY\n",
+        b"LAUNCHED \n",
+        b"LAUNCHED {\n",
+        b'LAUNCHED {"sandbox": ["rlimits"]}',  # no newline: not a whole line
+        b'LAUNCHED ["rlimits"]\n',
+        b'LAUNCHED {"sandbox": 7}\n',
+        b'LAUNCHED {"sandbox": "' + b"x" * 5000 + b'"}\n',
+        b'SANDBOX {"sandbox": ["rlimits"]}\n',
+    ],
+)
+def test_launch_report_from_anything_else_is_none(line: bytes) -> None:
+    assert LaunchReport.from_line(line) is None
+
+
+async def watched(*writes: bytes) -> tuple[bool, list[LaunchReport]]:
+    """Feed ``writes`` through a real pipe to :func:`watch_ready`; its answer and the reports seen."""
+    read_end, write_end = os.pipe()
+    reports: list[LaunchReport] = []
+    answer = watch_ready(read_end, on_launch=reports.append)
+    try:
+        for data in writes:
+            os.write(write_end, data)
+            await asyncio.sleep(0)  # one write per read where it can be: lines split across reads
+        os.close(write_end)
+        write_end = -1
+        return await asyncio.wait_for(answer, 5), reports
+    finally:
+        answer.cancel()
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+async def test_the_runner_takes_the_launch_report_from_the_first_line_only() -> None:
+    real = LaunchReport(sandbox=("rlimits", "seccomp")).to_line()
+    forged = LaunchReport(sandbox=("rlimits", "seccomp", "forged")).to_line()
+    # The launcher's line, then the plugin's forgeries, then READY: ready, with the real report.
+    assert await watched(real, forged, b"SANDBOX forged\n", forged[:5], forged[5:], READY_MESSAGE) == (
+        True,
+        [LaunchReport(sandbox=("rlimits", "seccomp"))],
+    )
+    assert await watched(real + forged + READY_MESSAGE) == (
+        True,
+        [LaunchReport(sandbox=("rlimits", "seccomp"))],
+    )
+    # No launcher line first (a process not started by the launcher): a later report is ignored.
+    assert await watched(b"hello\n", forged, READY_MESSAGE) == (True, [])
+    assert await watched(READY_MESSAGE) == (True, [])
+    # Closed without READY, or an endless line: not ready.
+    assert await watched(real) == (False, [LaunchReport(sandbox=("rlimits", "seccomp"))])
+    assert await watched(b"x" * 10_000) == (False, [])
+
+
 # ---------------------------------------------------------------------- the launch record
 
 
@@ -255,6 +325,8 @@ async def test_a_plugin_file_is_started_exactly_once(
     await process.start()
     # A second start of the plugin class would print again and then wait for a SIGTERM that never
     # comes: the stop would end in SIGKILL instead of exit 0.
+    assert process.launch_report == LaunchReport(sandbox=None)  # no sandbox asked for, and said so
+    assert process.launched_by is launcher
     assert await process.stop(timeout=10) == ExitCode.OK
     stdout = (await process.get_output(20))["stdout"].splitlines()
     assert stdout == ["started plugin_started=True sandbox=None"]
@@ -271,12 +343,15 @@ async def test_the_launch_record_holds_the_applied_sandbox(tmp_path: Path, launc
     options = ProcessOptions(data_dir=data_dir, launcher=launcher, sandbox=policy, log_output=False)
     process = PluginProcess("recorder", plugin, options=options)
     await process.start()
+    report = process.launch_report
     assert await process.stop(timeout=10) == ExitCode.OK
     (line,) = (await process.get_output(20))["stdout"].splitlines()
     prefix = "started plugin_started=True sandbox="
     assert line.startswith(prefix)
     layers = set(line.removeprefix(prefix).split(","))
     assert {"rlimits", "no_new_privs", "landlock-fs", "landlock-net", "seccomp"} <= layers
+    # The runner heard the same layers from the launcher, on the readiness pipe.
+    assert report is not None and report.sandbox is not None and set(report.sandbox) == layers
 
 
 @pytest.mark.no_nats

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bot.rosey.app import RoseyApp
-from bot.rosey.config import STATE_DIR_ENV, RoseyConfig, load_config
+from bot.rosey.config import LAUNCHER_ENV, STATE_DIR_ENV, RoseyConfig, load_config
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.runtime import RuntimeInfo, read_runtime
@@ -205,18 +205,22 @@ async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         plugins: Mapping[str, Mapping[str, TomlValue]] | None = None,
         *,
         sandbox: str = "best-effort",
-        launcher: str = "zygote",
+        launcher: str | None = None,
         nats: Mapping[str, TomlValue] | None = None,
         workdir: Path | None = None,
     ) -> Rosey:
         workdir = workdir or tmp_path
+        if launcher is not None:
+            # $ROSEY_LAUNCHER overrides the file (as for `rosey run`): a test that names its
+            # launcher gets that one even in a suite run with the variable set.
+            monkeypatch.setenv(LAUNCHER_ENV, launcher)
         plugins = plugins if plugins is not None else {"hostile": {}, "canary": {}}
         text = toml_table(
             "rosey",
             {
                 "state_dir": ".rosey",
                 "sandbox": sandbox,
-                "launcher": launcher,
+                "launcher": launcher or "zygote",  # unnamed: $ROSEY_LAUNCHER decides, if set
                 "entry_points": False,
                 "plugin_dirs": [],
             },

@@ -23,7 +23,7 @@ from bot.rosey.supervision.status import (
     RoseyStatus,
     WatchdogStatus,
 )
-from bot.rosey.supervision.watchdog import limit_violation
+from bot.rosey.supervision.watchdog import add_cpu_reading, limit_violation
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(10)]
 
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(10)]
 def test_no_limits_means_nothing_enforced() -> None:
     limits = Limits()
     assert (limits.max_memory_mb, limits.max_cpu_percent, limits.max_open_files) == (None, None, None)
-    assert (limits.max_processes, limits.max_threads) == (None, None)
+    assert (limits.max_processes, limits.max_threads, limits.max_disk_mb) == (None, None, None)
     assert limits.cpu_window_seconds == DEFAULT_CPU_WINDOW_SECONDS
     assert (limits.max_output_bytes_per_second, limits.max_output_lines_per_second) == (None, None)
     assert PluginSpec(name="echo").limits == Limits()
@@ -50,7 +50,9 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_open_files=256,
         max_processes=2,
         max_threads=64,
+        max_disk_mb=1024,
     )
+    assert PluginConfig(name="echo", max_disk_mb=64).limits.max_disk_mb == 64
 
 
 @pytest.mark.parametrize(
@@ -60,6 +62,8 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         {"max_memory_mb": "256"},
         {"max_memory_mb": True},
         {"max_threads": 0},
+        {"max_disk_mb": 0},
+        {"max_disk_mb": 1.5},
         {"max_open_files": -1},
         {"max_processes": -1},
         {"max_cpu_percent": 0},
@@ -111,11 +115,27 @@ def test_limit_violation_in_words() -> None:
 
 def test_cpu_limit_needs_the_whole_window_above_it() -> None:
     limits = Limits(max_cpu_percent=50, cpu_window_seconds=10)
-    above = deque((float(t), 97.0) for t in range(10))
-    assert limit_violation(limits, sample(), above, None) == "cpu 97% > limit 50% for 9 s"
-    assert limit_violation(limits, sample(), deque(list(above)[:5]), None) is None  # too short a span
-    dips = deque([*list(above)[:9], (9.0, 10.0)])
+    above = deque((float(t), 97.0) for t in range(11))
+    assert limit_violation(limits, sample(), above, None) == "cpu 97% > limit 50% for 10 s"
+    assert limit_violation(limits, sample(), deque(list(above)[:10]), None) is None  # 9 s: too short
+    dips = deque([*list(above)[:10], (10.0, 10.0)])
     assert limit_violation(limits, sample(), dips, None) is None
+
+
+@pytest.mark.parametrize("window", [1.0, 2.5, 5.0, 7.0, 10.0, 30.0])
+@pytest.mark.parametrize("interval", [0.2, 1.0, 1.001, 1.013, 1.2, 1.7])
+def test_a_sustained_spin_breaks_any_window_at_any_sweep_interval(window: float, interval: float) -> None:
+    """The watchdog's readings, a sweep interval apart, cover the window; none is judged early."""
+    limits = Limits(max_cpu_percent=30, cpu_window_seconds=window)
+    readings: deque[tuple[float, float]] = deque()
+    for n in range(1000):
+        now = n * interval
+        add_cpu_reading(readings, now, 150.0, window)
+        reason = limit_violation(limits, sample(), readings, None)
+        if reason is not None:
+            break
+    assert reason is not None and reason.startswith("cpu 150% > limit 30% for ")
+    assert window <= now < window + interval + 1e-9  # as soon as the window is covered, not later
 
 
 # ---------------------------------------------------------------------- status schema
@@ -138,6 +158,9 @@ ROW_KEYS = [
     "latency_ms_p50",
     "permission_violations",
     "sandbox",
+    "sandbox_source",
+    "launcher",
+    "disk_mb",
 ]
 
 
@@ -159,6 +182,9 @@ def a_status(**changes: Any) -> PluginStatus:
         "latency_ms_p50": 0.8,
         "permission_violations": 0,
         "sandbox": "rlimits,seccomp",
+        "sandbox_source": "launcher",
+        "launcher": "zygote",
+        "disk_mb": 1.5,
         "history": (ResourceSample(t=1.5, cpu_percent=0.25, memory_mb=25.14, num_threads=3),),
     }
     return PluginStatus(**{**values, **changes})
@@ -176,6 +202,7 @@ def test_plugin_status_keys_are_the_json_users_know() -> None:
         "name",
         "state",
         "pid",
+        "launcher",
         "restarts",
         "cpu_percent",
         "memory_mb",

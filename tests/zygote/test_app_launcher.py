@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from bot.rosey.app import RoseyApp
-from bot.rosey.config import STATE_DIR_ENV, Launcher, load_config
+from bot.rosey.config import LAUNCHER_ENV, STATE_DIR_ENV, Launcher, load_config
 from bot.rosey.plugins.process.child_exit import ForeignChild
 from tests.processes import wait_pid_gone
 
@@ -26,6 +26,7 @@ async def test_the_app_starts_plugins_with_the_configured_launcher(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launcher: Launcher
 ) -> None:
     monkeypatch.delenv(STATE_DIR_ENV, raising=False)
+    monkeypatch.delenv(LAUNCHER_ENV, raising=False)  # the file's launcher is the subject here
     config_file = tmp_path / "rosey.toml"
     plugins = "".join(
         f"[plugins.{n}]\npath = {json.dumps(str(INTROSPECT))}\n" for n in ("intro_a", "intro_b")
@@ -49,6 +50,8 @@ async def test_the_app_starts_plugins_with_the_configured_launcher(
             outcome = await app.router.execute(name, ["describe"], timeout=10)
             assert outcome.ok, outcome
             assert outcome.data["sandbox"]  # the app's sandbox is applied on both paths
+            row = app.status().plugin(name)
+            assert row is not None and row.launcher == launcher.value  # what really made it
             parents.add(outcome.data["ppid"])
         if launcher is Launcher.ZYGOTE:
             assert app.zygote is not None and parents == {app.zygote.pid}

@@ -118,11 +118,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     status = RoseyStatus.from_dict(data)
     print(table([plugin.to_dict() for plugin in status.plugins], PluginStatus.COLUMNS))
+    sandboxes: dict[tuple[str, str], list[str]] = {}
     for plugin in status.plugins:
         if plugin.reason:
             print(f"{plugin.name}: {plugin.reason}")
+        if plugin.sandbox_source is not None:
+            sandboxes.setdefault((plugin.sandbox or "none", plugin.sandbox_source), []).append(plugin.name)
         if plugin.denied_by_nats:
             print(f"{plugin.name}: {plugin.denied_by_nats} publish/subscribe attempts denied by NATS")
+    for (layers, source), names in sandboxes.items():
+        # Says where the value comes from: never the plugin's own claim.
+        print(f"sandbox {layers}: {', '.join(names)} ({PluginStatus.SANDBOX_SOURCES.get(source, source)})")
     kind = "embedded" if status.nats.embedded else "external"
     print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
     return EXIT_OK

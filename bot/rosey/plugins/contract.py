@@ -7,9 +7,13 @@ What crosses the process boundary, and nothing else:
 * The readiness pipe: the runner opens a pipe and passes its write end as ``ROSEY_READY_FD``;
   the plugin writes one line once it is connected, subscribed and started. Like systemd's
   ``sd_notify``, it costs nothing when nobody listens and needs no timer on either side.
+  Before that, the launcher writes the pipe's first line, :class:`LaunchReport` (the sandbox
+  layers it applied), after the sandbox and before any plugin code: plugin code can write to the
+  pipe too, but never before that line, so the runner trusts the first line and nothing later.
 * :class:`ExitCode`: what a plugin process's exit status means when the plugin did not choose it.
 * :class:`PingReply`: the SDK's answer to the supervisor's liveness ping. It comes from code the
-  host does not trust, so :meth:`PingReply.from_wire` accepts anything and keeps what is sane.
+  host does not trust, so :meth:`PingReply.from_wire` accepts anything and keeps what is sane;
+  its ``sandbox`` is the plugin's claim, never shown as what is in force.
 * :class:`Launch`: what the launcher did in this process before plugin code ran (the sandbox
   layers in force; whether ``run_plugin()`` was called). It is process-local, not wire: the
   launcher records it, the SDK reads it when it answers a ping.
@@ -22,9 +26,10 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -33,11 +38,14 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "LAUNCH_PREFIX",
     "READY_MESSAGE",
     "Env",
     "ExitCode",
     "Launch",
+    "LaunchReport",
     "PingReply",
+    "announce_launch",
     "current_launch",
     "mark_plugin_started",
     "notify_ready",
@@ -113,25 +121,119 @@ def notify_ready() -> bool:
     return True
 
 
-def watch_ready(ready_read: int) -> asyncio.Future[bool]:
+#: Start of the launcher's line on the readiness pipe; a JSON object follows, then a newline.
+LAUNCH_PREFIX = b"LAUNCHED "
+# A line longer than this before READY is not Rosey's protocol (the launcher's line is far shorter,
+# and at most PIPE_BUF, 4096 bytes on Linux, so it is written atomically and arrives whole).
+_MAX_LINE = 4096
+
+
+def announce_launch(report: LaunchReport) -> bool:
+    """The launcher's side: write ``report`` as the readiness pipe's first line, before plugin code.
+
+    Returns False when nobody listens (no ``ROSEY_READY_FD``). Raises OSError when the pipe
+    cannot take it: the launcher must then not run plugin code, or the plugin would write first.
+    The fd stays open (and in the environment) for the SDK's READY.
+    """
+    raw = os.environ.get(Env.READY_FD)
+    if not raw:
+        return False
+    try:
+        fd = int(raw)
+    except ValueError:
+        raise OSError(f"{Env.READY_FD} is not a file descriptor: {raw!r}") from None
+    os.write(fd, report.to_line())
+    return True
+
+
+def watch_ready(
+    ready_read: int, on_launch: Callable[[LaunchReport], None] | None = None
+) -> asyncio.Future[bool]:
     """The runner's side: a future that becomes True when READY arrives on ``ready_read``, False
-    when the pipe closes without it. Cancel the future to stop watching."""
+    when the pipe closes without it (or carries something that is not this protocol). Cancel the
+    future to stop watching.
+
+    ``on_launch`` gets the launcher's report if, and only if, it is the pipe's first line: plugin
+    code runs after the launcher wrote it, so a report anywhere else is the plugin's forgery and is
+    ignored, as is any other line before READY.
+    """
     import asyncio
 
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[bool] = loop.create_future()
+    pending = bytearray()
+    first_line = True
+
+    def on_line(line: bytes) -> bool:
+        nonlocal first_line
+        if first_line:
+            first_line = False
+            report = LaunchReport.from_line(line)
+            if report is not None:
+                if on_launch is not None:
+                    on_launch(report)
+                return False
+        return line == READY_MESSAGE
 
     def on_readable() -> None:
         try:
-            data = os.read(ready_read, len(READY_MESSAGE))
+            data = os.read(ready_read, _MAX_LINE)
         except OSError:
             data = b""
-        if not answer.done():
-            answer.set_result(data == READY_MESSAGE)
+        if answer.done():
+            return
+        if not data:
+            answer.set_result(False)
+            return
+        pending.extend(data)
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[: end + 1])
+            del pending[: end + 1]
+            if on_line(line):
+                answer.set_result(True)
+                return
+        if len(pending) > _MAX_LINE:
+            answer.set_result(False)
 
     loop.add_reader(ready_read, on_readable)
     answer.add_done_callback(lambda _: loop.remove_reader(ready_read))
     return answer
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchReport:
+    """What the launcher applied before plugin code ran, as it tells the runner on the readiness pipe.
+
+    ``sandbox``: the protections in force, in order; None when no sandbox was asked for. This,
+    not the plugin's own :class:`PingReply`, is what ``rosey status`` shows.
+    """
+
+    sandbox: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sandbox is not None:
+            object.__setattr__(self, "sandbox", tuple(self.sandbox))
+
+    def to_line(self) -> bytes:
+        body = json.dumps({"sandbox": list(self.sandbox) if self.sandbox is not None else None})
+        return LAUNCH_PREFIX + body.encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> LaunchReport | None:
+        """The report in ``line``, or None when it is not one; never raises."""
+        if not line.startswith(LAUNCH_PREFIX) or not line.endswith(b"\n"):
+            return None
+        try:
+            data = json.loads(line[len(LAUNCH_PREFIX) :])
+        except ValueError:
+            return None
+        if not isinstance(data, Mapping):
+            return None
+        raw = data.get("sandbox")
+        sandbox = _layers(raw) if raw is not None else None
+        if raw is not None and sandbox is None:
+            return None  # not what a launcher writes
+        return cls(sandbox=sandbox)
 
 
 # ---------------------------------------------------------------------- liveness ping
@@ -175,10 +277,11 @@ def _layers(value: object) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True, kw_only=True)
 class PingReply:
-    """A plugin's answer to the liveness ping: its command counters and the protections in force.
+    """A plugin's answer to the liveness ping: its command counters and the protections it claims.
 
     ``sandbox`` is None when the plugin process was started without a sandbox (or reported none).
-    On the wire it is one comma-separated string, as ``rosey status`` shows it.
+    On the wire it is one comma-separated string. It is the plugin's word (plugin code can answer
+    anything): ``rosey status`` shows the launcher's :class:`LaunchReport` instead.
     """
 
     commands: int = 0

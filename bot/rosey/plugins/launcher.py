@@ -2,7 +2,8 @@
 
 It ties the process's life to its parent, applies the sandbox the runner put in ``ROSEY_SANDBOX``
 (see :mod:`bot.rosey.plugins.sandbox`), records what it applied in the process's launch record
-(:class:`~bot.rosey.plugins.contract.Launch`, which the SDK reports on pings), and only then runs
+(:class:`~bot.rosey.plugins.contract.Launch`, which the SDK reports on pings) and tells the runner
+on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), and only then runs
 plugin code: a plugin file as ``__main__`` (exactly as ``python my_plugin.py`` would), or a
 ``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
 runs if it defines exactly one plugin class.
@@ -24,7 +25,15 @@ import sys
 from pathlib import Path
 
 from bot.rosey import linux
-from bot.rosey.plugins.contract import Env, ExitCode, Launch, current_launch, record_launch
+from bot.rosey.plugins.contract import (
+    Env,
+    ExitCode,
+    Launch,
+    LaunchReport,
+    announce_launch,
+    current_launch,
+    record_launch,
+)
 from bot.rosey.plugins.sandbox import apply_from_environment
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
@@ -109,8 +118,16 @@ def run_target(target: argparse.Namespace) -> None:
     the sandbox and the plugin, and the process must still be single-threaded here.
     """
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
-    # The SDK reports the layers on liveness pings, so `rosey status` shows what is really active.
-    record_launch(Launch(sandbox=report.applied if report is not None else None))
+    applied = report.applied if report is not None else None
+    record_launch(Launch(sandbox=applied))
+    # The runner's record of the layers in force: written before plugin code exists, as the
+    # readiness pipe's first line, so nothing the plugin writes there later can take its place.
+    try:
+        announce_launch(LaunchReport(sandbox=applied))
+    except OSError as exc:
+        sys.stderr.write(f"rosey: cannot report the launch to the runner ({exc}); not running the plugin\n")
+        sys.stderr.flush()
+        os._exit(ExitCode.SETUP_FAILED)
     try:
         if target.path is not None:
             _run_file(target.path.resolve())

@@ -273,8 +273,7 @@ def inspect_plugin_file(path: Path, expected_name: str) -> str | None:
     if len(plugins) > 1 and not calls_run_plugin:
         names = ", ".join(plugins)
         return (
-            f"{shown}: defines {len(plugins)} plugin classes ({names}) and no run_plugin(...) "
-            "to choose one"
+            f"{shown}: defines {len(plugins)} plugin classes ({names}) and no run_plugin(...) to choose one"
         )
     declared = {scan.plugin_name for scan in plugins.values() if scan.name_kind == "literal"}
     if len(plugins) == 1 and declared and expected_name not in declared:

@@ -41,7 +41,7 @@ import psutil
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginNotStarted, PluginStartError
-from bot.rosey.plugins.contract import Env, watch_ready
+from bot.rosey.plugins.contract import Env, LaunchReport, watch_ready
 from bot.rosey.plugins.process.budget import OutputBudget, OutputRate
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
@@ -149,6 +149,12 @@ class PluginProcess:
         self.data_dir = self.options.data_dir or default_state_dir() / "data" / self.plugin_name
 
         self.process: subprocess.Popen[bytes] | ForeignChild | None = None
+        # The launcher that made the current (or last) process: what happened, not what was asked
+        # for (a zygote request falls back to spawn where the platform or interpreter cannot fork).
+        self.launched_by: Launcher | None = None
+        # What the launcher applied in the current process, read from the readiness pipe's first
+        # line before plugin code ran (None: not reported yet, or not by Rosey's launcher).
+        self.launch_report: LaunchReport | None = None
         self.psutil_process: psutil.Process | None = None
         self.output = OutputBuffer(self.options.output_lines)
         self.returncode: int | None = None
@@ -183,6 +189,7 @@ class PluginProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "tmp").mkdir(exist_ok=True)
         self.returncode = None
+        self.launch_report = None
         self._spawned_wall = time.time()
         spawned_at = time.monotonic()  # ready_seconds counts the launch itself too
         ready_read, ready_write = os.pipe()
@@ -202,6 +209,7 @@ class PluginProcess:
         finally:
             os.close(ready_write)
         self._start_time = time.monotonic()
+        self.launched_by = Launcher.ZYGOTE if isinstance(self.process, ForeignChild) else Launcher.SPAWN
         logger.info("Starting plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
         if self.options.record is not None:
             self.options.record.started(ProcessRole.PLUGIN, self.plugin_name, self.process.pid)
@@ -315,7 +323,10 @@ class PluginProcess:
         # Popen runs on the event loop's thread on purpose: PR_SET_PDEATHSIG fires when the
         # *thread* that forked the child exits, so forking from a pool thread would kill it early.
         return subprocess.Popen(
-            [self.python_executable, "-m", "bot.rosey.plugins.launcher", *target],
+            # -s -P (as the zygote): neither the user site-packages under $HOME nor the working
+            # directory goes on sys.path. Both are the plugin's data dir, which it may write: a
+            # planted argparse.py or .pth file there would otherwise run before the sandbox.
+            [self.python_executable, "-s", "-P", "-m", "bot.rosey.plugins.launcher", *target],
             env=env,
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
@@ -329,7 +340,7 @@ class PluginProcess:
 
     async def _wait_ready(self, ready_read: int) -> bool:
         """True once the child wrote READY; False if it exited, closed the pipe or timed out."""
-        answer = watch_ready(ready_read)
+        answer = watch_ready(ready_read, on_launch=self._on_launch)
         assert self._exit is not None
         exit_task: asyncio.Future[Any] = asyncio.ensure_future(self._exit.wait())
         racers: set[asyncio.Future[Any]] = {answer, exit_task}
@@ -345,6 +356,9 @@ class PluginProcess:
             answer.cancel()  # stops watching the pipe (a no-op once answered)
             exit_task.cancel()
         return answer in done and answer.result()
+
+    def _on_launch(self, report: LaunchReport) -> None:
+        self.launch_report = report
 
     async def _raise_start_failure(self) -> None:
         assert self.process is not None and self._exit is not None

@@ -63,8 +63,7 @@ the zygote's string-hash secret and address-space layout (a plugin that reads it
 learns its siblings', which weakens hash-flooding and ASLR defences between plugins, not
 between a plugin and the host); ``/proc/PID/environ`` shows the zygote's (secret-free) start-up
 environment, not the plugin's (``os.environ`` and libc's ``environ`` are right);
-``/proc/PID/cmdline`` shows the zygote's command line; there is no user site-packages
-directory; ``sys.flags`` say ``no_user_site`` and ``safe_path``; logging's ``relativeCreated``
+``/proc/PID/cmdline`` shows the zygote's command line; logging's ``relativeCreated``
 counts from the zygote's start; an entry-point plugin's ``__main__`` module is the zygote's
 bootstrap rather than the launcher module.
 """
@@ -334,12 +333,13 @@ def _replace_environment(env: dict[str, str]) -> None:
         if os.environ.get(name) != value:
             os.environ[name] = value
     sys.dont_write_bytecode = bool(env.get(Env.PYTHONDONTWRITEBYTECODE))
-    # sys.path as `python -m bot.rosey.plugins.launcher` builds it: cwd, then $PYTHONPATH, then
-    # the rest (stdlib, site-packages); the launcher puts a plugin file's directory first.
+    # sys.path as `python -s -P -m bot.rosey.plugins.launcher` builds it: $PYTHONPATH, then the
+    # rest (stdlib, site-packages); never the working directory, which is the plugin's data dir
+    # (writable by the plugin). The launcher puts a plugin file's directory first.
     inherited = [p for p in zygote_pythonpath.split(os.pathsep) if p]
     rest = [p for p in sys.path if p not in inherited]
     wanted = [p for p in env.get(Env.PYTHONPATH, "").split(os.pathsep) if p]
-    sys.path[:] = [os.getcwd(), *wanted, *rest]
+    sys.path[:] = [*wanted, *rest]
     if env.get(Env.TZ) != zygote_tz:
         import time
 

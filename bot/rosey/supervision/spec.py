@@ -53,7 +53,8 @@ class Limits:
     ``Limits()`` enforces nothing, which is what a plugin without configured limits gets. A plugin
     whose CPU use stays above ``max_cpu_percent`` in every sample of ``cpu_window_seconds`` is
     killed; ``max_processes`` is only checked when it is above 0, since a plugin not allowed to
-    fork cannot (the sandbox stops it) and counting children costs a /proc scan.
+    fork cannot (the sandbox stops it) and counting children costs a /proc scan. ``max_disk_mb``
+    caps the real blocks of the plugin's data dir (see ``supervision/disk.py``).
 
     The output rates are not swept by the watchdog: the supervisor hands them to the plugin's
     process, whose pipe readers stop reading beyond them (the plugin waits on its own writes)
@@ -68,12 +69,14 @@ class Limits:
     max_open_files: int | None = None
     max_processes: int | None = None
     max_threads: int | None = None
+    max_disk_mb: int | None = None
 
     def __post_init__(self) -> None:
         _count("max_memory_mb", self.max_memory_mb, 1)
         _count("max_open_files", self.max_open_files, 1)
         _count("max_processes", self.max_processes, 0)
         _count("max_threads", self.max_threads, 1)
+        _count("max_disk_mb", self.max_disk_mb, 1)
         if self.max_cpu_percent is not None:
             _positive("max_cpu_percent", self.max_cpu_percent)
         _positive("cpu_window_seconds", self.cpu_window_seconds)

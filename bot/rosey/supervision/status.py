@@ -121,15 +121,25 @@ class ResourceSample:
 class PluginStatus:
     """One plugin as ``rosey status`` shows it: one row of the table, one entry of ``--json``.
 
-    Resource fields are None while the plugin is not running. ``commands`` to ``sandbox`` are
-    what the plugin reported on its last liveness ping; ``denied_by_nats``/``last_denied`` what
-    the NATS server logged against it (present only once it denied something).
+    Resource fields are None while the plugin is not running. ``commands`` to
+    ``permission_violations`` are what the plugin reported on its last liveness ping (its own
+    counters); ``sandbox`` is NOT the plugin's word: it is what the launcher reported on the
+    readiness pipe before any plugin code ran (``sandbox_source`` says so: ``"launcher"``; None
+    with no report). ``launcher`` is how the current process was really made (``zygote`` or
+    ``spawn``). ``denied_by_nats``/``last_denied`` are what the NATS server logged against it
+    (present only once it denied something).
     """
+
+    #: Where ``sandbox`` comes from, in words, for people reading ``rosey status``.
+    SANDBOX_SOURCES: ClassVar[dict[str, str]] = {
+        "launcher": "reported by the launcher before plugin code ran",
+    }
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "name",
         "state",
         "pid",
+        "launcher",
         "restarts",
         "cpu_percent",
         "memory_mb",
@@ -153,7 +163,10 @@ class PluginStatus:
     command_errors: int | None = None
     latency_ms_p50: float | None = None
     permission_violations: int | None = None
-    sandbox: str | None = None  # protections the plugin applied to itself, comma-separated
+    sandbox: str | None = None  # protections in force, comma-separated, as the launcher reported them
+    sandbox_source: str | None = None  # "launcher" when ``sandbox`` is known
+    launcher: str | None = None  # "zygote" or "spawn": what made the running process
+    disk_mb: float | None = None  # its data dir's real blocks, as last measured (with a disk quota)
     denied_by_nats: int | None = None
     last_denied: str | None = None
     history: tuple[ResourceSample, ...] = field(default=())
@@ -181,6 +194,9 @@ class PluginStatus:
             "latency_ms_p50": self.latency_ms_p50,
             "permission_violations": self.permission_violations,
             "sandbox": self.sandbox,
+            "sandbox_source": self.sandbox_source,
+            "launcher": self.launcher,
+            "disk_mb": self.disk_mb,
         }
         if self.denied_by_nats:
             data["denied_by_nats"] = self.denied_by_nats
@@ -210,6 +226,9 @@ class PluginStatus:
             latency_ms_p50=_float(data.get("latency_ms_p50")),
             permission_violations=_int(data.get("permission_violations")),
             sandbox=_str(data.get("sandbox")),
+            sandbox_source=_str(data.get("sandbox_source")),
+            launcher=_str(data.get("launcher")),
+            disk_mb=_float(data.get("disk_mb")),
             denied_by_nats=_int(data.get("denied_by_nats")),
             last_denied=_str(data.get("last_denied")),
             history=tuple(

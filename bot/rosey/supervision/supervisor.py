@@ -27,6 +27,7 @@ from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.budget import OutputRate
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.process.output import OutputLine
+from bot.rosey.supervision.disk import DiskUsage
 from bot.rosey.supervision.lifecycle import LifecycleEvent, LifecyclePublisher
 from bot.rosey.supervision.restart import (
     Exited,
@@ -71,6 +72,7 @@ class ManagedPlugin:
     stats: ResourceSample | None = None  # the watchdog's last sample
     history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
     ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
+    disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -101,6 +103,11 @@ class ManagedPlugin:
         running = self.process is not None and self.process.is_running()
         stats = self.stats
         ping = self.ping
+        # The launcher's report, read before plugin code ran; the ping's `sandbox` is only the
+        # plugin's claim and is not shown.
+        current = self.process if running else None
+        launch = current.launch_report if current is not None else None
+        launched_by = current.launched_by if current is not None else None
         return PluginStatus(
             name=self.name,
             state=self.state,
@@ -118,8 +125,10 @@ class ManagedPlugin:
             command_errors=ping.errors if ping else None,
             latency_ms_p50=ping.latency_ms_p50 if ping else None,
             permission_violations=ping.permission_violations if ping else None,
-            # Protections the plugin reports it applied to itself.
-            sandbox=",".join(ping.sandbox) if ping and ping.sandbox is not None else None,
+            sandbox=",".join(launch.sandbox) if launch and launch.sandbox is not None else None,
+            sandbox_source="launcher" if launch else None,
+            launcher=launched_by.value if launched_by is not None else None,
+            disk_mb=round(self.disk.mb, 1) if running and self.disk is not None else None,
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
@@ -332,8 +341,8 @@ class Supervisor:
         try:
             await process.start()
         except (PluginStartError, OSError) as exc:
-            # Killed while starting (an output flood can be): the reason, not just the signal; else
-            # the plugin's own exception, in one line.
+            # Killed while starting (an output flood, a disk quota): the reason, not the signal;
+            # else the plugin's own exception, in one line.
             plugin.last_exit = (
                 plugin.kill_reason or process.start_failure or process.last_exit or "failed to start"
             )
@@ -347,6 +356,12 @@ class Supervisor:
             )
             failed = StartFailed(reason=plugin.last_exit, raised=process.start_failure_raised)
             return failed, time.monotonic() - started
+        if not plugin.want_running:
+            # stop() came while the process was being made (a zygote fork is awaited): it had
+            # nothing to signal then, and waits for this run to end. End it.
+            returncode = await process.stop(self.config.stop_timeout)
+            plugin.last_exit = describe_exit(returncode) if returncode is not None else plugin.last_exit
+            return StoppedOnRequest(returncode=returncode), time.monotonic() - started
         plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
         plugin.ever_ready = True
         self._transition(plugin, PluginState.RUNNING)

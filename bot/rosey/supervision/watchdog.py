@@ -22,11 +22,12 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 from bot.rosey.plugins.contract import PingReply
+from bot.rosey.supervision.disk import DiskWatch
 from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 
-__all__ = ["Watchdog", "WatchdogConfig", "limit_violation"]
+__all__ = ["Watchdog", "WatchdogConfig", "add_cpu_reading", "limit_violation"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ class WatchdogConfig:
     ping_timeout: float = 1.0
     missed_pings_limit: int = 3
     publish_every: float = 5.0  # stats events on rosey.lifecycle.<name>.stats
+    # Disk quotas: a pass reads each plugin's write counter (~2 µs); a data dir is walked only
+    # when due (see supervision/disk.py). Between passes a plugin can write what the page cache
+    # takes in this time (~150 MB at 1.5 GB/s): the bound on how far past its quota it gets.
+    disk_interval: float = 0.1
 
     def __post_init__(self) -> None:
-        if min(self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every) <= 0:
+        intervals = (self.sweep_interval, self.ping_interval, self.ping_timeout, self.publish_every)
+        if min(*intervals, self.disk_interval) <= 0:
             raise ValueError("watchdog intervals must be positive")
         if self.missed_pings_limit < 1:
             raise ValueError("missed_pings_limit must be >= 1")
@@ -57,8 +63,10 @@ def limit_violation(
 ) -> str | None:
     """The first limit ``sample`` breaks, in words ("memory 301 MB > limit 256 MB"), or None.
 
-    ``cpu_samples`` are the (monotonic time, CPU %) readings of the last ``cpu_window_seconds``;
-    ``children`` is the plugin's process count below it, None when not counted.
+    ``cpu_samples`` are the (monotonic time, CPU %) readings of the plugin's current process,
+    reaching back to the newest one at least ``cpu_window_seconds`` old: the CPU limit is broken
+    when every reading is above it over a span of the whole window. ``children`` is the plugin's
+    process count below it, None when not counted.
     """
     max_memory = limits.max_memory_mb
     if max_memory and sample.memory_mb > max_memory:
@@ -76,10 +84,23 @@ def limit_violation(
     window = limits.cpu_window_seconds
     if max_cpu and len(cpu_samples) >= 2:
         span = cpu_samples[-1][0] - cpu_samples[0][0]
-        if span >= window * 0.9 and all(cpu > max_cpu for _, cpu in cpu_samples):
+        if span >= window and all(cpu > max_cpu for _, cpu in cpu_samples):
             average = sum(cpu for _, cpu in cpu_samples) / len(cpu_samples)
             return f"cpu {average:.0f}% > limit {max_cpu:g}% for {span:.0f} s"
     return None
+
+
+def add_cpu_reading(samples: deque[tuple[float, float]], now: float, cpu: float, window: float) -> None:
+    """Append a reading; drop those older than needed to span ``window`` (see :func:`limit_violation`).
+
+    The newest reading at or past the window's start is kept. Readings come one sweep interval
+    plus the sweep's own time apart (1.0x s): dropping every reading older than the window left
+    floor(window / interval) intervals, 4.0x s of a 5 s window, and that window never counted
+    as covered.
+    """
+    samples.append((now, cpu))
+    while len(samples) >= 2 and now - samples[1][0] >= window:
+        samples.popleft()
 
 
 class Watchdog:
@@ -92,13 +113,17 @@ class Watchdog:
         self.bus = bus
         self.config = config or WatchdogConfig()
         self.last_sweep_seconds = 0.0
-        self._cpu: dict[str, deque[tuple[float, float]]] = {}
+        self._cpu: dict[str, tuple[int, deque[tuple[float, float]]]] = {}  # name -> (pid, readings)
         self._missed: dict[tuple[str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_publish = 0.0
+        self.disk = DiskWatch()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep")]
+        self._tasks = [
+            asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep"),
+            asyncio.create_task(self._disk_loop(), name="rosey-watchdog-disk"),
+        ]
         if self.bus is not None:
             self._tasks.append(asyncio.create_task(self._ping_loop(), name="rosey-watchdog-ping"))
 
@@ -147,11 +172,12 @@ class Watchdog:
         sample = ResourceSample.from_stats(stats, t=time.time())
         plugin.stats = sample
         plugin.history.append(sample)
-        samples = self._cpu.setdefault(plugin.name, deque())
-        samples.append((now, sample.cpu_percent))
-        window = plugin.spec.limits.cpu_window_seconds
-        while samples and now - samples[0][0] > window:
-            samples.popleft()
+        pid = plugin.process.pid or 0
+        entry = self._cpu.get(plugin.name)
+        if entry is None or entry[0] != pid:  # a new process is judged on its own readings only
+            entry = self._cpu[plugin.name] = (pid, deque())
+        samples = entry[1]
+        add_cpu_reading(samples, now, sample.cpu_percent, plugin.spec.limits.cpu_window_seconds)
         reason = limit_violation(plugin.spec.limits, sample, samples, self._children(plugin))
         if reason is not None:
             samples.clear()
@@ -188,6 +214,36 @@ class Watchdog:
                 )
             if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
                 await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
+
+    # ------------------------------------------------------------------ disk quotas
+
+    async def _disk_loop(self) -> None:
+        while True:
+            await self.check_disk()
+            await asyncio.sleep(self.config.disk_interval)
+
+    async def check_disk(self) -> None:
+        """One pass over the plugins with a disk quota: kill those over it, with the reason.
+
+        Starting plugins are checked too: a plugin may write from ``on_start``, before it is ready.
+        A pass reads one counter per plugin (~2 µs) and walks a data dir only when it is due.
+        """
+        checked = []
+        for plugin in self.supervisor.running():
+            limit = plugin.spec.limits.max_disk_mb
+            process = plugin.process
+            active = plugin.state in (PluginState.STARTING, PluginState.RUNNING)
+            if not limit or process is None or not active:
+                continue
+            checked.append(plugin.name)
+            pid = process.pid
+            forks = bool(plugin.spec.limits.max_processes)
+            reason = await self.disk.check(plugin.name, process, limit, children=forks)
+            plugin.disk = self.disk.usage(plugin.name)
+            # The walk yields to the loop: act only on the process that was measured.
+            if reason is not None and process.is_running() and process.pid == pid:
+                self.supervisor.kill(plugin.name, reason)
+        self.disk.retain(checked)
 
     # ------------------------------------------------------------------ liveness
 

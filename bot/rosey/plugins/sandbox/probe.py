@@ -127,6 +127,10 @@ def probe() -> dict[str, Any]:
             "no (needs root or user namespaces): children of plugins with max_processes > 0 can "
             "outlive them; the next rosey run ends those it can prove are its own"
         )
+    # No kernel quota per directory without project quotas set up on the file system: the watchdog
+    # measures instead, so a plugin can overshoot by what it writes between two checks.
+    disk = "watchdog: data dir's real blocks vs max_disk_mb, checked every 0.1 s; RLIMIT_FSIZE per file"
+    report["disk_quota"] = disk + ("; fallocate refused (seccomp)" if filter_ok else "")
     report.update(_kernel_object_guards(filter_ok, abi))
     return report
 

@@ -26,6 +26,11 @@ cannot stop a connect to a pathname socket (the Docker or D-Bus socket); asyncio
 uses a SOCK_STREAM ``socketpair()``, which stays allowed (a connected stream pair refuses both
 an address in sendto() and a second connect()).
 
+``fallocate`` fails with EOPNOTSUPP: it reserves gigabytes of real blocks in microseconds (4 GiB in
+6 ms here), far faster than the watchdog's disk-quota checks; EOPNOTSUPP is what file systems
+without it answer, so C libraries' ``posix_fallocate`` (Python's ``os.posix_fallocate`` too)
+fall back to writing the blocks, at the speed of the disk.
+
 Denied unless the policy allows it: UDP sockets (``allow_udp``); listen() (``allow_bind``);
 fork, vfork, execve(at) and ``clone`` without CLONE_THREAD (``allow_subprocess``; threads always
 work); chmod/chown/xattr/utime calls (``allow_metadata_changes``). ``clone3`` always fails with
@@ -173,7 +178,7 @@ _X86_64 = {
     "move_pages": 279, "process_madvise": 440, "memfd_create": 319, "memfd_secret": 447, "vmsplice": 278,
     "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "fanotify_init": 300,
     "fanotify_mark": 301, "statmount": 457, "listmount": 458, "socketpair": 53, "fcntl": 72,
-    "setsockopt": 54,
+    "setsockopt": 54, "fallocate": 285,
 }  # fmt: skip
 # aarch64 has no fork, vfork, iopl, ioperm, uselib, chmod, chown, lchown, utime(s), futimesat or
 # inotify_init.
@@ -200,7 +205,7 @@ _AARCH64 = {
     "migrate_pages": 238, "move_pages": 239, "process_madvise": 440, "memfd_create": 279,
     "memfd_secret": 447, "vmsplice": 75, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262,
     "fanotify_mark": 263, "statmount": 457, "listmount": 458, "socketpair": 199, "fcntl": 25,
-    "setsockopt": 208,
+    "setsockopt": 208, "fallocate": 47,
 }  # fmt: skip
 
 ARCHES: dict[str, Arch] = {
@@ -285,6 +290,7 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
         (_JEQ_K, "setsockopt", 0, nr["setsockopt"]),
         (_JEQ_K, "setpriority", 0, nr["setpriority"]),
         (_JEQ_K, "ioprio_set", 0, nr["ioprio_set"]),
+        (_JEQ_K, "eopnotsupp", 0, nr["fallocate"]),
     ]
     p += [(_JEQ_K, "own_pid", 0, nr[name]) for name in _OWN_PID_ARG0]
     p += [
@@ -370,6 +376,8 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
         (_RET_K, 0, 0, RET_ERRNO | errno.EPERM),
         "enosys",
         (_RET_K, 0, 0, RET_ERRNO | errno.ENOSYS),
+        "eopnotsupp",
+        (_RET_K, 0, 0, RET_ERRNO | errno.EOPNOTSUPP),
     ]
     return assemble(p)
 
@@ -433,5 +441,6 @@ def install(policy: SandboxPolicy) -> ProtectionResult:
     kinds.append("no process creation" if not policy.allow_subprocess else "subprocesses allowed")
     if not policy.allow_metadata_changes:
         kinds.append("no chmod/chown/xattr/utime")
+    kinds.append("no fallocate")
     detail = f"{arch.name}, {len(program)} instructions: {', '.join(kinds)}, {len(_DENY_ALWAYS)} calls denied"
     return ProtectionResult(name="seccomp", state=ProtectionState.APPLIED, detail=detail)
