@@ -130,7 +130,8 @@ async def test_a_plugin_restarted_over_its_disk_quota_ends_failed_with_the_reaso
     # ready, the same way each time: failed after the second such start, not after a crash loop.
     plugin = await supervisor.wait_for_state("filler", lambda p: p.state is PluginState.FAILED, timeout=40)
     assert plugin.failure_reason is not None
-    assert plugin.failure_reason.startswith("failed to start, twice the same way: disk "), plugin.failure_reason
+    reason = plugin.failure_reason
+    assert reason.startswith("failed to start, twice the same way: disk "), reason
     assert f"> limit {QUOTA_MB} MB" in plugin.failure_reason, plugin.failure_reason
     status = rosey.row("filler")
     assert status["state"] == "failed" and "disk " in status["reason"]
