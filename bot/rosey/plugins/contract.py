@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LAUNCH_PREFIX",
+    "ON_START_MESSAGE",
     "READY_MESSAGE",
     "Env",
     "ExitCode",
@@ -48,6 +49,7 @@ __all__ = [
     "announce_launch",
     "current_launch",
     "mark_plugin_started",
+    "notify_on_start",
     "notify_ready",
     "record_launch",
     "watch_ready",
@@ -121,6 +123,24 @@ def notify_ready() -> bool:
     return True
 
 
+#: The SDK's line before it calls ``on_start`` (connected and subscribed by then): a start that
+#: times out after it is reported as "on_start did not finish". Said by plugin code, so it only
+#: ever changes the wording of that plugin's own failure.
+ON_START_MESSAGE = b"ON_START\n"
+
+
+def notify_on_start() -> bool:
+    """Tell the runner ``on_start`` begins (the descriptor stays open for READY)."""
+    raw = os.environ.get(Env.READY_FD)
+    if not raw:
+        return False
+    try:
+        os.write(int(raw), ON_START_MESSAGE)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 #: Start of the launcher's line on the readiness pipe; a JSON object follows, then a newline.
 LAUNCH_PREFIX = b"LAUNCHED "
 # A line longer than this before READY is not Rosey's protocol (the launcher's line is far shorter,
@@ -147,7 +167,9 @@ def announce_launch(report: LaunchReport) -> bool:
 
 
 def watch_ready(
-    ready_read: int, on_launch: Callable[[LaunchReport], None] | None = None
+    ready_read: int,
+    on_launch: Callable[[LaunchReport], None] | None = None,
+    on_start_begun: Callable[[], None] | None = None,
 ) -> asyncio.Future[bool]:
     """The runner's side: a future that becomes True when READY arrives on ``ready_read``, False
     when the pipe closes without it (or carries something that is not this protocol). Cancel the
@@ -155,7 +177,8 @@ def watch_ready(
 
     ``on_launch`` gets the launcher's report if, and only if, it is the pipe's first line: plugin
     code runs after the launcher wrote it, so a report anywhere else is the plugin's forgery and is
-    ignored, as is any other line before READY.
+    ignored, as is any other line before READY. ``on_start_begun`` is called when the SDK says
+    it calls ``on_start``.
     """
     import asyncio
 
@@ -173,6 +196,10 @@ def watch_ready(
                 if on_launch is not None:
                     on_launch(report)
                 return False
+        if line == ON_START_MESSAGE:
+            if on_start_begun is not None:
+                on_start_begun()
+            return False
         return line == READY_MESSAGE
 
     def on_readable() -> None:

@@ -32,6 +32,7 @@ from bot.rosey.plugins.contract import (
     PingReply,
     current_launch,
     mark_plugin_started,
+    notify_on_start,
     notify_ready,
 )
 from bot.rosey.plugins.tracebacks import format_plugin_exception
@@ -381,6 +382,7 @@ class PluginInterface(ABC):
         self._started = False
         try:
             await self.connect()
+            notify_on_start()  # a start that times out from here on is named after on_start
             try:
                 await self.on_start()
                 self._started = True

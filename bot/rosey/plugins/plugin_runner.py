@@ -161,6 +161,7 @@ class PluginProcess:
         self.ready_seconds: float | None = None  # spawn -> ready, of the last start
         self.start_failure: str | None = None  # why the last start failed, in one line
         self.start_failure_raised = False
+        self._in_on_start = False  # the SDK said it calls on_start (this start)
         self._start_time: float | None = None
         self._spawned_wall = 0.0
         self._exit: ExitWatcher | None = None
@@ -338,9 +339,13 @@ class PluginProcess:
             start_new_session=True,
         )
 
+    def _on_start_begun(self) -> None:
+        self._in_on_start = True
+
     async def _wait_ready(self, ready_read: int) -> bool:
         """True once the child wrote READY; False if it exited, closed the pipe or timed out."""
-        answer = watch_ready(ready_read, on_launch=self._on_launch)
+        self._in_on_start = False
+        answer = watch_ready(ready_read, on_launch=self._on_launch, on_start_begun=self._on_start_begun)
         assert self._exit is not None
         exit_task: asyncio.Future[Any] = asyncio.ensure_future(self._exit.wait())
         racers: set[asyncio.Future[Any]] = {answer, exit_task}
@@ -368,6 +373,8 @@ class PluginProcess:
             elapsed = time.monotonic() - (self._start_time or time.monotonic())
             if elapsed < self.options.ready_timeout:
                 reason = "closed its readiness pipe without reporting ready"
+            elif self._in_on_start:
+                reason = f"on_start did not finish within {self.options.ready_timeout:g} s"
             else:
                 reason = f"did not report ready within {self.options.ready_timeout:g}s"
             self.kill_tree()
@@ -385,9 +392,10 @@ class PluginProcess:
         summary = summarize_failure(since_spawn)
         self.start_failure = summary or reason
         self.start_failure_raised = summary is not None  # an exception, not a timeout or a signal
+        process_says = reason if reason.startswith("on_start") else f"it {reason}"
+        headline = f"{summary} ({process_says})" if summary else process_says
         raise PluginStartError(
-            f"Plugin '{self.plugin_name}' failed to start: {self.start_failure} (it {reason}).\n{stderr}",
-            plugin=self.plugin_name,
+            f"Plugin '{self.plugin_name}' failed to start: {headline}.\n{stderr}", plugin=self.plugin_name
         )
 
     async def stop(self, timeout: float = 5.0) -> int | None:
