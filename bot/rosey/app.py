@@ -4,6 +4,10 @@ Start order: the plugin zygote (it imports while the rest starts) -> NATS (embed
 URL is configured) with every identity generated up front -> the core's bus -> plugins in
 parallel -> router and control service -> runtime file -> one "ready" line. Stop order is the
 reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
+
+The core holds three NATS connections: the router's (chat events, commands, lifecycle events),
+the control service's and the watchdog's. Traffic a plugin can cause arrives on the router's;
+the CLI's requests and the liveness pings never wait in a socket behind it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class RoseyApp:
         self.catalog: Catalog = build_catalog(config)
         self.server: NatsServer | None = None
         self.bus: EventBus | None = None
+        self.control_bus: EventBus | None = None  # the CLI's requests do not queue behind chat traffic
+        self.watchdog_bus: EventBus | None = None  # nor do liveness pings
         self.supervisor: Supervisor | None = None
         self.watchdog: Watchdog | None = None
         self.router: CoreRouter | None = None
@@ -84,14 +90,10 @@ class RoseyApp:
             self.server = NatsServer(self._server_config(state_dir))
             self.server.start()  # on this (main) thread, so PR_SET_PDEATHSIG ties it to us
             self.nats_url = self.server.url
-            self.bus = EventBus(
-                self.nats_url, name="rosey-core", user=self._core.user, password=self._core.password
-            )
         else:
             assert self.external_url is not None
             self.nats_url = self.external_url
-            self.bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name="rosey-core")
-        await self.bus.connect()
+        self.bus = await self._connect("rosey-core")
 
         self.supervisor = Supervisor(self.bus, self.catalog.specs, self._make_process)
         self.router = CoreRouter(
@@ -103,10 +105,12 @@ class RoseyApp:
             known_plugins=self.supervisor.names,
         )
         await self.router.start()
-        self.control = ControlService(self.bus, self.supervisor, self.status)
+        self.control_bus = await self._connect("rosey-control")
+        self.control = ControlService(self.control_bus, self.supervisor, self.status)
         await self.control.start()
         results = await self.supervisor.start_all()
-        self.watchdog = Watchdog(self.supervisor, self.bus)
+        self.watchdog_bus = await self._connect("rosey-watchdog")
+        self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
         self.watchdog.start()
         write_runtime(
             state_dir,
@@ -134,9 +138,10 @@ class RoseyApp:
             await self.control.stop()
         if self.router is not None:
             await self.router.stop()
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.disconnect()
+        for bus in (self.watchdog_bus, self.control_bus, self.bus):
+            if bus is not None:
+                with contextlib.suppress(Exception):
+                    await bus.disconnect()
         if self.server is not None:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
@@ -173,6 +178,15 @@ class RoseyApp:
         )
 
     # ------------------------------------------------------------------ internals
+
+    async def _connect(self, name: str) -> EventBus:
+        """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
+        if self.embedded:
+            bus = EventBus(self.nats_url, name=name, user=self._core.user, password=self._core.password)
+        else:
+            bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name=name)
+        await bus.connect()
+        return bus
 
     def _sandbox_support(self) -> dict[str, Any]:
         if self._probe is None:
