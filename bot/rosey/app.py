@@ -7,7 +7,8 @@ reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the 
 
 The core holds three NATS connections: the router's (chat events, commands, lifecycle events),
 the control service's and the watchdog's. Traffic a plugin can cause arrives on the router's;
-the CLI's requests and the liveness pings never wait in a socket behind it.
+the CLI's requests and the liveness pings never wait in a socket behind it. Beside them, the
+broker's own per-connection counters (``/connz``) are read for flood detection.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bot.rosey.broker.identities import (
     plugin_user,
 )
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
+from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
@@ -39,6 +41,7 @@ from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.supervision.flood import FloodGuard
 from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import LauncherStatus, NatsStatus, RoseyStatus, WatchdogStatus
 from bot.rosey.supervision.supervisor import Supervisor
@@ -60,6 +63,8 @@ class RoseyApp:
         self.bus: EventBus | None = None
         self.control_bus: EventBus | None = None  # the CLI's requests do not queue behind chat traffic
         self.watchdog_bus: EventBus | None = None  # nor do liveness pings
+        self.traffic: TrafficMonitor | None = None
+        self.flood_guard: FloodGuard | None = None
         self.supervisor: Supervisor | None = None
         self.watchdog: Watchdog | None = None
         self.router: CoreRouter | None = None
@@ -112,6 +117,7 @@ class RoseyApp:
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
         self.watchdog.start()
+        self._start_flood_detection()
         write_runtime(
             state_dir,
             RuntimeInfo(
@@ -128,6 +134,8 @@ class RoseyApp:
 
     async def stop(self) -> None:
         """Stop in reverse order; safe to call after a partial start."""
+        if self.traffic is not None:
+            await self.traffic.stop()
         if self.watchdog is not None:
             await self.watchdog.stop()
         if self.supervisor is not None:
@@ -163,6 +171,7 @@ class RoseyApp:
                 embedded=self.embedded,
                 pid=self.server.pid if self.server else None,
                 monitor_url=self.server.monitor_url if self.server else None,
+                flood_detection=self._flood_detection(),
             ),
             uptime_seconds=round(time.time() - self.started_at, 1),
             plugins=tuple(plugins),
@@ -187,6 +196,31 @@ class RoseyApp:
             bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name=name)
         await bus.connect()
         return bus
+
+    def _monitor_url(self) -> str | None:
+        if self.server is not None:
+            return self.server.monitor_url
+        return self.config.nats_monitor_url
+
+    def _start_flood_detection(self) -> None:
+        assert self.supervisor is not None
+        monitor_url = self._monitor_url()
+        if monitor_url is None:
+            logger.warning("flood detection %s", self._flood_detection())
+            return
+        self.flood_guard = FloodGuard(self.supervisor)
+        users = {plugin_user(spec.name): spec.name for spec in self.catalog.specs}
+        self.traffic = TrafficMonitor(monitor_url, users, self.flood_guard.check)
+        self.traffic.start()
+
+    def _flood_detection(self) -> str:
+        """Whether plugins' publish rates are watched, in words for ``rosey status``."""
+        if self.traffic is not None:
+            return f"failing: {self.traffic.last_error}" if self.traffic.last_error else "on"
+        why = why_no_flood_detection(
+            embedded=self.embedded, monitor=self.config.nats_monitor, monitor_url=self.config.nats_monitor_url
+        )
+        return why or "not started"
 
     def _sandbox_support(self) -> dict[str, Any]:
         if self._probe is None:

@@ -47,6 +47,11 @@ CONFIG_FILENAME = "rosey.toml"
 STATE_DIR_ENV = "ROSEY_STATE_DIR"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_COMMAND_TIMEOUT = 10.0
+# What a plugin may send into NATS, per second. The echo example at the most commands/s the core
+# sends (~12k/s, each answered on two subjects) publishes ~24k messages and ~6 MB per second;
+# one Python process flooding reaches 100k-550k small messages or 300-800 MB per second.
+DEFAULT_MAX_PUBLISH_RATE = 50_000.0
+DEFAULT_MAX_PUBLISH_BYTES_RATE = 50_000_000.0
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -189,6 +194,19 @@ def _check_nats_url(key: str, url: object) -> None:
         )
 
 
+def _check_monitor_url(key: str, url: object) -> None:
+    ok = isinstance(url, str)
+    if ok:
+        parts = urlsplit(str(url))
+        try:
+            ok = parts.scheme == "http" and bool(parts.hostname) and parts.port not in (None, 0)
+        except ValueError:  # a port that is not a number
+            ok = False
+        ok = ok and not parts.query and not parts.fragment
+    if not ok:
+        raise _fail(key, f"must be a URL like 'http://127.0.0.1:8222' (a NATS monitoring port), got {url!r}")
+
+
 # ------------------------------------------------------------------------ configuration objects
 
 
@@ -215,6 +233,8 @@ class PluginConfig:
     max_open_files: int = 256
     max_processes: int = 0
     max_threads: int = 64
+    max_publish_rate: float = DEFAULT_MAX_PUBLISH_RATE
+    max_publish_bytes_rate: float = DEFAULT_MAX_PUBLISH_BYTES_RATE
     env: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -251,6 +271,8 @@ class PluginConfig:
         ncpu = os.cpu_count() or 1
         put("max_cpu_percent", _float(key("max_cpu_percent"), self.max_cpu_percent, maximum=100.0 * ncpu))
         put("cpu_window_seconds", _float(key("cpu_window_seconds"), self.cpu_window_seconds))
+        put("max_publish_rate", _float(key("max_publish_rate"), self.max_publish_rate))
+        put("max_publish_bytes_rate", _float(key("max_publish_bytes_rate"), self.max_publish_bytes_rate))
         put("env", _strings(key("env"), self.env, _env_name))
         put("publish", _strings(key("publish"), self.publish, _subject))
         put("subscribe", _strings(key("subscribe"), self.subscribe, _subscribe_grant))
@@ -268,6 +290,8 @@ class PluginConfig:
             max_open_files=self.max_open_files,
             max_processes=self.max_processes,
             max_threads=self.max_threads,
+            max_publish_rate=self.max_publish_rate,
+            max_publish_bytes_rate=self.max_publish_bytes_rate,
         )
 
 
@@ -282,6 +306,7 @@ _ROSEY_KEYS = {
     "log_level": "rosey.log_level",
     "nats_url": "nats.url",
     "nats_monitor": "nats.monitor",
+    "nats_monitor_url": "nats.monitor_url",
 }
 
 
@@ -299,7 +324,8 @@ class RoseyConfig:
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     log_level: str = "info"
     nats_url: str | None = None
-    nats_monitor: bool = False
+    nats_monitor: bool = True
+    nats_monitor_url: str | None = None
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -325,6 +351,8 @@ class RoseyConfig:
         if self.nats_url is not None:
             _check_nats_url(_ROSEY_KEYS["nats_url"], self.nats_url)
         put("nats_monitor", _bool(_ROSEY_KEYS["nats_monitor"], self.nats_monitor))
+        if self.nats_monitor_url is not None:
+            _check_monitor_url(_ROSEY_KEYS["nats_monitor_url"], self.nats_monitor_url)
         if not isinstance(self.plugins, Mapping):
             raise _fail("plugins", f"must be a mapping of name to PluginConfig, got {self.plugins!r}")
         for name, plugin in self.plugins.items():
@@ -344,7 +372,7 @@ class RoseyConfig:
 
 _TOP_KEYS = ("nats", "plugins", "rosey")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
-_NATS_KEYS = ("monitor", "url")
+_NATS_KEYS = ("monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
 
 
@@ -423,7 +451,8 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         command_timeout=command_timeout,
         log_level=rosey.get("log_level", "info"),
         nats_url=nats.get("url"),
-        nats_monitor=nats.get("monitor", False),
+        nats_monitor=nats.get("monitor", True),
+        nats_monitor_url=nats.get("monitor_url"),
         plugins=configured,
     )
 
@@ -486,7 +515,9 @@ log_level = "info"                # debug | info | warning | error
 
 [nats]
 # url = "nats://127.0.0.1:4222"   # use an existing server; without it Rosey embeds its own
-monitor = false                   # embedded server: HTTP monitoring on 127.0.0.1 (random port)
+monitor = true                    # embedded server: HTTP monitoring on 127.0.0.1 (random port);
+                                  # flood detection reads it, so false turns that off
+# monitor_url = "http://127.0.0.1:8222"   # with `url`: that server's monitoring, for flood detection
 
 # One table per plugin. Without `path` or `module` it tunes a plugin found by discovery.
 [plugins.echo]
@@ -502,6 +533,9 @@ cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64
+# Sent into NATS (denied publishes too); above either for 2 s, the plugin is stopped ("flood").
+max_publish_rate = {DEFAULT_MAX_PUBLISH_RATE:_.0f}         # messages/s
+max_publish_bytes_rate = {DEFAULT_MAX_PUBLISH_BYTES_RATE:_.0f}   # bytes/s
 env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
 publish = []                      # extra NATS subjects it may publish to
 subscribe = []                    # extra NATS subjects it may subscribe to

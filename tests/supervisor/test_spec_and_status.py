@@ -47,6 +47,8 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_open_files=256,
         max_processes=2,
         max_threads=64,
+        max_publish_rate=50_000,
+        max_publish_bytes_rate=50_000_000,
     )
 
 
@@ -200,7 +202,9 @@ def test_plugin_status_from_dict_tolerates_missing_extra_and_mistyped_keys() -> 
 def rosey_status() -> RoseyStatus:
     return RoseyStatus(
         pid=100,
-        nats=NatsStatus(url="nats://127.0.0.1:4222", embedded=True, pid=101, monitor_url=None),
+        nats=NatsStatus(
+            url="nats://127.0.0.1:4222", embedded=True, pid=101, monitor_url=None, flood_detection="on"
+        ),
         uptime_seconds=3.5,
         plugins=(a_status(), a_status(name="other", state=PluginState.BACKOFF, pid=None)),
         launcher=LauncherStatus(kind="zygote", zygote_pid=102),
@@ -223,7 +227,7 @@ def test_rosey_status_keys_and_round_trip() -> None:
         "sandbox_support",
         "watchdog",
     ]
-    assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url"]
+    assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url", "flood_detection"]
     assert data["launcher"] == {"kind": "zygote", "zygote_pid": 102}
     assert data["watchdog"] == {"last_sweep_ms": 0.4}
     back = RoseyStatus.from_dict({"ok": True, **json.loads(json.dumps(data))})  # as the CLI gets it

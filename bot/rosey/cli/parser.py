@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser(
         "doctor",
+        parents=[common],
         help="which protections this machine supports (Landlock, seccomp, namespaces) and what is missing",
     )
     doctor.add_argument("--json", action="store_true")

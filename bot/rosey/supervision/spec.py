@@ -54,6 +54,10 @@ class Limits:
     whose CPU use stays above ``max_cpu_percent`` in every sample of ``cpu_window_seconds`` is
     killed; ``max_processes`` is only checked when it is above 0, since a plugin not allowed to
     fork cannot (the sandbox stops it) and counting children costs a /proc scan.
+
+    ``max_publish_rate`` (messages/s) and ``max_publish_bytes_rate`` (bytes/s) bound what the
+    plugin sends into NATS, denied publishes included, as the server counts it; above either, over
+    a short window, the plugin is stopped for "flood" (see :mod:`~bot.rosey.supervision.flood`).
     """
 
     max_memory_mb: int | None = None
@@ -62,6 +66,8 @@ class Limits:
     max_open_files: int | None = None
     max_processes: int | None = None
     max_threads: int | None = None
+    max_publish_rate: float | None = None
+    max_publish_bytes_rate: float | None = None
 
     def __post_init__(self) -> None:
         _count("max_memory_mb", self.max_memory_mb, 1)
@@ -71,6 +77,9 @@ class Limits:
         if self.max_cpu_percent is not None:
             _positive("max_cpu_percent", self.max_cpu_percent)
         _positive("cpu_window_seconds", self.cpu_window_seconds)
+        for name in ("max_publish_rate", "max_publish_bytes_rate"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
 
 
 @dataclass(frozen=True, kw_only=True)
