@@ -56,6 +56,7 @@ max_processes = 2
 max_threads = 8
 max_publish_rate = 1_000
 max_publish_bytes_rate = 2.5e6
+max_subscriptions = 20
 env = ["TZ", "LANG"]
 publish = ["rosey.events.custom", "app.>"]
 subscribe = ["app.*.in"]
@@ -131,6 +132,7 @@ def test_full_file_loads_every_key(project: Path) -> None:
         max_threads=8,
         max_publish_rate=1000.0,
         max_publish_bytes_rate=2_500_000.0,
+        max_subscriptions=20,
         env=("TZ", "LANG"),
         publish=("rosey.events.custom", "app.>"),
         subscribe=("app.*.in",),
@@ -293,6 +295,11 @@ def test_unknown_plugin_key_lists_the_allowed_keys(project: Path) -> None:
             "[plugins.echo]\nmax_publish_rate = 0\n",
             "plugins.echo.max_publish_rate",
             "must be a positive number, got 0",
+        ),
+        (
+            "[plugins.echo]\nmax_subscriptions = 2\n",
+            "plugins.echo.max_subscriptions",
+            "must be an integer >= 8, got 2",
         ),
         (
             "[plugins.echo]\nmax_publish_bytes_rate = '1MB'\n",

@@ -52,6 +52,9 @@ DEFAULT_COMMAND_TIMEOUT = 10.0
 # one Python process flooding reaches 100k-550k small messages or 300-800 MB per second.
 DEFAULT_MAX_PUBLISH_RATE = 50_000.0
 DEFAULT_MAX_PUBLISH_BYTES_RATE = 50_000_000.0
+# Each subscription is a copy of every matching message; the SDK holds 3, a plugin listening to
+# chat events one or a few more.
+DEFAULT_MAX_SUBSCRIPTIONS = 1_000
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -212,7 +215,14 @@ def _check_monitor_url(key: str, url: object) -> None:
 
 # Integer limits of PluginConfig and their minimum. Below 16 open files the interpreter and its
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
-_PLUGIN_INTS = dict(max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1)
+_PLUGIN_INTS = dict(
+    max_concurrency=1,
+    max_memory_mb=32,
+    max_open_files=16,
+    max_processes=0,
+    max_threads=1,
+    max_subscriptions=8,  # the SDK holds 3 (commands, pings, its reply inbox)
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,6 +245,7 @@ class PluginConfig:
     max_threads: int = 64
     max_publish_rate: float = DEFAULT_MAX_PUBLISH_RATE
     max_publish_bytes_rate: float = DEFAULT_MAX_PUBLISH_BYTES_RATE
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
     env: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -292,6 +303,7 @@ class PluginConfig:
             max_threads=self.max_threads,
             max_publish_rate=self.max_publish_rate,
             max_publish_bytes_rate=self.max_publish_bytes_rate,
+            max_subscriptions=self.max_subscriptions,
         )
 
 
@@ -533,9 +545,11 @@ cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}
 max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64
-# Sent into NATS (denied publishes too); above either for 2 s, the plugin is stopped ("flood").
+# Sent into NATS (denied publishes too), over 2 s, and subscriptions held: above any of them the
+# plugin is stopped ("flood").
 max_publish_rate = {DEFAULT_MAX_PUBLISH_RATE:_.0f}         # messages/s
 max_publish_bytes_rate = {DEFAULT_MAX_PUBLISH_BYTES_RATE:_.0f}   # bytes/s
+max_subscriptions = {DEFAULT_MAX_SUBSCRIPTIONS:_}
 env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
 publish = []                      # extra NATS subjects it may publish to
 subscribe = []                    # extra NATS subjects it may subscribe to

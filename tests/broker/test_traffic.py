@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.broker.traffic import ConnectionCount, TrafficConfig, TrafficMonitor, read_connz
 from bot.rosey.errors import NatsMonitorError
-from bot.rosey.supervision.flood import PublishRate
+from bot.rosey.supervision.flood import PluginTraffic
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(20)]
 
@@ -81,12 +81,15 @@ async def test_every_connection_of_a_plugin_counts_closed_and_denied_ones_too(
 
     await early.close()  # its last count is read from the closed connections
     await send(kept, "ok.x", 15)
+    for n in range(5):  # subscriptions: what it holds now, over all its connections
+        await kept.subscribe(f"_INBOX.{n}")
+    await kept.flush()
     clock[0] += 0.5
     rates = await monitor.sample()
     assert monitor.counted() == {"a": (200, 2000), "b": (10, 100)}
     assert rates == {
-        "a": PublishRate(msgs_per_second=200.0, bytes_per_second=2000.0, seconds=1.0),
-        "b": PublishRate(msgs_per_second=10.0, bytes_per_second=100.0, seconds=1.0),
+        "a": PluginTraffic(msgs_per_second=200.0, bytes_per_second=2000.0, seconds=1.0, subscriptions=5),
+        "b": PluginTraffic(msgs_per_second=10.0, bytes_per_second=100.0, seconds=1.0),
     }
     clock[0] += 0.5
     rates = await monitor.sample()  # the window moved past the first burst

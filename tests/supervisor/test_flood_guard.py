@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.rosey.supervision.flood import FloodGuard, PublishRate, flood_violation
+from bot.rosey.supervision.flood import FloodGuard, PluginTraffic, flood_violation
 from bot.rosey.supervision.spec import Limits, PluginSpec
 from bot.rosey.supervision.status import PluginState
 
@@ -12,11 +12,13 @@ from .conftest import ECHO, SWEEP_ONLY
 
 pytestmark = pytest.mark.timeout(30)
 
-LIMITS = Limits(max_publish_rate=5_000, max_publish_bytes_rate=10_000_000)
+LIMITS = Limits(max_publish_rate=5_000, max_publish_bytes_rate=10_000_000, max_subscriptions=100)
 
 
-def rate(msgs: float, size: float = 0.0, seconds: float = 2.0) -> PublishRate:
-    return PublishRate(msgs_per_second=msgs, bytes_per_second=size, seconds=seconds)
+def rate(msgs: float, size: float = 0.0, seconds: float = 2.0, subscriptions: int = 3) -> PluginTraffic:
+    return PluginTraffic(
+        msgs_per_second=msgs, bytes_per_second=size, seconds=seconds, subscriptions=subscriptions
+    )
 
 
 @pytest.mark.no_nats
@@ -26,7 +28,10 @@ def test_flood_violation_in_words() -> None:
     assert flood_violation(LIMITS, rate(10, 450_300_000, 2.4)) == (
         "flood: 450.3 MB/s > limit 10.0 MB/s over 2 s"
     )
-    assert flood_violation(Limits(), rate(10**9, 10**12)) is None  # no limits: nothing enforced
+    assert (
+        flood_violation(LIMITS, rate(10, subscriptions=10_002)) == "flood: 10,002 subscriptions > limit 100"
+    )
+    assert flood_violation(Limits(), rate(10**9, 10**12, subscriptions=10**6)) is None  # nothing enforced
 
 
 @pytest.mark.no_nats

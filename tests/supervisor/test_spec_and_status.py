@@ -49,6 +49,7 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_threads=64,
         max_publish_rate=50_000,
         max_publish_bytes_rate=50_000_000,
+        max_subscriptions=1_000,
     )
 
 
@@ -65,6 +66,9 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         {"max_cpu_percent": float("nan")},
         {"cpu_window_seconds": 0},
         {"cpu_window_seconds": None},
+        {"max_publish_rate": 0},
+        {"max_publish_bytes_rate": float("inf")},
+        {"max_subscriptions": 0},
     ],
 )
 def test_limits_are_validated(bad: dict[str, Any]) -> None:

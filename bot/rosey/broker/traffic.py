@@ -6,8 +6,9 @@ bytes it received (``in_msgs``, ``in_bytes``; denied publishes included) and tel
 the connection authenticated as (``/connz?auth=true``). :class:`TrafficMonitor` reads that every
 ``interval`` seconds over an asyncio connection to the loopback monitoring port (an HTTP/1.0 GET:
 no thread, no new dependency, never blocking the loop), adds up each plugin's connections (a
-plugin may open several with its own credentials) and hands ``{plugin: PublishRate}`` over the
-last ``window`` seconds to a callback, the app's :class:`~bot.rosey.supervision.flood.FloodGuard`.
+plugin may open several with its own credentials) and hands ``{plugin: PluginTraffic}`` (rates
+over the last ``window`` seconds, and the subscriptions held now) to a callback, the app's
+:class:`~bot.rosey.supervision.flood.FloodGuard`.
 
 Connections that closed between two reads (a plugin reconnecting, or churning connections to
 hide a flood) are not in the list of open ones; the most recently closed connections are read
@@ -28,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.rosey.errors import NatsMonitorError
-from bot.rosey.supervision.flood import PublishRate
+from bot.rosey.supervision.flood import PluginTraffic
 
 __all__ = ["ConnectionCount", "TrafficConfig", "TrafficMonitor", "read_connz", "why_no_flood_detection"]
 
@@ -77,6 +78,7 @@ class ConnectionCount:
     user: str
     in_msgs: int
     in_bytes: int
+    subscriptions: int = 0
 
 
 async def read_connz(
@@ -139,14 +141,15 @@ def _count(entry: Mapping[str, Any]) -> ConnectionCount:
         user=str(entry.get("authorized_user") or ""),
         in_msgs=int(entry.get("in_msgs") or 0),
         in_bytes=int(entry.get("in_bytes") or 0),
+        subscriptions=int(entry.get("subscriptions") or 0),
     )
 
 
-RatesCallback = Callable[[dict[str, PublishRate]], object]
+RatesCallback = Callable[[dict[str, PluginTraffic]], object]
 
 
 class TrafficMonitor:
-    """Reads ``/connz`` every ``interval``; ``on_rates({plugin: PublishRate})`` after each read.
+    """Reads ``/connz`` every ``interval``; ``on_rates({plugin: PluginTraffic})`` after each read.
 
     ``users`` maps NATS user names to plugin names; connections of other users (the core, the
     CLI) are not counted.
@@ -172,7 +175,7 @@ class TrafficMonitor:
         self._history: deque[tuple[float, dict[str, tuple[int, int]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._sampled = asyncio.Event()
-        self.rates: dict[str, PublishRate] = {}
+        self.rates: dict[str, PluginTraffic] = {}
         self.samples = 0
         self.last_error: str | None = None
 
@@ -191,7 +194,7 @@ class TrafficMonitor:
         """Messages and bytes each plugin sent since the first read (the first read's are its base)."""
         return dict(self._totals)
 
-    async def wait_for_sample(self) -> dict[str, PublishRate]:
+    async def wait_for_sample(self) -> dict[str, PluginTraffic]:
         """The rates of the next read (tests, and anyone who wants the next figure rather than the last)."""
         self._sampled.clear()
         await self._sampled.wait()
@@ -211,7 +214,7 @@ class TrafficMonitor:
                 self.last_error = None
             await asyncio.sleep(self.config.interval)
 
-    async def sample(self) -> dict[str, PublishRate]:
+    async def sample(self) -> dict[str, PluginTraffic]:
         """Read the server's counters once, update the rates and hand them to ``on_rates``."""
         now = self._clock()
         current = await self._read_open()
@@ -275,7 +278,7 @@ class TrafficMonitor:
             self.monitor_url, state=state, limit=limit, offset=offset, timeout=self.config.request_timeout
         )
 
-    def _rates(self, now: float) -> dict[str, PublishRate]:
+    def _rates(self, now: float) -> dict[str, PluginTraffic]:
         self._history.append((now, dict(self._totals)))
         # Keep the newest reading at or before the window's start: it is the base of the average.
         while len(self._history) >= 2 and self._history[1][0] <= now - self.config.window:
@@ -285,11 +288,17 @@ class TrafficMonitor:
         if span < self.config.window:
             return {}  # not a whole window yet: a short burst must not read as a flood
         rates = {}
-        for plugin, (msgs, size) in self._totals.items():
+        subscriptions: dict[str, int] = {}
+        for count in self._seen.values():  # the open connections: subscriptions are a level, not a rate
+            if (plugin := self._users.get(count.user)) is not None:
+                subscriptions[plugin] = subscriptions.get(plugin, 0) + count.subscriptions
+        for plugin in self._totals.keys() | subscriptions.keys():
+            msgs, size = self._totals.get(plugin, (0, 0))
             msgs0, size0 = base.get(plugin, (0, 0))
-            rates[plugin] = PublishRate(
+            rates[plugin] = PluginTraffic(
                 msgs_per_second=max(0, msgs - msgs0) / span,
                 bytes_per_second=max(0, size - size0) / span,
                 seconds=span,
+                subscriptions=subscriptions.get(plugin, 0),
             )
         return rates

@@ -56,8 +56,9 @@ class Limits:
     fork cannot (the sandbox stops it) and counting children costs a /proc scan.
 
     ``max_publish_rate`` (messages/s) and ``max_publish_bytes_rate`` (bytes/s) bound what the
-    plugin sends into NATS, denied publishes included, as the server counts it; above either, over
-    a short window, the plugin is stopped for "flood" (see :mod:`~bot.rosey.supervision.flood`).
+    plugin sends into NATS, denied publishes included, as the server counts it, and
+    ``max_subscriptions`` the subscriptions of all its connections; above any, the plugin is
+    stopped for "flood" (see :mod:`~bot.rosey.supervision.flood`).
     """
 
     max_memory_mb: int | None = None
@@ -68,6 +69,7 @@ class Limits:
     max_threads: int | None = None
     max_publish_rate: float | None = None
     max_publish_bytes_rate: float | None = None
+    max_subscriptions: int | None = None
 
     def __post_init__(self) -> None:
         _count("max_memory_mb", self.max_memory_mb, 1)
@@ -80,6 +82,7 @@ class Limits:
         for name in ("max_publish_rate", "max_publish_bytes_rate"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        _count("max_subscriptions", self.max_subscriptions, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
