@@ -11,6 +11,7 @@ their own, so they never wait behind traffic a plugin caused.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -162,3 +163,35 @@ async def test_status_says_when_flood_detection_is_off(start_rosey: StartRosey) 
     assert rosey.app.traffic is None and rosey.app.status().nats.monitor_url is None
     assert (rosey.app.status().nats.flood_detection or "").startswith("off: [nats] monitor = false")
     assert (await rosey.command("canary", "hi")).ok
+
+
+async def test_plugins_cannot_reach_the_servers_monitoring_port(
+    start_rosey: StartRosey, launcher: str
+) -> None:
+    """The counters flood detection reads are on 127.0.0.1, where the sandbox lets a plugin reach
+    the NATS client port alone: the server answers no request of the plugin's."""
+    rosey = await start_rosey({"flood": {"path": FLOOD}, "canary": {}}, launcher=launcher)
+    monitor_url = rosey.app.status().nats.monitor_url
+    assert monitor_url is not None and monitor_url.startswith("http://127.0.0.1:")
+    port = monitor_url.rsplit(":", 1)[1]
+
+    attempt = await rosey.command("flood", "monitor", port)
+    assert (attempt.data["outcome"], attempt.data["errno"]) == ("denied", "EACCES"), attempt.data
+    assert (await requests_served(monitor_url, "/subsz")) == 0  # the server's count, not the plugin's
+    await asyncio.wait_for(_get(monitor_url, "/subsz"), 5)  # positive control: the core is answered
+    assert (await requests_served(monitor_url, "/subsz")) == 1
+
+
+async def _get(monitor_url: str, path: str) -> bytes:
+    host, port = monitor_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    body = await reader.read(-1)
+    writer.close()
+    await writer.wait_closed()
+    return body.partition(b"\r\n\r\n")[2]
+
+
+async def requests_served(monitor_url: str, path: str) -> int:
+    varz = json.loads(await _get(monitor_url, "/varz"))
+    return int(varz.get("http_req_stats", {}).get(path, 0))
