@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from bot.rosey.app import RoseyApp
 from bot.rosey.broker.traffic import TrafficMonitor
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.plugins.examples import echo_plugin
 from bot.rosey.services.router import OutcomeKind
 from bot.rosey.supervision.status import PluginState
 from tests.security.conftest import FIXTURES, Rosey, StartRosey, TomlValue
@@ -27,7 +27,8 @@ from tests.security.conftest import FIXTURES, Rosey, StartRosey, TomlValue
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(90)]
 
 FLOOD = str(FIXTURES / "flood_plugin.py")
-ECHO = echo_plugin.__file__
+# A path, not an import: other tests check that discovery never imports plugin code.
+ECHO = str(Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py")
 
 
 def monitor(rosey: Rosey) -> TrafficMonitor:
