@@ -321,6 +321,14 @@ class Supervisor:
                 plugin, PluginState.CRASHED, reason=plugin.last_exit, returncode=process.returncode
             )
             return StartFailed(reason=plugin.last_exit), time.monotonic() - started
+        if not plugin.want_running:
+            # stop() came while this start was under way, before the new process existed (a fork
+            # from the zygote is awaited), so it found nothing to stop: stop the new one here.
+            returncode = await process.stop(self.config.stop_timeout)
+            if returncode is not None:
+                plugin.last_exit = describe_exit(returncode)
+            self._resolve_first(plugin, None)
+            return StoppedOnRequest(returncode=returncode), time.monotonic() - started
         plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
         self._transition(plugin, PluginState.RUNNING)
         self._resolve_first(plugin, None)
