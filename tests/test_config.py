@@ -41,6 +41,7 @@ log_level = "debug"
 [nats]
 url = "nats://10.0.0.5:4222"
 monitor = true
+monitor_url = "http://10.0.0.5:8222"
 
 [plugins.echo]
 path = "plugins/echo.py"
@@ -55,6 +56,9 @@ max_open_files = 64
 max_processes = 2
 max_threads = 8
 max_disk_mb = 64
+max_publish_rate = 1_000
+max_publish_bytes_rate = 2.5e6
+max_subscriptions = 20
 env = ["TZ", "LANG"]
 publish = ["rosey.events.custom", "app.>"]
 subscribe = ["app.*.in"]
@@ -117,6 +121,7 @@ def test_full_file_loads_every_key(project: Path) -> None:
     assert config.log_level == "debug"
     assert config.nats_url == "nats://10.0.0.5:4222"
     assert config.nats_monitor is True
+    assert config.nats_monitor_url == "http://10.0.0.5:8222"
     assert set(config.plugins) == {"echo", "trivia", "tuned"}
 
     echo = config.plugins["echo"]
@@ -134,6 +139,9 @@ def test_full_file_loads_every_key(project: Path) -> None:
         max_processes=2,
         max_threads=8,
         max_disk_mb=64,
+        max_publish_rate=1000.0,
+        max_publish_bytes_rate=2_500_000.0,
+        max_subscriptions=20,
         env=("TZ", "LANG"),
         publish=("rosey.events.custom", "app.>"),
         subscribe=("app.*.in",),
@@ -141,7 +149,8 @@ def test_full_file_loads_every_key(project: Path) -> None:
         write_paths=(project / "out",),
         network=("api.example.org:443", "[::1]:8080"),
     )
-    assert isinstance(echo.max_cpu_percent, float)
+    assert isinstance(echo.max_cpu_percent, float) and isinstance(echo.max_publish_rate, float)
+    assert (echo.limits.max_publish_rate, echo.limits.max_publish_bytes_rate) == (1000.0, 2_500_000.0)
 
     trivia = config.plugin("trivia")
     assert trivia.module == "trivia_pkg.plugin:TriviaPlugin" and trivia.path is None
@@ -162,7 +171,7 @@ def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert config.launcher is Launcher.ZYGOTE
     assert config.command_timeout == 10.0
     assert config.log_level == "info"
-    assert config.nats_url is None and config.nats_monitor is False
+    assert config.nats_url is None and config.nats_monitor is True and config.nats_monitor_url is None
     assert dict(config.plugins) == {}
 
 
@@ -265,7 +274,11 @@ def test_programmatic_construction_is_validated_too() -> None:
     [
         ("colour = 1\n", "colour", "unknown key; allowed keys: nats, plugins, rosey"),
         ("[rosey]\ncolour = 1\n", "rosey.colour", "unknown key; allowed keys: command_timeout, entry_points"),
-        ("[nats]\nport = 4222\n", "nats.port", "unknown key; allowed keys: max_payload, monitor, url"),
+        (
+            "[nats]\nport = 4222\n",
+            "nats.port",
+            "unknown key; allowed keys: max_payload, monitor, monitor_url, url",
+        ),
         ("[plugins.echo]\nmax_memroy_mb = 1\n", "plugins.echo.max_memroy_mb", "unknown key; allowed keys: "),
     ],
 )
@@ -295,6 +308,31 @@ def test_unknown_plugin_key_lists_the_allowed_keys(project: Path) -> None:
         ("[rosey]\nplugin_dirs = ['a', 2]\n", "rosey.plugin_dirs[1]", "must be a non-empty string (a path)"),
         ("[nats]\nmonitor = 'yes'\n", "nats.monitor", "must be true or false, got 'yes'"),
         ("[nats]\nurl = 'http://x:1'\n", "nats.url", "must be a URL like 'nats://127.0.0.1:4222'"),
+        (
+            "[nats]\nmonitor_url = 'nats://x:1'\n",
+            "nats.monitor_url",
+            "must be a URL like 'http://127.0.0.1:8222'",
+        ),
+        (
+            "[nats]\nmonitor_url = 'http://x'\n",
+            "nats.monitor_url",
+            "must be a URL like 'http://127.0.0.1:8222' (a NATS monitoring port), got 'http://x'",
+        ),
+        (
+            "[plugins.echo]\nmax_publish_rate = 0\n",
+            "plugins.echo.max_publish_rate",
+            "must be a positive number, got 0",
+        ),
+        (
+            "[plugins.echo]\nmax_subscriptions = 2\n",
+            "plugins.echo.max_subscriptions",
+            "must be an integer >= 8, got 2",
+        ),
+        (
+            "[plugins.echo]\nmax_publish_bytes_rate = '1MB'\n",
+            "plugins.echo.max_publish_bytes_rate",
+            "must be a positive number, got '1MB'",
+        ),
         (
             "[plugins.echo]\nmax_memory_mb = -3\n",
             "plugins.echo.max_memory_mb",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,26 @@ def test_missing_protections_and_the_strict_verdict(probe: dict, missing: list[s
         }
     )
     assert ('"strict" refuses' in text) == bool(missing)
+
+
+def test_doctor_says_whether_floods_can_be_detected(tmp_path: Path) -> None:
+    """NATS has no per-user rate limit: without the server's counters, Rosey cannot stop a flood."""
+    config = tmp_path / "rosey.toml"
+
+    def doctor() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "bot.rosey", "doctor", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        ).stdout
+
+    config.write_text("")  # the embedded server: its monitoring port is on, on 127.0.0.1
+    assert "flood detection: on" in doctor()
+    config.write_text('[nats]\nurl = "nats://127.0.0.1:4222"\n')
+    assert "flood detection: unavailable: an external NATS server; set [nats] monitor_url" in doctor()
+    config.write_text('[nats]\nurl = "nats://127.0.0.1:4222"\nmonitor_url = "http://127.0.0.1:8222"\n')
+    assert "flood detection: on" in doctor()
+    config.write_text("[nats]\nmonitor = false\n")
+    assert "flood detection: off: [nats] monitor = false" in doctor()

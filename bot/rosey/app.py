@@ -4,6 +4,11 @@ Start order: the plugin zygote (it imports while the rest starts) -> NATS (embed
 URL is configured) with every identity generated up front -> the core's bus -> plugins in
 parallel -> router and control service -> runtime file -> one "ready" line. Stop order is the
 reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
+
+The core holds three NATS connections: the router's (chat events, commands, lifecycle events),
+the control service's and the watchdog's. Traffic a plugin can cause arrives on the router's;
+the CLI's requests and the liveness pings never wait in a socket behind it. Beside them, the
+broker's own per-connection counters (``/connz``) are read for flood detection.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from bot.rosey.broker.identities import (
     plugin_user,
 )
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
+from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
@@ -39,6 +45,7 @@ from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.state_lock import StateLock
+from bot.rosey.supervision.flood import FloodGuard
 from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import (
     LauncherStatus,
@@ -74,6 +81,10 @@ class RoseyApp:
         self.catalog: Catalog = build_catalog(config)
         self.server: NatsServer | None = None
         self.bus: EventBus | None = None
+        self.control_bus: EventBus | None = None  # the CLI's requests do not queue behind chat traffic
+        self.watchdog_bus: EventBus | None = None  # nor do liveness pings
+        self.traffic: TrafficMonitor | None = None
+        self.flood_guard: FloodGuard | None = None
         self.supervisor: Supervisor | None = None
         self.watchdog: Watchdog | None = None
         self.router: CoreRouter | None = None
@@ -111,14 +122,10 @@ class RoseyApp:
             if self.server.pid is not None:
                 self.record.started(ProcessRole.NATS_SERVER, "nats-server", self.server.pid)
             self.nats_url = self.server.url
-            self.bus = EventBus(
-                self.nats_url, name="rosey-core", user=self._core.user, password=self._core.password
-            )
         else:
             assert self.external_url is not None
             self.nats_url = self.external_url
-            self.bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name="rosey-core")
-        await self.bus.connect()
+        self.bus = await self._connect("rosey-core")
 
         self.supervisor = Supervisor(self.bus, self.catalog.specs, self._make_process)
         self.log_files = PluginLogFiles(state_dir / "logs")  # output outlives the bot: `rosey logs`
@@ -133,11 +140,16 @@ class RoseyApp:
             why_unavailable=self._why_unavailable,
         )
         await self.router.start()
-        self.control = ControlService(self.bus, self.supervisor, self.status, shutdown=self._on_shutdown)
+        self.control_bus = await self._connect("rosey-control")
+        self.control = ControlService(
+            self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
+        )
         await self.control.start()
         results = await self.supervisor.start_all()
-        self.watchdog = Watchdog(self.supervisor, self.bus)
+        self.watchdog_bus = await self._connect("rosey-watchdog")
+        self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
         self.watchdog.start()
+        self._start_flood_detection()
         write_runtime(
             state_dir,
             RuntimeInfo(
@@ -154,6 +166,8 @@ class RoseyApp:
 
     async def stop(self) -> None:
         """Stop in reverse order; safe to call after a partial start."""
+        if self.traffic is not None:
+            await self.traffic.stop()
         if self.watchdog is not None:
             await self.watchdog.stop()
         if self.supervisor is not None:
@@ -164,9 +178,10 @@ class RoseyApp:
             await self.control.stop()
         if self.router is not None:
             await self.router.stop()
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.disconnect()
+        for bus in (self.watchdog_bus, self.control_bus, self.bus):
+            if bus is not None:
+                with contextlib.suppress(Exception):
+                    await bus.disconnect()
         if self.server is not None:
             self.server.stop()
         remove_runtime(self.config.state_dir, os.getpid())
@@ -200,6 +215,7 @@ class RoseyApp:
                 embedded=self.embedded,
                 pid=self.server.pid if self.server else None,
                 monitor_url=self.server.monitor_url if self.server else None,
+                flood_detection=self._flood_detection(),
             ),
             uptime_seconds=round(time.time() - self.started_at, 1),
             plugins=tuple(plugins),
@@ -215,6 +231,40 @@ class RoseyApp:
         )
 
     # ------------------------------------------------------------------ internals
+
+    async def _connect(self, name: str) -> EventBus:
+        """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
+        if self.embedded:
+            bus = EventBus(self.nats_url, name=name, user=self._core.user, password=self._core.password)
+        else:
+            bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name=name)
+        await bus.connect()
+        return bus
+
+    def _monitor_url(self) -> str | None:
+        if self.server is not None:
+            return self.server.monitor_url
+        return self.config.nats_monitor_url
+
+    def _start_flood_detection(self) -> None:
+        assert self.supervisor is not None
+        monitor_url = self._monitor_url()
+        if monitor_url is None:
+            logger.warning("flood detection %s", self._flood_detection())
+            return
+        self.flood_guard = FloodGuard(self.supervisor)
+        users = {plugin_user(spec.name): spec.name for spec in self.catalog.specs}
+        self.traffic = TrafficMonitor(monitor_url, users, self.flood_guard.check)
+        self.traffic.start()
+
+    def _flood_detection(self) -> str:
+        """Whether plugins' publish rates are watched, in words for ``rosey status``."""
+        if self.traffic is not None:
+            return f"failing: {self.traffic.last_error}" if self.traffic.last_error else "on"
+        why = why_no_flood_detection(
+            embedded=self.embedded, monitor=self.config.nats_monitor, monitor_url=self.config.nats_monitor_url
+        )
+        return why or "not started"
 
     def _sandbox_support(self) -> dict[str, Any]:
         if self._probe is None:

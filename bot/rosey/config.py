@@ -52,6 +52,14 @@ DEFAULT_COMMAND_TIMEOUT = 10.0
 #: nats-server's own default for the largest message (a command, a result) and its hard ceiling.
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_PAYLOAD_CEILING = 64 * 1024 * 1024
+# What a plugin may send into NATS, per second. The echo example at the most commands/s the core
+# sends (~12k/s, each answered on two subjects) publishes ~24k messages and ~6 MB per second;
+# one Python process flooding reaches 100k-550k small messages or 300-800 MB per second.
+DEFAULT_MAX_PUBLISH_RATE = 50_000.0
+DEFAULT_MAX_PUBLISH_BYTES_RATE = 50_000_000.0
+# Each subscription is a copy of every matching message; the SDK holds 3, a plugin listening to
+# chat events one or a few more.
+DEFAULT_MAX_SUBSCRIPTIONS = 1_000
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -194,13 +202,32 @@ def _check_nats_url(key: str, url: object) -> None:
         )
 
 
+def _check_monitor_url(key: str, url: object) -> None:
+    ok = isinstance(url, str)
+    if ok:
+        parts = urlsplit(str(url))
+        try:
+            ok = parts.scheme == "http" and bool(parts.hostname) and parts.port not in (None, 0)
+        except ValueError:  # a port that is not a number
+            ok = False
+        ok = ok and not parts.query and not parts.fragment
+    if not ok:
+        raise _fail(key, f"must be a URL like 'http://127.0.0.1:8222' (a NATS monitoring port), got {url!r}")
+
+
 # ------------------------------------------------------------------------ configuration objects
 
 
 # Integer limits of PluginConfig and their minimum. Below 16 open files the interpreter and its
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
 _PLUGIN_INTS = dict(
-    max_concurrency=1, max_memory_mb=32, max_open_files=16, max_processes=0, max_threads=1, max_disk_mb=1
+    max_concurrency=1,
+    max_memory_mb=32,
+    max_open_files=16,
+    max_processes=0,
+    max_threads=1,
+    max_disk_mb=1,
+    max_subscriptions=8,  # the SDK holds 3 (commands, pings, its reply inbox)
 )
 
 #: The default disk quota of a plugin's data dir. The same as the one-file limit (RLIMIT_FSIZE,
@@ -235,6 +262,9 @@ class PluginConfig:
     max_processes: int = 0
     max_threads: int = 64
     max_disk_mb: int = DEFAULT_MAX_DISK_MB
+    max_publish_rate: float = DEFAULT_MAX_PUBLISH_RATE
+    max_publish_bytes_rate: float = DEFAULT_MAX_PUBLISH_BYTES_RATE
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
     env: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -278,6 +308,8 @@ class PluginConfig:
         put("cpu_window_seconds", _float(key("cpu_window_seconds"), self.cpu_window_seconds))
         for rate, minimum in _OUTPUT_RATES.items():
             put(rate, _int(key(rate), getattr(self, rate), minimum=minimum))
+        put("max_publish_rate", _float(key("max_publish_rate"), self.max_publish_rate))
+        put("max_publish_bytes_rate", _float(key("max_publish_bytes_rate"), self.max_publish_bytes_rate))
         put("env", _strings(key("env"), self.env, _env_name))
         put("publish", _strings(key("publish"), self.publish, _subject))
         put("subscribe", _strings(key("subscribe"), self.subscribe, _subscribe_grant))
@@ -298,6 +330,9 @@ class PluginConfig:
             max_processes=self.max_processes,
             max_threads=self.max_threads,
             max_disk_mb=self.max_disk_mb,
+            max_publish_rate=self.max_publish_rate,
+            max_publish_bytes_rate=self.max_publish_bytes_rate,
+            max_subscriptions=self.max_subscriptions,
         )
 
 
@@ -313,6 +348,7 @@ _ROSEY_KEYS = {
     "nats_url": "nats.url",
     "nats_monitor": "nats.monitor",
     "nats_max_payload": "nats.max_payload",
+    "nats_monitor_url": "nats.monitor_url",
 }
 
 
@@ -330,7 +366,8 @@ class RoseyConfig:
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     log_level: str = "info"
     nats_url: str | None = None
-    nats_monitor: bool = False
+    nats_monitor: bool = True
+    nats_monitor_url: str | None = None
     nats_max_payload: int = DEFAULT_MAX_PAYLOAD
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
 
@@ -364,6 +401,8 @@ class RoseyConfig:
                 f"must be at most {MAX_PAYLOAD_CEILING} (64 MB, nats-server's ceiling), "
                 f"got {self.nats_max_payload}",
             )
+        if self.nats_monitor_url is not None:
+            _check_monitor_url(_ROSEY_KEYS["nats_monitor_url"], self.nats_monitor_url)
         if not isinstance(self.plugins, Mapping):
             raise _fail("plugins", f"must be a mapping of name to PluginConfig, got {self.plugins!r}")
         for name, plugin in self.plugins.items():
@@ -383,7 +422,7 @@ class RoseyConfig:
 
 _TOP_KEYS = ("nats", "plugins", "rosey")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
-_NATS_KEYS = ("max_payload", "monitor", "url")
+_NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
 
 
@@ -468,7 +507,8 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         command_timeout=command_timeout,
         log_level=rosey.get("log_level", "info"),
         nats_url=nats.get("url"),
-        nats_monitor=nats.get("monitor", False),
+        nats_monitor=nats.get("monitor", True),
+        nats_monitor_url=nats.get("monitor_url"),
         nats_max_payload=nats.get("max_payload", DEFAULT_MAX_PAYLOAD),
         plugins=configured,
     )
@@ -532,7 +572,9 @@ log_level = "info"                # debug | info | warning | error
 
 [nats]
 # url = "nats://127.0.0.1:4222"   # use an existing server; without it Rosey embeds its own
-monitor = false                   # embedded server: HTTP monitoring on 127.0.0.1 (random port)
+monitor = true                    # embedded server: HTTP monitoring on 127.0.0.1 (random port);
+                                  # flood detection reads it, so false turns that off
+# monitor_url = "http://127.0.0.1:8222"   # with `url`: that server's monitoring, for flood detection
 max_payload = 1048576             # embedded server: largest message in bytes (a command, a result); <= 64 MB
 
 # One table per plugin. Without `path` or `module` it tunes a plugin found by discovery.
@@ -552,6 +594,11 @@ max_open_files = 256
 max_processes = 0                 # child processes the plugin may start
 max_threads = 64
 max_disk_mb = {DEFAULT_MAX_DISK_MB}                # real blocks in its data dir; also the largest one file
+# Sent into NATS (denied publishes too), over 2 s, and subscriptions held: above any of them the
+# plugin is stopped ("flood").
+max_publish_rate = {DEFAULT_MAX_PUBLISH_RATE:_.0f}         # messages/s
+max_publish_bytes_rate = {DEFAULT_MAX_PUBLISH_BYTES_RATE:_.0f}   # bytes/s
+max_subscriptions = {DEFAULT_MAX_SUBSCRIPTIONS:_}
 env = []                          # host environment variables the plugin may see, e.g. ["TZ"]
 publish = []                      # extra NATS subjects it may publish to
 subscribe = []                    # extra NATS subjects it may subscribe to

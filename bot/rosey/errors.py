@@ -14,6 +14,7 @@ for callers who do not know Rosey's names::
     +-- PayloadTooLarge             ValueError        .subject .size .limit
     +-- NatsServerError             RuntimeError
     |   +-- NatsServerNotFound      FileNotFoundError
+    |   +-- NatsMonitorError                          .url
     +-- ZygoteError                 OSError
     +-- NotRunning                  LookupError
     +-- AlreadyRunning              RuntimeError
@@ -51,6 +52,7 @@ __all__ = [
     "HarnessNotConnected",
     "InvalidSubject",
     "MalformedEvent",
+    "NatsMonitorError",
     "NatsServerError",
     "NatsServerNotFound",
     "NoResponders",
@@ -170,6 +172,14 @@ class NatsServerError(RoseyError, RuntimeError):
 
 class NatsServerNotFound(NatsServerError, FileNotFoundError):
     """The nats-server binary is not installed."""
+
+
+class NatsMonitorError(NatsServerError):
+    """A NATS server's HTTP monitoring endpoint (``url``) could not be read or gave no usable answer."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ZygoteError(RoseyError, OSError):

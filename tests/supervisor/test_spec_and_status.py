@@ -51,6 +51,9 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_processes=2,
         max_threads=64,
         max_disk_mb=1024,
+        max_publish_rate=50_000,
+        max_publish_bytes_rate=50_000_000,
+        max_subscriptions=1_000,
     )
     assert PluginConfig(name="echo", max_disk_mb=64).limits.max_disk_mb == 64
 
@@ -70,6 +73,9 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         {"max_cpu_percent": float("nan")},
         {"cpu_window_seconds": 0},
         {"cpu_window_seconds": None},
+        {"max_publish_rate": 0},
+        {"max_publish_bytes_rate": float("inf")},
+        {"max_subscriptions": 0},
     ],
 )
 def test_limits_are_validated(bad: dict[str, Any]) -> None:
@@ -230,7 +236,9 @@ def test_plugin_status_from_dict_tolerates_missing_extra_and_mistyped_keys() -> 
 def rosey_status() -> RoseyStatus:
     return RoseyStatus(
         pid=100,
-        nats=NatsStatus(url="nats://127.0.0.1:4222", embedded=True, pid=101, monitor_url=None),
+        nats=NatsStatus(
+            url="nats://127.0.0.1:4222", embedded=True, pid=101, monitor_url=None, flood_detection="on"
+        ),
         uptime_seconds=3.5,
         plugins=(a_status(), a_status(name="other", state=PluginState.BACKOFF, pid=None)),
         launcher=LauncherStatus(kind="zygote", zygote_pid=102),
@@ -253,7 +261,7 @@ def test_rosey_status_keys_and_round_trip() -> None:
         "sandbox_support",
         "watchdog",
     ]
-    assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url"]
+    assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url", "flood_detection"]
     assert data["launcher"] == {"kind": "zygote", "zygote_pid": 102}
     assert data["watchdog"] == {"last_sweep_ms": 0.4}
     back = RoseyStatus.from_dict({"ok": True, **json.loads(json.dumps(data))})  # as the CLI gets it

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 _LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(rb"Starting http monitor on (\S+):(\d+)")
 _READY = b"Server is ready"
+_DENIALS_LOGGED_PER_SECOND = 10  # per user; the rest are counted, and summed up in one line
 # e.g. ... - "$G/user:plugin_x" - Publish Violation - Subject "rosey.commands.y.execute"
 _VIOLATION = re.compile(r'user:([^"]+)" - (Publish|Subscription) Violation - Subject "([^"]*)"')
 _INSTALL_HINT = (
@@ -113,6 +114,7 @@ class NatsServer:
         #: server is the enforcer, so its word cannot be suppressed by a plugin.
         self.violations: dict[str, int] = {}
         self.last_violation: dict[str, str] = {}
+        self._denial_log: dict[str, tuple[float, int, int]] = {}  # user -> since, logged, not logged
         self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
         self._drain: threading.Thread | None = None
 
@@ -272,9 +274,30 @@ class NatsServer:
                 user, kind, subject = match.groups()
                 self.violations[user] = self.violations.get(user, 0) + 1
                 self.last_violation[user] = f"{kind.lower()} {subject}"
-                logger.warning("NATS denied %s: %s to %r", user, kind.lower(), subject)
+                if self._denials_to_log(user):
+                    logger.warning("NATS denied %s: %s to %r", user, kind.lower(), subject)
             elif "[ERR]" in line or "[WRN]" in line:
                 logger.debug("nats-server: %s", line)
+
+    def _denials_to_log(self, user: str) -> bool:
+        """Whether this denial gets its own log line: a plugin denied 100,000 times a second must
+        not write 100,000 lines a second into the operator's log (nor hold this thread on it)."""
+        now = time.monotonic()
+        started, logged, skipped = self._denial_log.get(user, (now, 0, 0))
+        if now - started >= 1.0:
+            if skipped:
+                logger.warning(
+                    "NATS denied %s %d more times in %.0f s (not logged one by one)",
+                    user,
+                    skipped,
+                    now - started,
+                )
+            started, logged, skipped = now, 0, 0
+        if logged < _DENIALS_LOGGED_PER_SECOND:
+            self._denial_log[user] = (started, logged + 1, skipped)
+            return True
+        self._denial_log[user] = (started, logged, skipped + 1)
+        return False
 
     def _terminate(self, timeout: float) -> None:
         process = self.process

@@ -23,7 +23,7 @@ from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import redact_url
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import CliError, NoResponders, NotRunning, RequestTimeout
+from bot.rosey.errors import CliError, ConfigError, NoResponders, NotRunning, RequestTimeout
 from bot.rosey.plugin_logs import read_plugin_log
 from bot.rosey.runtime import read_runtime
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
@@ -131,6 +131,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         print(f"sandbox {layers}: {', '.join(names)} ({PluginStatus.SANDBOX_SOURCES.get(source, source)})")
     kind = "embedded" if status.nats.embedded else "external"
     print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
+    if status.nats.flood_detection and status.nats.flood_detection != "on":
+        print(f"flood detection {status.nats.flood_detection}")
     return EXIT_OK
 
 
@@ -226,7 +228,12 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bot.rosey.cli.doctor import doctor_report, format_report
 
-    report = doctor_report()
+    try:
+        config: RoseyConfig | None = _config(args)
+    except ConfigError as exc:  # the machine's facts are worth reporting all the same
+        print(f"warning: {exc}", file=sys.stderr)
+        config = None
+    report = doctor_report(config)
     if args.json:
         print_json(report)
     else:

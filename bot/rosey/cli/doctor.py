@@ -7,13 +7,15 @@ import sys
 from typing import Any
 
 from bot.rosey import __version__
+from bot.rosey.config import RoseyConfig
 from bot.rosey.errors import NatsServerNotFound
 
 __all__ = ["doctor_report", "format_report", "missing_protections"]
 
 
-def doctor_report() -> dict[str, Any]:
+def doctor_report(config: RoseyConfig | None = None) -> dict[str, Any]:
     from bot.rosey.broker.nats_server import find_nats_server
+    from bot.rosey.broker.traffic import why_no_flood_detection
     from bot.rosey.plugins.sandbox.probe import probe
 
     report: dict[str, Any] = {
@@ -28,6 +30,11 @@ def doctor_report() -> dict[str, Any]:
         report["nats_server_error"] = str(exc)
     report["sandbox"] = probe()
     report["missing_protections"] = missing_protections(report["sandbox"])
+    if config is not None:  # NATS has no per-user rate limit: Rosey's comes from the server's counters
+        why = why_no_flood_detection(
+            embedded=config.nats_url is None, monitor=config.nats_monitor, monitor_url=config.nats_monitor_url
+        )
+        report["flood_detection"] = why or "on (per-plugin publish rates from the NATS server's /connz)"
     report["ok"] = report["nats_server"] is not None
     return report
 
@@ -69,6 +76,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append('   sandbox = "strict" refuses to start them.')
     else:
         lines.append('=> every protection is available: sandbox = "strict" will start plugins here.')
+    if "flood_detection" in report:
+        lines.append(f"flood detection: {report['flood_detection']}")
     return "\n".join(lines)
 
 

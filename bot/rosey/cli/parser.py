@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser(
         "doctor",
+        parents=[common],
         help="which protections this machine supports (Landlock, seccomp, namespaces) and what is missing",
         description="Check this machine: the nats-server binary, and each kernel protection the "
         'sandbox uses; say what is missing and whether sandbox = "strict" can start plugins here.',

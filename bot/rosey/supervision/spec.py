@@ -59,6 +59,11 @@ class Limits:
     The output rates are not swept by the watchdog: the supervisor hands them to the plugin's
     process, whose pipe readers stop reading beyond them (the plugin waits on its own writes)
     and report a plugin that keeps them stopped as an output flood, which is killed.
+
+    ``max_publish_rate`` (messages/s) and ``max_publish_bytes_rate`` (bytes/s) bound what the
+    plugin sends into NATS, denied publishes included, as the server counts it, and
+    ``max_subscriptions`` the subscriptions of all its connections; above any, the plugin is
+    stopped for "flood" (see :mod:`~bot.rosey.supervision.flood`).
     """
 
     max_memory_mb: int | None = None
@@ -70,6 +75,9 @@ class Limits:
     max_processes: int | None = None
     max_threads: int | None = None
     max_disk_mb: int | None = None
+    max_publish_rate: float | None = None
+    max_publish_bytes_rate: float | None = None
+    max_subscriptions: int | None = None
 
     def __post_init__(self) -> None:
         _count("max_memory_mb", self.max_memory_mb, 1)
@@ -82,6 +90,10 @@ class Limits:
         _positive("cpu_window_seconds", self.cpu_window_seconds)
         _count("max_output_bytes_per_second", self.max_output_bytes_per_second, 1)
         _count("max_output_lines_per_second", self.max_output_lines_per_second, 1)
+        for name in ("max_publish_rate", "max_publish_bytes_rate"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        _count("max_subscriptions", self.max_subscriptions, 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -245,9 +245,16 @@ class NatsStatus:
     embedded: bool
     pid: int | None = None  # the embedded server's
     monitor_url: str | None = None
+    flood_detection: str | None = None  # "on", or why plugins' publish rates are not watched
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "embedded": self.embedded, "pid": self.pid, "monitor_url": self.monitor_url}
+        return {
+            "url": self.url,
+            "embedded": self.embedded,
+            "pid": self.pid,
+            "monitor_url": self.monitor_url,
+            "flood_detection": self.flood_detection,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NatsStatus:
@@ -256,6 +263,7 @@ class NatsStatus:
             embedded=data.get("embedded") is True,
             pid=_int(data.get("pid")),
             monitor_url=_str(data.get("monitor_url")),
+            flood_detection=_str(data.get("flood_detection")),
         )
 
 

@@ -357,10 +357,12 @@ class Supervisor:
             failed = StartFailed(reason=plugin.last_exit, raised=process.start_failure_raised)
             return failed, time.monotonic() - started
         if not plugin.want_running:
-            # stop() came while the process was being made (a zygote fork is awaited): it had
-            # nothing to signal then, and waits for this run to end. End it.
+            # stop() came while this start was under way, before the new process existed (a fork
+            # from the zygote is awaited), so it found nothing to stop: stop the new one here.
             returncode = await process.stop(self.config.stop_timeout)
-            plugin.last_exit = describe_exit(returncode) if returncode is not None else plugin.last_exit
+            if returncode is not None:
+                plugin.last_exit = describe_exit(returncode)
+            self._resolve_first(plugin, None)
             return StoppedOnRequest(returncode=returncode), time.monotonic() - started
         plugin.ready_ms = (process.ready_seconds or 0.0) * 1000
         plugin.ever_ready = True

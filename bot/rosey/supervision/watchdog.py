@@ -23,6 +23,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 from bot.rosey.plugins.contract import PingReply
 from bot.rosey.supervision.disk import DiskWatch
+from bot.rosey.supervision.loop_lag import LoopLag
 from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
@@ -118,8 +119,11 @@ class Watchdog:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_publish = 0.0
         self.disk = DiskWatch()
+        self.loop_lag = LoopLag()
+        self.excused_pings = 0  # timeouts not counted as misses: the core's loop was too late
 
     def start(self) -> None:
+        self.loop_lag.start()
         self._tasks = [
             asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep"),
             asyncio.create_task(self._disk_loop(), name="rosey-watchdog-disk"),
@@ -134,6 +138,7 @@ class Watchdog:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.loop_lag.stop()
 
     # ------------------------------------------------------------------ sweep
 
@@ -259,6 +264,7 @@ class Watchdog:
         if pid is None:
             return
         key = (plugin.name, pid)
+        started = time.monotonic()
         try:
             reply = await self.bus.request(
                 Subjects.control(plugin.name, "ping"),
@@ -266,7 +272,9 @@ class Watchdog:
                 "rosey-supervisor",
                 timeout=self.config.ping_timeout,
             )
-        except (RequestTimeout, NoResponders):
+        except (RequestTimeout, NoResponders) as exc:
+            if isinstance(exc, RequestTimeout) and self._core_was_late(plugin.name, started):
+                return
             missed = self._missed.get(key, 0) + 1
             self._missed[key] = missed
             if missed >= self.config.missed_pings_limit:
@@ -280,3 +288,12 @@ class Watchdog:
             return  # the bus is down: that is not the plugin's fault
         self._missed.pop(key, None)
         plugin.ping = PingReply.from_wire(reply.data)  # untrusted: read defensively
+
+    def _core_was_late(self, name: str, since: float) -> bool:
+        """A timeout is the plugin's fault only if the core's loop gave it at least half the time."""
+        late = self.loop_lag.lag_since(since)
+        if late < self.config.ping_timeout / 2:
+            return False
+        self.excused_pings += 1
+        logger.info("ping to '%s' not counted as missed: the core's loop ran %.0f ms late", name, late * 1000)
+        return True
