@@ -71,3 +71,30 @@ async def test_unloadable_plugins_are_failed_with_their_reason(broken_project: R
     finally:
         bot.proc.terminate()
         await bot.proc.wait()
+
+
+async def test_a_plugin_that_raises_at_start_shows_why_once_and_is_not_retried(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "echo.py").write_text(GOOD.format(cls="Echo", name="echo"))
+    (plugins / "weather.py").write_text(
+        "import requests_that_is_not_installed\n" + GOOD.format(cls="W", name="weather")
+    )
+    bot = await start_run(tmp_path)
+    try:
+        expected = (
+            "ModuleNotFoundError: No module named 'requests_that_is_not_installed' (plugins/weather.py:1)"
+        )
+        assert f"plugin 'weather' failed to start: {expected}" in bot.ready_line, bot.ready_line
+        rows = {row["name"]: row for row in (await bot.status())["plugins"]}
+        assert rows["weather"]["state"] == "failed"
+        assert rows["weather"]["reason"] == f"failed to start: {expected}"
+        assert rows["weather"]["restarts"] == 0  # an exception before ever being ready: not retried
+        code, out, _ = await rosey("logs", "weather", cwd=bot.workdir)
+        assert code == 0 and out.count("Traceback (most recent call last):") == 1, out
+        assert "bot/rosey/" not in out and "<frozen runpy>" not in out, out  # the plugin's frames only
+    finally:
+        bot.proc.terminate()
+        await bot.proc.wait()
+    log = (tmp_path / "rosey-run.log").read_text()
+    assert log.count("Traceback (most recent call last):") == 1, log  # printed once, in the log

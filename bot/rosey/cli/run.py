@@ -33,6 +33,16 @@ def _rosey_command() -> str:
     return str(me)
 
 
+def _failure_line(app: RoseyApp, name: str, error: BaseException) -> str:
+    """Why plugin ``name`` did not start, in one line: the load problem or the start failure."""
+    plugin = app.supervisor.plugins.get(name) if app.supervisor is not None else None
+    if plugin is not None and plugin.spec.load_error is not None:
+        return f"plugin '{name}' failed to load: {plugin.spec.load_error}"
+    if plugin is not None and plugin.last_exit:
+        return f"plugin '{name}' failed to start: {plugin.last_exit}"
+    return str(error).strip().splitlines()[0]
+
+
 async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True) -> int:
     """Run until SIGINT/SIGTERM (or end of console input); return the process exit code."""
     loop = asyncio.get_running_loop()
@@ -61,9 +71,9 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         await app.stop()
         return 2
     ready = [name for name, error in results.items() if error is None]
-    for error in results.values():
-        if error is not None:  # its first line; the plugin's traceback is in the log above, once
-            print(f"rosey: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+    failed = [_failure_line(app, name, error) for name, error in results.items() if error is not None]
+    for line in failed:  # one line each; the plugin's traceback is in the log above, once
+        print(f"rosey: {line}", file=sys.stderr)
     example = ready[0] if ready else "NAME"
     console = chat and sys.stdin.isatty()
     try_it = f"run `{_rosey_command()} send {example} hello` in another terminal"
@@ -71,7 +81,6 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         try_it = f"Type !{example} hello here, or {try_it}"
     else:
         try_it = try_it[0].upper() + try_it[1:]
-    failed = [str(error).strip().splitlines()[0] for error in results.values() if error is not None]
     failures = f"; {len(failed)} failed ({'; '.join(failed)})" if failed else ""
     print(
         f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}){failures} "
