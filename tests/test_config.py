@@ -523,3 +523,12 @@ def test_nats_max_payload_is_configurable_and_bounded(tmp_path: Path) -> None:
         (tmp_path / "rosey.toml").write_text(f"[nats]\nmax_payload = {bad}\n")
         with pytest.raises(ConfigError, match=reason):
             load_config(base_dir=tmp_path)
+
+
+def test_a_bad_launcher_in_the_file_is_an_error_even_when_the_environment_overrides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROSEY_LAUNCHER", "spawn")
+    (tmp_path / "rosey.toml").write_text('[rosey]\nlauncher = "exec"\n')
+    with pytest.raises(ConfigError, match=r"rosey\.launcher: must be one of"):
+        load_config(base_dir=tmp_path)

@@ -484,7 +484,9 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
     state_dir = _path("rosey.state_dir", rosey.get("state_dir", ".rosey"), base)
     if override := os.environ.get(STATE_DIR_ENV):
         state_dir = Path(override).expanduser().resolve()
-    launcher = rosey.get("launcher", Launcher.ZYGOTE)
+    # The file's value is checked even when the environment overrides it: a typo in rosey.toml
+    # must not wait for the day the variable is unset.
+    launcher = _enum(_ROSEY_KEYS["launcher"], Launcher, rosey.get("launcher", Launcher.ZYGOTE))
     if override := os.environ.get(LAUNCHER_ENV, "").strip():
         # What PluginProcess and the test harness honour too, so `ROSEY_LAUNCHER=spawn rosey run`
         # means the same as it does everywhere else. An unknown value is an error here, not a
