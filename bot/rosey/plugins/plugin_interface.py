@@ -225,7 +225,9 @@ class PluginInterface(ABC):
             await self.handle_command(event)
         except Exception as e:
             failed = True
-            logger.error("Plugin '%s' command error: %s", self.plugin_name, e, exc_info=True)
+            logger.error(
+                "Plugin '%s' command error: %s\n%s", self.plugin_name, e, format_plugin_exception(e).rstrip()
+            )
             with contextlib.suppress(Exception):
                 await self.publish_error(str(e) or type(e).__name__, event.correlation_id)
         finally:
