@@ -50,10 +50,8 @@ from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import (
     LauncherStatus,
     NatsStatus,
-    PluginState,
     RoseyStatus,
     WatchdogStatus,
-    unavailable_reason,
 )
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
@@ -137,7 +135,7 @@ class RoseyApp:
                 timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
             ),
             known_plugins=self.supervisor.names,
-            why_unavailable=self._why_unavailable,
+            why_unavailable=self.supervisor.why_unavailable,
         )
         await self.router.start()
         self.control_bus = await self._connect("rosey-control")
@@ -190,13 +188,6 @@ class RoseyApp:
         if self.log_files is not None:
             self.log_files.close()
         self._lock.release()
-
-    def _why_unavailable(self, name: str) -> str | None:
-        """Why plugin ``name`` cannot take a command right now, in words for the user; None if it can."""
-        plugin = self.supervisor.plugins.get(name) if self.supervisor is not None else None
-        if plugin is None or plugin.state is PluginState.RUNNING:
-            return None  # the command path: one dict lookup and one comparison
-        return unavailable_reason(plugin.status(history=0))
 
     def status(self) -> RoseyStatus:
         assert self.supervisor is not None

@@ -16,7 +16,7 @@ from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.services.router import CommandOutcome, CoreRouter, RouterConfig
 from bot.rosey.supervision.restart import SupervisorConfig
 from bot.rosey.supervision.spec import Limits, PluginSpec
-from bot.rosey.supervision.status import PluginState, unavailable_reason
+from bot.rosey.supervision.status import PluginState
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog, WatchdogConfig
 
@@ -113,17 +113,11 @@ async def build_stack(
 
     supervisor = Supervisor(bus, specs, factory, FAST_RESTARTS)
 
-    def why_unavailable(name: str) -> str | None:  # as the app wires it
-        plugin = supervisor.plugins.get(name)
-        if plugin is None or plugin.state is PluginState.RUNNING:
-            return None
-        return unavailable_reason(plugin.status(history=0))
-
     router = CoreRouter(
         bus,
         RouterConfig(command_timeout=30.0),
         known_plugins=supervisor.names,
-        why_unavailable=why_unavailable,
+        why_unavailable=supervisor.why_unavailable,  # as the app wires it
     )
     await router.start()
     results = await supervisor.start_all()

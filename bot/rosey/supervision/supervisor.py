@@ -42,7 +42,13 @@ from bot.rosey.supervision.restart import (
     decide,
 )
 from bot.rosey.supervision.spec import Limits, PluginSpec
-from bot.rosey.supervision.status import STATUS_HISTORY, PluginState, PluginStatus, ResourceSample
+from bot.rosey.supervision.status import (
+    STATUS_HISTORY,
+    PluginState,
+    PluginStatus,
+    ResourceSample,
+    unavailable_reason,
+)
 
 __all__ = ["ManagedPlugin", "Supervisor"]
 
@@ -169,6 +175,15 @@ class Supervisor:
             listener(name, line)
 
     # ------------------------------------------------------------------ queries
+
+    def why_unavailable(self, name: str) -> str | None:
+        """Why plugin ``name`` cannot take a command right now, in words for the user; None if it
+        can (or is unknown here). The router asks before every command: while the plugin runs this
+        is one dict lookup and one comparison."""
+        plugin = self.plugins.get(name)
+        if plugin is None or plugin.state is PluginState.RUNNING:
+            return None
+        return unavailable_reason(plugin.status(history=0))
 
     def get(self, name: str) -> ManagedPlugin:
         try:
