@@ -41,13 +41,17 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.sandbox",
     "plugins.tracebacks",
     "plugins.examples",
+    # Adapter processes run under the same launcher and sandbox as plugins; each platform's
+    # module (adapters.irc, adapters.matrix, ...) is added here as it lands.
+    "adapters.chat_adapter",
+    "adapters.outbox",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (
     "supervision",
     "services",
     "broker",
-    "adapters",
+    "adapters.console",
     "config",
     "catalog",
     "grants",

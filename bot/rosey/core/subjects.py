@@ -7,7 +7,9 @@ Subject map::
     rosey.commands.<plugin>.result      its result (plugin -> router)
     rosey.commands.<plugin>.error       its error  (plugin -> router)
     rosey.plugins.<plugin>.<event>      events a plugin publishes (started, stopped, ...)
-    rosey.chat.<platform>.send          replies going back to a chat platform
+    rosey.chat.<platform>.send          replies going back to a chat platform (its adapter alone reads)
+    rosey.adapters.<name>.events.<type> what an adapter heard (the core checks it, then republishes
+                                        it on rosey.events.<type>; only that adapter may publish)
     rosey.supervisor.<action>           control requests answered by ``rosey run``
     rosey.control.<plugin>.<action>     supervisor -> plugin liveness pings (answered by the SDK)
     rosey.lifecycle.<plugin>.<state>    the supervisor's lifecycle events and stats (core only)
@@ -55,6 +57,7 @@ class Subjects:
     COMMANDS = "rosey.commands"
     PLUGINS = "rosey.plugins"
     CHAT = "rosey.chat"
+    ADAPTERS = "rosey.adapters"
     SUPERVISOR = "rosey.supervisor"
     CONTROL = "rosey.control"
     LIFECYCLE = "rosey.lifecycle"
@@ -83,6 +86,26 @@ class Subjects:
     def chat_send(platform: str) -> str:
         """``rosey.chat.<platform>.send``: messages the bot says on a platform."""
         return f"{Subjects.CHAT}.{validate_token(platform, 'platform')}.send"
+
+    @staticmethod
+    def adapter_event(adapter: str, event_type: str) -> str:
+        """``rosey.adapters.<adapter>.events.<type>``: what adapter ``adapter`` heard on its platform."""
+        name = validate_plugin_name(adapter)
+        return f"{Subjects.ADAPTERS}.{name}.events.{validate_token(event_type, 'event type')}"
+
+    @staticmethod
+    def all_adapter_events(adapter: str = "*") -> str:
+        """Events of one adapter (``rosey.adapters.<name>.events.>``), or of every adapter."""
+        name = adapter if adapter == "*" else validate_plugin_name(adapter)
+        return f"{Subjects.ADAPTERS}.{name}.events.>"
+
+    @staticmethod
+    def adapter_of(subject: str) -> tuple[str, str] | None:
+        """``rosey.adapters.irc.events.message`` -> ``("irc", "message")``; None for other subjects."""
+        parts = subject.split(".")
+        if len(parts) == 5 and parts[0] == Subjects.ROOT and parts[1] == "adapters" and parts[3] == "events":
+            return parts[2], parts[4]
+        return None
 
     @staticmethod
     def supervisor(action: str) -> str:

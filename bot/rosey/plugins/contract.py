@@ -75,6 +75,10 @@ class Env(StrEnum):
     # Operator settings the SDK honours.
     MAX_CONCURRENCY = "ROSEY_MAX_CONCURRENCY"
     PLUGIN_LOG_LEVEL = "ROSEY_PLUGIN_LOG_LEVEL"
+    # An adapter process: its settings from [adapters.NAME] (JSON, no secrets) and its secrets
+    # (JSON {"password": "..."}), both removed from the environment as the adapter starts.
+    ADAPTER_SETTINGS = "ROSEY_ADAPTER_SETTINGS"
+    ADAPTER_SECRETS = "ROSEY_ADAPTER_SECRETS"
     # The process itself: the host sets these, the zygote child re-reads them when it becomes a
     # plugin (a fork inherits what the interpreter derived from the zygote's values).
     PATH = "PATH"
