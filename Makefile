@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.rosey-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,platforms,test-servers]'
 	@touch $(STAMP)
 
 run: $(STAMP)
