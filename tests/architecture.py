@@ -45,6 +45,10 @@ PLUGIN_PROCESS_SIDE = (
     # module (adapters.irc, adapters.matrix, ...) is added here as it lands.
     "adapters.chat_adapter",
     "adapters.outbox",
+    "adapters.matrix",
+    "adapters.matrix_format",
+    "adapters.matrix_settings",
+    "adapters.matrix_state",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

@@ -152,7 +152,8 @@ class MatrixAdapter(ChatAdapter):
             await self._log_in(client)
             await self._join_configured(client)
             since = self.store.load_sync_token()
-            await self._sync(client, since=since, first=since is None, backlog=since is not None)
+            while not await self._sync(client, since=since, first=since is None, backlog=since is not None):
+                pass  # rate-limited: the first sync must be taken in before any other
             self.set_connected(True)
             logger.info(
                 "%s: connected to %s as %s (device %s), in %d room(s)",
@@ -220,7 +221,8 @@ class MatrixAdapter(ChatAdapter):
 
     async def _sync(
         self, client: Any, *, since: str | None, first: bool = False, backlog: bool = False
-    ) -> None:
+    ) -> bool:
+        """One sync, taken in; False when the homeserver said to wait (and it was waited out)."""
         response = await client.sync(
             timeout=0 if (first or backlog) else self.sync_timeout_ms,
             sync_filter=_FIRST_FILTER if first else _FILTER,
@@ -231,13 +233,13 @@ class MatrixAdapter(ChatAdapter):
             if response.status_code == "M_LIMIT_EXCEEDED":
                 self.rate_limited += 1
                 await asyncio.sleep((response.retry_after_ms or 1000) / 1000)
-                return
+                return False
             if backlog and response.status_code not in (None, "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
                 logger.warning(
                     "%s: the stored sync token was refused (%s); starting afresh", self.name, response
                 )
-                await self._sync(client, since=None, first=True)
-                return
+                self.store.forget_sync_token()
+                return await self._sync(client, since=None, first=True)
             if response.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN") and not self.secret(
                 "access_token"
             ):
@@ -249,6 +251,7 @@ class MatrixAdapter(ChatAdapter):
         self.store.save_sync_token(response.next_batch)
         self.set_connected(True)  # (again, after a delivery failure cleared it)
         await self._take_in(client, response, since=since, history=first, backlog=backlog)
+        return True
 
     # ------------------------------------------------------------------ inbound
 

@@ -105,6 +105,10 @@ class MatrixState:
         token = raw.get("next_batch")
         return token if isinstance(token, str) and token else None
 
+    def forget_sync_token(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / SYNC_FILE).unlink()
+
     def save_sync_token(self, token: str) -> None:
         self._write(SYNC_FILE, {"homeserver": self.homeserver, "user_id": self.user, "next_batch": token})
 
