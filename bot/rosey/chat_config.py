@@ -35,7 +35,7 @@ from typing import Any
 from bot.rosey.adapters.types import ADAPTER_TYPES, COMMON_KEYS, CONSOLE, CUSTOM, SECRET_KEYS, AdapterType
 from bot.rosey.core.chat import Role
 from bot.rosey.core.subjects import validate_plugin_name
-from bot.rosey.errors import ConfigError
+from bot.rosey.errors import ConfigError, SecretUnavailable
 from bot.rosey.services.access import CommandAccess
 from bot.rosey.supervision.spec import RestartPolicy
 
@@ -52,10 +52,6 @@ __all__ = [
 
 DEFAULT_ADAPTER_MEMORY_MB = 256
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class SecretUnavailable(ConfigError):
-    """A configured secret cannot be read now (its variable is unset, its file unreadable)."""
 
 
 def _fail(key: str, reason: str) -> ConfigError:

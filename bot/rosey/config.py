@@ -645,6 +645,25 @@ subscribe = []                    # extra NATS subjects it may subscribe to
 read_paths = []                   # extra files/directories it may read
 write_paths = []                  # extra files/directories it may write
 network = []                      # extra TCP destinations, e.g. ["api.example.org:443"]
+platforms = []                    # adapters whose users may run it, e.g. ["libera"]; [] = all
+channels = []                     # channels it answers in, "#c" or "libera:#c"; "private" = DMs; [] = all
+min_role = "user"                 # user | voice | op | admin (platform roles, see the chat docs)
+
+[chat]
+prefix = "!"
+admins = []                       # may run !rosey status / restart NAME, e.g. ["libera:alice"]
+# admin_role = "admin"            # anyone with this platform role is an admin too
+
+# One table per chat platform; the name shows in status, logs and `rosey restart NAME`.
+# Secrets are never written here: <secret>_env names a variable, <secret>_file a file.
+# [adapters.libera]
+# type = "irc"                    # irc | matrix | cytube | console | custom
+# server = "irc.libera.chat"
+# port = 6697
+# tls = true
+# nick = "rosey"
+# channels = ["#mychannel"]
+# password_env = "IRC_PASSWORD"   # with auth = "sasl" | "server" | "nickserv"
 """
 
 
