@@ -77,6 +77,7 @@ class LinePlatform:
         kind: str = "message",
         message_id: str | None = None,
         thread_id: str | None = None,
+        adapter: str = "line",
     ) -> None:
         await self.send(
             {
@@ -86,7 +87,8 @@ class LinePlatform:
                 "text": text,
                 "message_id": message_id,
                 "thread_id": thread_id,
-            }
+            },
+            adapter,
         )
 
     async def next_said(self, timeout: float = 15.0) -> dict[str, Any]:
@@ -95,6 +97,10 @@ class LinePlatform:
     async def next_hello(self, timeout: float = 20.0) -> dict[str, Any]:
         return await asyncio.wait_for(self.hellos.get(), timeout)
 
-    async def probe(self, probe: str, arg: str = "", timeout: float = 15.0) -> str:
-        await self.send({"probe": probe, "arg": arg})
+    async def probe(self, probe: str, arg: str = "", timeout: float = 15.0, adapter: str = "line") -> str:
+        await self.send({"probe": probe, "arg": arg}, adapter)
         return await asyncio.wait_for(self.probes.get(), timeout)
+
+    async def order(self, probe: str, adapter: str = "line") -> None:
+        """A probe that gets no answer (the adapter hangs or dies)."""
+        await self.send({"probe": probe}, adapter)

@@ -269,6 +269,23 @@ async def test_a_killed_adapter_is_restarted_and_serves_again(
     assert (await platform.next_hello())["hello"] == "line"
 
 
+async def test_a_hung_adapter_is_killed_and_restarted_while_the_other_platform_answers(
+    bot: RunningRosey, platform: LinePlatform
+) -> None:
+    hellos = await _hellos(platform)
+    await platform.order("hang")  # its event loop is stuck from now on
+    for n in range(3):  # the other platform keeps answering meanwhile
+        await platform.event(f"!echo other {n}", channel="#main", adapter="other")
+        said = await platform.next_said()
+        assert f"other {n}" in said["text"]
+    hello = await platform.next_hello(timeout=30)  # the watchdog's missed pings kill it; restarted
+    assert hello["hello"] == "line" and hello["pid"] != hellos["line"]["pid"]
+    rows = {row["name"]: row for row in (await bot.status())["plugins"]}
+    assert "liveness" in (rows["line"]["last_exit"] or ""), rows["line"]
+    await platform.event("!echo line again", channel="#main")
+    assert "line again" in (await platform.next_said())["text"]
+
+
 async def test_a_dropped_platform_connection_reconnects(bot: RunningRosey, platform: LinePlatform) -> None:
     await _hellos(platform)
     platform.drop()
