@@ -39,6 +39,7 @@ SECRET_KEYS = {
     "password": ("password_env", "password_file"),
     "access_token": ("access_token_env", "access_token_file"),
     "token": ("token_env", "token_file"),
+    "app_token": ("app_token_env", "app_token_file"),
 }
 
 
@@ -167,6 +168,28 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         check=_check_cytube,
         extra="cytube",
         library="socketio",
+    ),
+    "discord": AdapterType(
+        name="discord",
+        entry="bot.rosey.adapters.discord:DiscordAdapter",
+        keys=("guilds", "channels", "op_roles", "api_base", "gateway"),
+        required=(),
+        secrets=("token",),
+        ports=lambda s: (443,),
+        hosts=lambda s: ("discord.com",),
+        extra="discord",
+        library="discord",
+    ),
+    "slack": AdapterType(
+        name="slack",
+        entry="bot.rosey.adapters.slack:SlackAdapter",
+        keys=("channels", "api_base"),
+        required=(),
+        secrets=("token", "app_token"),
+        ports=lambda s: (443,),
+        hosts=lambda s: ("slack.com",),
+        extra="slack",
+        library="slack_bolt",
     ),
     CONSOLE: AdapterType(name=CONSOLE, entry="", keys=(), required=()),
     CUSTOM: AdapterType(
