@@ -21,6 +21,8 @@ from bot.rosey.core.subjects import Subjects, validate_plugin_name
 __all__ = [
     "CORE_USER",
     "Credentials",
+    "adapter_permissions",
+    "adapter_user",
     "password_variable",
     "plugin_permissions",
     "plugin_user",
@@ -48,7 +50,9 @@ def plugin_permissions(
 ) -> dict[str, Any]:
     """The default grants of plugin ``plugin`` plus what its configuration adds.
 
-    Publish: its own result/error subjects and its own event namespace.
+    Publish: its own result/error subjects, its own event namespace, and requests to the host's
+    services in its own name (``rosey.services.*.<plugin>.>``: a service knows who asks from the
+    subject, which NATS lets no other identity use).
     Subscribe: its own commands, its liveness pings, normalized chat events, its own inbox.
     Replies: exactly one answer per request it received (``allow_responses``).
     """
@@ -57,6 +61,7 @@ def plugin_permissions(
         Subjects.plugin_command(plugin, "result"),
         Subjects.plugin_command(plugin, "error"),
         Subjects.all_plugin_events(plugin),
+        f"{Subjects.SERVICES}.*.{validate_plugin_name(plugin)}.>",
         *extra_publish,
     ]
     subscribe = [
@@ -69,6 +74,29 @@ def plugin_permissions(
     return {
         "publish": {"allow": _unique(publish)},
         "subscribe": {"allow": _unique(subscribe)},
+        "allow_responses": {"max": 1},
+    }
+
+
+def adapter_user(adapter: str) -> str:
+    """The NATS user name of a platform adapter; its inbox prefix is ``_INBOX.<user>``."""
+    return f"adapter_{validate_plugin_name(adapter)}"
+
+
+def adapter_permissions(adapter: str) -> dict[str, Any]:
+    """What adapter ``adapter`` may do: publish what it heard under its own name only, read only
+    what the bot says on its platform, and answer the supervisor's liveness pings.
+
+    It cannot publish ``rosey.events.>`` (the core republishes its events there, stamped with
+    its name, so it cannot speak for another platform), cannot read commands, other platforms'
+    replies or any plugin's subjects.
+    """
+    user = adapter_user(adapter)
+    return {
+        "publish": {"allow": [f"{Subjects.ADAPTERS}.{adapter}.>"]},
+        "subscribe": {
+            "allow": [Subjects.chat_send(adapter), Subjects.control(adapter, "ping"), f"_INBOX.{user}.>"]
+        },
         "allow_responses": {"max": 1},
     }
 
