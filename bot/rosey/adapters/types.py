@@ -148,7 +148,17 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
     "matrix": AdapterType(
         name="matrix",
         entry="bot.rosey.adapters.matrix:MatrixAdapter",
-        keys=("homeserver", "user", "rooms", "device_name", "auto_join", "markdown"),
+        keys=(
+            "homeserver",
+            "user",
+            "rooms",
+            "device_name",
+            "auto_join",
+            "markdown",
+            "notice",
+            "catchup_max_age",
+            "encrypted_notice",
+        ),
         required=("homeserver", "user"),
         secrets=("access_token", "password"),
         ports=lambda s: (_url_port(str(s.get("homeserver", ""))),),
