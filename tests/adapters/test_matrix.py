@@ -328,6 +328,13 @@ async def test_a_long_reply_is_split_whole_and_in_order(
             assert "\n".join(pieces) == long  # lines packed whole: nothing lost, nothing cut inside
             assert adapter.outbox.stats.sent == 1 + expected
 
+            # HTML escaping can make the formatted copy 5x the text: past the event limit it is
+            # left out, and the plain text still goes.
+            heavy = "**&** " + "&" * 15_000
+            await bus.say(channel=room, text=heavy)
+            said = await alice.bot_says(room, BOT, count=2 + expected)
+            assert content_of(said[-1])["body"] == heavy and "formatted_body" not in content_of(said[-1])
+
 
 async def test_a_burst_of_50_replies_all_arrive_in_order(
     synapse: SynapseServer, nats_server: NatsServer, tmp_path: Path

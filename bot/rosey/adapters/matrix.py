@@ -112,6 +112,11 @@ class MatrixAdapter(ChatAdapter):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # nio logs every event it handles at INFO, and schema quibbles about error bodies it
+        # returns anyway at WARNING: keep `rosey logs` readable unless someone set its level.
+        for name, level in (("nio", logging.WARNING), ("nio.responses", logging.ERROR)):
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(level)
         self.config = MatrixSettings.from_mapping(self.settings)
         self.store = MatrixState(self.state_dir, homeserver=self.config.homeserver, user=self.config.user)
         self._client: Any = None
@@ -264,6 +269,8 @@ class MatrixAdapter(ChatAdapter):
                 self._direct = _direct_map(source.get("content"))
         for room_id, info in response.rooms.invite.items():
             await self._consider_invite(client, room_id, info)
+        for room_id in (*response.rooms.leave, *response.rooms.join):
+            self._invites_done.discard(room_id)  # a later invite is considered afresh
         for room_id in response.rooms.leave:
             self._dm_rooms = {u: r for u, r in self._dm_rooms.items() if r != room_id}
             if room_id in self._room_ids.values():
@@ -498,6 +505,13 @@ class MatrixAdapter(ChatAdapter):
         client = self._client
         if client is None:
             raise MatrixError("not connected to the homeserver")
+        try:
+            await self._deliver(client, message)
+        finally:
+            if client is not self._client:  # the session ended meanwhile: nio may have opened
+                await client.close()  # a new HTTP session for a retry; close it too
+
+    async def _deliver(self, client: Any, message: OutgoingMessage) -> None:
         room_id = await self._target_room(client, message)
         room = client.rooms.get(room_id)
         if room is not None and room.encrypted:
