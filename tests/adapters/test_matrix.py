@@ -264,7 +264,7 @@ async def test_private_messages_in_direct_rooms_and_private_replies(
             await alice.membership(dm, BOT, "join")
             await alice.send(dm, "!whoami")
             (event,) = await bus.wait("private_message", text="!whoami")
-            assert event.data["channel"] == dm
+            assert event.data["channel"] == alice.user_id  # a private message's channel: its sender
             await bus.say(private_to=alice.user_id, text="only for you")
             (reply,) = await alice.bot_says(dm, BOT)
             assert content_of(reply)["body"] == "only for you"
@@ -279,7 +279,9 @@ async def test_private_messages_in_direct_rooms_and_private_replies(
             assert len(bob.invites) == 1
             await bob.send(opened, "!ping")
             (event,) = await bus.wait("private_message", text="!ping")
-            assert event.data["channel"] == opened
+            assert event.data["channel"] == bob.user_id
+            await bus.say(channel=bob.user_id, text="pong")  # a reply to that channel: the same room
+            await bob.wait_for(lambda r, e: r == opened and e.get("content", {}).get("body") == "pong")
 
             # Bob may not bring the bot anywhere: the invite is refused...
             refused = await bob.create_room(invite=(BOT,))
@@ -289,7 +291,7 @@ async def test_private_messages_in_direct_rooms_and_private_replies(
             await bob.membership(den, BOT, "join")
             await bob.send(den, "!in the den")  # two members: private
             (event,) = await bus.wait("private_message", text="!in the den")
-            assert event.data["channel"] == den
+            assert event.data["channel"] == bob.user_id
             await bob.client.room_invite(den, user_id("carol"))  # a third member: a room
             await bob.send(den, "!still the den")
             (event,) = await bus.wait("message", text="!still the den")

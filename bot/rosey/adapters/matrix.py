@@ -20,8 +20,10 @@ Rooms and people:
     allow-list (or ``rooms``) lets its sender bring the bot there, and is otherwise refused
     (rejected on the homeserver, logged). A message in a room that is not in ``rooms`` and is
     either marked direct (``is_direct`` on the invite, or the bot's ``m.direct``) or has exactly
-    two members is a PRIVATE_MESSAGE; ``private_to`` replies go to the DM room with that user,
-    created (``is_direct``, trusted private chat) when there is none. Roles come from power
+    two members is a PRIVATE_MESSAGE, whose channel is the sender's id (as on every platform);
+    replies to it (``private_to``, or a channel that is a user id) go to the DM room that user
+    last wrote from, else one the bot shares with them alone, else a new one (``is_direct``,
+    trusted private chat, the user invited). Roles come from power
     levels. Notices (other bots), edits, emotes and media are not commands.
 
 Saying things:
@@ -84,6 +86,8 @@ _FIRST_FILTER: dict[str, Any] = {**_FILTER, "room": {**_FILTER["room"], "timelin
 _MAX_GAP_EVENTS = 1000
 #: A whole event may be 65,536 bytes; past this the HTML copy is left out.
 _MAX_CONTENT_BYTES = 48_000
+#: What the homeserver answers for an access token it no longer accepts.
+_TOKEN_REFUSED = ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN")
 _ENCRYPTED_NOTICE = (
     "I cannot read this room: it is end-to-end encrypted, and Rosey does not support encrypted "
     "rooms yet. Please talk to me in an unencrypted room."
@@ -202,6 +206,8 @@ class MatrixAdapter(ChatAdapter):
             who = await client.whoami()
             if isinstance(who, nio.WhoamiResponse):
                 return
+            if who.status_code not in _TOKEN_REFUSED:
+                raise MatrixError(f"the homeserver could not check the stored session: {who}")
             logger.info("%s: the stored session was refused (%s); logging in again", self.name, who)
             self.store.forget_token(session)
             client.access_token = ""
@@ -239,15 +245,13 @@ class MatrixAdapter(ChatAdapter):
                 self.rate_limited += 1
                 await asyncio.sleep((response.retry_after_ms or 1000) / 1000)
                 return False
-            if backlog and response.status_code not in (None, "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+            if backlog and response.status_code not in (None, *_TOKEN_REFUSED):
                 logger.warning(
                     "%s: the stored sync token was refused (%s); starting afresh", self.name, response
                 )
                 self.store.forget_sync_token()
                 return await self._sync(client, since=None, first=True)
-            if response.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN") and not self.secret(
-                "access_token"
-            ):
+            if response.status_code in _TOKEN_REFUSED and not self.secret("access_token"):
                 session = self.store.load_session()
                 if session is not None:
                     self.store.forget_token(session)
@@ -294,8 +298,8 @@ class MatrixAdapter(ChatAdapter):
             for source in _after_own_join(events, client.user_id):
                 try:
                     await self._take_event(room, source, backlog=backlog)
-                except (asyncio.CancelledError, MatrixError):
-                    raise
+                except (asyncio.CancelledError, RoseyError):
+                    raise  # the session (or the bus) is gone: end the session, reconnect
                 except Exception:
                     logger.exception("%s: skipped an event it could not read in %s", self.name, room_id)
         if self.skipped_old and backlog:
@@ -373,7 +377,7 @@ class MatrixAdapter(ChatAdapter):
             self._dm_rooms[sender] = room.room_id
         await self.emit(
             ChatEventType.PRIVATE_MESSAGE if private else ChatEventType.MESSAGE,
-            channel=room.room_id,
+            channel=sender if private else room.room_id,  # private: the sender's id, as everywhere
             user=self._user(room, sender),
             text=body,
             message_id=event_id,
@@ -561,6 +565,8 @@ class MatrixAdapter(ChatAdapter):
         if message.private_to is not None:
             return await self._dm_room(client, message.private_to)
         channel = message.channel or ""
+        if channel.startswith("@"):  # a private message's channel is its sender
+            return await self._dm_room(client, channel)
         if channel.startswith("#"):
             if channel not in self._room_ids:
                 response = await client.room_resolve_alias(channel)
