@@ -502,3 +502,21 @@ async def test_the_homeserver_stopped_and_started_again_is_reconnected_to(
             assert adapter.sessions >= 2
             assert adapter.outbox.stats.dropped == 0
         assert bus.texts() == ["!echo before", "!echo after"]
+
+
+async def test_a_room_joined_on_invite_brings_no_history_as_commands(
+    synapse: SynapseServer, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with humans(synapse, "alice") as (alice,):
+        async with (
+            Bus(nats_server.url) as bus,
+            running_adapter(synapse, nats_server.url, tmp_path, auto_join=["@alice:localhost"]),
+        ):
+            room = await alice.create_room(invite=(user_id("carol"),))
+            for n in range(3):
+                await alice.send(room, f"!echo before the bot {n}")  # visible history ("shared")
+            assert await alice.client.room_invite(room, BOT)
+            await alice.membership(room, BOT, "join")
+            await alice.send(room, "!echo after")
+            await bus.wait(text="!echo after")
+            assert bus.texts() == ["!echo after"]
