@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("markdown", reason="markdown is not installed (pip install -e '.[matrix]')")
+
 from bot.rosey.adapters.matrix_format import render_markdown, sanitize_html, strip_reply_fallback
 from bot.rosey.adapters.matrix_settings import MatrixSettings, roles_for_level
 from bot.rosey.adapters.matrix_state import MatrixState, Session
@@ -156,6 +158,7 @@ def test_bad_settings_name_their_key(raw: dict[str, object], key: str) -> None:
 
 
 def test_the_adapter_refuses_bad_settings_at_construction(tmp_path: Path) -> None:
+    pytest.importorskip("nio", reason="matrix-nio is not installed (pip install -e '.[matrix]')")
     from bot.rosey.adapters.matrix import MatrixAdapter
 
     with pytest.raises(ConfigError, match="user"):
