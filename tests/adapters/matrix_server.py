@@ -107,30 +107,24 @@ class SynapseServer:
 
     # ------------------------------------------------------------------ set-up
 
-    def generate(self) -> None:
+    def generate(self, template: Path) -> None:
+        """This server's config, from ``template`` (a ``--generate-config`` output, see
+        :func:`generate_template`) with its own paths and the test settings below."""
         import yaml  # Synapse's own dependency: there whenever Synapse is
 
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "synapse.app.homeserver",
-                "--server-name",
-                SERVER_NAME,
-                "--config-path",
-                str(self.config_path),
-                "--data-directory",
-                str(self.data_dir),
-                "--generate-config",
-                "--report-stats=no",
-            ],
-            cwd=self.data_dir,
-            check=True,
-            capture_output=True,
-            timeout=120,
+        config = yaml.safe_load((template / "homeserver.yaml").read_text())
+        key = self.data_dir / "signing.key"
+        key.write_bytes(Path(config["signing_key_path"]).read_bytes())
+        key.chmod(0o600)
+        config.update(
+            {
+                "pid_file": str(self.data_dir / "homeserver.pid"),
+                "database": {"name": "sqlite3", "args": {"database": str(self.data_dir / "homeserver.db")}},
+                "media_store_path": str(self.data_dir / "media_store"),
+                "signing_key_path": str(key),
+            }
         )
         (self.data_dir / "log.yaml").write_text(_LOG_CONFIG)
-        config = yaml.safe_load(self.config_path.read_text())
         config.update(
             {
                 "trusted_key_servers": [],
@@ -139,6 +133,9 @@ class SynapseServer:
                 "log_config": str(self.data_dir / "log.yaml"),
                 "presence": {"enabled": False},
                 "enable_registration": False,
+                # Password hashing at its cheapest (Synapse's own test setting): tests log in
+                # dozens of times, and bcrypt's default 12 rounds cost ~0.3 s of CPU each.
+                "bcrypt_rounds": 4,
                 # Raised: tests log in, join, invite and create rooms far faster than people.
                 "rc_login": {"address": _RAISED, "account": _RAISED, "failed_attempts": _RAISED},
                 "rc_registration": _RAISED,
@@ -314,6 +311,33 @@ class SynapseServer:
         return [d["device_id"] for d in self.request("GET", path, token=self.admin_token)["devices"]]
 
 
+def generate_template(directory: Path) -> Path:
+    """``synapse.app.homeserver --generate-config`` in ``directory`` (secrets, signing key)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synapse.app.homeserver",
+            "--server-name",
+            SERVER_NAME,
+            "--config-path",
+            str(directory / "homeserver.yaml"),
+            "--data-directory",
+            str(directory),
+            "--generate-config",
+            "--report-stats=no",
+        ],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return directory
+
+
+_templates: dict[int, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]:
     """A real Synapse for this test module (about 3 s to start), with USERS registered."""
@@ -321,8 +345,14 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseServer]
         pytest.skip("matrix-synapse is not installed (pip install -e '.[test-servers]')")
     if importlib.util.find_spec("nio") is None:
         pytest.skip("matrix-nio is not installed (pip install -e '.[matrix]')")
+    # One --generate-config per test session: each module's server starts from a copy.
+    template = _templates.get(id(tmp_path_factory))
+    if template is None:
+        template = _templates[id(tmp_path_factory)] = generate_template(
+            tmp_path_factory.mktemp("synapse-template")
+        )
     server = SynapseServer(tmp_path_factory.mktemp("synapse"))
-    server.generate()
+    server.generate(template)
     server.start()
     try:
         server.register(USERS)
