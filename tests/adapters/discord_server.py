@@ -18,7 +18,8 @@ What it reproduces (shapes from the docs' REST resources, Gateway and Rate Limit
 * Rate limits per channel bucket: ``X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket``
   on every send; a send beyond the bucket gets 429 with ``retry_after``, ``X-RateLimit-Scope`` and
   the ``Via`` header real 429s carry (discord.py treats a 429 without it as a Cloudflare ban).
-  ``reject_posts = N`` makes the next N sends 429 whatever the bucket says. The window is short
+  ``reject_posts = N`` makes the next N sends 429 whatever the bucket says; ``fail_posts = N``
+  makes them 503. The window is short
   (``bucket_window``) so that a test of 50 sends takes seconds, not Discord's 50.
 * The gateway: HELLO (op 10) -> heartbeats (op 1) answered by ACK (op 11); IDENTIFY (op 2, token
   checked: close 4004; the privileged Message Content intent asked for while
@@ -276,6 +277,7 @@ class DiscordStandIn:
         self.message_content_enabled = True  # the developer portal's switch
         self.refuse_resume = False
         self.reject_posts = 0
+        self.fail_posts = 0  # the next N sends get 503 (Discord unwell: not the message's fault)
         self.retry_after = 0.05
         self.bucket_limit = 5
         self.bucket_window = 0.25
@@ -507,6 +509,9 @@ class DiscordStandIn:
             return self._error(404, 10003, "Unknown Channel")
         if channel_id == READONLY:
             return self._error(403, 50013, "Missing Permissions")
+        if self.fail_posts > 0:
+            self.fail_posts -= 1
+            return self._error(503, 0, "Service Unavailable")
         body = await request.json()
         content = body.get("content") or ""
         if not content:

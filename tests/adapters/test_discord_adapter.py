@@ -181,6 +181,15 @@ async def test_refused_sends_are_dropped_and_the_next_goes_out(harness: Harness)
     assert post["content"] == "yes" and harness.adapter.outbox.stats.dropped == 3
 
 
+async def test_a_send_discord_fails_is_tried_again(harness: Harness) -> None:
+    s = harness.standin
+    s.fail_posts = 1  # a 503: the outbox keeps the message, the adapter lets it try again
+    await harness.send(text="second try", channel=str(GENERAL))
+    await harness.send(text="then this", channel=str(GENERAL))
+    assert [(await s.next_post())["content"] for _ in range(2)] == ["second try", "then this"]
+    assert harness.adapter.outbox.stats.dropped == 0
+
+
 async def test_fifty_replies_through_429s_arrive_all_and_in_order(harness: Harness) -> None:
     s = harness.standin
     s.reject_posts = 3  # the first three attempts are refused whatever the bucket says

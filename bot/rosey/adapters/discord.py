@@ -143,6 +143,8 @@ class _Client(discord.Client):
     """One gateway session's client; hands what it hears to its adapter."""
 
     def __init__(self, adapter: DiscordAdapter) -> None:
+        # Rosey has no voice: discord.py's warning about missing voice libraries is noise here.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_messages = True
