@@ -294,3 +294,44 @@ async def test_a_refused_token_or_intent_is_logged_with_what_to_do(
         adapter.stop()
         await asyncio.wait_for(task, 15)
         await standin.close()
+
+
+def _adapter(**settings: Any) -> DiscordAdapter:
+    return DiscordAdapter(
+        name="discord",
+        settings=settings,
+        secrets={"token": TOKEN},
+        state_dir=".",
+        nats_url="nats://127.0.0.1:1",
+    )
+
+
+def test_settings_are_read_and_checked() -> None:
+    adapter = _adapter(guilds=[GUILD, str(GUILD)], channels=str(GENERAL), op_roles=["Mods", 42])
+    assert adapter.guild_ids == {GUILD} and adapter.channel_ids == {GENERAL}
+    assert adapter.op_roles == {"mods", "42"}
+    assert adapter.api_base == "https://discord.com/api/v10"
+    assert _adapter(api_base="https://chat.example.org").api_base == "https://chat.example.org/api/v10"
+    assert _adapter(api_base="http://127.0.0.1:8080/api/v9/").api_base == "http://127.0.0.1:8080/api/v9"
+    for bad, needle in (
+        ({"guilds": ["general"]}, "Copy ID"),
+        ({"channels": [True]}, "Copy ID"),
+        ({"op_roles": [["x"]]}, "role names"),
+        ({"api_base": "discord.com"}, "api_base must be a URL"),
+        ({"gateway": "https://gateway.discord.gg"}, "gateway must be a URL"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            _adapter(**bad)
+
+
+def test_the_sandbox_grants_follow_the_urls() -> None:
+    from bot.rosey.adapters.types import ADAPTER_TYPES
+
+    kind = ADAPTER_TYPES["discord"]
+    assert kind.ports({}) == (443,)
+    assert kind.hosts({}) == ("discord.com", "gateway.discord.gg")  # names: UDP for DNS
+    local = {"api_base": "http://127.0.0.1:8080/api/v10"}
+    assert kind.ports(local) == (443, 8080) and kind.hosts(local) == ("127.0.0.1",)  # no DNS needed
+    both = {"api_base": "https://d.example.org", "gateway": "wss://gw.example.org:8443"}
+    assert kind.ports(both) == (443, 8443) and kind.hosts(both) == ("d.example.org", "gw.example.org")
+    assert kind.check({"api_base": "nope"}) and kind.check({}) is None
