@@ -214,6 +214,7 @@ async def test_a_dropped_gateway_resumes_and_replays_what_was_missed(harness: Ha
     assert texts == ["!echo while away 1", "!echo while away 2"]
     assert (await s.next_post())["content"] == "reply while away"
     assert s.stats.identifies == 1 and s.stats.resumes == 1 and s.stats.replayed >= 2
+    assert s.stats.heartbeats >= 2  # one on each connection at once (each ACKed), as the docs ask
     await s.drop()  # a close frame with code 4000: resumed as well
     assert await s.next_ready() == "resumed"
     await s.say("!echo after")

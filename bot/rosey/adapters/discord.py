@@ -2,8 +2,8 @@
 
 Why discord.py rather than hikari: both are maintained asyncio libraries with REST bucket
 handling and gateway RESUME. discord.py is the one most Discord bot operators already know, is
-fully typed (``py.typed``, mypy-clean here), needs only aiohttp (hikari pulls in attrs, colorlog
-and multidict pins of its own), and documents the two knobs an adapter needs: ``Route.BASE``
+fully typed (``py.typed``, mypy-clean here), needs only aiohttp (hikari adds attrs, colorlog
+and multidict), and documents the two knobs an adapter needs: ``Route.BASE``
 (the REST base) and the gateway URL. Its ``Client`` keeps the guild/role cache roles come from,
 and ``Client.connect`` already does Discord's reconnect rules (RESUME on a dropped socket, a
 fresh IDENTIFY after INVALID_SESSION, paced as the docs ask).
