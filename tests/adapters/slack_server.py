@@ -72,6 +72,7 @@ class SlackStandIn:
         self._tickets: set[str] = set()
         self._socket: web.WebSocketResponse | None = None
         self._acked = asyncio.Condition()
+        self._called = asyncio.Condition()
         self._ts = itertools.count(1)
         self._post_calls = 0
         self._runner: web.AppRunner | None = None
@@ -79,13 +80,14 @@ class SlackStandIn:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> SlackStandIn:
+    async def start(self, port: int = 0) -> SlackStandIn:
+        """Listen on ``port`` (0: an ephemeral one; a stopped stand-in's port to restart it)."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._websocket)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         server = site._server
         assert server is not None and server.sockets
@@ -127,7 +129,9 @@ class SlackStandIn:
                 args.update(body if isinstance(body, dict) else {})
             else:
                 args.update(await request.post())
-        self.calls.append(method)
+        async with self._called:
+            self.calls.append(method)
+            self._called.notify_all()
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         if not token:
@@ -288,6 +292,15 @@ class SlackStandIn:
         async def wait() -> None:
             async with self._acked:
                 await self._acked.wait_for(lambda: set(self.envelopes) <= self.acks)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def called(self, method: str, times: int = 1, timeout: float = 10.0) -> None:
+        """Wait until ``method`` was called ``times`` times."""
+
+        async def wait() -> None:
+            async with self._called:
+                await self._called.wait_for(lambda: self.calls.count(method) >= times)
 
         await asyncio.wait_for(wait(), timeout)
 

@@ -28,6 +28,7 @@ from bot.rosey.core.events import Event
 class Fast(SlackAdapter):
     reconnect_min = 0.05
     reconnect_max = 0.2
+    ping_interval = 0.5
 
 
 @pytest.fixture
@@ -177,4 +178,53 @@ async def test_socket_drops_and_refreshes(running: Running, slack: SlackStandIn)
     assert await slack.next_hello() == 3
     await slack.message("!echo after drop")
     assert (await running.next_event()).data["text"] == "!echo after drop"
+    await slack.all_acked()
+
+
+async def test_slack_down_and_back_reconnects_and_keeps_the_reply(
+    running: Running, slack: SlackStandIn
+) -> None:
+    await slack.close()  # Slack unreachable: websocket gone, Web API refusing connections
+    await running.say(text="said while Slack was down", channel="CMAIN001")
+    back = SlackStandIn()
+    back.users, back.channels = slack.users, slack.channels
+    await back.start(port=slack.port)
+    try:
+        assert (await back.next_post(20))["text"] == "said while Slack was down"
+        await back.next_hello(20)
+        await back.message("!echo back")
+        assert (await running.next_event()).data["text"] == "!echo back"
+        await back.all_acked()
+    finally:
+        await back.close()
+
+
+async def test_invalid_tokens_and_odd_text_never_crash_it(
+    slack: SlackStandIn, nats_server: Any, tmp_path: Path
+) -> None:
+    adapter = Fast(
+        name="slack",
+        settings={"api_base": slack.api_base},
+        secrets={"token": "xoxb-wrong", "app_token": APP_TOKEN},
+        state_dir=tmp_path,
+        nats_url=nats_server.url,
+    )
+    task = asyncio.create_task(adapter.run())
+    try:
+        await slack.called("auth.test", times=3)  # invalid_auth: each session fails, the base retries
+        assert slack.connections == 0 and "apps.connections.open" not in slack.calls
+        assert not task.done()
+    finally:
+        adapter.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_control_characters_and_bad_text_are_cleaned(running: Running, slack: SlackStandIn) -> None:
+    await slack.message("!echo \x1b[31mred\x00 \ud800 <@UNKNOWN1> <#CNOPE001> <> < &amp")
+    event = await running.next_event()
+    assert event.data["text"] == "!echo [31mred \ufffd @UNKNOWN1 #CNOPE001  < &amp"
+    await slack.send_event({"type": "message", "channel": "CMAIN001"})  # no user, no text
+    await slack.send_event({"type": "reaction_added", "user": "UALICE01", "reaction": "+1"})
+    await slack.message("!echo still fine")
+    assert (await running.next_event()).data["text"] == "!echo still fine"
     await slack.all_acked()
