@@ -172,6 +172,7 @@ async def test_socket_drops_and_refreshes(running: Running, slack: SlackStandIn)
     assert await slack.next_hello() == 2
     await slack.message("!echo after refresh")
     assert (await running.next_event()).data["text"] == "!echo after refresh"
+    await slack.all_acked()
     await slack.drop()
     await running.say(text="while away", channel="CMAIN001")  # the Web API needs no websocket
     assert (await slack.next_post())["text"] == "while away"
