@@ -19,7 +19,9 @@ Reproduced:
   ``{"type": "hello", ...}``, then ``events_api`` envelopes (``envelope_id``, ``payload`` with
   an ``event_callback``) the test asks for; the client's ``{"envelope_id": ...}`` acks are
   recorded. ``disconnect()`` sends ``{"type": "disconnect", "reason": "refresh_requested"}`` (the
-  client must open a new connection) and ``drop()`` closes the socket without warning.
+  client must open a new connection), ``drop()`` closes the socket without warning, ``freeze()``
+  leaves it open but silent (no pongs: a dead network path), and ``refuse_sockets`` answers new
+  websocket upgrades with 401 while the Web API keeps working.
 
 Not reproduced: retries of unacknowledged envelopes (Slack resends up to 3 times; here the
 tests check every envelope was acked instead), pings from the server side, interactive
@@ -68,6 +70,8 @@ class SlackStandIn:
         self.envelopes: list[str] = []
         self.acks: set[str] = set()
         self.rate_limit_every: int | None = None
+        self.refuse_sockets = False  # websocket upgrades answered 401 (the Web API still works)
+        self._transports: dict[web.WebSocketResponse, Any] = {}  # each socket's TCP transport
         self.rate_limited = 0
         self._tickets: set[str] = set()
         self._socket: web.WebSocketResponse | None = None
@@ -95,10 +99,17 @@ class SlackStandIn:
         return self
 
     async def close(self) -> None:
+        for transport in self._transports.values():
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._sockets)
 
     @property
     def api_base(self) -> str:
@@ -200,12 +211,13 @@ class SlackStandIn:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         ticket = request.query.get("ticket", "")
-        if ticket not in self._tickets:
+        if ticket not in self._tickets or self.refuse_sockets:
             return web.Response(status=401, text="invalid ticket")
         self._tickets.discard(ticket)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)
+        self._transports[ws] = request.transport
         self.connections += 1
         self._socket = ws
         await ws.send_json(
@@ -226,10 +238,17 @@ class SlackStandIn:
                             self.acks.add(data["envelope_id"])
                             self._acked.notify_all()
         finally:
+            self._transports.pop(ws, None)
             self._sockets.discard(ws)
             if self._socket is ws:
                 self._socket = None
         return ws
+
+    def freeze(self) -> None:
+        """The current connection goes silent without closing (a dead network path): nothing
+        more is read from it, so the client's pings get no pong."""
+        assert self._socket is not None
+        self._transports[self._socket].pause_reading()
 
     async def next_hello(self, timeout: float = 20.0) -> int:
         return await asyncio.wait_for(self.hellos.get(), timeout)

@@ -229,3 +229,32 @@ async def test_control_characters_and_bad_text_are_cleaned(running: Running, sla
     await slack.message("!echo still fine")
     assert (await running.next_event()).data["text"] == "!echo still fine"
     await slack.all_acked()
+
+
+async def test_a_silent_socket_is_replaced(running: Running, slack: SlackStandIn) -> None:
+    slack.freeze()  # open but dead: slack_sdk's pings go unanswered
+    assert await slack.next_hello() == 2  # it gave up on the silent one and reconnected
+    await slack.message("!echo after the silence")
+    assert (await running.next_event()).data["text"] == "!echo after the silence"
+
+
+async def test_a_socket_that_stays_down_starts_a_fresh_session(running: Running, slack: SlackStandIn) -> None:
+    """slack_sdk retries the websocket by itself; after socket_grace the base's loop takes over
+    with a whole new session (new auth.test), and the old client is closed first: one socket."""
+    running.adapter.socket_grace = 1.0
+    auth_tests = slack.calls.count("auth.test")
+    old_handler = running.adapter._handler
+    slack.refuse_sockets = True
+    await slack.drop()
+    await running.say(text="the Web API still works", channel="CMAIN001")
+    assert (await slack.next_post())["text"] == "the Web API still works"
+    await slack.called("auth.test", times=auth_tests + 1)  # a new session began
+    slack.refuse_sockets = False
+    assert await slack.next_hello() == 2
+    await slack.message("!echo fresh")
+    assert (await running.next_event()).data["text"] == "!echo fresh"
+    assert old_handler.client.closed  # the old client stopped its own reconnects ...
+    assert running.adapter._handler is not old_handler
+    assert slack.open_sockets == 1  # ... so it never connects beside the new one
+    await running.say(text="after", channel="CMAIN001")
+    assert (await slack.next_post())["text"] == "after"
