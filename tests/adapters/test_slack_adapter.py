@@ -200,6 +200,26 @@ async def test_slack_down_and_back_reconnects_and_keeps_the_reply(
         await back.close()
 
 
+async def test_a_wrong_app_token_ends_the_session_and_is_retried_with_backoff(
+    slack: SlackStandIn, nats_server: Any, tmp_path: Path
+) -> None:
+    adapter = Fast(
+        name="slack",
+        settings={"api_base": slack.api_base},
+        secrets={"token": BOT_TOKEN, "app_token": "xapp-wrong"},
+        state_dir=tmp_path,
+        nats_url=nats_server.url,
+    )
+    task = asyncio.create_task(adapter.run())
+    try:
+        await slack.called("apps.connections.open", times=3)
+        assert slack.calls.count("auth.test") >= 3  # each attempt is a whole new session
+        assert slack.connections == 0 and not task.done()
+    finally:
+        adapter.stop()
+        await asyncio.wait_for(task, 15)
+
+
 async def test_invalid_tokens_and_odd_text_never_crash_it(
     slack: SlackStandIn, nats_server: Any, tmp_path: Path
 ) -> None:

@@ -207,9 +207,12 @@ class SlackAdapter(ChatAdapter):
             app.event(re.compile(".*"))(self._on_bolt_event)
             handler = AsyncSocketModeHandler(app, app_token, ping_interval=self.ping_interval)
             self._web, self._handler = web, handler
-            await handler.connect_async()  # type: ignore[no-untyped-call]
+            self.set_connected(True)  # replies go through the Web API, which answers
+            # The first URL here, so that a refused app token ends this session (the base backs
+            # off) instead of slack_sdk's connect() retrying it forever; then the websocket.
+            handler.client.wss_uri = await handler.client.issue_new_wss_url()
+            await asyncio.wait_for(handler.connect_async(), self.socket_grace)  # type: ignore[no-untyped-call]
             logger.info("%s: connected to Slack as %s (%s)", self.name, auth.get("user"), self.bot_user_id)
-            self.set_connected(True)
             down_since: float | None = None
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
