@@ -46,6 +46,7 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.chat_adapter",
     "adapters.outbox",
     "adapters.discord",
+    "adapters.slack",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (
