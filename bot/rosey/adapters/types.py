@@ -214,7 +214,7 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         entry="",  # its `module` key, or its `path`
         keys=None,
         required=(),
-        secrets=("password", "access_token", "token"),
+        secrets=("password", "access_token", "token", "app_token"),
         check=lambda s: _check_custom(s),
     ),
 }
