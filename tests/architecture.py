@@ -49,6 +49,8 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.matrix_format",
     "adapters.matrix_settings",
     "adapters.matrix_state",
+    "adapters.discord",
+    "adapters.slack",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

@@ -150,4 +150,4 @@ def test_operator_secrets_are_named_sources(tmp_path: Path) -> None:
     assert "both" not in error(tmp_path, '[secrets.x]\nenv = "A"\nfile = "b"\n')
     assert "set exactly one of env" in error(tmp_path, '[secrets.x]\nenv = "A"\nfile = "b"\n')
     assert "secrets.x.url: unknown key" in error(tmp_path, '[secrets.x]\nurl = "A"\n')
-    assert "plugins.echo.http: must be a table" in error(tmp_path, '[plugins.echo]\nhttp = 3\n')
+    assert "plugins.echo.http: must be a table" in error(tmp_path, "[plugins.echo]\nhttp = 3\n")
