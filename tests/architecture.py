@@ -46,6 +46,7 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.chat_adapter",
     "adapters.outbox",
     "adapters.matrix",
+    "adapters.matrix_events",
     "adapters.matrix_format",
     "adapters.matrix_settings",
     "adapters.matrix_state",

@@ -12,6 +12,15 @@ import pytest
 
 pytest.importorskip("markdown", reason="markdown is not installed (pip install -e '.[matrix]')")
 
+from bot.rosey.adapters.matrix_events import (
+    MAX_CONTENT_BYTES,
+    after_own_join,
+    creators_of,
+    direct_map,
+    message_content,
+    privileged_creators,
+    timestamp,
+)
 from bot.rosey.adapters.matrix_format import render_markdown, sanitize_html, strip_reply_fallback
 from bot.rosey.adapters.matrix_settings import MatrixSettings, roles_for_level
 from bot.rosey.adapters.matrix_state import MatrixState, Session
@@ -250,3 +259,84 @@ def test_an_unreadable_state_file_is_ignored_with_a_warning(
     assert any("sync.json" in r.getMessage() for r in caplog.records)
     store.save_sync_token("s2")  # and it is replaced by the next write
     assert store.load_sync_token() == "s2"
+
+
+# ---------------------------------------------------------------------- events and content
+
+
+def _member(user: str, membership: str, before: str | None = None) -> dict[str, object]:
+    event: dict[str, object] = {
+        "type": "m.room.member",
+        "state_key": user,
+        "content": {"membership": membership},
+    }
+    if before is not None:
+        event["unsigned"] = {"prev_content": {"membership": before}}
+    return event
+
+
+def test_history_ends_at_the_bots_own_join_not_at_a_profile_change() -> None:
+    bot = "@rosey:example.org"
+    old, new = {"type": "m.room.message", "n": 1}, {"type": "m.room.message", "n": 2}
+    assert list(after_own_join([old, _member(bot, "join", "invite"), new], bot)) == [new]
+    assert list(after_own_join([old, _member(bot, "join"), new], bot)) == [new]  # no prev_content
+    assert list(after_own_join([old, _member(bot, "join", "join"), new], bot)) == [
+        old,
+        _member(bot, "join", "join"),
+        new,
+    ]
+    someone = _member("@alice:example.org", "join", "invite")
+    assert list(after_own_join([old, someone, new], bot)) == [old, someone, new]
+    odd = {"type": "m.room.member", "state_key": bot, "content": "x", "unsigned": []}
+    assert list(after_own_join([odd, new], bot)) == [odd, new]
+
+
+def test_room_creators_and_their_privilege() -> None:
+    create = {"sender": "@a:x", "content": {"additional_creators": ["@b:x", 3]}}
+    assert creators_of(create) == {"@a:x", "@b:x"}
+    assert creators_of({"sender": "@a:x", "content": None}) == {"@a:x"}
+    assert [privileged_creators(v) for v in ("1", "10", "11", "12", "13", "org.matrix.hydra.11")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+
+
+def test_direct_map_and_timestamps_tolerate_junk() -> None:
+    assert direct_map({"@a:x": ["!r", 5], "@b:x": "!s", 7: ["!t"]}) == {"@a:x": ["!r"], "7": ["!t"]}
+    assert direct_map(["not", "a", "map"]) == {}
+    assert timestamp({"origin_server_ts": 1234}) == 1234.0
+    assert timestamp({"origin_server_ts": True}) > 1e12  # not a number: now
+
+
+def test_reply_and_thread_content() -> None:
+    assert message_content("hi") == {"msgtype": "m.notice", "body": "hi", "m.mentions": {}}
+    reply = message_content("hi", reply_to="$q", mentioned="@a:x")
+    assert reply["m.relates_to"] == {"m.in_reply_to": {"event_id": "$q"}}
+    assert reply["m.mentions"] == {"user_ids": ["@a:x"]}
+    answer = message_content("hi", thread_id="$root", reply_to="$q")
+    assert answer["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": "$root",
+        "is_falling_back": False,
+        "m.in_reply_to": {"event_id": "$q"},
+    }
+    for latest, expected in ((None, "$root"), ("$last", "$last")):
+        said = message_content("hi", thread_id="$root", thread_latest=latest)
+        assert said["m.relates_to"]["is_falling_back"] is True
+        assert said["m.relates_to"]["m.in_reply_to"] == {"event_id": expected}
+
+
+def test_the_html_copy_is_left_out_when_it_would_not_fit_an_event() -> None:
+    text = "**&** " + "&" * 15_000
+    html = render_markdown(text)
+    assert html is not None and len(html) > MAX_CONTENT_BYTES
+    content = message_content(text, msgtype="m.text", html=html)
+    assert content["body"] == text and "formatted_body" not in content and "format" not in content
+    small = message_content("**b**", html=render_markdown("**b**"))
+    assert (
+        small["format"] == "org.matrix.custom.html" and small["formatted_body"] == "<p><strong>b</strong></p>"
+    )

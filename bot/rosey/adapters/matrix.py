@@ -50,7 +50,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -58,6 +58,16 @@ import aiohttp
 import nio  # type: ignore[import-untyped]
 
 from bot.rosey.adapters.chat_adapter import ChatAdapter
+from bot.rosey.adapters.matrix_events import (
+    after_own_join,
+    as_dict,
+    creators_of,
+    direct_map,
+    message_content,
+    privileged_creators,
+    remember,
+    timestamp,
+)
 from bot.rosey.adapters.matrix_format import render_markdown, strip_reply_fallback
 from bot.rosey.adapters.matrix_settings import MatrixSettings, localpart, roles_for_level
 from bot.rosey.adapters.matrix_state import MatrixState, Session
@@ -84,8 +94,6 @@ _FILTER: dict[str, Any] = {
 _FIRST_FILTER: dict[str, Any] = {**_FILTER, "room": {**_FILTER["room"], "timeline": {"limit": 1}}}
 #: Most events one gap (a cut timeline) is completed with, per room and sync.
 _MAX_GAP_EVENTS = 1000
-#: A whole event may be 65,536 bytes; past this the HTML copy is left out.
-_MAX_CONTENT_BYTES = 48_000
 #: What the homeserver answers for an access token it no longer accepts.
 _TOKEN_REFUSED = ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN")
 _ENCRYPTED_NOTICE = (
@@ -270,7 +278,7 @@ class MatrixAdapter(ChatAdapter):
         for event in response.account_data_events:
             source = getattr(event, "source", None) or {}
             if source.get("type") == "m.direct":
-                self._direct = _direct_map(source.get("content"))
+                self._direct = direct_map(source.get("content"))
         for room_id, info in response.rooms.invite.items():
             await self._consider_invite(client, room_id, info)
         for room_id in (*response.rooms.leave, *response.rooms.join):
@@ -289,13 +297,13 @@ class MatrixAdapter(ChatAdapter):
             for event in (*info.state, *info.timeline.events):
                 source = getattr(event, "source", None) or {}
                 if source.get("type") == "m.room.create" and isinstance(source.get("sender"), str):
-                    self._creators[room_id] = _creators(source)
+                    self._creators[room_id] = creators_of(source)
             if history:
                 continue
             events = [e.source for e in info.timeline.events if isinstance(getattr(e, "source", None), dict)]
             if info.timeline.limited and since and info.timeline.prev_batch:
                 events = await self._gap(client, room_id, info.timeline.prev_batch, since, backlog) + events
-            for source in _after_own_join(events, client.user_id):
+            for source in after_own_join(events, client.user_id):
                 try:
                     await self._take_event(room, source, backlog=backlog)
                 except (asyncio.CancelledError, RoseyError):
@@ -321,7 +329,7 @@ class MatrixAdapter(ChatAdapter):
             if not isinstance(page, nio.RoomMessagesResponse) or not page.chunk:
                 break
             fetched.extend(e.source for e in page.chunk if isinstance(getattr(e, "source", None), dict))
-            if backlog and fetched and _timestamp(fetched[-1]) < oldest_wanted:
+            if backlog and fetched and timestamp(fetched[-1]) < oldest_wanted:
                 break
             if not page.end or page.end == start:
                 break
@@ -335,9 +343,10 @@ class MatrixAdapter(ChatAdapter):
             return
         if event_id in self._seen:
             return
-        _remember(self._seen, event_id, None)
-        if backlog and _timestamp(source) < (time.time() - self.config.catchup_max_age) * 1000:
-            self.skipped_old += 1
+        remember(self._seen, event_id, None)
+        if backlog and timestamp(source) < (time.time() - self.config.catchup_max_age) * 1000:
+            if kind == "m.room.message" and sender != self._client_user():
+                self.skipped_old += 1
             return
         content = source.get("content")
         if not isinstance(content, dict):
@@ -349,7 +358,7 @@ class MatrixAdapter(ChatAdapter):
             relation = relation if isinstance(relation, dict) else {}
             thread_id = relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
             if isinstance(thread_id, str):
-                _remember(self._thread_latest, thread_id, event_id)
+                remember(self._thread_latest, thread_id, event_id)
             if sender != self._client_user():
                 await self._take_message(room, event_id, sender, content, relation)
         elif kind == "m.room.encrypted" and sender != self._client_user():
@@ -371,7 +380,7 @@ class MatrixAdapter(ChatAdapter):
             reply_to = None  # in a thread, a fallback reply is no reply
         if reply_to:
             body = strip_reply_fallback(body)
-        _remember(self._senders, event_id, sender)
+        remember(self._senders, event_id, sender)
         private = self._is_private(room)
         if private:
             self._dm_rooms[sender] = room.room_id
@@ -409,7 +418,7 @@ class MatrixAdapter(ChatAdapter):
 
     def _power(self, room: Any, user_id: str) -> int:
         """``user_id``'s power level; a creator's is infinite from room version 12 on."""
-        if user_id in self._creators.get(room.room_id, ()) and _privileged_creators(room.room_version):
+        if user_id in self._creators.get(room.room_id, ()) and privileged_creators(room.room_version):
             return 1 << 53
         return int(room.power_levels.get_user_level(user_id))
 
@@ -431,7 +440,7 @@ class MatrixAdapter(ChatAdapter):
         inviter, direct = "", False
         for event in info.invite_state:
             source = getattr(event, "source", None) or {}
-            content = _dict(source.get("content"))
+            content = as_dict(source.get("content"))
             if source.get("type") == "m.room.member" and source.get("state_key") == client.user_id:
                 inviter = str(source.get("sender") or "")
                 direct = content.get("is_direct") is True
@@ -531,35 +540,20 @@ class MatrixAdapter(ChatAdapter):
         )
         if isinstance(response, nio.RoomSendResponse):
             if message.thread_id:
-                _remember(self._thread_latest, message.thread_id, response.event_id)
+                remember(self._thread_latest, message.thread_id, response.event_id)
             return
         _raise_for(response, f"sending to {room_id}")
 
     def _content(self, message: OutgoingMessage) -> dict[str, Any]:
-        content: dict[str, Any] = {
-            "msgtype": "m.notice" if self.config.notice else "m.text",
-            "body": message.text,
-        }
-        if self.config.markdown:
-            formatted = render_markdown(message.text)
-            if formatted is not None:
-                content["format"] = "org.matrix.custom.html"
-                content["formatted_body"] = formatted
-        mentioned = self._senders.get(message.reply_to or "")
-        content["m.mentions"] = {"user_ids": [mentioned]} if mentioned else {}
-        if message.thread_id:
-            latest = message.reply_to or self._thread_latest.get(message.thread_id) or message.thread_id
-            content["m.relates_to"] = {
-                "rel_type": "m.thread",
-                "event_id": message.thread_id,
-                "is_falling_back": message.reply_to is None,
-                "m.in_reply_to": {"event_id": latest},
-            }
-        elif message.reply_to:
-            content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
-        if "formatted_body" in content and _size(content) > _MAX_CONTENT_BYTES:
-            del content["format"], content["formatted_body"]  # the plain text still fits
-        return content
+        return message_content(
+            message.text,
+            msgtype="m.notice" if self.config.notice else "m.text",
+            html=render_markdown(message.text) if self.config.markdown else None,
+            reply_to=message.reply_to,
+            thread_id=message.thread_id,
+            thread_latest=self._thread_latest.get(message.thread_id or ""),
+            mentioned=self._senders.get(message.reply_to or ""),
+        )
 
     async def _target_room(self, client: Any, message: OutgoingMessage) -> str:
         if message.private_to is not None:
@@ -640,57 +634,3 @@ def _raise_for(response: Any, doing: str) -> None:
     if isinstance(status, int) and 400 <= status < 500 and status != 401:
         raise DeliveryFailed(f"{doing}: {response}")
     raise MatrixError(f"{doing}: {response}")
-
-
-def _after_own_join(events: list[dict[str, Any]], own: str) -> Iterable[dict[str, Any]]:
-    """The events after the bot's last join in ``events`` (what precedes it is history)."""
-    start = 0
-    for index, source in enumerate(events):
-        if source.get("type") == "m.room.member" and source.get("state_key") == own:
-            content = _dict(source.get("content"))
-            previous = _dict(_dict(source.get("unsigned")).get("prev_content"))
-            if content.get("membership") == "join" and previous.get("membership") != "join":
-                start = index + 1
-    return events[start:]
-
-
-def _creators(create: Mapping[str, Any]) -> frozenset[str]:
-    more = _dict(create.get("content")).get("additional_creators")
-    extra = [c for c in more if isinstance(c, str)] if isinstance(more, list) else []
-    return frozenset([str(create["sender"]), *extra])
-
-
-def _privileged_creators(room_version: object) -> bool:
-    """Whether creators outrank every power level (room version 12 and later)."""
-    version = str(room_version)
-    return (version.isdigit() and int(version) >= 12) or version.startswith("org.matrix.hydra")
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _direct_map(content: object) -> dict[str, list[str]]:
-    if not isinstance(content, dict):
-        return {}
-    return {
-        str(user): [r for r in rooms if isinstance(r, str)]
-        for user, rooms in content.items()
-        if isinstance(rooms, list)
-    }
-
-
-def _timestamp(source: Mapping[str, Any]) -> float:
-    stamp = source.get("origin_server_ts")
-    return float(stamp) if isinstance(stamp, (int, float)) else time.time() * 1000
-
-
-def _remember(cache: OrderedDict[str, Any], key: str, value: Any, limit: int = 4096) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)
-
-
-def _size(content: Mapping[str, Any]) -> int:
-    return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
