@@ -296,7 +296,15 @@ async def test_private_messages_in_direct_rooms_and_private_replies(
             await bob.send(den, "!still the den")
             (event,) = await bus.wait("message", text="!still the den")
             assert event.data["channel"] == den
-            assert adapter.outbox.stats.dropped == 0
+
+            # Nobody to talk to: refused and logged, and the next message goes on.
+            await bus.say(private_to="@ghost:localhost", text="boo")
+            await bus.say(private_to="not a user id", text="boo")
+            await bus.say(private_to=alice.user_id, text="after the ghosts")
+            await alice.wait_for(
+                lambda r, e: r == dm and e.get("content", {}).get("body") == "after the ghosts"
+            )
+            assert adapter.outbox.stats.dropped == 2
     assert any("refused an invite" in r.getMessage() and refused in r.getMessage() for r in caplog.records), (
         "the refused invite is logged"
     )

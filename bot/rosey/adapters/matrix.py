@@ -582,6 +582,11 @@ class MatrixAdapter(ChatAdapter):
             room = client.rooms.get(room_id) if room_id else None
             if room is not None and user_id in room.users and not room.encrypted:
                 return str(room_id)
+        profile = await self._retrying(lambda: client.get_profile(user_id))
+        if isinstance(profile, nio.ErrorResponse) and (
+            profile.status_code == "M_NOT_FOUND" or _http_status(profile) == 404
+        ):
+            raise DeliveryFailed(f"no user {user_id} on Matrix to talk to privately")
         response = await self._retrying(
             lambda: client.room_create(
                 is_direct=True, invite=[user_id], preset=nio.RoomPreset.trusted_private_chat
@@ -628,9 +633,14 @@ def _bind(function: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], A
     return lambda: function(*args)
 
 
+def _http_status(response: Any) -> int | None:
+    status = getattr(getattr(response, "transport_response", None), "status", None)
+    return status if isinstance(status, int) else None
+
+
 def _raise_for(response: Any, doing: str) -> None:
     """DeliveryFailed for a refusal that will not change (4xx), MatrixError otherwise."""
-    status = getattr(getattr(response, "transport_response", None), "status", None)
-    if isinstance(status, int) and 400 <= status < 500 and status != 401:
+    status = _http_status(response)
+    if status is not None and 400 <= status < 500 and status != 401:
         raise DeliveryFailed(f"{doing}: {response}")
     raise MatrixError(f"{doing}: {response}")
