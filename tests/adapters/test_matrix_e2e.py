@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.adapters.line_platform import LINE_ADAPTER, LinePlatform
 from tests.adapters.matrix_server import PASSWORD, Human, SynapseServer, humans, synapse, user_id
 from tests.cli.conftest import RunningRosey, start_run
 
@@ -96,7 +97,7 @@ class HostileMatrix(MatrixAdapter):
 """
 
 
-def _write_project(workdir: Path, server: SynapseServer, room: str, *, adapter: str) -> None:
+def _write_project(workdir: Path, server: SynapseServer, room: str, *, adapter: str, extra: str = "") -> None:
     plugins = workdir / "plugins"
     plugins.mkdir()
     (plugins / "echo.py").write_text(ECHO.read_text())
@@ -130,6 +131,7 @@ def _write_project(workdir: Path, server: SynapseServer, room: str, *, adapter: 
             enabled = false
             """
         )
+        + extra
     )
 
 
@@ -161,7 +163,10 @@ async def test_rosey_answers_on_matrix_in_rooms_threads_and_privately_and_surviv
     synapse: SynapseServer, alice: Human, tmp_path: Path
 ) -> None:
     room = await alice.create_room(invite=(BOT,))
-    _write_project(tmp_path, synapse, room, adapter='type = "matrix"')
+    other = await LinePlatform().start()  # a second platform, to show it keeps answering
+    line = f'\n[adapters.line]\ntype = "custom"\npath = "{LINE_ADAPTER}"\n'
+    line += f"port = {other.port}\nports = [{other.port}]\n"
+    _write_project(tmp_path, synapse, room, adapter='type = "matrix"', extra=line)
     bot = await _run(tmp_path)
     try:
         await alice.membership(room, BOT, "join")
@@ -214,6 +219,8 @@ async def test_rosey_answers_on_matrix_in_rooms_threads_and_privately_and_surviv
         rows = {row["name"]: row for row in (await bot.status())["plugins"]}
         assert rows["matrix"]["kind"] == "adapter"
         os.kill(rows["matrix"]["pid"], signal.SIGKILL)
+        await other.event("!echo on the other platform", channel="#main")  # answered meanwhile
+        assert "on the other platform" in (await other.next_said())["text"]
         await alice.send(room, "!echo while it was down")
         await _answer(alice, room, "while it was down")
         await alice.send(room, "!echo back again")
@@ -228,6 +235,7 @@ async def test_rosey_answers_on_matrix_in_rooms_threads_and_privately_and_surviv
     finally:
         bot.proc.send_signal(signal.SIGTERM)
         await bot.proc.wait()
+        await other.close()
     log = (tmp_path / "rosey-run.log").read_text()
     assert PASSWORD not in log and OTHER_SECRET not in log
 
