@@ -323,6 +323,7 @@ async def connect_user(
     for channel in channels:
         await user.send(f"JOIN {channel}")
         await user.joined(channel, nick)
+        await user.expect(lambda m, c=channel: m.command == 366 and m.params[1].lower() == c.lower())
     return user
 
 
