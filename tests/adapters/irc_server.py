@@ -16,6 +16,7 @@ creator, knows +q +a +o +h +v, and closes a connection on an over-long line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -428,8 +429,8 @@ class LogWatch(logging.Handler):
     """Records of ``bot.rosey.adapters`` loggers while active; ``found`` is set by one containing
     ``needle`` (an event to wait on, e.g. the adapter's "disconnected")."""
 
-    def __init__(self, needle: str) -> None:
-        super().__init__(logging.INFO)
+    def __init__(self, needle: str, level: int = logging.INFO) -> None:
+        super().__init__(level)
         self.needle = needle
         self.found = asyncio.Event()
         self.messages: list[str] = []
@@ -443,7 +444,7 @@ class LogWatch(logging.Handler):
 
     def __enter__(self) -> LogWatch:
         self._level = self._logger.level
-        self._logger.setLevel(logging.INFO)
+        self._logger.setLevel(self.level)
         self._logger.addHandler(self)
         return self
 
@@ -454,3 +455,167 @@ class LogWatch(logging.Handler):
     async def wait(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
             await self.found.wait()
+
+
+# ---------------------------------------------------------------------- a network with services
+
+INSPIRCD_CONF = """
+<server name="irc.rosey.test" description="Rosey test" network="RoseyTest" id="42X">
+<admin name="test" nick="test" email="test@localhost">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<bind address="127.0.0.1" port="{link}" type="servers">
+<connect name="main" allow="*" timeout="60" pingfreq="120" sendq="262144" recvq="8192"
+         localmax="100" globalmax="100" useident="no" resolvehostnames="no">
+<pid file="{work}/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{work}/inspircd.log">
+<module name="spanningtree">
+<module name="services_account">
+<module name="sasl">
+<module name="cap">
+<module name="ircv3">
+<link name="services.rosey.test" ipaddr="127.0.0.1" port="{link}" allowmask="127.0.0.0/8"
+      sendpass="{link_password}" recvpass="{link_password}">
+<uline server="services.rosey.test" silent="yes">
+<sasl target="services.rosey.test" requiressl="no">
+"""
+
+ATHEME_CONF = """
+loadmodule "modules/protocol/inspircd";
+loadmodule "modules/backend/opensex";
+loadmodule "modules/crypto/pbkdf2v2";
+loadmodule "modules/nickserv/main";
+loadmodule "modules/nickserv/identify";
+loadmodule "modules/nickserv/register";
+loadmodule "modules/saslserv/main";
+loadmodule "modules/saslserv/plain";
+serverinfo {{
+    name = "services.rosey.test"; desc = "Rosey test services"; numeric = "00A"; recontime = 1;
+    netname = "RoseyTest"; hidehostsuffix = "users.rosey"; adminname = "test";
+    adminemail = "test@localhost"; registeremail = "test@localhost"; mta = "/bin/false";
+    loglevel = {{ error; info; admin; network; }}; maxlogins = 5; maxusers = 5; mdlimit = 30;
+    emaillimit = 10; emailtime = 300; auth = none; casemapping = rfc1459;
+}};
+uplink "irc.rosey.test" {{
+    host = "127.0.0.1"; port = {link};
+    send_password = "{link_password}"; receive_password = "{link_password}";
+}};
+nickserv {{ nick = "NickServ"; user = "NickServ"; host = "services.rosey.test"; real = "Nicks"; }};
+saslserv {{ nick = "SaslServ"; user = "SaslServ"; host = "services.rosey.test"; real = "SASL Agent"; }};
+general {{ flood_msgs = 50; flood_time = 10; ratelimit_uses = 50; ratelimit_period = 60; }};
+"""
+
+
+@dataclass
+class ServicesNetwork:
+    """InspIRCd 3 linked to Atheme 7 services (Debian ``inspircd``, ``atheme-services``): the
+    shape of a real network with SASL (SaslServ) and NickServ, on loopback."""
+
+    work_dir: Path
+    port: int = 0
+    tls: bool = False
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        for _ in range(10):
+            port, link = random.randint(20000, 60000), random.randint(20000, 60000)
+            if self._start(port, link):
+                self.port = port
+                return
+            self.stop()
+        raise RuntimeError("InspIRCd + Atheme did not start; see " + str(self.work_dir))
+
+    def _start(self, port: int, link: int) -> bool:
+        values = {"port": port, "link": link, "work": self.work_dir, "link_password": "link-" + str(link)}
+        (self.work_dir / "inspircd.conf").write_text(INSPIRCD_CONF.format(**values))
+        (self.work_dir / "atheme.conf").write_text(ATHEME_CONF.format(**values))
+        (self.work_dir / "atheme").mkdir(exist_ok=True)
+        ircd = [
+            shutil.which("inspircd") or "inspircd",
+            "--nofork",
+            f"--config={self.work_dir / 'inspircd.conf'}",
+        ]
+        if os.getuid() == 0:
+            ircd.insert(1, "--runasroot")
+        if not self._run(ircd, "is now running as"):
+            return False
+        services = [
+            shutil.which("atheme-services") or "atheme-services",
+            "-n",
+            "-c", str(self.work_dir / "atheme.conf"),
+            "-D", str(self.work_dir / "atheme"),
+            "-l", str(self.work_dir / "atheme.log"),
+            "-p", str(self.work_dir / "atheme.pid"),
+        ]  # fmt: skip
+        return self._run(services, "finished synching with uplink")
+
+    def _run(self, command: list[str], ready: str) -> bool:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.work_dir, start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        buffer = b""
+        try:
+            while time.monotonic() < deadline:
+                if not selector.select(deadline - time.monotonic()):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    return False
+                buffer += chunk
+                if ready.encode() in buffer:
+                    _drain(proc)
+                    return True
+        finally:
+            selector.close()
+        return False
+
+    def stop(self) -> None:
+        """Stop the services, then the server: only the PIDs this fixture started."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self.procs.clear()
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    import threading
+
+    stream = proc.stdout
+    assert stream is not None
+
+    def drain() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for _ in iter(stream.readline, b""):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def services_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesNetwork]:
+    """InspIRCd with Atheme's NickServ and SaslServ, when both Debian packages are installed."""
+    missing = [name for name in ("inspircd", "atheme-services") if shutil.which(name) is None]
+    if missing:
+        pytest.skip(
+            "SASL and NickServ need a network with services: Debian packages "
+            + " and ".join(f"`{name}`" for name in missing)
+            + " (apt-get install inspircd atheme-services)"
+        )
+    network = ServicesNetwork(tmp_path_factory.mktemp("services"))
+    network.start()
+    try:
+        yield network
+    finally:
+        network.stop()

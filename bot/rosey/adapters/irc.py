@@ -187,7 +187,7 @@ class _Client(pydle.Client):  # type: ignore[misc]
 
     async def on_raw_authenticate(self, message: Any) -> None:
         if message.params and message.params[0] == "+" and self._password:
-            for chunk in sasl_plain_chunks(self.config.nick, self._password):
+            for chunk in sasl_plain_chunks(self.config.account, self._password):
                 await self.send_line(f"AUTHENTICATE {chunk}")
 
     async def on_raw_900(self, message: Any) -> None:
@@ -392,7 +392,7 @@ class IrcAdapter(ChatAdapter):
                 "%s: registered on %s:%d as %s", self.name, config.server, config.port, client.nickname
             )
             if config.auth == "nickserv" and password:
-                await client.send_line(f"PRIVMSG {config.nickserv} :IDENTIFY {config.nick} {password}")
+                await client.send_line(f"PRIVMSG {config.nickserv} :IDENTIFY {config.account} {password}")
                 await _first(client.logged_in.wait(), client.ended, timeout=NICKSERV_WAIT)
             await self._join_all(client)
             if client.ended.done():

@@ -75,6 +75,7 @@ class IrcSettings:
     realname: str = "Rosey"
     channels: tuple[tuple[str, str | None], ...] = ()
     auth: str | None = None
+    account: str = ""  # the services account SASL and IDENTIFY log in to (default: the nick)
     nickserv: str = "NickServ"
     answer_ctcp: bool = True
     rejoin_on_kick: bool = True
@@ -126,6 +127,7 @@ class IrcSettings:
             realname=_text(settings, "realname") or "Rosey",
             channels=tuple(channels),
             auth=auth,
+            account=_text(settings, "account") or nick,
             nickserv=_text(settings, "nickserv") or "NickServ",
             answer_ctcp=_flag(settings, "answer_ctcp", True),
             rejoin_on_kick=_flag(settings, "rejoin_on_kick", True),
