@@ -146,6 +146,7 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
             "realname",
             "channels",
             "auth",
+            "account",
             "nickserv",
             "answer_ctcp",
             "rejoin_on_kick",
