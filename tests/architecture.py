@@ -46,6 +46,7 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.chat_adapter",
     "adapters.outbox",
     "adapters.irc",
+    "adapters.irc_client",
     "adapters.irc_protocol",
 )
 #: What the plugin-process side must never import.

@@ -5,6 +5,7 @@ the bot and gets the plugins' answers back over IRC.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import textwrap
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.irc_server import HOST, IrcServer, IrcUser, connect_user, irc_server
-from tests.cli.conftest import RunningRosey, start_run
+from tests.adapters.irc_server import HOST, IrcServer, IrcUser, connect_user, irc_server, start_server
+from tests.cli.conftest import ROSEY, RunningRosey, start_run, user_env
 
 __all__ = ["irc_server"]
 
@@ -202,10 +203,10 @@ async def test_a_compromised_adapter_reaches_nothing_but_its_own(
             result = await probe("read", str(path))
             assert result.startswith("DENIED"), (path, result)
         assert OTHER_SECRET not in await probe("environ")
+        # What it needs is there: the system's CA certificates (for tls_verify).
+        assert (await probe("read", "/etc/ssl/certs/ca-certificates.crt")).startswith("READ:-----BEGIN")
         listener_result = await probe("connect", f"{HOST}:{irc_server.port}")
         assert listener_result == "CONNECTED"
-        import asyncio
-
         listener = await asyncio.start_server(lambda r, w: w.close(), HOST, 0)
         try:
             port = listener.sockets[0].getsockname()[1]
@@ -216,3 +217,49 @@ async def test_a_compromised_adapter_reaches_nothing_but_its_own(
     finally:
         bot.proc.kill()
         await bot.proc.wait()
+
+
+async def test_tls_under_the_sandbox(tmp_path: Path) -> None:
+    """The sandboxed adapter process speaks TLS (tls_verify = false against a self-signed
+    certificate); with verification on, it refuses the certificate and says why in its log."""
+    server = start_server("miniircd", tmp_path / "server", tls=True)
+    try:
+        project = tmp_path / "project"
+        project.mkdir()
+        _write_project(project, server, nick="tlsbot")
+        config = (project / "rosey.toml").read_text()
+        config = config.replace("tls = false", "tls = true\ntls_verify = false", 1)
+        config = config.split("[adapters.other]")[0]
+        (project / "rosey.toml").write_text(config)
+        bot = await start_run(project)
+        try:
+            erin = await connect_user(server, "erin", ["#rosey"])
+            names = [n.lstrip("@+") for m in erin.seen if m.command == 353 for n in m.params[-1].split()]
+            if "tlsbot" not in names:
+                await erin.joined("#rosey", "tlsbot")
+            await erin.send("PRIVMSG #rosey :!say over tls")
+            assert await erin.said_by("tlsbot", "#rosey", timeout=30) == "over tls"
+            await erin.quit()
+        finally:
+            bot.proc.kill()
+            await bot.proc.wait()
+        (project / "rosey.toml").write_text(config.replace("tls_verify = false", "tls_verify = true"))
+        bot = await start_run(project)
+        try:
+            follow = await asyncio.create_subprocess_exec(
+                *ROSEY, "logs", "irc", "--follow", cwd=project, env=user_env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            assert follow.stdout is not None
+            try:
+                async with asyncio.timeout(30):
+                    while b"CERTIFICATE_VERIFY_FAILED" not in await follow.stdout.readline():
+                        pass
+            finally:
+                follow.kill()
+                await follow.wait()
+        finally:
+            bot.proc.kill()
+            await bot.proc.wait()
+    finally:
+        server.stop()
