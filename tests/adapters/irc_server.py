@@ -44,6 +44,7 @@ from bot.rosey.core.subjects import Subjects
 KINDS = ("miniircd", "ngircd")
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
+OPER_PASSWORD = "oper-pw-test"
 
 
 @dataclass
@@ -95,7 +96,16 @@ class IrcServer:
         if self.password:
             lines.append(f"Password = {self.password}")
         lines += ["[Limits]", "MaxConnectionsIP = 0", "PingTimeout = 120", "PongTimeout = 60"]
-        lines += ["[Options]", "PAM = no", "Ident = no", "DNS = no", "MorePrivacy = no"]
+        lines += [
+            "[Options]",
+            "PAM = no",
+            "Ident = no",
+            "DNS = no",
+            "MorePrivacy = no",
+            "OperCanUseMode = yes",
+        ]
+        # An IRC operator may set +q/+a (owner, admin), which no channel op can on ngircd.
+        lines += ["[Operator]", "Name = tester", f"Password = {OPER_PASSWORD}"]
         config.write_text("\n".join(lines) + "\n")
         return [shutil.which("ngircd") or "ngircd", "-n", "-f", str(config)]
 

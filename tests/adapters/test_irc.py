@@ -17,6 +17,7 @@ from bot.rosey.adapters.irc import IrcAdapter
 from bot.rosey.adapters.irc_protocol import LINE_BYTES
 from bot.rosey.broker.nats_server import NatsServer
 from tests.adapters.irc_server import (
+    OPER_PASSWORD,
     IrcServer,
     LogWatch,
     connect_user,
@@ -376,6 +377,16 @@ async def test_roles_from_channel_modes_and_rejoin_after_kick(
             assert event["user"]["role"] == (roles[0] if roles else "user")
         await owner.send("PRIVMSG #room15 :from the op")
         assert (await bot.inbound.next("message", user="owner15"))["user"]["roles"] == ["op"]
+        await owner.send(f"OPER tester {OPER_PASSWORD}")
+        await owner.expect(lambda m: m.command == 381)  # RPL_YOUREOPER
+        for mode, roles in (("+a", ["admin"]), ("-a", []), ("+q", ["admin"]), ("-q", [])):
+            await owner.send(f"MODE #room15 {mode} guest15")
+            await guest.expect(
+                lambda m, mode=mode: m.command == "MODE" and m.params[1:3] == [mode, "guest15"]
+            )
+            await guest.send(f"PRIVMSG #room15 :after {mode}")
+            event = await bot.inbound.next("message", user="guest15", text=f"after {mode}")
+            assert event["user"]["roles"] == roles, mode
         await owner.send("KICK #room15 guest15 :out")
         assert (await bot.inbound.next("user_leave", user="guest15"))["channel"] == "#room15"
         await owner.send("KICK #room15 rosey15 :you too")
