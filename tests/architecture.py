@@ -48,6 +48,7 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.irc",
     "adapters.irc_client",
     "adapters.irc_protocol",
+    "adapters.discord",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

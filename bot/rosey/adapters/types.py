@@ -190,8 +190,22 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         keys=("guilds", "channels", "op_roles", "api_base", "gateway"),
         required=(),
         secrets=("token",),
-        ports=lambda s: (443,),
-        hosts=lambda s: ("discord.com",),
+        # 443, plus the port of a configured REST base / gateway (a self-hosted server, the tests).
+        ports=lambda s: tuple(
+            sorted(
+                {443, *(_url_port(str(s[k])) for k in ("api_base", "gateway") if isinstance(s.get(k), str))}
+            )
+        ),
+        # The gateway's host comes from GET /gateway/bot unless `gateway` names it.
+        hosts=lambda s: tuple(
+            _url_host(str(url))
+            for url in (
+                s.get("api_base", "https://discord.com"),
+                s.get("gateway", None if "api_base" in s else "wss://gateway.discord.gg"),
+            )
+            if url is not None
+        ),
+        check=lambda s: _check_url("api_base", s["api_base"]) if "api_base" in s else None,
         extra="discord",
         library="discord",
     ),

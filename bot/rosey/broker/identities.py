@@ -50,7 +50,9 @@ def plugin_permissions(
 ) -> dict[str, Any]:
     """The default grants of plugin ``plugin`` plus what its configuration adds.
 
-    Publish: its own result/error subjects and its own event namespace.
+    Publish: its own result/error subjects, its own event namespace, and requests to the host's
+    services in its own name (``rosey.services.*.<plugin>.>``: a service knows who asks from the
+    subject, which NATS lets no other identity use).
     Subscribe: its own commands, its liveness pings, normalized chat events, its own inbox.
     Replies: exactly one answer per request it received (``allow_responses``).
     """
@@ -59,6 +61,7 @@ def plugin_permissions(
         Subjects.plugin_command(plugin, "result"),
         Subjects.plugin_command(plugin, "error"),
         Subjects.all_plugin_events(plugin),
+        f"{Subjects.SERVICES}.*.{validate_plugin_name(plugin)}.>",
         *extra_publish,
     ]
     subscribe = [
