@@ -58,10 +58,11 @@ class IrcAdapter(ChatAdapter):
 
     platform_type: ClassVar[str] = "irc"
     keeps_newlines: ClassVar[bool] = False
-    # Pace: 5 lines at once, then 1 per second. Libera's ircd (solanum) processes a burst of 5
-    # lines then 2 per second and disconnects ("Excess Flood") past 20 unprocessed lines; ngircd
-    # processes about 3 commands per second per user (measured); RFC 1459 §8.10's strictest model
-    # is 5 then one per 2 s (set rate = 0.5 on such a network).
+    # Pace: 5 lines at once, then 1 per second. Solanum (Libera) parses a burst of
+    # client_flood_burst_max lines, then client_flood_message_num per second, and disconnects
+    # ("Excess Flood") past client_flood_max_lines unparsed: 5, 2 and 20 in the configs seen in
+    # public repositories. ngircd parses about 3 commands per second per user (measured). RFC 1459
+    # §8.10's model is stricter, 5 then one per 2 s: set rate = 0.5 on such a network.
     default_rate: ClassVar[float] = 1.0
     default_burst: ClassVar[int] = 5
 
