@@ -49,6 +49,7 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.irc_client",
     "adapters.irc_protocol",
     "adapters.discord",
+    "adapters.slack",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

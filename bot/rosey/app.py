@@ -364,7 +364,8 @@ class RoseyApp:
             nats_user=user,
             nats_password=password,
             extra_env={
-                Env.ADAPTER_SETTINGS: json.dumps(dict(adapter.settings)),
+                # The router's prefix, for adapters with a prefix of their own (Slack's @mention).
+                Env.ADAPTER_SETTINGS: json.dumps({"prefix": self.config.chat.prefix, **adapter.settings}),
                 Env.ADAPTER_SECRETS: json.dumps(secrets),
             },
             launcher=self.config.launcher,

@@ -212,11 +212,14 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
     "slack": AdapterType(
         name="slack",
         entry="bot.rosey.adapters.slack:SlackAdapter",
-        keys=("channels", "api_base"),
+        keys=("channels", "api_base", "prefix"),
         required=(),
         secrets=("token", "app_token"),
-        ports=lambda s: (443,),
-        hosts=lambda s: ("slack.com",),
+        # 443 for the Web API and the Socket Mode websocket (wss-primary.slack.com), plus the
+        # port of a configured api_base (GovSlack, an enterprise gateway, a test stand-in).
+        ports=lambda s: tuple(sorted({443, _url_port(str(s.get("api_base") or "https://slack.com/api/"))})),
+        hosts=lambda s: (_url_host(str(s.get("api_base") or "https://slack.com/api/")),),
+        check=lambda s: _check_url("api_base", s["api_base"]) if "api_base" in s else None,
         extra="slack",
         library="slack_bolt",
     ),
@@ -226,7 +229,7 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         entry="",  # its `module` key, or its `path`
         keys=None,
         required=(),
-        secrets=("password", "access_token", "token"),
+        secrets=("password", "access_token", "token", "app_token"),
         check=lambda s: _check_custom(s),
     ),
 }
