@@ -7,6 +7,8 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
+  irc       IRC end to end (real `rosey run`, miniircd): !echo round trip vs a bot written directly
+            on pydle, same server, same run; 500 inbound messages/s counted on rosey.events.message
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -40,7 +42,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "irc")
 
 
 def _version(package: str) -> str | None:
@@ -135,6 +137,12 @@ async def run(
                 "fleet100",
                 "100 idle plugins under the watchdog",
                 fleet.fleet100(env, 100, *windows, launcher),
+            )
+        if "irc" in sections:
+            from bench import irc
+
+            await section(
+                "irc", "IRC end to end vs a pydle echo bot; 500 msg/s inbound", irc.measure(quick=quick)
             )
     return measured
 

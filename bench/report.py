@@ -109,6 +109,28 @@ def build_figures(
                 check,
             )
 
+    add(
+        "irc.p50",
+        "IRC !echo round trip p50 (rosey run)",
+        "µs",
+        "irc.rt_p50_us_rosey",
+        "irc.rt_p50_us_raw",
+        "pydle bot",
+        "≤ 1.3\u00d7 pydle bot",
+        ratio_at_most(1.3),
+    )
+    add("irc.p99", "IRC !echo round trip p99", "µs", "irc.rt_p99_us_rosey", "irc.rt_p99_us_raw", "pydle bot")
+    add(
+        "irc.in_rate",
+        "IRC inbound messages/s delivered",
+        "/s",
+        "irc.in_delivered_rate",
+        "irc.in_send_rate",
+        "sent",
+    )
+    add(
+        "irc.in_lost", "IRC inbound messages lost (of 500/s)", "", "irc.in_lost", target="0", check=at_most(0)
+    )
     for label in variants:
         v = f" [{label}]" if label != "default" else ""
         add(

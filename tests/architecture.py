@@ -45,6 +45,9 @@ PLUGIN_PROCESS_SIDE = (
     # module (adapters.irc, adapters.matrix, ...) is added here as it lands.
     "adapters.chat_adapter",
     "adapters.outbox",
+    "adapters.irc",
+    "adapters.irc_client",
+    "adapters.irc_protocol",
     "adapters.matrix",
     "adapters.matrix_events",
     "adapters.matrix_format",

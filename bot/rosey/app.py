@@ -157,9 +157,11 @@ class RoseyApp:
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
         )
         await self.router.start()
-        # Adapters' events reach the router (and plugins) only through the relay, on the same
-        # connection, so that a command from chat keeps its order with the rest of the chat.
-        self.relay = ChatRelay(self.bus, {n: a.type for n, a in self.catalog.adapter_configs.items()})
+        # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
+        # through the relay, which checks them and stamps their platform.
+        self.relay = ChatRelay(
+            self.bus, {n: a.type for n, a in self.catalog.adapter_configs.items()}, on_chat=self.router.accept
+        )
         await self.relay.start()
         self.control_bus = await self._connect("rosey-control")
         self.control = ControlService(
