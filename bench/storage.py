@@ -161,7 +161,11 @@ async def _run(app: RoseyApp, sequential: int, total: int, rounds: int) -> dict[
     await plugin("get", 50)  # warm up both paths
     await raw_sequential("get")
     for r in range(rounds):
-        order = blocks if r % 2 == 0 else [b for pair in zip(blocks[1::2], blocks[::2]) for b in pair]
+        order = (
+            blocks
+            if r % 2 == 0
+            else [b for pair in zip(blocks[1::2], blocks[::2], strict=True) for b in pair]
+        )
         for _, block in order:
             await block()
     await router.stop()
@@ -185,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(measure(quick=args.quick))
     for op in ("get", "put"):
         rosey, raw = result[f"{op}_p50_us_rosey"], result[f"{op}_p50_us_raw"]
-        print(f"{op} p50: plugin {rosey:.0f} µs, raw KV {raw:.0f} µs ({rosey / raw:.2f}× raw; goal ≤ 2×)")
+        print(
+            f"{op} p50: plugin {rosey:.0f} µs, raw KV {raw:.0f} µs "
+            f"({rosey / raw:.2f}\u00d7 raw; goal ≤ 2\u00d7)"
+        )
         rosey, raw = result[f"rate_{op}_100_rosey"], result[f"rate_{op}_100_raw"]
         print(f"{op}/s at 100 in flight: plugin {rosey:,.0f}, raw KV {raw:,.0f} (goal ≥ 5,000)")
     print(json.dumps(result))

@@ -94,7 +94,9 @@ async def _import_batch(ask: Any, batch: dict[str, Any], written: int) -> int:
     try:
         reply = await ask("import", items=batch)
     except CliError as exc:
-        raise CliError(f"{exc} (after {written} keys were imported)") from None
+        raise CliError(
+            f"{exc}; {written} keys were imported by earlier batches" if written else str(exc)
+        ) from None
     return int(reply.get("written", 0))
 
 

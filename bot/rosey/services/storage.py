@@ -49,6 +49,7 @@ from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import StorageError, StorageQuotaExceeded
 from bot.rosey.plugins.storage_client import SERVICE, encode_value, validate_key, validate_prefix
 from bot.rosey.services.base import PluginRequestService, RequestHandler, RequestService
+from bot.rosey.services.storage_wire import JetStreamCallError, JetStreamWire
 from bot.rosey.storage_config import StorageLimits
 
 __all__ = ["ADMIN_SUBJECT", "StorageService", "StorageUsage", "bucket_name", "stream_name"]
@@ -102,6 +103,8 @@ class StorageService:
         self.limits = dict(limits)
         self.server = server
         self._js: JetStreamContext | None = None
+        self._wire: JetStreamWire | None = None
+        self._buckets: set[str] = set()  # plugins whose bucket is known to exist
         self._ready: dict[str, asyncio.Future[None]] = {}  # plugin -> its bucket exists
         self._usage: dict[str, StorageUsage] = {}
         self._dirty: set[str] = set()
@@ -135,6 +138,8 @@ class StorageService:
             )
             logger.warning("%s", self._unavailable)
         else:
+            self._wire = JetStreamWire(self.bus.client)
+            await self._wire.start()
             await asyncio.gather(*(self._bucket(plugin) for plugin in self.limits))
             self._refresher = asyncio.create_task(self._refresh_usage_forever())
         await self._plugins.start()
@@ -159,14 +164,14 @@ class StorageService:
 
     async def _get(self, plugin: str, data: Mapping[str, Any]) -> dict[str, Any]:
         key = validate_key(data["key"])
-        js = await self._bucket(plugin)
+        wire = await self._hot(plugin)
         try:
-            msg = await js.get_msg(stream_name(plugin), subject=_subject(plugin, key), direct=True)
-        except nats.js.errors.NotFoundError:
-            return {"found": False}
-        except (nats.js.errors.Error, nats.errors.Error) as exc:
+            got = await wire.direct_get(stream_name(plugin), _subject(plugin, key))
+        except (JetStreamCallError, nats.errors.Error) as exc:
             raise self._store_error("get", plugin, exc) from exc
-        return {"found": True, "value": (msg.data or b"null").decode(), "revision": msg.seq}
+        if got is None:
+            return {"found": False}
+        return {"found": True, "value": (got[0] or b"null").decode(), "revision": got[1]}
 
     async def _put(self, plugin: str, data: Mapping[str, Any]) -> dict[str, Any]:
         key = validate_key(data["key"])
@@ -235,8 +240,12 @@ class StorageService:
                 raise StorageError("bad request: 'items' must be an object of key -> value", service=SERVICE)
             written = 0
             for key, value in items.items():
-                key = validate_key(key)
-                await self._write(plugin, key, encode_value(key, value))
+                try:
+                    key = validate_key(key)
+                    await self._write(plugin, key, encode_value(key, value))
+                except StorageError as exc:
+                    message = f"{exc} ({written} keys of this import were written before it)"
+                    raise type(exc)(message, service=SERVICE, **exc.details) from None
                 written += 1
             return {"written": written}
         raise StorageError(
@@ -291,17 +300,17 @@ class StorageService:
             if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
                 raise StorageError(f"revision must be an integer >= 0, got {revision!r}", service=SERVICE)
             headers[_EXPECTED_HEADER] = str(revision)
-        js = await self._bucket(plugin)
+        wire = await self._hot(plugin)
         try:
-            ack = await js.publish(_subject(plugin, key), text.encode(), headers=headers or None)
-        except nats.js.errors.APIError as exc:
+            revision = await wire.publish(_subject(plugin, key), text.encode(), headers or None)
+        except JetStreamCallError as exc:
             raise self._write_error(plugin, key, size, exc) from exc
         except nats.errors.Error as exc:
             raise self._store_error("put", plugin, exc) from exc
         self._changed(plugin)
-        return ack.seq
+        return revision
 
-    def _write_error(self, plugin: str, key: str, size: int, exc: nats.js.errors.APIError) -> StorageError:
+    def _write_error(self, plugin: str, key: str, size: int, exc: JetStreamCallError) -> StorageError:
         """The server's refusal of a write, as the plugin's typed error (nothing was stored)."""
         limits = self._limits(plugin)
         description = (exc.description or "").lower()
@@ -346,6 +355,13 @@ class StorageService:
     def _limits(self, plugin: str) -> StorageLimits:
         return self.limits.get(plugin) or StorageLimits()
 
+    async def _hot(self, plugin: str) -> JetStreamWire:
+        """The hot path's JetStream calls, once ``plugin``'s bucket exists."""
+        if plugin not in self._buckets:
+            await self._bucket(plugin)
+        assert self._wire is not None
+        return self._wire
+
     async def _bucket(self, plugin: str) -> JetStreamContext:
         """The JetStream context, once ``plugin``'s bucket exists (created on first need)."""
         if self._unavailable is not None or self._js is None:
@@ -359,6 +375,7 @@ class StorageService:
             if self._ready.get(plugin) is ready:
                 del self._ready[plugin]  # try again on the next request
             raise
+        self._buckets.add(plugin)
         return self._js
 
     async def _ensure_bucket(self, plugin: str, js: JetStreamContext) -> None:

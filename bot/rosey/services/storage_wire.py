@@ -1,0 +1,101 @@
+"""The two JetStream calls on the storage service's hot path, without nats-py's JetStream layer.
+
+``direct_get`` (``$JS.API.DIRECT.GET.<stream>.<subject>``: no consumer, answered by the server
+from the stream) and ``publish`` (a message on the bucket's subject, acknowledged by JetStream)
+go through one reply subscription and a future per call, with the timeout as one
+``call_later`` — as :class:`~bot.rosey.core.event_bus.EventBus` does for requests. nats-py's
+``request()`` costs an extra task and ``wait_for`` per call, and its JetStream wrappers parse
+more than needed; on this path that was most of the service's own time (bench/storage.py).
+Everything else (creating buckets, stream info, purge) uses nats-py's JetStream API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bot.rosey.core.events import new_id
+
+__all__ = ["JetStreamCallError", "JetStreamWire"]
+
+
+class JetStreamCallError(Exception):
+    """JetStream refused a call: ``err_code`` (e.g. 10054, 10071, 10077) and its description.
+
+    ``err_code`` 0 is a call that got no answer (``description`` says why)."""
+
+    def __init__(self, description: str, *, err_code: int = 0, code: int = 0) -> None:
+        super().__init__(description)
+        self.description = description
+        self.err_code = err_code
+        self.code = code
+
+
+def _expire(future: asyncio.Future[Msg]) -> None:
+    if not future.done():
+        future.set_exception(JetStreamCallError("no answer from JetStream in time"))
+
+
+class JetStreamWire:
+    """Direct gets and acknowledged publishes on ``nc`` (a core connection)."""
+
+    def __init__(self, nc: Client, *, timeout: float = 10.0) -> None:
+        self._nc = nc
+        self.timeout = timeout
+        self._prefix = f"_INBOX.{new_id()}."
+        self._futures: dict[str, asyncio.Future[Msg]] = {}
+        self._seq = 0
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+            self._started = True
+
+    async def direct_get(self, stream: str, subject: str) -> tuple[bytes, int] | None:
+        """The last value on ``subject`` and its sequence (the key's revision), or None."""
+        msg = await self._call(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None)
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status:
+            raise JetStreamCallError(headers.get("Description") or f"status {status}", code=int(status))
+        return msg.data, int(headers.get("Nats-Sequence", "0"))
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> int:
+        """Store ``payload`` on ``subject``; the stream sequence, or :class:`JetStreamCallError`."""
+        msg = await self._call(subject, payload, headers)
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise JetStreamCallError("no stream listens on this subject", code=503)
+        ack = json.loads(msg.data)
+        if "error" in ack:
+            error = ack["error"]
+            raise JetStreamCallError(
+                str(error.get("description", "")),
+                err_code=int(error.get("err_code", 0)),
+                code=int(error.get("code", 0)),
+            )
+        return int(ack["seq"])
+
+    async def _call(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Msg:
+        loop = asyncio.get_running_loop()
+        self._seq += 1
+        token = str(self._seq)
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._futures[token] = future
+        expiry = loop.call_later(self.timeout, _expire, future)
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            return await future
+        finally:
+            expiry.cancel()
+            self._futures.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._futures.pop(msg.subject[len(self._prefix) :], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
