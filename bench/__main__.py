@@ -7,6 +7,7 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
+  storage   self.storage get/put p50 and ops/s at 100 in flight vs raw JetStream KV (bench/storage.py)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -29,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, report, roundtrip
+from bench import fleet, report, roundtrip, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -40,7 +41,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "storage")
 
 
 def _version(package: str) -> str | None:
@@ -136,6 +137,8 @@ async def run(
                 "100 idle plugins under the watchdog",
                 fleet.fleet100(env, 100, *windows, launcher),
             )
+    if "storage" in sections:  # its own RoseyApp, after the shared environment is gone
+        await section("storage", "plugin storage vs raw JetStream KV", storage.measure(quick=quick))
     return measured
 
 

@@ -65,6 +65,7 @@ _HEADER_ROOM = 512
 # An export page: well under the smallest sensible max_payload.
 _EXPORT_PAGE_BYTES = 256 * 1024
 _USAGE_REFRESH_SECONDS = 30.0  # also catches keys the server expired (TTL) without a write
+_USAGE_REFRESH_MIN_SECONDS = 1.0
 _TTL_HEADER = "Nats-TTL"
 _EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
 
@@ -112,6 +113,7 @@ class StorageService:
         self._refresher: asyncio.Task[None] | None = None
         self._unavailable: str | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._plugins = _ConcurrentPluginService(
             bus,
             SERVICE,
@@ -150,6 +152,7 @@ class StorageService:
         await self._plugins.stop()
         if self._refresher is not None:
             self._stopping = True
+            self._stopped.set()
             self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
@@ -157,7 +160,7 @@ class StorageService:
 
     def usage(self) -> dict[str, dict[str, int]]:
         """Plugin -> ``{keys, bytes, max_keys, max_bytes, max_value_bytes}``, as last read from the
-        server (after each write, and every 30 s)."""
+        server (within a second of a write, and every 30 s)."""
         return {plugin: usage.to_dict() for plugin, usage in sorted(self._usage.items())}
 
     # ------------------------------------------------------------------ plugin operations
@@ -466,6 +469,12 @@ class StorageService:
                 async with asyncio.timeout(_USAGE_REFRESH_SECONDS):
                     await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
+            # Writes come in bursts: one stream info per second at most, not one per write.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_USAGE_REFRESH_MIN_SECONDS):
+                    await self._stopped.wait()
             if self._stopping:
                 return
             plugins = set(self._dirty) if self._dirty else set(self._usage)
