@@ -49,7 +49,7 @@ from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import StorageError, StorageQuotaExceeded
 from bot.rosey.plugins.storage_client import SERVICE, encode_value, validate_key, validate_prefix
 from bot.rosey.services.base import PluginRequestService, RequestHandler, RequestService
-from bot.rosey.services.storage_wire import JetStreamCallError, JetStreamWire
+from bot.rosey.services.storage_wire import JetStreamWire
 from bot.rosey.storage_config import StorageLimits
 
 __all__ = ["ADMIN_SUBJECT", "StorageService", "StorageUsage", "bucket_name", "stream_name"]
@@ -170,7 +170,7 @@ class StorageService:
         wire = await self._hot(plugin)
         try:
             got = await wire.direct_get(stream_name(plugin), _subject(plugin, key))
-        except (JetStreamCallError, nats.errors.Error) as exc:
+        except (StorageError, nats.errors.Error) as exc:
             raise self._store_error("get", plugin, exc) from exc
         if got is None:
             return {"found": False}
@@ -306,25 +306,26 @@ class StorageService:
         wire = await self._hot(plugin)
         try:
             revision = await wire.publish(_subject(plugin, key), text.encode(), headers or None)
-        except JetStreamCallError as exc:
+        except StorageError as exc:
             raise self._write_error(plugin, key, size, exc) from exc
         except nats.errors.Error as exc:
             raise self._store_error("put", plugin, exc) from exc
         self._changed(plugin)
         return revision
 
-    def _write_error(self, plugin: str, key: str, size: int, exc: JetStreamCallError) -> StorageError:
+    def _write_error(self, plugin: str, key: str, size: int, exc: StorageError) -> StorageError:
         """The server's refusal of a write, as the plugin's typed error (nothing was stored)."""
         limits = self._limits(plugin)
-        description = (exc.description or "").lower()
-        if exc.err_code in (10071, 10164):  # wrong last sequence: someone wrote first
+        description = str(exc).lower()
+        err_code = exc.details.get("err_code")
+        if err_code in (10071, 10164):  # wrong last sequence: someone wrote first
             return StorageError(
                 f"{key!r} was changed by another writer (compare-and-set failed)",
                 service=SERVICE,
                 key=key,
                 conflict=True,
             )
-        if exc.err_code == 10054:
+        if err_code == 10054:
             return StorageQuotaExceeded(
                 f"the value for {key!r} is over this plugin's max_value_bytes ({limits.max_value_bytes}); "
                 "nothing was written",
@@ -333,7 +334,7 @@ class StorageService:
                 size=size,
                 maximum=limits.max_value_bytes,
             )
-        if exc.err_code == 10077 and "messages" in description:
+        if err_code == 10077 and "messages" in description:
             return StorageQuotaExceeded(
                 f"this plugin already has {limits.max_keys} keys (max_keys); delete some before adding "
                 f"{key!r}; nothing was written",
@@ -341,7 +342,7 @@ class StorageService:
                 limit="max_keys",
                 maximum=limits.max_keys,
             )
-        if exc.err_code == 10077:
+        if err_code == 10077:
             return StorageQuotaExceeded(
                 f"storing {key!r} would pass this plugin's max_bytes ({limits.max_bytes} bytes, counted "
                 "as the server stores keys and values); nothing was written",

@@ -18,25 +18,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bot.rosey.core.events import new_id
+from bot.rosey.errors import StorageError
 
-__all__ = ["JetStreamCallError", "JetStreamWire"]
+__all__ = ["JetStreamWire", "jetstream_error"]
 
 
-class JetStreamCallError(Exception):
-    """JetStream refused a call: ``err_code`` (e.g. 10054, 10071, 10077) and its description.
-
-    ``err_code`` 0 is a call that got no answer (``description`` says why)."""
-
-    def __init__(self, description: str, *, err_code: int = 0, code: int = 0) -> None:
-        super().__init__(description)
-        self.description = description
-        self.err_code = err_code
-        self.code = code
+def jetstream_error(description: str, *, err_code: int = 0, code: int = 0) -> StorageError:
+    """JetStream refused a call: ``err_code`` (10054, 10071, 10077...) in ``details``; 0 when
+    no answer came. The service turns it into the plugin's error (``StorageService._write_error``)."""
+    return StorageError(description, service="storage", err_code=err_code, code=code)
 
 
 def _expire(future: asyncio.Future[Msg]) -> None:
     if not future.done():
-        future.set_exception(JetStreamCallError("no answer from JetStream in time"))
+        future.set_exception(jetstream_error("no answer from JetStream in time"))
 
 
 class JetStreamWire:
@@ -63,18 +58,18 @@ class JetStreamWire:
         if status == "404":
             return None
         if status:
-            raise JetStreamCallError(headers.get("Description") or f"status {status}", code=int(status))
+            raise jetstream_error(headers.get("Description") or f"status {status}", code=int(status))
         return msg.data, int(headers.get("Nats-Sequence", "0"))
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> int:
-        """Store ``payload`` on ``subject``; the stream sequence, or :class:`JetStreamCallError`."""
+        """Store ``payload`` on ``subject``; the stream sequence, or the refusal (:func:`jetstream_error`)."""
         msg = await self._call(subject, payload, headers)
         if msg.headers and msg.headers.get("Status") == "503":
-            raise JetStreamCallError("no stream listens on this subject", code=503)
+            raise jetstream_error("no stream listens on this subject", code=503)
         ack = json.loads(msg.data)
         if "error" in ack:
             error = ack["error"]
-            raise JetStreamCallError(
+            raise jetstream_error(
                 str(error.get("description", "")),
                 err_code=int(error.get("err_code", 0)),
                 code=int(error.get("code", 0)),
