@@ -32,24 +32,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
-from bot.rosey.broker.identities import plugin_user
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.events import Event
-from bot.rosey.core.subjects import Subjects, validate_plugin_name
+from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import StorageError, StorageQuotaExceeded
 from bot.rosey.plugins.storage_client import SERVICE, encode_value, validate_key, validate_prefix
-from bot.rosey.services.base import PluginRequestService, RequestHandler, RequestService
-from bot.rosey.services.storage_wire import JetStreamWire
+from bot.rosey.services.base import RequestService
+from bot.rosey.services.plugin_requests import ConcurrentPluginRequestService
+from bot.rosey.services.storage_jetstream import JetStreamWire, bucket_name, ensure_bucket, stream_name
 from bot.rosey.storage_config import StorageLimits
 
 __all__ = ["ADMIN_SUBJECT", "StorageService", "StorageUsage", "bucket_name", "stream_name"]
@@ -60,24 +57,12 @@ SOURCE = "rosey-storage"
 ADMIN_SUBJECT = Subjects.supervisor("storage")
 #: Requests of one plugin handled at once; more get an error at once (no queue to flood).
 MAX_IN_FLIGHT_PER_PLUGIN = 256
-# The stream's max_msg_size is the value limit plus room for the headers (TTL, expected revision).
-_HEADER_ROOM = 512
 # An export page: well under the smallest sensible max_payload.
 _EXPORT_PAGE_BYTES = 256 * 1024
 _USAGE_REFRESH_SECONDS = 30.0  # also catches keys the server expired (TTL) without a write
 _USAGE_REFRESH_MIN_SECONDS = 1.0
 _TTL_HEADER = "Nats-TTL"
 _EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
-
-
-def bucket_name(plugin: str) -> str:
-    """The KV bucket of ``plugin``: ``rosey_<plugin>``."""
-    return f"rosey_{validate_plugin_name(plugin)}"
-
-
-def stream_name(plugin: str) -> str:
-    """The JetStream stream behind the bucket: ``KV_rosey_<plugin>``."""
-    return f"KV_{bucket_name(plugin)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,11 +99,12 @@ class StorageService:
         self._unavailable: str | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._plugins = _ConcurrentPluginService(
+        self._plugins = ConcurrentPluginRequestService(
             bus,
             SERVICE,
             {"get": self._get, "put": self._put, "delete": self._delete, "keys": self._keys},
             source=SOURCE,
+            max_in_flight=MAX_IN_FLIGHT_PER_PLUGIN,
         )
         self._admin = RequestService(bus, {ADMIN_SUBJECT: self._admin_request}, source=SOURCE)
 
@@ -383,60 +369,8 @@ class StorageService:
         return self._js
 
     async def _ensure_bucket(self, plugin: str, js: JetStreamContext) -> None:
-        """Create the bucket, or bring an existing one's limits to the configured ones.
-
-        A limit is never lowered below what is stored now: the server would make room by
-        deleting data, so the old limit stays, with a warning, until the plugin is under it.
-        """
         limits = self._limits(plugin)
-        name = stream_name(plugin)
-        config = StreamConfig(
-            name=name,
-            description=f"Rosey storage of plugin {plugin}",
-            subjects=[f"$KV.{bucket_name(plugin)}.>"],
-            max_msgs_per_subject=1,
-            max_msgs=limits.max_keys,
-            max_bytes=limits.max_bytes,
-            max_msg_size=limits.max_value_bytes + _HEADER_ROOM,
-            discard=DiscardPolicy.NEW,
-            storage=StorageType.FILE,
-            num_replicas=1,
-            allow_rollup_hdrs=True,
-            deny_delete=True,
-            allow_direct=True,
-            allow_msg_ttl=True,
-        )
-        try:
-            info = await js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            info = await js.add_stream(config)
-            logger.info("created storage bucket %s for plugin %s", bucket_name(plugin), plugin)
-        else:
-            current = info.config
-            max_msgs, max_bytes = limits.max_keys, limits.max_bytes
-            if info.state.messages > max_msgs:
-                logger.warning(
-                    "plugin %s stores %d keys, over its max_keys %d: the limit stays %s until it has fewer",
-                    plugin,
-                    info.state.messages,
-                    max_msgs,
-                    current.max_msgs,
-                )
-                max_msgs = current.max_msgs or info.state.messages
-            if info.state.bytes > max_bytes:
-                logger.warning(
-                    "plugin %s stores %d bytes, over its max_bytes %d: the limit stays %s until it has less",
-                    plugin,
-                    info.state.bytes,
-                    max_bytes,
-                    current.max_bytes,
-                )
-                max_bytes = current.max_bytes or info.state.bytes
-            wanted = (max_msgs, max_bytes, config.max_msg_size, True)
-            have = (current.max_msgs, current.max_bytes, current.max_msg_size, bool(current.allow_msg_ttl))
-            if wanted != have:
-                config.max_msgs, config.max_bytes = max_msgs, max_bytes
-                info = await js.update_stream(config)
+        info = await ensure_bucket(js, plugin, limits)
         self._usage[plugin] = StorageUsage(keys=info.state.messages, bytes=info.state.bytes, limits=limits)
 
     async def _all_keys(self, plugin: str) -> list[str]:
@@ -489,69 +423,3 @@ class StorageService:
 
 def _subject(plugin: str, key: str) -> str:
     return f"$KV.{bucket_name(plugin)}.{key}"
-
-
-def _own_inbox(plugin: str, reply: str) -> bool:
-    """Whether ``reply`` may receive an answer for ``plugin``: an inbox, and never another identity's.
-
-    The reply subject is the plugin's choice, not checked by NATS: without this, a plugin could
-    have the service (the unrestricted core identity) publish a reply, holding a value the
-    plugin stored, on any subject (``rosey.chat.<platform>.send``, another plugin's inbox...).
-    """
-    parts = reply.split(".")
-    if len(parts) < 3 or parts[0] != "_INBOX":
-        return False
-    owner = parts[1]
-    if owner.startswith(("plugin_", "adapter_")):
-        return owner == plugin_user(plugin)
-    return True  # a server without per-plugin identities: inboxes are random, and nobody else's
-
-
-async def _refuse(message: str) -> dict[str, Any]:
-    raise StorageError(message, service=SERVICE)
-
-
-class _ConcurrentPluginService(PluginRequestService):
-    """:class:`PluginRequestService` that answers each request in its own task (a storage request
-    waits on the server; one plugin's 100 requests in flight must not queue behind each other),
-    at most :data:`MAX_IN_FLIGHT_PER_PLUGIN` per plugin, and only into the asker's own inbox."""
-
-    def __init__(self, bus: EventBus, service: str, handlers: Mapping[str, Any], *, source: str) -> None:
-        super().__init__(bus, service, handlers, source=source)
-        self._in_flight: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _serve(self, handler: RequestHandler) -> Callable[[Event], Awaitable[None]]:
-        inner = super()._serve(handler)
-
-        async def serve(event: Event) -> None:
-            parsed = Subjects.service_plugin(event.subject)
-            if parsed is None or not event.reply:
-                return
-            plugin = parsed[0]
-            if not _own_inbox(plugin, event.reply):
-                logger.warning("storage: dropped a request of %s with reply subject %r", plugin, event.reply)
-                return
-            if self._in_flight[plugin] >= MAX_IN_FLIGHT_PER_PLUGIN:
-                message = (
-                    f"too many storage requests in flight (at most {MAX_IN_FLIGHT_PER_PLUGIN} per plugin)"
-                )
-                await self._answer(event, lambda: _refuse(message))
-                return
-            self._in_flight[plugin] += 1
-            task: asyncio.Task[None] = asyncio.ensure_future(inner(event))
-            self._tasks.add(task)
-            task.add_done_callback(lambda t: self._done(plugin, t))
-
-        return serve
-
-    def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._in_flight[plugin] -= 1
-        if self._in_flight[plugin] <= 0:
-            del self._in_flight[plugin]
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5.0)

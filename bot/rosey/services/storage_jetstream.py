@@ -1,4 +1,9 @@
-"""The two JetStream calls on the storage service's hot path, without nats-py's JetStream layer.
+"""The storage service's JetStream side: one bucket per plugin, and the calls on the hot path.
+
+:func:`ensure_bucket` creates a plugin's bucket (a standard KV stream, ``KV_rosey_<plugin>``)
+or brings its limits to the configured ones without ever deleting data.
+
+The two calls on the hot path go without nats-py's JetStream layer:
 
 ``direct_get`` (``$JS.API.DIRECT.GET.<stream>.<subject>``: no consumer, answered by the server
 from the stream) and ``publish`` (a message on the bucket's subject, acknowledged by JetStream)
@@ -13,14 +18,43 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.client import JetStreamContext
 
 from bot.rosey.core.events import new_id
+from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import StorageError
+from bot.rosey.storage_config import StorageLimits
 
-__all__ = ["JetStreamWire", "jetstream_error"]
+logger = logging.getLogger(__name__)
+
+# The stream's max_msg_size is the value limit plus room for the headers (TTL, expected revision).
+HEADER_ROOM = 512
+
+
+def bucket_name(plugin: str) -> str:
+    """The KV bucket of ``plugin``: ``rosey_<plugin>``."""
+    return f"rosey_{validate_plugin_name(plugin)}"
+
+
+def stream_name(plugin: str) -> str:
+    """The JetStream stream behind the bucket: ``KV_rosey_<plugin>``."""
+    return f"KV_{bucket_name(plugin)}"
+
+
+__all__ = [
+    "HEADER_ROOM",
+    "JetStreamWire",
+    "bucket_name",
+    "ensure_bucket",
+    "jetstream_error",
+    "stream_name",
+]
 
 
 def jetstream_error(description: str, *, err_code: int = 0, code: int = 0) -> StorageError:
@@ -94,3 +128,60 @@ class JetStreamWire:
         future = self._futures.pop(msg.subject[len(self._prefix) :], None)
         if future is not None and not future.done():
             future.set_result(msg)
+
+
+async def ensure_bucket(js: JetStreamContext, plugin: str, limits: StorageLimits) -> StreamInfo:
+    """Create the bucket, or bring an existing one's limits to the configured ones.
+
+    A limit is never lowered below what is stored now: the server would make room by
+    deleting data, so the old limit stays, with a warning, until the plugin is under it.
+    """
+    name = stream_name(plugin)
+    config = StreamConfig(
+        name=name,
+        description=f"Rosey storage of plugin {plugin}",
+        subjects=[f"$KV.{bucket_name(plugin)}.>"],
+        max_msgs_per_subject=1,
+        max_msgs=limits.max_keys,
+        max_bytes=limits.max_bytes,
+        max_msg_size=limits.max_value_bytes + HEADER_ROOM,
+        discard=DiscardPolicy.NEW,
+        storage=StorageType.FILE,
+        num_replicas=1,
+        allow_rollup_hdrs=False,  # nobody may purge a whole bucket with one header
+        deny_delete=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+    )
+    try:
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(config)
+        logger.info("created storage bucket %s for plugin %s", bucket_name(plugin), plugin)
+    else:
+        current = info.config
+        max_msgs, max_bytes = limits.max_keys, limits.max_bytes
+        if info.state.messages > max_msgs:
+            logger.warning(
+                "plugin %s stores %d keys, over its max_keys %d: the limit stays %s until it has fewer",
+                plugin,
+                info.state.messages,
+                max_msgs,
+                current.max_msgs,
+            )
+            max_msgs = current.max_msgs or info.state.messages
+        if info.state.bytes > max_bytes:
+            logger.warning(
+                "plugin %s stores %d bytes, over its max_bytes %d: the limit stays %s until it has less",
+                plugin,
+                info.state.bytes,
+                max_bytes,
+                current.max_bytes,
+            )
+            max_bytes = current.max_bytes or info.state.bytes
+        wanted = (max_msgs, max_bytes, config.max_msg_size, True)
+        have = (current.max_msgs, current.max_bytes, current.max_msg_size, bool(current.allow_msg_ttl))
+        if wanted != have:
+            config.max_msgs, config.max_bytes = max_msgs, max_bytes
+            info = await js.update_stream(config)
+    return info
