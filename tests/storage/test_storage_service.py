@@ -256,5 +256,16 @@ async def test_without_jetstream_storage_says_so_in_one_line(nats_url: str) -> N
             await service.stop()
 
 
+async def test_a_bucket_the_server_refuses_costs_only_its_plugin(make_store: MakeStore) -> None:
+    """A server without room for one plugin's max_bytes (here: an exabyte) refuses its bucket: that
+    plugin gets a clear error, the others their storage, and Rosey starts."""
+    store = await make_store({"huge": StorageLimits(max_bytes=10**18), "fine": StorageLimits()})
+    with pytest.raises(StorageError, match="storage for plugin 'huge' is unavailable: its bucket could not"):
+        await (await store.client("huge")).put("k", 1)
+    fine = await store.client("fine")
+    await fine.put("k", 1)
+    assert await fine.get("k") == 1
+
+
 def test_stream_names() -> None:
     assert stream_name("trivia") == "KV_rosey_trivia"

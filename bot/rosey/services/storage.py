@@ -128,7 +128,10 @@ class StorageService:
         else:
             self._wire = JetStreamWire(self.bus.client)
             await self._wire.start()
-            await asyncio.gather(*(self._bucket(plugin) for plugin in self.limits))
+            buckets = (self._bucket(plugin) for plugin in sorted(self.limits))
+            for result in await asyncio.gather(*buckets, return_exceptions=True):
+                if isinstance(result, Exception):  # one plugin's bucket; tried again on its next request
+                    logger.warning("%s", result)
             self._refresher = asyncio.create_task(self._refresh_usage_forever())
         await self._plugins.start()
         await self._admin.start()
@@ -361,10 +364,15 @@ class StorageService:
             ready = self._ready[plugin] = asyncio.ensure_future(self._ensure_bucket(plugin, self._js))
         try:
             await asyncio.shield(ready)
-        except Exception:
+        except Exception as exc:
             if self._ready.get(plugin) is ready:
                 del self._ready[plugin]  # try again on the next request
-            raise
+            # E.g. an operator's server whose account has too little JetStream storage for max_bytes.
+            raise StorageError(
+                f"storage for plugin {plugin!r} is unavailable: its bucket could not be created or "
+                f"updated on {self.server}: {exc}",
+                service=SERVICE,
+            ) from exc
         self._buckets.add(plugin)
         return self._js
 
