@@ -9,6 +9,7 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
   irc       IRC end to end (real `rosey run`, miniircd): !echo round trip vs a bot written directly
             on pydle, same server, same run; 500 inbound messages/s counted on rosey.events.message
+  storage   self.storage get/put p50 and ops/s at 100 in flight vs raw JetStream KV (bench/storage.py)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -31,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, report, roundtrip
+from bench import fleet, report, roundtrip, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -42,7 +43,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100", "irc")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "irc", "storage")
 
 
 def _version(package: str) -> str | None:
@@ -144,6 +145,8 @@ async def run(
             await section(
                 "irc", "IRC end to end vs a pydle echo bot; 500 msg/s inbound", irc.measure(quick=quick)
             )
+    if "storage" in sections:  # its own RoseyApp, after the shared environment is gone
+        await section("storage", "plugin storage vs raw JetStream KV", storage.measure(quick=quick))
     return measured
 
 

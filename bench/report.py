@@ -226,6 +226,29 @@ def build_figures(
     add("cpu100", "supervisor CPU, 100 idle plugins, watchdog on", "%", "fleet100.cpu_percent_100_idle")
     add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
     add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
+    # Plugin storage (bench/storage.py): self.storage from a plugin vs raw JetStream KV calls.
+    add("storage.hop", "storage service hop p50 (no JetStream call)", "µs", "storage.hop_p50_us_rosey")
+    for op in ("get", "put"):
+        add(
+            f"storage.{op}.p50",
+            f"storage {op} p50 from a plugin",
+            "µs",
+            f"storage.{op}_p50_us_rosey",
+            f"storage.{op}_p50_us_raw",
+            "raw KV",
+            "≤ 2\u00d7 raw",
+            ratio_at_most(2.0),
+        )
+        add(
+            f"storage.{op}.rate100",
+            f"storage {op}s/s, 100 in flight",
+            "/s",
+            f"storage.rate_{op}_100_rosey",
+            f"storage.rate_{op}_100_raw",
+            "raw KV",
+            "≥ 5,000/s",
+            lambda v, _r: v >= 5000,
+        )
     return figures
 
 

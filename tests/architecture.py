@@ -38,6 +38,7 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.zygote_child",
     "plugins.contract",
     "plugins.command_stats",
+    "plugins.storage_client",
     "plugins.sandbox",
     "plugins.tracebacks",
     "plugins.examples",

@@ -50,7 +50,9 @@ from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.services.storage import StorageService
 from bot.rosey.state_lock import StateLock
+from bot.rosey.storage_config import parse_storage_limits
 from bot.rosey.supervision.flood import FloodGuard
 from bot.rosey.supervision.spec import PluginSpec, ProcessKind
 from bot.rosey.supervision.status import (
@@ -94,6 +96,8 @@ class RoseyApp:
         self.router: CoreRouter | None = None
         self.relay: ChatRelay | None = None
         self.control: ControlService | None = None
+        self.storage_bus: EventBus | None = None  # plugins' storage requests, on a connection of their own
+        self.storage: StorageService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
@@ -168,6 +172,11 @@ class RoseyApp:
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
         )
         await self.control.start()
+        # Storage before the plugins: their on_start may read what they stored last time.
+        self.storage_bus = await self._connect("rosey-storage")
+        limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
+        self.storage = StorageService(self.storage_bus, limits, server=redact_url(self.nats_url))
+        await self.storage.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -197,13 +206,15 @@ class RoseyApp:
             await self.supervisor.stop_all()
         if self.zygote is not None:
             await self.zygote.aclose()
+        if self.storage is not None:  # after the plugins: their on_stop may still store
+            await self.storage.stop()
         if self.control is not None:
             await self.control.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.control_bus, self.bus):
+        for bus in (self.watchdog_bus, self.storage_bus, self.control_bus, self.bus):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()
@@ -247,6 +258,7 @@ class RoseyApp:
             watchdog=WatchdogStatus(
                 last_sweep_ms=round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
             ),
+            storage=self.storage.usage() if self.storage is not None else {},
         )
 
     # ------------------------------------------------------------------ internals

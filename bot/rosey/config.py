@@ -40,6 +40,7 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
+from bot.rosey.storage_config import parse_storage_limits
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
@@ -348,6 +349,7 @@ class PluginConfig:
             if not isinstance(table, Mapping):
                 raise _fail(key(service), f"must be a table ([plugins.{name}.{service}]), got {table!r}")
             put(service, MappingProxyType(dict(table)))
+        parse_storage_limits(self.name, self.storage)  # [plugins.NAME.storage]: raises ConfigError
 
     @property
     def access(self) -> CommandAccess | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from bot.rosey.plugins.contract import (
     notify_on_start,
     notify_ready,
 )
+from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
 __all__ = ["PluginInterface", "run_plugin"]
@@ -336,6 +338,15 @@ class PluginInterface(ABC):
             data=data,
             source=f"plugin-{self.plugin_name}",
         )
+
+    # ========== Plugin Services ==========
+
+    @functools.cached_property
+    def storage(self) -> StorageClient:
+        """This plugin's own key-value storage, kept by Rosey across restarts (see
+        :mod:`bot.rosey.plugins.storage_client`): ``await self.storage.get(key, default)``,
+        ``put(key, value, ttl=None)``, ``delete(key)``, ``keys(prefix)``, ``update(key, fn)``."""
+        return StorageClient(self._bus, self.plugin_name)
 
     # ========== Subscription Helpers ==========
 
