@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.rosey.broker.identities import (
+    CORE_INBOX_PREFIX,
     CORE_USER,
     Credentials,
     adapter_permissions,
@@ -269,9 +270,20 @@ class RoseyApp:
     async def _connect(self, name: str) -> EventBus:
         """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
         if self.embedded:
-            bus = EventBus(self.nats_url, name=name, user=self._core.user, password=self._core.password)
+            bus = EventBus(
+                self.nats_url,
+                name=name,
+                user=self._core.user,
+                password=self._core.password,
+                inbox_prefix=CORE_INBOX_PREFIX,
+            )
         else:
-            bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name=name)
+            bus = EventBus(
+                self.nats_url,
+                token=os.getenv("NATS_TOKEN") or None,
+                name=name,
+                inbox_prefix=CORE_INBOX_PREFIX,
+            )
         await bus.connect()
         return bus
 

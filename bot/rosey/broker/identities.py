@@ -19,6 +19,7 @@ from typing import Any
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 
 __all__ = [
+    "CORE_INBOX_PREFIX",
     "CORE_USER",
     "Credentials",
     "adapter_permissions",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 CORE_USER = "rosey_core"
+#: Where the core's connections (the bot's, and the CLI's) receive answers. Named, not random, so
+#: that a host service answering a plugin can tell the core's inbox from the plugin's own and
+#: refuse to answer into it (see ``services/plugin_requests.own_inbox``).
+CORE_INBOX_PREFIX = f"_INBOX.{CORE_USER}"
 
 
 @dataclass(frozen=True, kw_only=True)

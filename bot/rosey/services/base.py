@@ -18,12 +18,20 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from bot.rosey.broker.identities import plugin_user
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, RoseyError, ServiceError
 
-__all__ = ["PluginRequestHandler", "PluginRequestService", "RequestHandler", "RequestService", "Service"]
+__all__ = [
+    "PluginRequestHandler",
+    "PluginRequestService",
+    "RequestHandler",
+    "RequestService",
+    "Service",
+    "own_inbox",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +91,32 @@ class RequestService:
             await self.bus.respond(event, Event(subject=event.reply, data=data, source=self.source))
 
 
+def own_inbox(plugin: str, reply: str) -> bool:
+    """Whether ``reply`` may receive an answer for ``plugin``: an inbox, and never another identity's.
+
+    The reply subject is the plugin's choice, not checked by NATS: without this, a plugin could
+    have the service (the unrestricted core identity) publish a reply, holding a value the
+    plugin stored, on any subject (``rosey.chat.<platform>.send``, another plugin's inbox...).
+    """
+    parts = reply.split(".")
+    if len(parts) < 3 or parts[0] != "_INBOX":
+        return False
+    owner = parts[1]
+    if owner.startswith(("plugin_", "adapter_", "rosey_")):  # an identity's (the core's included)
+        return owner == plugin_user(plugin)
+    # A random inbox: a server without per-plugin identities (the harness, an open test server),
+    # where every connection may read every subject anyway.
+    return True
+
+
 class PluginRequestService(RequestService):
     """A service plugins call in their own name: ``rosey.services.<service>.<plugin>.<op>``.
 
     NATS lets a plugin publish there only with its own name (see ``plugin_permissions``), so the
     plugin token of the subject *is* who asks: ``handlers[op](plugin, data)`` trusts it. Requests
-    for an unknown ``op`` get an error reply.
+    for an unknown ``op`` get an error reply. The answer goes only into the asker's own inbox
+    (:func:`own_inbox`): NATS does not check a request's reply subject, and a service answers as
+    the core, which may publish anywhere.
     """
 
     def __init__(
@@ -104,6 +132,13 @@ class PluginRequestService(RequestService):
             if parsed is None:
                 return
             plugin, op = parsed
+            if not event.reply:
+                return
+            if not own_inbox(plugin, event.reply):
+                logger.warning(
+                    "%s: dropped a request of %s with reply subject %r", self.service, plugin, event.reply
+                )
+                return
             op_handler = self._ops.get(op)
             if op_handler is None:
                 known = ", ".join(sorted(self._ops))

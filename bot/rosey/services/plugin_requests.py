@@ -20,32 +20,15 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bot.rosey.broker.identities import plugin_user
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import ServiceError
-from bot.rosey.services.base import PluginRequestHandler, PluginRequestService, RequestHandler
+from bot.rosey.services.base import PluginRequestHandler, PluginRequestService, RequestHandler, own_inbox
 
 __all__ = ["ConcurrentPluginRequestService", "own_inbox"]
 
 logger = logging.getLogger(__name__)
-
-
-def own_inbox(plugin: str, reply: str) -> bool:
-    """Whether ``reply`` may receive an answer for ``plugin``: an inbox, and never another identity's.
-
-    The reply subject is the plugin's choice, not checked by NATS: without this, a plugin could
-    have the service (the unrestricted core identity) publish a reply, holding a value the
-    plugin stored, on any subject (``rosey.chat.<platform>.send``, another plugin's inbox...).
-    """
-    parts = reply.split(".")
-    if len(parts) < 3 or parts[0] != "_INBOX":
-        return False
-    owner = parts[1]
-    if owner.startswith(("plugin_", "adapter_")):
-        return owner == plugin_user(plugin)
-    return True  # a server without per-plugin identities: inboxes are random, and nobody else's
 
 
 async def _refuse(service: str, message: str) -> dict[str, Any]:
@@ -79,10 +62,7 @@ class ConcurrentPluginRequestService(PluginRequestService):
                 return
             plugin = parsed[0]
             if not own_inbox(plugin, event.reply):
-                logger.warning(
-                    "%s: dropped a request of %s with reply subject %r", self.service, plugin, event.reply
-                )
-                return
+                return  # refused (and logged) by the base class; not worth a task
             if self._in_flight[plugin] >= self.max_in_flight:
                 message = (
                     f"too many {self.service} requests in flight (at most {self.max_in_flight} per plugin)"
