@@ -49,6 +49,7 @@ from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
+from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.state_lock import StateLock
 from bot.rosey.supervision.flood import FloodGuard
@@ -94,6 +95,8 @@ class RoseyApp:
         self.router: CoreRouter | None = None
         self.relay: ChatRelay | None = None
         self.control: ControlService | None = None
+        self.gateway_bus: EventBus | None = None  # plugins' HTTP requests: beside chat, not behind it
+        self.gateway: HttpGateway | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
@@ -166,6 +169,9 @@ class RoseyApp:
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
         )
         await self.control.start()
+        self.gateway_bus = await self._connect("rosey-http")
+        self.gateway = gateway_for(self.config, self.gateway_bus)
+        await self.gateway.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -197,11 +203,13 @@ class RoseyApp:
             await self.zygote.aclose()
         if self.control is not None:
             await self.control.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.control_bus, self.bus):
+        for bus in (self.watchdog_bus, self.gateway_bus, self.control_bus, self.bus):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()
@@ -245,6 +253,7 @@ class RoseyApp:
             watchdog=WatchdogStatus(
                 last_sweep_ms=round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
             ),
+            gateway=self.gateway.status() if self.gateway is not None else {},
         )
 
     # ------------------------------------------------------------------ internals

@@ -1,0 +1,653 @@
+"""The HTTP gateway: plugins' HTTP requests, made by the host under the operator's grants.
+
+A plugin asks on ``rosey.services.http.<plugin>.request`` (NATS lets only that plugin publish
+there, so the subject says who asks) and gets one reply: the response, or a typed error
+(:class:`GatewayRefused` naming the rule and the check, :class:`GatewayRateLimited` with
+``retry_after``, :class:`GatewayError` with a ``reason``). Every request, refused or not, is
+recorded in the audit log (:mod:`.gateway_audit`).
+
+One request, in order:
+
+1. the URL in canonical form (:func:`parse_target`) must match a rule of the plugin's grant:
+   scheme, host, port, path prefix, then method;
+2. ``requests_per_minute`` (a sliding minute) and ``max_concurrent``;
+3. the host is resolved once and every address checked (:mod:`.gateway_addresses`); the
+   connection goes to the checked address: the URL sent carries it, the ``Host`` header and
+   TLS's SNI (httpx's ``sni_hostname`` extension, so the certificate is checked against the
+   name) carry the name. Each rule has its own connection pool, so a kept-alive connection is
+   only ever reused for the host (and certificate) it was opened for;
+4. the rule's secret, read now from its source, is injected where the rule says; the plugin's
+   own headers of that name (and Host, Content-Length, hop-by-hop headers) are dropped;
+5. redirects are followed here, each hop checked as in 1 and 3 against the same grant; a
+   secret goes only to hops whose rule names it, and a hop whose URL carries a secret its rule
+   does not name is refused;
+6. the body is streamed and cut at ``max_response_bytes`` (the gateway asks for
+   ``identity`` encoding, and inflates gzip/deflate itself with the same cap);
+7. every form of every secret of the grant (as is, URL-encoded, JSON-escaped, base64 in basic
+   auth) is replaced by ``[REDACTED]`` in the status line's headers, the body and the URL
+   before anything reaches the plugin, the audit log or a log line.
+
+httpx runs with ``trust_env=False`` (no proxy variables, no ``.netrc``), no cookie jar and
+HTTP/1.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import ipaddress
+import json
+import logging
+import ssl
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin
+
+import httpx
+
+from bot.rosey.config import RoseyConfig
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.events import Event
+from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, RoseyError
+from bot.rosey.gateway_config import HttpGrant, Target, UrlProblem, UrlRule, parse_http_grants, parse_target
+from bot.rosey.services.base import PluginRequestService, RequestHandler
+from bot.rosey.services.gateway_addresses import Resolver, resolve, why_refused
+from bot.rosey.services.gateway_audit import AuditLog, AuditRecord, audit_path
+
+__all__ = ["SERVICE", "HttpGateway", "gateway_for"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "http"
+REDACTED = "[REDACTED]"
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Room in a reply for everything but the body (headers: h11 caps them at 16 KiB; the envelope).
+_REPLY_OVERHEAD = 64 * 1024
+#: Headers a plugin may not set: the gateway owns them (or they are hop-by-hop).
+_OWNED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "accept-encoding",
+    }
+)
+_CROSS_ORIGIN_DROPPED = frozenset({"authorization", "cookie"})
+
+
+class _Secret(Protocol):
+    def read(self) -> str: ...
+
+
+def _body_cap(max_payload: int) -> int:
+    """The largest body that fits in one reply: base64 (4/3) beside the headers and envelope."""
+    return max(1024, (max_payload - _REPLY_OVERHEAD) * 3 // 4)
+
+
+def _refused(message: str, *, check: str, rule: str | None = None) -> GatewayRefused:
+    return GatewayRefused(message, service=SERVICE, check=check, rule=rule)
+
+
+def _failed(message: str, *, reason: str, **details: object) -> GatewayError:
+    return GatewayError(message, service=SERVICE, reason=reason, **details)
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+class _Redactor:
+    """Every form in which a secret value could come back, replaced by ``[REDACTED]``."""
+
+    def __init__(self, values: list[str]) -> None:
+        forms: set[str] = set()
+        for value in values:
+            encoded = quote(value, safe="")
+            forms.update({value, encoded, encoded.lower(), quote_plus(value), json.dumps(value)[1:-1]})
+            forms.add(base64.b64encode(value.encode()).decode())
+        self._text = sorted((f for f in forms if f), key=len, reverse=True)
+        self._bytes = [f.encode() for f in self._text]
+
+    def text(self, text: str) -> str:
+        for form in self._text:
+            text = text.replace(form, REDACTED)
+        return text
+
+    def data(self, data: bytes) -> bytes:
+        for form in self._bytes:
+            data = data.replace(form, REDACTED.encode())
+        return data
+
+    def found_in(self, text: str) -> bool:
+        return any(form in text for form in self._text)
+
+
+class _MinuteWindow:
+    """At most ``limit`` requests in any 60 seconds; :meth:`take` says how long to wait if not."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._times: collections.deque[float] = collections.deque()
+
+    def take(self, now: float) -> float | None:
+        while self._times and self._times[0] <= now - 60.0:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return round(self._times[0] + 60.0 - now, 3)
+        self._times.append(now)
+        return None
+
+
+@dataclass
+class _Hop:
+    method: str
+    target: Target
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def match_rule(grant: HttpGrant, target: Target, method: str) -> UrlRule:
+    """The rule of ``grant`` that allows ``method`` on ``target`` (the longest path prefix), or
+    :class:`GatewayRefused` naming the check that failed and the nearest rule."""
+    rules = grant.rules
+    same_host = [r for r in rules if r.target.host == target.host]
+    if not same_host:
+        allowed = ", ".join(sorted({r.target.origin for r in rules})) or "none"
+        raise _refused(f"no rule allows host {target.host} (allowed: {allowed})", check="host", rule=None)
+    same_scheme = [r for r in same_host if r.target.scheme == target.scheme]
+    if not same_scheme:
+        rule = same_host[0]
+        raise _refused(
+            f"{rule.describe()} allows {rule.target.scheme}, not {target.scheme}",
+            check="scheme",
+            rule=rule.key,
+        )
+    same_port = [r for r in same_scheme if r.target.port == target.port]
+    if not same_port:
+        rule = same_scheme[0]
+        raise _refused(
+            f"{rule.describe()} allows port {rule.target.port}, not {target.port}",
+            check="port",
+            rule=rule.key,
+        )
+    by_path = [r for r in same_port if r.allows_path(target)]
+    if not by_path:
+        prefixes = ", ".join(f"{r.key} ({r.target.path})" for r in same_port)
+        raise _refused(
+            f"path {target.path} is outside the allowed prefixes: {prefixes}",
+            check="path",
+            rule=same_port[0].key,
+        )
+    with_method = [r for r in by_path if method in r.methods]
+    if not with_method:
+        rule = by_path[0]
+        raise _refused(
+            f"{rule.describe()} allows {', '.join(sorted(rule.methods))}, not {method}",
+            check="method",
+            rule=rule.key,
+        )
+    return max(with_method, key=lambda r: len(r.target.path))
+
+
+def _inject(hop: _Hop, rule: UrlRule, secret: str | None) -> tuple[Target, list[tuple[str, str]]]:
+    """The hop's target and headers with the rule's secret where the rule says, and only then."""
+    target, headers = hop.target, list(hop.headers)
+    injection = rule.inject
+    if injection is None or secret is None:
+        return target, headers
+    if injection.kind == "query":
+        kept = [
+            p for p in target.query.split("&") if p and unquote_plus(p.partition("=")[0]) != injection.name
+        ]
+        kept.append(urlencode({injection.name: secret}))
+        return target.with_query("&".join(kept)), headers
+    if injection.kind == "header":
+        name, value = injection.name, injection.render(secret)
+    else:  # basic
+        credentials = f"{injection.name}:{secret}" if injection.name else secret
+        name, value = "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
+    headers = [(k, v) for k, v in headers if k.lower() != name.lower()]
+    headers.append((name, value))
+    return target, headers
+
+
+def _plugin_headers(raw: object) -> list[tuple[str, str]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _failed("headers must be a list of [name, value] pairs", reason="bad_request")
+    headers = []
+    for pair in raw:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise _failed("headers must be a list of [name, value] pairs", reason="bad_request")
+        name, value = pair
+        if not name or any(c in name for c in " \t\r\n:\x00") or any(c in value for c in "\r\n\x00"):
+            raise _failed(f"invalid header {name!r}", reason="bad_request")
+        if name.lower() not in _OWNED_HEADERS:
+            headers.append((name, value))
+    return headers
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+class HttpGateway:
+    """Serves ``rosey.services.http.<plugin>.request`` for the plugins in ``grants``."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        grants: Mapping[str, HttpGrant],
+        secrets: Mapping[str, _Secret],
+        *,
+        audit: AuditLog | None = None,
+        resolver: Resolver = resolve,
+        source: str = "rosey-gateway",
+    ) -> None:
+        self.grants = dict(grants)
+        self.secrets = dict(secrets)
+        self.audit = audit or AuditLog()
+        self.resolver = resolver
+        self._bus = bus
+        self._body_cap = _body_cap(1024 * 1024)  # nats-server's default; start() reads the real one
+        self._service = _ConcurrentService(bus, SERVICE, {"request": self.handle}, source=source)
+        self._windows = {name: _MinuteWindow(g.requests_per_minute) for name, g in self.grants.items()}
+        self._transports: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def start(self) -> None:
+        # The body travels base64-encoded in one reply, beside the headers.
+        self._body_cap = _body_cap(self._bus.client.max_payload)
+        self.audit.open()
+        await self._service.start()
+
+    async def stop(self) -> None:
+        await self._service.stop()
+        transports, self._transports = list(self._transports.values()), {}
+        for transport in transports:
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+        self.audit.close()
+
+    def status(self) -> dict[str, dict[str, int]]:
+        return self.audit.snapshot()
+
+    # ------------------------------------------------------------------ one request
+
+    async def handle(self, plugin: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        counters = self.audit.counter(plugin)
+        counters.requests += 1
+        method = str(data.get("method", "")).upper()[:16] or "?"
+        record: dict[str, Any] = {"plugin": plugin, "method": method, "host": "?", "path": "?"}
+        redactor = _Redactor([])
+        try:
+            grant = self.grants.get(plugin)
+            if grant is None:
+                raise _refused(
+                    f"plugin {plugin!r} has no HTTP grant ([plugins.{plugin}.http] in rosey.toml)",
+                    check="no_grant",
+                )
+            redactor = self._redactor(grant)
+            try:
+                target = parse_target(data.get("url"))
+            except UrlProblem as exc:
+                raise _refused(f"URL refused: {exc}", check=exc.check) from None
+            record.update(host=target.netloc, path=redactor.text(target.path))
+            rule = match_rule(grant, target, method)
+            hop = _Hop(method, target, _plugin_headers(data.get("headers")), self._body(data))
+            timeout = self._timeout(grant, data.get("timeout"))
+            wait = self._windows[plugin].take(time.monotonic())
+            if wait is not None:
+                raise GatewayRateLimited(
+                    f"{grant.requests_per_minute} requests per minute used up; retry after {wait:g} s",
+                    service=SERVICE,
+                    retry_after=wait,
+                    limit="requests_per_minute",
+                )
+            if counters.in_flight >= grant.max_concurrent:
+                raise GatewayRateLimited(
+                    f"{grant.max_concurrent} requests already in flight (max_concurrent)",
+                    service=SERVICE,
+                    retry_after=1.0,
+                    limit="max_concurrent",
+                )
+            counters.in_flight += 1
+            counters.bytes_out += len(hop.body)
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await self._exchange(grant, rule, hop, redactor, timeout, record)
+            except TimeoutError:
+                raise _failed(
+                    f"no complete response within {timeout:g} s", reason="timeout", timeout=timeout
+                ) from None
+            finally:
+                counters.in_flight -= 1
+        except GatewayRefused as exc:
+            counters.refused += 1
+            self._record(record, started, refused_by=str(exc.details.get("check", "refused")))
+            rule_key = exc.details.get("rule")
+            raise _refused(
+                redactor.text(str(exc)),
+                check=str(exc.details.get("check")),
+                rule=rule_key if isinstance(rule_key, str) else None,
+            ) from None
+        except GatewayRateLimited as exc:
+            counters.limited += 1
+            self._record(record, started, refused_by=str(exc.details.get("limit")))
+            raise
+        except GatewayError as exc:
+            counters.failed += 1
+            self._record(record, started, refused_by=str(exc.details.get("reason", "error")))
+            raise GatewayError(redactor.text(str(exc)), service=SERVICE, **exc.details) from None
+        counters.completed += 1
+        counters.bytes_in += reply["size"]
+        self._record(record, started, status=reply["status"], size=reply["size"])
+        return reply
+
+    def _record(
+        self,
+        record: dict[str, Any],
+        started: float,
+        *,
+        refused_by: str | None = None,
+        status: int | None = None,
+        size: int = 0,
+    ) -> None:
+        self.audit.add(
+            AuditRecord(
+                ts=time.time(),
+                ms=round((time.monotonic() - started) * 1000, 2),
+                plugin=record["plugin"],
+                method=record["method"],
+                host=record["host"],
+                path=record["path"],
+                status=status,
+                bytes=size,
+                redirects=record.get("redirects", 0),
+                refused_by=refused_by,
+            )
+        )
+
+    def _redactor(self, grant: HttpGrant) -> _Redactor:
+        values = []
+        for name in grant.secrets:
+            with contextlib.suppress(RoseyError):  # unreadable: it cannot be sent either
+                values.append(self.secrets[name].read())
+        return _Redactor(values)
+
+    @staticmethod
+    def _body(data: Mapping[str, Any]) -> bytes:
+        encoded = data.get("body_b64")
+        if encoded is None:
+            return b""
+        try:
+            return base64.b64decode(str(encoded), validate=True)
+        except (binascii.Error, ValueError):
+            raise _failed("body_b64 is not base64", reason="bad_request") from None
+
+    @staticmethod
+    def _timeout(grant: HttpGrant, asked: object) -> float:
+        if asked is None:
+            return grant.timeout
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not asked > 0:
+            raise _failed(
+                f"timeout must be a positive number of seconds, got {asked!r}", reason="bad_request"
+            )
+        return min(float(asked), grant.timeout)
+
+    async def _exchange(
+        self,
+        grant: HttpGrant,
+        rule: UrlRule,
+        hop: _Hop,
+        redactor: _Redactor,
+        timeout: float,
+        record: dict[str, Any],
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for redirects in range(grant.max_redirects + 1):
+            address = await self._address(hop.target, rule)
+            secret = self._secret(rule)
+            target, headers = _inject(hop, rule, secret)
+            response = await self._send(grant, rule, hop.method, target, address, headers, hop.body, deadline)
+            location = response.headers.get("location")
+            if response.status_code not in REDIRECTS or location is None:
+                try:
+                    body, size, inflated = await self._read(
+                        response, min(grant.max_response_bytes, self._body_cap)
+                    )
+                finally:
+                    await response.aclose()
+                dropped = ("content-length", "content-encoding") if inflated else ("content-length",)
+                headers_out = [
+                    [redactor.text(k), redactor.text(v)]
+                    for k, v in response.headers.multi_items()
+                    if k.lower() not in dropped
+                ]
+                return {
+                    "status": response.status_code,
+                    "headers": headers_out,
+                    "body_b64": base64.b64encode(redactor.data(body)).decode(),
+                    "url": redactor.text(hop.target.url()),
+                    "redirects": redirects,
+                    "size": size,
+                }
+            await response.aclose()
+            if redirects == grant.max_redirects:
+                break
+            hop, rule = self._follow(grant, hop, response.status_code, location, redactor)
+            record["redirects"] = redirects + 1
+        raise _failed(f"more than {grant.max_redirects} redirects", reason="too_many_redirects")
+
+    def _follow(
+        self, grant: HttpGrant, hop: _Hop, status: int, location: str, redactor: _Redactor
+    ) -> tuple[_Hop, UrlRule]:
+        """The next hop of a redirect, checked against the grant as a request of its own."""
+        try:
+            target = parse_target(urljoin(hop.target.url(), location))
+        except (UrlProblem, ValueError) as exc:
+            check = exc.check if isinstance(exc, UrlProblem) else "url"
+            raise _refused(f"redirect refused: {exc}", check=f"redirect:{check}") from None
+        method, body = hop.method, hop.body
+        if status == 303 or (status in (301, 302) and method == "POST"):
+            method, body = ("HEAD" if method == "HEAD" else "GET"), b""
+        try:
+            rule = match_rule(grant, target, method)
+        except GatewayRefused as exc:
+            rule_key = exc.details.get("rule")
+            raise _refused(
+                f"redirect to {target.origin}{target.path} refused: {exc}",
+                check=f"redirect:{exc.details.get('check')}",
+                rule=rule_key if isinstance(rule_key, str) else None,
+            ) from None
+        if redactor.found_in(target.url()) and rule.secret is None:
+            raise _refused(
+                f"redirect to {target.origin} would carry a secret to a host it is not bound to",
+                check="redirect:secret_binding",
+                rule=rule.key,
+            )
+        headers = hop.headers
+        if (target.scheme, target.host, target.port) != (hop.target.scheme, hop.target.host, hop.target.port):
+            headers = [(k, v) for k, v in headers if k.lower() not in _CROSS_ORIGIN_DROPPED]
+        if not body:
+            headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+        return _Hop(method, target, headers, body), rule
+
+    async def _address(self, target: Target, rule: UrlRule) -> str:
+        """The one address this hop connects to, resolved once and checked."""
+        literal = target.ip
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                found = await self.resolver(target.host, target.port)
+            except OSError as exc:
+                raise _failed(f"cannot resolve {target.host}: {exc.strerror or exc}", reason="dns") from None
+            addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
+            if not addresses:
+                raise _failed(f"{target.host} has no address", reason="dns")
+        for address in addresses:
+            why = why_refused(address, allow_private=rule.allow_private)
+            if why is not None:
+                hint = "" if rule.allow_private else " (a rule may say allow_private = true)"
+                raise _refused(
+                    f"{target.host} resolves to {address}, {why}; refused{hint}",
+                    check="private_address",
+                    rule=rule.key,
+                )
+        return str(addresses[0])
+
+    def _secret(self, rule: UrlRule) -> str | None:
+        if rule.secret is None:
+            return None
+        source = self.secrets.get(rule.secret)
+        if source is None:
+            raise _failed(
+                f"{rule.key}: secret {rule.secret!r} is not configured", reason="secret_unavailable"
+            )
+        try:
+            return source.read()
+        except RoseyError:
+            # The message names the variable or the file, never a value; the plugin needs less.
+            logger.warning("secret %s of %s cannot be read", rule.secret, rule.key)
+            raise _failed(
+                f"secret {rule.secret!r} is unavailable on the host", reason="secret_unavailable"
+            ) from None
+
+    def _transport(self, plugin: str, rule: UrlRule, grant: HttpGrant) -> httpx.AsyncHTTPTransport:
+        key = (plugin, rule.key)
+        transport = self._transports.get(key)
+        if transport is None:
+            if rule.target.scheme == "https" and self._ssl is None:
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            transport = httpx.AsyncHTTPTransport(
+                verify=self._ssl if self._ssl is not None else True,
+                trust_env=False,
+                http1=True,
+                http2=False,
+                retries=0,
+                limits=httpx.Limits(
+                    max_connections=grant.max_concurrent,
+                    max_keepalive_connections=grant.max_concurrent,
+                    keepalive_expiry=30.0,
+                ),
+            )
+            self._transports[key] = transport
+        return transport
+
+    async def _send(
+        self,
+        grant: HttpGrant,
+        rule: UrlRule,
+        method: str,
+        target: Target,
+        address: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        deadline: float,
+    ) -> httpx.Response:
+        host = f"[{address}]" if ":" in address else address
+        url = f"{target.scheme}://{host}:{target.port}{target.path}" + (
+            f"?{target.query}" if target.query else ""
+        )
+        left = max(0.001, deadline - time.monotonic())
+        request = httpx.Request(
+            method,
+            url,
+            headers=[("Host", target.netloc), ("Accept-Encoding", "identity"), *headers],
+            content=body or None,
+            extensions={
+                "timeout": {"connect": left, "read": left, "write": left, "pool": left},
+                "sni_hostname": target.host,
+            },
+        )
+        try:
+            return await self._transport(grant.plugin, rule, grant).handle_async_request(request)
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            raise _failed(f"{target.origin}: {type(exc).__name__}: {exc}", reason="connect") from None
+
+    async def _read(self, response: httpx.Response, cap: int) -> tuple[bytes, int, bool]:
+        """The body, decoded, at most ``cap`` bytes: past it the transfer stops and fails."""
+        too_large = _failed(
+            f"the response is larger than max_response_bytes ({cap} bytes); it was cut off",
+            reason="max_response_bytes",
+            limit=cap,
+        )
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap and not response.headers.get("content-encoding"):
+            raise too_large
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+            raise _failed(f"unsupported content-encoding {encoding!r}", reason="content_encoding")
+        inflate = None if encoding in ("identity", "") else zlib.decompressobj(47)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_raw():
+                data = inflate.decompress(chunk, cap + 1 - size) if inflate is not None else chunk
+                size += len(data)
+                if size > cap:
+                    raise too_large
+                chunks.append(data)
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            raise _failed(f"the response broke off: {type(exc).__name__}", reason="connect") from None
+        except zlib.error:
+            raise _failed("the response is not valid gzip/deflate", reason="content_encoding") from None
+        return b"".join(chunks), size, inflate is not None
+
+
+def gateway_for(config: RoseyConfig, bus: EventBus) -> HttpGateway:
+    """The gateway ``rosey run`` starts: the grants of ``config``, its audit log in the state dir."""
+    grants = parse_http_grants(config.plugins, config.secrets)
+    return HttpGateway(bus, grants, config.secrets, audit=AuditLog(audit_path(config.state_dir).parent))
+
+
+class _ConcurrentService(PluginRequestService):
+    """A plugin service whose requests run side by side (each in its task): one slow remote
+    server must not hold up the next plugin's request. Each plugin's share is bounded by its
+    ``max_concurrent``, checked first thing in the task."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _serve(self, handler: RequestHandler) -> Callable[[Event], Awaitable[None]]:
+        serve = super()._serve(handler)
+
+        async def spawn(event: Event) -> None:
+            task = asyncio.create_task(_run(serve(event)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return spawn
+
+    async def stop(self) -> None:
+        await super().stop()
+        tasks, self._tasks = set(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run(work: Awaitable[None]) -> None:
+    await work
