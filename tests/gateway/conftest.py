@@ -71,3 +71,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[MakeGateway]:
     yield make
     for gateway in made:
         await gateway.stop()
+
+
+# The real RoseyApp with real plugins, under both launchers (tests/security's fixtures).
+from tests.security.conftest import launcher, start_rosey  # noqa: E402, F401

@@ -160,7 +160,9 @@ async def test_the_connection_goes_to_the_address_that_was_checked(
     assert body(reply)["headers"]["Host"] == f"rebind.example:{http_server.port}"
 
 
-async def test_every_address_of_a_name_is_checked(http_server: LoopbackServer, make_gateway: MakeGateway) -> None:
+async def test_every_address_of_a_name_is_checked(
+    http_server: LoopbackServer, make_gateway: MakeGateway
+) -> None:
     async def mixed(host: str, port: int) -> list[str]:
         return ["93.184.216.34", "169.254.169.254"]
 
@@ -216,7 +218,9 @@ async def test_a_response_over_the_cap_is_cut_while_streaming(
     assert gateway.status()["weather"]["failed"] == 2
 
 
-async def test_gzip_is_inflated_for_the_plugin(http_server: LoopbackServer, make_gateway: MakeGateway) -> None:
+async def test_gzip_is_inflated_for_the_plugin(
+    http_server: LoopbackServer, make_gateway: MakeGateway
+) -> None:
     gateway = await make_gateway({"allow": [rule(http_server)]})
     reply = await get(gateway, http_server.url("/ok/gzip?n=1000"))
     assert base64.b64decode(reply["body_b64"]) == b"\0" * 1000

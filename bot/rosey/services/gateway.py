@@ -117,6 +117,7 @@ class _Redactor:
             encoded = quote(value, safe="")
             forms.update({value, encoded, encoded.lower(), quote_plus(value), json.dumps(value)[1:-1]})
             forms.add(base64.b64encode(value.encode()).decode())
+            forms.update({value.encode().hex(), value.encode().hex().upper()})
         self._text = sorted((f for f in forms if f), key=len, reverse=True)
         self._bytes = [f.encode() for f in self._text]
 
@@ -256,6 +257,9 @@ class HttpGateway:
         resolver: Resolver = resolve,
         source: str = "rosey-gateway",
     ) -> None:
+        # httpcore's debug trace prints every response's headers, and a server may echo a secret
+        # there: its debug lines never reach Rosey's logs, whatever the log level.
+        logging.getLogger("httpcore").setLevel(logging.INFO)
         self.grants = dict(grants)
         self.secrets = dict(secrets)
         self.audit = audit or AuditLog()
@@ -382,10 +386,19 @@ class HttpGateway:
         )
 
     def _redactor(self, grant: HttpGrant) -> _Redactor:
+        """Redaction of every secret of the grant, and of each as its rules send it."""
         values = []
-        for name in grant.secrets:
+        for rule in grant.rules:
+            if rule.secret is None or rule.inject is None:
+                continue
             with contextlib.suppress(RoseyError):  # unreadable: it cannot be sent either
-                values.append(self.secrets[name].read())
+                secret = self.secrets[rule.secret].read()
+                values.append(secret)
+                if rule.inject.kind == "header":
+                    values.append(rule.inject.render(secret))
+                elif rule.inject.kind == "basic":
+                    credentials = f"{rule.inject.name}:{secret}" if rule.inject.name else secret
+                    values.append(base64.b64encode(credentials.encode()).decode())
         return _Redactor(values)
 
     @staticmethod

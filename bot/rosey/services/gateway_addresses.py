@@ -55,7 +55,7 @@ def _embedded_ipv4(address: Address) -> Address:
 def why_refused(address: Address, *, allow_private: bool) -> str | None:
     """Why the gateway will not connect to ``address`` (a few words), or None when it may."""
     inner = _embedded_ipv4(address)
-    for candidate in {address, inner}:
+    for candidate in (inner, address):
         if candidate in METADATA_ADDRESSES:
             return "a cloud metadata address"
         if candidate.is_unspecified:
@@ -64,7 +64,7 @@ def why_refused(address: Address, *, allow_private: bool) -> str | None:
             return "a multicast address"
     if allow_private:
         return None
-    for candidate in {address, inner}:
+    for candidate in (inner, address):
         if candidate.is_loopback:
             return "a loopback address"
         if candidate.is_link_local:
