@@ -90,6 +90,7 @@ async def start(
     key_file.write_text(file_secret + "\n")
     key_file.chmod(0o600)
     base = f"http://127.0.0.1:{server.port}"
+    bearer = "header:Authorization=Bearer {secret}"
     extra = f"""
 [secrets.file_key]
 file = "{key_file}"
@@ -99,8 +100,7 @@ env = "{ENV_VARIABLE}"
 
 [plugins.gw.http]
 allow = [
-  {{ url = "{base}/ok/", allow_private = true, secret = "file_key",
-     inject = "header:Authorization=Bearer {{secret}}" }},
+  {{ url = "{base}/ok/", allow_private = true, secret = "file_key", inject = "{bearer}" }},
   {{ url = "{base}/q/", allow_private = true, secret = "env_key", inject = "query:appid" }},
   {{ url = "http://localhost:{server.port}/private/" }},
 ]
