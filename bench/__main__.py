@@ -7,6 +7,7 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
+  gw        HTTP gateway round trip (self.http.get) vs a direct httpx request, same plugin process
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -29,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, report, roundtrip
+from bench import fleet, gateway, report, roundtrip
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -40,7 +41,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw")
 
 
 def _version(package: str) -> str | None:
@@ -136,6 +137,8 @@ async def run(
                 "100 idle plugins under the watchdog",
                 fleet.fleet100(env, 100, *windows, launcher),
             )
+        if "gw" in sections:
+            await section("gw", "HTTP gateway round trip vs direct httpx", gateway.measure(env, quick=quick))
     return measured
 
 

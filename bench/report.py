@@ -204,6 +204,23 @@ def build_figures(
     add("cpu100", "supervisor CPU, 100 idle plugins, watchdog on", "%", "fleet100.cpu_percent_100_idle")
     add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
     add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
+    add(
+        "gw.p50",
+        "HTTP via gateway p50 (self.http.get)",
+        "µs",
+        "gw.p50_us_gateway",
+        "gw.p50_us_direct",
+        "direct httpx",
+    )
+    add("gw.p99", "HTTP via gateway p99", "µs", "gw.p99_us_gateway", "gw.p99_us_direct", "direct httpx")
+    add(
+        "gw.overhead",
+        "HTTP gateway overhead p50 (gateway - direct)",
+        "µs",
+        "gw.overhead_p50_us",
+        target="≤ 1500 µs",
+        check=at_most(1500.0),
+    )
     return figures
 
 
