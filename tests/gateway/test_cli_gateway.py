@@ -42,7 +42,7 @@ allow = [{{ url = "{http_server.url("/ok/")}", allow_private = true }}]
         assert code == 0, err
         ok, refused = out.splitlines()
         assert f"gw GET 127.0.0.1:{http_server.port}/ok/echo -> 200" in ok
-        assert f"/nope/echo -> refused by path" in refused
+        assert "/nope/echo -> refused by path" in refused
         assert "hidden" not in out  # never the query
     finally:
         running.proc.send_signal(signal.SIGTERM)

@@ -119,24 +119,29 @@ async def test_a_redirect_that_would_carry_the_secret_elsewhere_is_refused(
     http_server: LoopbackServer, make_gateway: MakeGateway
 ) -> None:
     """A server that puts the query (with the injected key) into its redirect's Location."""
+    keyed = {**secret_rule(http_server, "header:X-Key", "/keyed/"), "secret": "other"}
+    keyed["url"] = http_server.url("/keyed/", host="localhost")
     gateway = await make_gateway(
         {
             "allow": [
                 secret_rule(http_server, "query:appid"),
                 {"url": http_server.url("/free/", host="localhost"), "allow_private": True},
+                keyed,  # a host with a secret of its own, not this one
             ]
         },
-        secrets={"key": SECRET},
+        secrets={"key": SECRET, "other": "another-secret-value"},
     )
-    elsewhere = http_server.url(f"/free/echo?stolen={quote(SECRET, safe='')}", host="localhost")
-    with pytest.raises(GatewayRefused) as refused:
-        await gateway.handle(
-            "weather",
-            {"method": "GET", "url": http_server.url(f"/ok/redirect?to={quote(elsewhere, safe='')}")},
-        )
-    assert refused.value.check == "redirect:secret_binding"  # type: ignore[attr-defined]
-    assert SECRET not in str(refused.value)
-    assert http_server.paths() == ["/ok/redirect"]
+    for path in ("/free/echo", "/keyed/echo"):
+        http_server.seen.clear()
+        elsewhere = http_server.url(f"{path}?stolen={quote(SECRET, safe='')}", host="localhost")
+        with pytest.raises(GatewayRefused) as refused:
+            await gateway.handle(
+                "weather",
+                {"method": "GET", "url": http_server.url(f"/ok/redirect?to={quote(elsewhere, safe='')}")},
+            )
+        assert refused.value.check == "redirect:secret_binding"  # type: ignore[attr-defined]
+        assert SECRET not in str(refused.value)
+        assert http_server.paths() == ["/ok/redirect"]
 
 
 async def test_an_unreadable_secret_fails_the_request_without_sending_it(

@@ -36,18 +36,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import ipaddress
-import json
 import logging
 import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin
+from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -59,186 +56,25 @@ from bot.rosey.gateway_config import HttpGrant, Target, UrlProblem, UrlRule, par
 from bot.rosey.services.base import PluginRequestService, RequestHandler
 from bot.rosey.services.gateway_addresses import Resolver, resolve, why_refused
 from bot.rosey.services.gateway_audit import AuditLog, AuditRecord, audit_path
+from bot.rosey.services.gateway_policy import (
+    CROSS_ORIGIN_DROPPED,
+    REDIRECTS,
+    SERVICE,
+    Hop,
+    MinuteWindow,
+    Redactor,
+    SecretSource,
+    body_cap,
+    failed,
+    inject_secret,
+    match_rule,
+    plugin_headers,
+    refused,
+)
 
 __all__ = ["SERVICE", "HttpGateway", "gateway_for"]
 
 logger = logging.getLogger(__name__)
-
-SERVICE = "http"
-REDACTED = "[REDACTED]"
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Room in a reply for everything but the body (headers: h11 caps them at 16 KiB; the envelope).
-_REPLY_OVERHEAD = 64 * 1024
-#: Headers a plugin may not set: the gateway owns them (or they are hop-by-hop).
-_OWNED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-connection",
-        "accept-encoding",
-    }
-)
-_CROSS_ORIGIN_DROPPED = frozenset({"authorization", "cookie"})
-
-
-class _Secret(Protocol):
-    def read(self) -> str: ...
-
-
-def _body_cap(max_payload: int) -> int:
-    """The largest body that fits in one reply: base64 (4/3) beside the headers and envelope."""
-    return max(1024, (max_payload - _REPLY_OVERHEAD) * 3 // 4)
-
-
-def _refused(message: str, *, check: str, rule: str | None = None) -> GatewayRefused:
-    return GatewayRefused(message, service=SERVICE, check=check, rule=rule)
-
-
-def _failed(message: str, *, reason: str, **details: object) -> GatewayError:
-    return GatewayError(message, service=SERVICE, reason=reason, **details)
-
-
-# ---------------------------------------------------------------------------- pieces
-
-
-class _Redactor:
-    """Every form in which a secret value could come back, replaced by ``[REDACTED]``."""
-
-    def __init__(self, values: list[str]) -> None:
-        forms: set[str] = set()
-        for value in values:
-            encoded = quote(value, safe="")
-            forms.update({value, encoded, encoded.lower(), quote_plus(value), json.dumps(value)[1:-1]})
-            forms.add(base64.b64encode(value.encode()).decode())
-            forms.update({value.encode().hex(), value.encode().hex().upper()})
-        self._text = sorted((f for f in forms if f), key=len, reverse=True)
-        self._bytes = [f.encode() for f in self._text]
-
-    def text(self, text: str) -> str:
-        for form in self._text:
-            text = text.replace(form, REDACTED)
-        return text
-
-    def data(self, data: bytes) -> bytes:
-        for form in self._bytes:
-            data = data.replace(form, REDACTED.encode())
-        return data
-
-    def found_in(self, text: str) -> bool:
-        return any(form in text for form in self._text)
-
-
-class _MinuteWindow:
-    """At most ``limit`` requests in any 60 seconds; :meth:`take` says how long to wait if not."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._times: collections.deque[float] = collections.deque()
-
-    def take(self, now: float) -> float | None:
-        while self._times and self._times[0] <= now - 60.0:
-            self._times.popleft()
-        if len(self._times) >= self.limit:
-            return round(self._times[0] + 60.0 - now, 3)
-        self._times.append(now)
-        return None
-
-
-@dataclass
-class _Hop:
-    method: str
-    target: Target
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-def match_rule(grant: HttpGrant, target: Target, method: str) -> UrlRule:
-    """The rule of ``grant`` that allows ``method`` on ``target`` (the longest path prefix), or
-    :class:`GatewayRefused` naming the check that failed and the nearest rule."""
-    rules = grant.rules
-    same_host = [r for r in rules if r.target.host == target.host]
-    if not same_host:
-        allowed = ", ".join(sorted({r.target.origin for r in rules})) or "none"
-        raise _refused(f"no rule allows host {target.host} (allowed: {allowed})", check="host", rule=None)
-    same_scheme = [r for r in same_host if r.target.scheme == target.scheme]
-    if not same_scheme:
-        rule = same_host[0]
-        raise _refused(
-            f"{rule.describe()} allows {rule.target.scheme}, not {target.scheme}",
-            check="scheme",
-            rule=rule.key,
-        )
-    same_port = [r for r in same_scheme if r.target.port == target.port]
-    if not same_port:
-        rule = same_scheme[0]
-        raise _refused(
-            f"{rule.describe()} allows port {rule.target.port}, not {target.port}",
-            check="port",
-            rule=rule.key,
-        )
-    by_path = [r for r in same_port if r.allows_path(target)]
-    if not by_path:
-        prefixes = ", ".join(f"{r.key} ({r.target.path})" for r in same_port)
-        raise _refused(
-            f"path {target.path} is outside the allowed prefixes: {prefixes}",
-            check="path",
-            rule=same_port[0].key,
-        )
-    with_method = [r for r in by_path if method in r.methods]
-    if not with_method:
-        rule = by_path[0]
-        raise _refused(
-            f"{rule.describe()} allows {', '.join(sorted(rule.methods))}, not {method}",
-            check="method",
-            rule=rule.key,
-        )
-    return max(with_method, key=lambda r: len(r.target.path))
-
-
-def _inject(hop: _Hop, rule: UrlRule, secret: str | None) -> tuple[Target, list[tuple[str, str]]]:
-    """The hop's target and headers with the rule's secret where the rule says, and only then."""
-    target, headers = hop.target, list(hop.headers)
-    injection = rule.inject
-    if injection is None or secret is None:
-        return target, headers
-    if injection.kind == "query":
-        kept = [
-            p for p in target.query.split("&") if p and unquote_plus(p.partition("=")[0]) != injection.name
-        ]
-        kept.append(urlencode({injection.name: secret}))
-        return target.with_query("&".join(kept)), headers
-    if injection.kind == "header":
-        name, value = injection.name, injection.render(secret)
-    else:  # basic
-        credentials = f"{injection.name}:{secret}" if injection.name else secret
-        name, value = "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
-    headers = [(k, v) for k, v in headers if k.lower() != name.lower()]
-    headers.append((name, value))
-    return target, headers
-
-
-def _plugin_headers(raw: object) -> list[tuple[str, str]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise _failed("headers must be a list of [name, value] pairs", reason="bad_request")
-    headers = []
-    for pair in raw:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            raise _failed("headers must be a list of [name, value] pairs", reason="bad_request")
-        name, value = pair
-        if not name or any(c in name for c in " \t\r\n:\x00") or any(c in value for c in "\r\n\x00"):
-            raise _failed(f"invalid header {name!r}", reason="bad_request")
-        if name.lower() not in _OWNED_HEADERS:
-            headers.append((name, value))
-    return headers
 
 
 # ---------------------------------------------------------------------------- the service
@@ -251,7 +87,7 @@ class HttpGateway:
         self,
         bus: EventBus,
         grants: Mapping[str, HttpGrant],
-        secrets: Mapping[str, _Secret],
+        secrets: Mapping[str, SecretSource],
         *,
         audit: AuditLog | None = None,
         resolver: Resolver = resolve,
@@ -265,15 +101,15 @@ class HttpGateway:
         self.audit = audit or AuditLog()
         self.resolver = resolver
         self._bus = bus
-        self._body_cap = _body_cap(1024 * 1024)  # nats-server's default; start() reads the real one
+        self._body_cap = body_cap(1024 * 1024)  # nats-server's default; start() reads the real one
         self._service = _ConcurrentService(bus, SERVICE, {"request": self.handle}, source=source)
-        self._windows = {name: _MinuteWindow(g.requests_per_minute) for name, g in self.grants.items()}
+        self._windows = {name: MinuteWindow(g.requests_per_minute) for name, g in self.grants.items()}
         self._transports: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
         self._ssl: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         # The body travels base64-encoded in one reply, beside the headers.
-        self._body_cap = _body_cap(self._bus.client.max_payload)
+        self._body_cap = body_cap(self._bus.client.max_payload)
         self.audit.open()
         await self._service.start()
 
@@ -296,11 +132,11 @@ class HttpGateway:
         counters.requests += 1
         method = str(data.get("method", "")).upper()[:16] or "?"
         record: dict[str, Any] = {"plugin": plugin, "method": method, "host": "?", "path": "?"}
-        redactor = _Redactor([])
+        redactor = Redactor([])
         try:
             grant = self.grants.get(plugin)
             if grant is None:
-                raise _refused(
+                raise refused(
                     f"plugin {plugin!r} has no HTTP grant ([plugins.{plugin}.http] in rosey.toml)",
                     check="no_grant",
                 )
@@ -308,11 +144,18 @@ class HttpGateway:
             try:
                 target = parse_target(data.get("url"))
             except UrlProblem as exc:
-                raise _refused(f"URL refused: {exc}", check=exc.check) from None
+                raise refused(f"URL refused: {exc}", check=exc.check) from None
             record.update(host=target.netloc, path=redactor.text(target.path))
             rule = match_rule(grant, target, method)
-            hop = _Hop(method, target, _plugin_headers(data.get("headers")), self._body(data))
+            hop = Hop(method, target, plugin_headers(data.get("headers")), self._body(data))
             timeout = self._timeout(grant, data.get("timeout"))
+            if counters.in_flight >= grant.max_concurrent:
+                raise GatewayRateLimited(
+                    f"{grant.max_concurrent} requests already in flight (max_concurrent)",
+                    service=SERVICE,
+                    retry_after=1.0,
+                    limit="max_concurrent",
+                )
             wait = self._windows[plugin].take(time.monotonic())
             if wait is not None:
                 raise GatewayRateLimited(
@@ -321,20 +164,13 @@ class HttpGateway:
                     retry_after=wait,
                     limit="requests_per_minute",
                 )
-            if counters.in_flight >= grant.max_concurrent:
-                raise GatewayRateLimited(
-                    f"{grant.max_concurrent} requests already in flight (max_concurrent)",
-                    service=SERVICE,
-                    retry_after=1.0,
-                    limit="max_concurrent",
-                )
             counters.in_flight += 1
             counters.bytes_out += len(hop.body)
             try:
                 async with asyncio.timeout(timeout):
                     reply = await self._exchange(grant, rule, hop, redactor, timeout, record)
             except TimeoutError:
-                raise _failed(
+                raise failed(
                     f"no complete response within {timeout:g} s", reason="timeout", timeout=timeout
                 ) from None
             finally:
@@ -343,7 +179,7 @@ class HttpGateway:
             counters.refused += 1
             self._record(record, started, refused_by=str(exc.details.get("check", "refused")))
             rule_key = exc.details.get("rule")
-            raise _refused(
+            raise refused(
                 redactor.text(str(exc)),
                 check=str(exc.details.get("check")),
                 rule=rule_key if isinstance(rule_key, str) else None,
@@ -385,11 +221,11 @@ class HttpGateway:
             )
         )
 
-    def _redactor(self, grant: HttpGrant) -> _Redactor:
-        """Redaction of every secret of the grant, and of each as its rules send it."""
+    def _redactor(self, grant: HttpGrant, *, only: str | None = None) -> Redactor:
+        """Redaction of every secret of the grant (or secret ``only``), and of each as its rules send it."""
         values = []
         for rule in grant.rules:
-            if rule.secret is None or rule.inject is None:
+            if rule.secret is None or rule.inject is None or only not in (None, rule.secret):
                 continue
             with contextlib.suppress(RoseyError):  # unreadable: it cannot be sent either
                 secret = self.secrets[rule.secret].read()
@@ -399,7 +235,7 @@ class HttpGateway:
                 elif rule.inject.kind == "basic":
                     credentials = f"{rule.inject.name}:{secret}" if rule.inject.name else secret
                     values.append(base64.b64encode(credentials.encode()).decode())
-        return _Redactor(values)
+        return Redactor(values)
 
     @staticmethod
     def _body(data: Mapping[str, Any]) -> bytes:
@@ -409,24 +245,22 @@ class HttpGateway:
         try:
             return base64.b64decode(str(encoded), validate=True)
         except (binascii.Error, ValueError):
-            raise _failed("body_b64 is not base64", reason="bad_request") from None
+            raise failed("body_b64 is not base64", reason="bad_request") from None
 
     @staticmethod
     def _timeout(grant: HttpGrant, asked: object) -> float:
         if asked is None:
             return grant.timeout
         if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not asked > 0:
-            raise _failed(
-                f"timeout must be a positive number of seconds, got {asked!r}", reason="bad_request"
-            )
+            raise failed(f"timeout must be a positive number of seconds, got {asked!r}", reason="bad_request")
         return min(float(asked), grant.timeout)
 
     async def _exchange(
         self,
         grant: HttpGrant,
         rule: UrlRule,
-        hop: _Hop,
-        redactor: _Redactor,
+        hop: Hop,
+        redactor: Redactor,
         timeout: float,
         record: dict[str, Any],
     ) -> dict[str, Any]:
@@ -434,7 +268,7 @@ class HttpGateway:
         for redirects in range(grant.max_redirects + 1):
             address = await self._address(hop.target, rule)
             secret = self._secret(rule)
-            target, headers = _inject(hop, rule, secret)
+            target, headers = inject_secret(hop, rule, secret)
             response = await self._send(grant, rule, hop.method, target, address, headers, hop.body, deadline)
             location = response.headers.get("location")
             if response.status_code not in REDIRECTS or location is None:
@@ -463,17 +297,17 @@ class HttpGateway:
                 break
             hop, rule = self._follow(grant, hop, response.status_code, location, redactor)
             record["redirects"] = redirects + 1
-        raise _failed(f"more than {grant.max_redirects} redirects", reason="too_many_redirects")
+        raise failed(f"more than {grant.max_redirects} redirects", reason="too_many_redirects")
 
     def _follow(
-        self, grant: HttpGrant, hop: _Hop, status: int, location: str, redactor: _Redactor
-    ) -> tuple[_Hop, UrlRule]:
+        self, grant: HttpGrant, hop: Hop, status: int, location: str, redactor: Redactor
+    ) -> tuple[Hop, UrlRule]:
         """The next hop of a redirect, checked against the grant as a request of its own."""
         try:
             target = parse_target(urljoin(hop.target.url(), location))
         except (UrlProblem, ValueError) as exc:
             check = exc.check if isinstance(exc, UrlProblem) else "url"
-            raise _refused(f"redirect refused: {exc}", check=f"redirect:{check}") from None
+            raise refused(f"redirect refused: {exc}", check=f"redirect:{check}") from None
         method, body = hop.method, hop.body
         if status == 303 or (status in (301, 302) and method == "POST"):
             method, body = ("HEAD" if method == "HEAD" else "GET"), b""
@@ -481,23 +315,28 @@ class HttpGateway:
             rule = match_rule(grant, target, method)
         except GatewayRefused as exc:
             rule_key = exc.details.get("rule")
-            raise _refused(
+            raise refused(
                 f"redirect to {target.origin}{target.path} refused: {exc}",
                 check=f"redirect:{exc.details.get('check')}",
                 rule=rule_key if isinstance(rule_key, str) else None,
             ) from None
-        if redactor.found_in(target.url()) and rule.secret is None:
-            raise _refused(
-                f"redirect to {target.origin} would carry a secret to a host it is not bound to",
-                check="redirect:secret_binding",
-                rule=rule.key,
-            )
+        if redactor.found_in(target.url()):
+            # A server that copied an injected secret into its Location: the next hop may have it
+            # only if its own rule binds that very secret.
+            for name in grant.secrets - {rule.secret}:
+                if self._redactor(grant, only=name).found_in(target.url()):
+                    raise refused(
+                        f"redirect to {target.origin} would carry secret {name!r} to a host it is not "
+                        "bound to",
+                        check="redirect:secret_binding",
+                        rule=rule.key,
+                    )
         headers = hop.headers
         if (target.scheme, target.host, target.port) != (hop.target.scheme, hop.target.host, hop.target.port):
-            headers = [(k, v) for k, v in headers if k.lower() not in _CROSS_ORIGIN_DROPPED]
+            headers = [(k, v) for k, v in headers if k.lower() not in CROSS_ORIGIN_DROPPED]
         if not body:
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
-        return _Hop(method, target, headers, body), rule
+        return Hop(method, target, headers, body), rule
 
     async def _address(self, target: Target, rule: UrlRule) -> str:
         """The one address this hop connects to, resolved once and checked."""
@@ -508,15 +347,15 @@ class HttpGateway:
             try:
                 found = await self.resolver(target.host, target.port)
             except OSError as exc:
-                raise _failed(f"cannot resolve {target.host}: {exc.strerror or exc}", reason="dns") from None
+                raise failed(f"cannot resolve {target.host}: {exc.strerror or exc}", reason="dns") from None
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
             if not addresses:
-                raise _failed(f"{target.host} has no address", reason="dns")
+                raise failed(f"{target.host} has no address", reason="dns")
         for address in addresses:
             why = why_refused(address, allow_private=rule.allow_private)
             if why is not None:
                 hint = "" if rule.allow_private else " (a rule may say allow_private = true)"
-                raise _refused(
+                raise refused(
                     f"{target.host} resolves to {address}, {why}; refused{hint}",
                     check="private_address",
                     rule=rule.key,
@@ -528,15 +367,13 @@ class HttpGateway:
             return None
         source = self.secrets.get(rule.secret)
         if source is None:
-            raise _failed(
-                f"{rule.key}: secret {rule.secret!r} is not configured", reason="secret_unavailable"
-            )
+            raise failed(f"{rule.key}: secret {rule.secret!r} is not configured", reason="secret_unavailable")
         try:
             return source.read()
         except RoseyError:
             # The message names the variable or the file, never a value; the plugin needs less.
             logger.warning("secret %s of %s cannot be read", rule.secret, rule.key)
-            raise _failed(
+            raise failed(
                 f"secret {rule.secret!r} is unavailable on the host", reason="secret_unavailable"
             ) from None
 
@@ -594,11 +431,11 @@ class HttpGateway:
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
-            raise _failed(f"{target.origin}: {type(exc).__name__}: {exc}", reason="connect") from None
+            raise failed(f"{target.origin}: {type(exc).__name__}: {exc}", reason="connect") from None
 
     async def _read(self, response: httpx.Response, cap: int) -> tuple[bytes, int, bool]:
         """The body, decoded, at most ``cap`` bytes: past it the transfer stops and fails."""
-        too_large = _failed(
+        too_large = failed(
             f"the response is larger than max_response_bytes ({cap} bytes); it was cut off",
             reason="max_response_bytes",
             limit=cap,
@@ -608,7 +445,7 @@ class HttpGateway:
             raise too_large
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
-            raise _failed(f"unsupported content-encoding {encoding!r}", reason="content_encoding")
+            raise failed(f"unsupported content-encoding {encoding!r}", reason="content_encoding")
         inflate = None if encoding in ("identity", "") else zlib.decompressobj(47)
         chunks: list[bytes] = []
         size = 0
@@ -622,9 +459,9 @@ class HttpGateway:
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
-            raise _failed(f"the response broke off: {type(exc).__name__}", reason="connect") from None
+            raise failed(f"the response broke off: {type(exc).__name__}", reason="connect") from None
         except zlib.error:
-            raise _failed("the response is not valid gzip/deflate", reason="content_encoding") from None
+            raise failed("the response is not valid gzip/deflate", reason="content_encoding") from None
         return b"".join(chunks), size, inflate is not None
 
 
