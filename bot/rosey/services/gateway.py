@@ -192,6 +192,13 @@ class HttpGateway:
             counters.failed += 1
             self._record(record, started, refused_by=str(exc.details.get("reason", "error")))
             raise GatewayError(redactor.text(str(exc)), service=SERVICE, **exc.details) from None
+        except Exception as exc:
+            # A bug, not a verdict: the plugin still gets an answer, and the log gets the type
+            # only (a message or a traceback's text could quote a secret).
+            counters.failed += 1
+            self._record(record, started, refused_by="internal")
+            logger.error("gateway: request of plugin %s failed: %s", plugin, type(exc).__name__)
+            raise failed("the gateway failed on this request (see rosey's log)", reason="internal") from None
         counters.completed += 1
         counters.bytes_in += reply["size"]
         self._record(record, started, status=reply["status"], size=reply["size"])
@@ -430,8 +437,10 @@ class HttpGateway:
             return await self._transport(grant.plugin, rule, grant).handle_async_request(request)
         except httpx.TimeoutException:
             raise TimeoutError from None
-        except httpx.HTTPError as exc:
+        except httpx.NetworkError as exc:  # connect, read, write: the OS's words, no request content
             raise failed(f"{target.origin}: {type(exc).__name__}: {exc}", reason="connect") from None
+        except httpx.HTTPError as exc:  # others may quote a header, i.e. a secret: only the type
+            raise failed(f"{target.origin}: {type(exc).__name__}", reason="connect") from None
 
     async def _read(self, response: httpx.Response, cap: int) -> tuple[bytes, int, bool]:
         """The body, decoded, at most ``cap`` bytes: past it the transfer stops and fails."""
