@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from bot.rosey.errors import ConfigError
+from bot.rosey.errors import ConfigError, GatewayRefused
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENT",
@@ -46,7 +46,6 @@ __all__ = [
     "HttpGrant",
     "Injection",
     "Target",
-    "UrlProblem",
     "UrlRule",
     "parse_http_grant",
     "parse_http_grants",
@@ -84,12 +83,9 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class UrlProblem(ValueError):
+def _problem(check: str, reason: str) -> GatewayRefused:
     """A URL Rosey will not use; ``check`` names what failed (``scheme``, ``userinfo``, ``path``...)."""
-
-    def __init__(self, check: str, reason: str) -> None:
-        super().__init__(reason)
-        self.check = check
+    return GatewayRefused(reason, service="http", check=check)
 
 
 # ---------------------------------------------------------------------------- URLs
@@ -133,15 +129,15 @@ class Target:
 def _canonical_host(raw: str) -> str:
     if raw.startswith("["):
         if not raw.endswith("]"):
-            raise UrlProblem("host", f"invalid IPv6 host {raw!r}")
+            raise _problem("host", f"invalid IPv6 host {raw!r}")
         try:
             address = ipaddress.IPv6Address(raw[1:-1])
         except ValueError:
-            raise UrlProblem("host", f"invalid IPv6 host {raw!r}") from None
+            raise _problem("host", f"invalid IPv6 host {raw!r}") from None
         return address.compressed
     host = raw[:-1] if raw.endswith(".") else raw
     if not host:
-        raise UrlProblem("host", "the URL has no host")
+        raise _problem("host", "the URL has no host")
     labels = host.split(".")
     if _NUMERIC_HOST.fullmatch(labels[-1]):
         # Only the dotted quad: inet_aton also reads "2130706433", "127.1" and "0x7f.1" as
@@ -149,9 +145,7 @@ def _canonical_host(raw: str) -> str:
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise UrlProblem(
-                "host", f"{raw!r} is neither a host name nor a dotted-quad IPv4 address"
-            ) from None
+            raise _problem("host", f"{raw!r} is neither a host name nor a dotted-quad IPv4 address") from None
     if host.isascii():
         host = host.lower()
     else:
@@ -160,9 +154,9 @@ def _canonical_host(raw: str) -> str:
         try:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
-            raise UrlProblem("host", f"invalid international host name {raw!r}: {exc}") from None
+            raise _problem("host", f"invalid international host name {raw!r}: {exc}") from None
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise UrlProblem("host", f"invalid host name {raw!r}")
+        raise _problem("host", f"invalid host name {raw!r}")
     return host
 
 
@@ -171,13 +165,13 @@ def _canonical_path(raw: str) -> str:
         return "/"
     lowered = raw.lower()
     if "%2f" in lowered or "%5c" in lowered:
-        raise UrlProblem("path", "an encoded '/' or '\\' in the path is refused (servers disagree on it)")
+        raise _problem("path", "an encoded '/' or '\\' in the path is refused (servers disagree on it)")
     if "%" in _ESCAPE.sub("", raw):
-        raise UrlProblem("path", "a '%' in the path that is not a percent-escape")
+        raise _problem("path", "a '%' in the path that is not a percent-escape")
     for segment in raw.split("/"):
         decoded = unquote(segment)
         if decoded in (".", "..") or "\x00" in decoded:
-            raise UrlProblem("path", "dot segments ('.', '..', '%2e%2e') are refused in paths")
+            raise _problem("path", "dot segments ('.', '..', '%2e%2e') are refused in paths")
 
     def normal(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
@@ -187,36 +181,36 @@ def _canonical_path(raw: str) -> str:
 
 
 def parse_target(url: object) -> Target:
-    """``url`` in canonical form, or :class:`UrlProblem` saying why it is refused."""
+    """``url`` in canonical form, or :class:`GatewayRefused` saying why it is refused (``.check``)."""
     if not isinstance(url, str) or not url:
-        raise UrlProblem("url", f"a URL must be a non-empty string, got {url!r}")
+        raise _problem("url", f"a URL must be a non-empty string, got {url!r}")
     if len(url) > MAX_URL_LENGTH:
-        raise UrlProblem("url", f"the URL is longer than {MAX_URL_LENGTH} characters")
+        raise _problem("url", f"the URL is longer than {MAX_URL_LENGTH} characters")
     if _CONTROL_OR_SPACE.search(url) or "\\" in url:
-        raise UrlProblem("url", "whitespace, control characters and '\\' are refused in URLs")
+        raise _problem("url", "whitespace, control characters and '\\' are refused in URLs")
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
     except ValueError as exc:
-        raise UrlProblem("url", f"not a valid URL: {exc}") from None
+        raise _problem("url", f"not a valid URL: {exc}") from None
     if scheme not in DEFAULT_PORTS:
-        raise UrlProblem("scheme", f"only http and https URLs are allowed, got {parts.scheme or 'none'!r}")
+        raise _problem("scheme", f"only http and https URLs are allowed, got {parts.scheme or 'none'!r}")
     netloc = parts.netloc
     if "@" in netloc:
-        raise UrlProblem("userinfo", "user names and passwords in URLs are refused (use a secret)")
+        raise _problem("userinfo", "user names and passwords in URLs are refused (use a secret)")
     host_part, port_text = netloc, ""
     if netloc.startswith("["):
         end = netloc.find("]")
         host_part, rest = netloc[: end + 1], netloc[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise UrlProblem("host", f"invalid host {netloc!r}")
+            raise _problem("host", f"invalid host {netloc!r}")
         port_text = rest[1:]
     elif ":" in netloc:
         host_part, _, port_text = netloc.rpartition(":")
     host = _canonical_host(host_part)
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise UrlProblem("port", f"invalid port {port_text!r}")
+            raise _problem("port", f"invalid port {port_text!r}")
         port = int(port_text)
     else:
         port = DEFAULT_PORTS[scheme]
@@ -334,7 +328,7 @@ def _rule(key: str, table: object, secrets: Mapping[str, object]) -> UrlRule:
     url = table.get("url")
     try:
         target = parse_target(url)
-    except UrlProblem as exc:
+    except GatewayRefused as exc:
         raise _fail(f"{key}.url", str(exc)) from None
     if target.query or "#" in str(url):
         raise _fail(f"{key}.url", "a rule is a scheme, host, port and path prefix: no query or fragment")

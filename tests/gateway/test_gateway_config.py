@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.rosey.config import load_config
-from bot.rosey.errors import ConfigError
-from bot.rosey.gateway_config import UrlProblem, parse_http_grants, parse_target, path_within
+from bot.rosey.errors import ConfigError, GatewayRefused
+from bot.rosey.gateway_config import parse_http_grants, parse_target, path_within
 from bot.rosey.services.gateway_addresses import why_refused
 
 pytestmark = pytest.mark.no_nats
@@ -154,9 +154,9 @@ def test_urls_in_canonical_form(url: str, canonical: str) -> None:
     ],
 )
 def test_ambiguous_urls_are_refused(url: str, check: str) -> None:
-    with pytest.raises(UrlProblem) as problem:
+    with pytest.raises(GatewayRefused) as problem:
         parse_target(url)
-    assert problem.value.check == check, problem.value
+    assert problem.value.check == check, problem.value  # type: ignore[attr-defined]
 
 
 def test_path_prefixes_hold_on_segment_boundaries() -> None:

@@ -52,7 +52,7 @@ from bot.rosey.config import RoseyConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, RoseyError
-from bot.rosey.gateway_config import HttpGrant, Target, UrlProblem, UrlRule, parse_http_grants, parse_target
+from bot.rosey.gateway_config import HttpGrant, Target, UrlRule, parse_http_grants, parse_target
 from bot.rosey.services.base import PluginRequestService, RequestHandler
 from bot.rosey.services.gateway_addresses import Resolver, resolve, why_refused
 from bot.rosey.services.gateway_audit import AuditLog, AuditRecord, audit_path
@@ -143,8 +143,8 @@ class HttpGateway:
             redactor = self._redactor(grant)
             try:
                 target = parse_target(data.get("url"))
-            except UrlProblem as exc:
-                raise refused(f"URL refused: {exc}", check=exc.check) from None
+            except GatewayRefused as exc:
+                raise refused(f"URL refused: {exc}", check=str(exc.details["check"])) from None
             record.update(host=target.netloc, path=redactor.text(target.path))
             rule = match_rule(grant, target, method)
             hop = Hop(method, target, plugin_headers(data.get("headers")), self._body(data))
@@ -312,8 +312,8 @@ class HttpGateway:
         """The next hop of a redirect, checked against the grant as a request of its own."""
         try:
             target = parse_target(urljoin(hop.target.url(), location))
-        except (UrlProblem, ValueError) as exc:
-            check = exc.check if isinstance(exc, UrlProblem) else "url"
+        except (GatewayRefused, ValueError) as exc:
+            check = exc.details["check"] if isinstance(exc, GatewayRefused) else "url"
             raise refused(f"redirect refused: {exc}", check=f"redirect:{check}") from None
         method, body = hop.method, hop.body
         if status == 303 or (status in (301, 302) and method == "POST"):
