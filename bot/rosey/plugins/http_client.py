@@ -35,7 +35,8 @@ __all__ = ["Headers", "HttpClient", "HttpResponse"]
 
 #: How long the SDK waits beyond the request's own timeout for the gateway's answer.
 _MARGIN = 5.0
-DEFAULT_TIMEOUT = 30.0
+#: Without a timeout of its own, a request lasts at most the grant's timeout, itself at most this.
+_LONGEST = 300.0
 _UNSET: Any = object()
 
 QueryParams = Mapping[str, str | int | float | Iterable[str | int | float]] | Iterable[tuple[str, str]]
@@ -170,7 +171,7 @@ class HttpClient:
         subject = Subjects.service("http", self._plugin, "request")
         try:
             reply = await bus.request(
-                subject, request, f"plugin-{self._plugin}", timeout=(timeout or DEFAULT_TIMEOUT) + _MARGIN
+                subject, request, f"plugin-{self._plugin}", timeout=(timeout or _LONGEST) + _MARGIN
             )
         except PayloadTooLarge as exc:
             raise GatewayError(
