@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,10 +131,13 @@ def _handler(state: LoopbackServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_server() -> LoopbackServer:
-    """Listening on 127.0.0.1 on a port of the kernel's choice, serving from a thread."""
+def start_server(tls: ssl.SSLContext | None = None) -> LoopbackServer:
+    """Listening on 127.0.0.1 on a port of the kernel's choice, serving from a thread (over TLS
+    with ``tls``, a server-side context)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     state = LoopbackServer(server)
     server.RequestHandlerClass = _handler(state)
     threading.Thread(target=server.serve_forever, args=(0.02,), name="loopback-http", daemon=True).start()

@@ -91,6 +91,7 @@ class HttpGateway:
         *,
         audit: AuditLog | None = None,
         resolver: Resolver = resolve,
+        ssl_context: ssl.SSLContext | None = None,  # default: certifi's CA bundle
         source: str = "rosey-gateway",
     ) -> None:
         # httpcore's debug trace prints every response's headers, and a server may echo a secret
@@ -105,7 +106,7 @@ class HttpGateway:
         self._service = _ConcurrentService(bus, SERVICE, {"request": self.handle}, source=source)
         self._windows = {name: MinuteWindow(g.requests_per_minute) for name, g in self.grants.items()}
         self._transports: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
 
     async def start(self) -> None:
         # The body travels base64-encoded in one reply, beside the headers.
