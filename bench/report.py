@@ -249,6 +249,23 @@ def build_figures(
             "≥ 5,000/s",
             lambda v, _r: v >= 5000,
         )
+    add(
+        "gw.p50",
+        "HTTP via gateway p50 (self.http.get)",
+        "µs",
+        "gw.p50_us_gateway",
+        "gw.p50_us_direct",
+        "direct httpx",
+    )
+    add("gw.p99", "HTTP via gateway p99", "µs", "gw.p99_us_gateway", "gw.p99_us_direct", "direct httpx")
+    add(
+        "gw.overhead",
+        "HTTP gateway overhead p50 (gateway - direct)",
+        "µs",
+        "gw.overhead_p50_us",
+        target="≤ 1500 µs",
+        check=at_most(1500.0),
+    )
     return figures
 
 

@@ -50,6 +50,7 @@ from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
+from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.services.storage import StorageService
 from bot.rosey.state_lock import StateLock
@@ -99,6 +100,8 @@ class RoseyApp:
         self.control: ControlService | None = None
         self.storage_bus: EventBus | None = None  # plugins' storage requests, on a connection of their own
         self.storage: StorageService | None = None
+        self.gateway_bus: EventBus | None = None  # plugins' HTTP requests: beside chat, not behind it
+        self.gateway: HttpGateway | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
@@ -178,6 +181,9 @@ class RoseyApp:
         limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
         self.storage = StorageService(self.storage_bus, limits, server=redact_url(self.nats_url))
         await self.storage.start()
+        self.gateway_bus = await self._connect("rosey-http")
+        self.gateway = gateway_for(self.config, self.gateway_bus)
+        await self.gateway.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -211,11 +217,13 @@ class RoseyApp:
             await self.storage.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.storage_bus, self.control_bus, self.bus):
+        for bus in (self.watchdog_bus, self.gateway_bus, self.storage_bus, self.control_bus, self.bus):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()
@@ -260,6 +268,7 @@ class RoseyApp:
                 last_sweep_ms=round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
             ),
             storage=self.storage.usage() if self.storage is not None else {},
+            gateway=self.gateway.status() if self.gateway is not None else {},
         )
 
     # ------------------------------------------------------------------ internals

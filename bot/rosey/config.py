@@ -38,6 +38,7 @@ from bot.rosey.chat_config import (
 )
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
+from bot.rosey.gateway_config import parse_http_grants
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.storage_config import parse_storage_limits
@@ -467,6 +468,7 @@ class RoseyConfig:
                     "adapter and plugin names must differ",
                 )
         put("adapters", MappingProxyType(dict(self.adapters)))
+        parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""

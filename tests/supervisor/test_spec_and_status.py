@@ -266,7 +266,9 @@ def test_rosey_status_keys_and_round_trip() -> None:
         "sandbox_support",
         "watchdog",
         "storage",
+        "gateway",
     ]
+    assert data["gateway"] == {}  # no plugin used the HTTP gateway
     assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url", "flood_detection"]
     assert data["launcher"] == {"kind": "zygote", "zygote_pid": 102}
     assert data["watchdog"] == {"last_sweep_ms": 0.4}

@@ -123,11 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the last lines a plugin wrote to stdout and stderr (kept across its "
         "restarts), and with --follow the new ones as they come.",
     )
-    logs.add_argument("name", help="plugin name, e.g. echo")
+    logs.add_argument("name", nargs="?", help="plugin name, e.g. echo (optional with --gateway)")
     logs.add_argument(
         "--lines", "-n", type=int, default=50, metavar="N", help="how many recent lines (default 50)"
     )
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument(
+        "--gateway", action="store_true", help="the HTTP gateway's audit log instead (of NAME only, if given)"
+    )
     logs.set_defaults(func=commands.cmd_logs)
 
     for action, text in (

@@ -36,6 +36,7 @@ from bot.rosey.plugins.contract import (
     notify_on_start,
     notify_ready,
 )
+from bot.rosey.plugins.http_client import HttpClient
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
@@ -366,6 +367,13 @@ class PluginInterface(ABC):
             await bus.subscribe(subject, self.on_event)
             logger.debug("Plugin '%s' subscribed to %s", self.plugin_name, subject)
         await bus.flush()
+
+    # ========== Plugin Services ==========
+
+    @functools.cached_property
+    def http(self) -> HttpClient:
+        """HTTP through the host's gateway, as the operator's ``[plugins.NAME.http]`` grant allows."""
+        return HttpClient(self._bus, self.plugin_name)
 
     def _bus(self) -> EventBus:
         if self.event_bus is None:

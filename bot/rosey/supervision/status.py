@@ -310,6 +310,8 @@ class RoseyStatus:
     watchdog: WatchdogStatus
     # Plugin -> {keys, bytes, max_keys, max_bytes, max_value_bytes}: what each stores (storage service).
     storage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: The HTTP gateway's counters per plugin (requests, completed, refused, limited, failed, bytes).
+    gateway: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(self.plugins))
@@ -328,6 +330,7 @@ class RoseyStatus:
             "sandbox_support": dict(self.sandbox_support),
             "watchdog": self.watchdog.to_dict(),
             "storage": {name: dict(usage) for name, usage in self.storage.items()},
+            "gateway": {plugin: dict(counters) for plugin, counters in self.gateway.items()},
         }
 
     @classmethod
@@ -347,6 +350,7 @@ class RoseyStatus:
             sandbox_support=dict(_mapping(data.get("sandbox_support"))),
             watchdog=WatchdogStatus.from_dict(_mapping(data.get("watchdog"))),
             storage={k: dict(_mapping(v)) for k, v in _mapping(data.get("storage")).items()},
+            gateway={str(k): dict(_mapping(v)) for k, v in _mapping(data.get("gateway")).items()},
         )
 
 
