@@ -42,7 +42,7 @@ import logging
 import ssl
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
@@ -50,10 +50,8 @@ import httpx
 
 from bot.rosey.config import RoseyConfig
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.core.events import Event
 from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, RoseyError
 from bot.rosey.gateway_config import HttpGrant, Target, UrlRule, parse_http_grants, parse_target
-from bot.rosey.services.base import PluginRequestService, RequestHandler
 from bot.rosey.services.gateway_addresses import Resolver, resolve, why_refused
 from bot.rosey.services.gateway_audit import AuditLog, AuditRecord, audit_path
 from bot.rosey.services.gateway_policy import (
@@ -71,6 +69,7 @@ from bot.rosey.services.gateway_policy import (
     plugin_headers,
     refused,
 )
+from bot.rosey.services.plugin_requests import ConcurrentPluginRequestService
 
 __all__ = ["SERVICE", "HttpGateway", "gateway_for"]
 
@@ -103,7 +102,9 @@ class HttpGateway:
         self.resolver = resolver
         self._bus = bus
         self._body_cap = body_cap(1024 * 1024)  # nats-server's default; start() reads the real one
-        self._service = _ConcurrentService(bus, SERVICE, {"request": self.handle}, source=source)
+        # Each request in its own task: one slow remote server must not hold up the next; each
+        # plugin's share is bounded by its max_concurrent, checked first thing in the handler.
+        self._service = ConcurrentPluginRequestService(bus, SERVICE, {"request": self.handle}, source=source)
         self._windows = {name: MinuteWindow(g.requests_per_minute) for name, g in self.grants.items()}
         self._transports: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
         self._ssl = ssl_context
@@ -479,35 +480,3 @@ def gateway_for(config: RoseyConfig, bus: EventBus) -> HttpGateway:
     """The gateway ``rosey run`` starts: the grants of ``config``, its audit log in the state dir."""
     grants = parse_http_grants(config.plugins, config.secrets)
     return HttpGateway(bus, grants, config.secrets, audit=AuditLog(audit_path(config.state_dir).parent))
-
-
-class _ConcurrentService(PluginRequestService):
-    """A plugin service whose requests run side by side (each in its task): one slow remote
-    server must not hold up the next plugin's request. Each plugin's share is bounded by its
-    ``max_concurrent``, checked first thing in the task."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _serve(self, handler: RequestHandler) -> Callable[[Event], Awaitable[None]]:
-        serve = super()._serve(handler)
-
-        async def spawn(event: Event) -> None:
-            task = asyncio.create_task(_run(serve(event)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return spawn
-
-    async def stop(self) -> None:
-        await super().stop()
-        tasks, self._tasks = set(self._tasks), set()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _run(work: Awaitable[None]) -> None:
-    await work
