@@ -20,6 +20,14 @@ these fixtures are available in any test suite:
     (RESULT, ERROR, TIMEOUT, CRASHED, ...), ``reply.data`` (everything the plugin answered).
     The test must be async: with pytest-asyncio's ``asyncio_mode = "auto"`` nothing else is
     needed, in strict mode mark it ``@pytest.mark.asyncio``.
+
+Plugin services run in the harness as under ``rosey run``: ``self.storage`` (the server has
+JetStream; each plugin's storage is emptied when the harness closes, so every test starts
+afresh) and ``self.http`` through the real gateway, with the grants a test gives::
+
+        await harness.allow_http("weather", {"allow": [{"url": "http://127.0.0.1:8080/",
+            "allow_private": True, "secret": "owm", "inject": "query:appid"}]},
+            secrets={"owm": "test-key"})
 """
 
 from __future__ import annotations
@@ -38,14 +46,19 @@ from typing import Any
 import pytest
 
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
+from bot.rosey.chat_config import SecretSource
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, HarnessNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.gateway_config import HttpGrant, parse_http_grant
 from bot.rosey.grants import nats_port
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.sandbox import SandboxPolicy
+from bot.rosey.services.gateway import HttpGateway
 from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
+from bot.rosey.services.storage import StorageService
+from bot.rosey.services.storage_jetstream import stream_name
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -70,9 +83,10 @@ logger = logging.getLogger(__name__)
 
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A real nats-server for this test module, bound to 127.0.0.1 on a port it chose."""
+    """A real nats-server for this test module, bound to 127.0.0.1 on a port it chose, with
+    JetStream (for plugin storage; its store is in the module's temporary directory)."""
     work_dir: Path = tmp_path_factory.mktemp("nats")
-    server = NatsServer(NatsServerConfig(work_dir=work_dir, jetstream=False))
+    server = NatsServer(NatsServerConfig(work_dir=work_dir, jetstream=True))
     server.start()
     try:
         yield server
@@ -96,6 +110,11 @@ class PluginHarness:
     its own on ``rosey.lifecycle.<name>.crashed``, so a command that kills its plugin ends as
     CRASHED at once instead of by timeout. Names ever started here count as known plugins: a
     command to a stopped one is UNAVAILABLE, to a name never started UNKNOWN.
+
+    The plugin services run beside the router, as in ``rosey run``: storage (default quotas;
+    on a server without JetStream every storage call says so), emptied for each plugin started
+    here when the harness closes unless ``keep_storage=True``; and the HTTP gateway, which
+    refuses every request until :meth:`allow_http` grants some.
     """
 
     def __init__(
@@ -105,8 +124,10 @@ class PluginHarness:
         state_dir: str | os.PathLike[str] | None = None,
         router_config: RouterConfig | None = None,
         stop_timeout: float = 5.0,
+        keep_storage: bool = False,
     ) -> None:
         self.nats_url = nats_url
+        self.keep_storage = keep_storage
         self.stop_timeout = stop_timeout
         self._own_state_dir: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -120,6 +141,10 @@ class PluginHarness:
         self._announcements: set[asyncio.Task[None]] = set()
         self._bus: EventBus | None = None
         self._router: CoreRouter | None = None
+        self._storage: StorageService | None = None
+        self._gateway: HttpGateway | None = None
+        self._http_grants: dict[str, HttpGrant] = {}
+        self._secrets: dict[str, SecretSource] = {}
 
     # ------------------------------------------------------------------ access
 
@@ -152,12 +177,54 @@ class PluginHarness:
         router = CoreRouter(
             bus, self._router_config, known_plugins=lambda: self._known, source="rosey-harness"
         )
+        storage = StorageService(bus, {}, server=self.nats_url)
+        gateway = HttpGateway(bus, self._http_grants, self._secrets, source="rosey-harness")
         try:
             await router.start()
+            await storage.start()
+            await gateway.start()
         except BaseException:
+            with contextlib.suppress(Exception):
+                await router.stop()
+                await storage.stop()
             await bus.disconnect()
             raise
-        self._bus, self._router = bus, router
+        self._bus, self._router, self._storage, self._gateway = bus, router, storage, gateway
+
+    async def allow_http(
+        self, plugin: str, grant: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None
+    ) -> None:
+        """Give ``plugin`` the HTTP grant ``grant``: the table ``[plugins.<plugin>.http]`` of
+        rosey.toml, as a dict (validated the same way). ``secrets`` are the ``[secrets.NAME]``
+        its rules name, as values: kept in files of the harness's state dir (mode 0600), which
+        the gateway reads for each request; the plugin never sees them. Call it before the
+        plugin's requests (the gateway restarts with the new grants)."""
+        await self.connect()
+        for name, value in (secrets or {}).items():
+            folder = self.state_dir / "secrets"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = folder / name
+            path.touch(mode=0o600)
+            path.write_text(value, encoding="utf-8")
+            self._secrets[name] = SecretSource(key=f"secrets.{name}.file", file=path)
+        parsed = parse_http_grant(plugin, grant, self._secrets)
+        if parsed is None:
+            self._http_grants.pop(plugin, None)
+        else:
+            self._http_grants[plugin] = parsed
+        old, self._gateway = self._gateway, None
+        if old is not None:
+            await old.stop()
+        gateway = HttpGateway(self.bus, self._http_grants, self._secrets, source="rosey-harness")
+        await gateway.start()
+        self._gateway = gateway
+
+    @property
+    def gateway(self) -> HttpGateway:
+        """The harness's HTTP gateway: ``.audit.records`` holds what each plugin asked for."""
+        if self._gateway is None:
+            raise HarnessNotConnected("the harness is not connected; await harness.connect() first")
+        return self._gateway
 
     async def start_plugin(
         self,
@@ -216,10 +283,17 @@ class PluginHarness:
         user: str | dict[str, Any] = "tester",
         channel: str = "test",
         timeout: float = 10.0,
+        context: Mapping[str, Any] | None = None,
     ) -> CommandOutcome:
-        """Send a command the way the bot does and return its outcome (never raises for plugin failures)."""
+        """Send a command the way the bot does and return its outcome (never raises for plugin failures).
+
+        ``context`` adds what a chat command carries besides its arguments, user and channel,
+        e.g. ``{"platform": "irc", "private": False}``.
+        """
         await self.connect()
-        return await self.router.execute(name, list(args), user=user, channel=channel, timeout=timeout)
+        return await self.router.execute(
+            name, list(args), user=user, channel=channel, timeout=timeout, context=context
+        )
 
     async def stop_plugin(self, name: str) -> int | None:
         """Stop one plugin (SIGTERM, then SIGKILL) and return its exit code."""
@@ -240,9 +314,17 @@ class PluginHarness:
         finally:
             router, self._router = self._router, None
             bus, self._bus = self._bus, None
+            storage, self._storage = self._storage, None
+            gateway, self._gateway = self._gateway, None
             try:
                 if router is not None:
                     await router.stop()
+                if gateway is not None:
+                    await gateway.stop()
+                if storage is not None:
+                    await storage.stop()
+                if bus is not None and storage is not None and not self.keep_storage:
+                    await _delete_storage(bus, self._known)
             finally:
                 if bus is not None:
                     await bus.disconnect()
@@ -277,6 +359,14 @@ class PluginHarness:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+async def _delete_storage(bus: EventBus, plugins: set[str]) -> None:
+    """Delete the storage of ``plugins`` (their JetStream streams), so the next test starts empty."""
+    js = bus.client.jetstream(timeout=5.0)
+    for name in sorted(plugins):
+        with contextlib.suppress(Exception):  # no bucket (never stored), or no JetStream
+            await js.delete_stream(stream_name(name))
 
 
 async def _stop_quietly(runner: PluginProcess, grace: float) -> None:

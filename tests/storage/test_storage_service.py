@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.rosey.broker.nats_server import NatsServer
+from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import StorageError, StorageQuotaExceeded
@@ -243,7 +244,13 @@ async def test_reply_subjects_outside_the_own_inbox_get_nothing(make_store: Make
     assert seen == []
 
 
-async def test_without_jetstream_storage_says_so_in_one_line(nats_url: str) -> None:
+async def test_without_jetstream_storage_says_so_in_one_line(tmp_path: Path) -> None:
+    # A server of its own: the nats_server fixture has JetStream (the harness's storage needs it).
+    with NatsServer(NatsServerConfig(work_dir=tmp_path, jetstream=False)) as server:
+        await _without_jetstream(server.url)
+
+
+async def _without_jetstream(nats_url: str) -> None:
     async with EventBus(nats_url, name="rosey-storage") as bus, EventBus(nats_url, name="plugin") as plugin:
         service = StorageService(bus, {"nojs": StorageLimits()}, server=nats_url)
         await service.start()
