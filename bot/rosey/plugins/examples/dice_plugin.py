@@ -51,7 +51,9 @@ def roll(expression: str, rng: random.Random) -> str:
     count = int(match["count"] or 1)
     sides = int(match["sides"])
     modifier = int(match["mod"] or 0) * (-1 if match["sign"] == "-" else 1)
-    if not 1 <= count <= MAX_DICE:
+    if count < 1:
+        raise DiceError("roll at least one die (1d6, not 0d6)")
+    if count > MAX_DICE:
         raise DiceError(f"{count} dice is too many: roll 1 to {MAX_DICE} dice at a time")
     if not 2 <= sides <= MAX_SIDES:
         raise DiceError(f"a die needs 2 to {MAX_SIDES} sides, not {sides}")
