@@ -49,3 +49,8 @@ class Inbox:
 def user(name: str) -> dict[str, Any]:
     """A chat user as adapters send it."""
     return {"id": name, "name": name, "username": name}
+
+
+# The whole bot (RoseyApp, its embedded nats-server with per-plugin identities, the sandbox), as
+# an operator runs it: for what only real NATS permissions and rosey.toml show.
+from tests.security.conftest import start_rosey  # noqa: E402, F401 - a fixture, re-exported

@@ -57,7 +57,8 @@ class OwmStandIn:
         if query.get("appid", [""])[0] != self.api_key:
             return 401, {
                 "cod": 401,
-                "message": "Invalid API key. Please see https://openweathermap.org/faq#error401 for more info.",
+                "message": "Invalid API key. Please see https://openweathermap.org/faq#error401 "
+                "for more info.",
             }
         if not query.get("q"):
             return 400, {"cod": "400", "message": "Nothing to geocode"}
@@ -106,7 +107,7 @@ def _handler(state: OwmStandIn) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             state.seen.append({"path": parts.path, "query": query, "headers": dict(self.headers.items())})

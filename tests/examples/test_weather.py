@@ -3,6 +3,7 @@ OpenWeatherMap API: the key reaches the API and never the plugin."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,7 @@ async def test_weather_through_the_gateway_and_the_key_stays_outside(
     assert request["path"] == "/data/2.5/weather"
     assert request["query"] == {"q": ["Paris"], "units": ["metric"], "appid": [owm.api_key]}
     # What the plugin could know: neither its environment, nor its answer, nor anything on the bus.
-    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
     assert owm.api_key.encode() not in environ
     assert owm.api_key not in repr(reply.data)
     await spy.unsubscribe()
