@@ -250,6 +250,8 @@ class RemindPlugin(PluginInterface):
         return f"👍 Reminder #{number} in {describe(seconds)}: {text}"
 
     async def pending(self, owner: str) -> list[dict[str, Any]]:
+        # One read per stored timer: fine for an example's hundreds. A busy bot would keep one
+        # key per owner listing their timer numbers, updated with storage.update().
         found = []
         for key in await self.storage.keys("timer."):
             timer = await self.storage.get(key)

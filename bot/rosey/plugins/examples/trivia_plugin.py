@@ -153,6 +153,9 @@ class TriviaPlugin(PluginInterface):
         current = await self.storage.update(
             self._round_key(event), lambda round_: round_ or fresh, ttl=ROUND_SECONDS
         )
+        if current["index"] >= len(self.questions):  # asked from a longer file: ask anew
+            current = fresh
+            await self.storage.put(self._round_key(event), fresh, ttl=ROUND_SECONDS)
         question = self.questions[current["index"]]["q"]
         if current["id"] != fresh["id"]:
             return f"❓ A question is already open: {question}  (answer with !trivia a <answer>)"
@@ -163,7 +166,8 @@ class TriviaPlugin(PluginInterface):
             raise UserError("answer with !trivia a <answer>, e.g. !trivia a paris")
         key = self._round_key(event)
         current = await self.storage.get(key)
-        if not current or current.get("winner"):
+        if not current or current.get("winner") or current["index"] >= len(self.questions):
+            # (the last case: the question file got shorter since the question was asked)
             raise UserError("no question is open here; ask for one with !trivia start")
         question = self.questions[current["index"]]
         if normalize(guess) not in {normalize(a) for a in question["a"]}:
@@ -189,7 +193,7 @@ class TriviaPlugin(PluginInterface):
     async def skip(self, event: Event, _: str) -> str:
         key = self._round_key(event)
         current = await self.storage.get(key)
-        if not current:
+        if not current or current["index"] >= len(self.questions):
             raise UserError("no question is open here; ask for one with !trivia start")
         await self.storage.delete(key)
         return f"⏭ The answer was: {self.questions[current['index']]['a'][0]}"
