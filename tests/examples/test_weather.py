@@ -121,3 +121,13 @@ async def test_the_rate_limit_becomes_a_sentence(harness: PluginHarness, owm: Ow
     assert limited.kind is OutcomeKind.ERROR
     assert limited.message.startswith("⚠️ weather: too many weather requests; try again in ")
     assert len(owm.seen) == 1
+
+
+async def test_no_network_needed_under_the_sandbox(harness: PluginHarness, owm: OwmStandIn) -> None:
+    # Under rosey run's sandbox the plugin may connect to the NATS port only: the request is the
+    # gateway's, made in the host.
+    await harness.allow_http("weather", grant(owm), secrets={"weather_key": owm.api_key})
+    options = ProcessOptions(extra_env={"WEATHER_API_URL": owm.base_url})
+    await harness.start_plugin("weather", WEATHER, options=options, sandbox=True)
+    assert (await harness.command("weather", ["Paris"])).message.startswith("🌤 Paris, FR: 12.3 °C")
+    assert len(owm.seen) == 1
