@@ -186,7 +186,16 @@ def test_seed_default_skips_examples(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with_examples = PluginRegistry(include_examples=True, entry_point_group=None)
     with_examples.discover()
-    assert with_examples.list_plugins() == ["echo"]
+    # The bundled examples (issue 13 added six beside echo).
+    assert sorted(with_examples.list_plugins()) == [
+        "calendar",
+        "echo",
+        "quote",
+        "remind",
+        "roll",
+        "trivia",
+        "weather",
+    ]
 
     without_default = PluginRegistry(include_examples=True, entry_point_group=None, search_default_dir=False)
     without_default.discover()
