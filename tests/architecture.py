@@ -45,6 +45,7 @@ PLUGIN_PROCESS_SIDE = (
     # module (adapters.irc, adapters.matrix, ...) is added here as it lands.
     "adapters.chat_adapter",
     "adapters.outbox",
+    "adapters.cytube",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (
