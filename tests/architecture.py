@@ -46,6 +46,8 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.chat_adapter",
     "adapters.outbox",
     "adapters.cytube",
+    "adapters.cytube_limits",
+    "adapters.cytube_text",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

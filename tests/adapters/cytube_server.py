@@ -241,6 +241,9 @@ class FakeCytube:
         self.connect_rate = connect_rate
         self.ip_connection_limit = ip_connection_limit
         self.guest_login_delay = guest_login_delay
+        #: A test knob, not a real behaviour: chat limits enforced whatever the channel's options
+        #: say (so that a test can make the adapter's pace wrong and see it recover).
+        self.chat_limits_override: dict[str, float] | None = None
         self.port = 0
         self.dropped: Counter[str] = Counter()
         self.refused = 0
@@ -296,6 +299,10 @@ class FakeCytube:
     def add_history(self, channel: str, username: str, msg: str, time_ms: float | None = None) -> None:
         entry = {"username": username, "msg": msg, "meta": {}, "time": time_ms or time.time() * 1000}
         self._loop.call_soon_threadsafe(self._channel(channel).buffer.append, entry)
+
+    def inject(self, channel: str, event: str, data: Any) -> None:
+        """Send anything to everyone in ``channel`` (what a buggy or hostile server could send)."""
+        self._call(self._inject(channel, event, data))
 
     def users_in(self, channel: str) -> list[str]:
         return [u.name for u in self._channel(channel).users if u.logged_in]
@@ -530,7 +537,9 @@ class FakeCytube:
         for pattern, replacement in _DEFAULT_FILTERS:
             text = pattern.sub(replacement, text)
         for link in links:
-            shown = f'<a href="{link}" target="_blank">{link}</a>' if channel.opts["enable_link_regex"] else link
+            shown = (
+                f'<a href="{link}" target="_blank">{link}</a>' if channel.opts["enable_link_regex"] else link
+            )
             text = text.replace(_LINK_PLACEHOLDER, shown, 1)
         return {"username": username, "msg": text, "meta": meta, "time": time.time() * 1000}
 
@@ -549,6 +558,7 @@ class FakeCytube:
         antiflood: dict[str, Any] = _MIN_ANTIFLOOD
         if channel.opts["chat_antiflood"] and user.rank < 2:
             antiflood = channel.opts["chat_antiflood_params"]
+        antiflood = self.chat_limits_override or antiflood
         if user.limiter.throttle(antiflood):
             self.dropped["throttle"] += 1
             await self._emit("cooldown", 1000 / float(antiflood["sustained"]), user.sid)
@@ -569,7 +579,9 @@ class FakeCytube:
                             await self._emit("clearchat", None, other.sid)
                     return
                 if command == "kick":
-                    target = next((u for u in channel.users if u.name.lower() == rest.split(" ")[0].lower()), None)
+                    target = next(
+                        (u for u in channel.users if u.name.lower() == rest.split(" ")[0].lower()), None
+                    )
                     if user.rank >= 2 and target is not None and target.rank < user.rank:
                         await self._kick_user(target, f"Kicked by {user.name}")
                     return
@@ -585,7 +597,9 @@ class FakeCytube:
 
     async def _on_pm(self, user: _User, data: Any) -> None:
         channel = user.channel
-        if not (isinstance(data, dict) and isinstance(data.get("msg"), str) and isinstance(data.get("to"), str)):
+        if not (
+            isinstance(data, dict) and isinstance(data.get("msg"), str) and isinstance(data.get("to"), str)
+        ):
             await self._emit("errorMsg", {"msg": "Unexpected error for message pm: msg"}, user.sid)
             return
         if channel is None:
@@ -607,7 +621,9 @@ class FakeCytube:
         msg = self._cut(data["msg"])
         target = next((u for u in channel.users if u.logged_in and u.name.lower() == to), None)
         if target is None:
-            await self._emit("errorMsg", {"msg": f"PM failed: {to} isn't connected to this channel."}, user.sid)
+            await self._emit(
+                "errorMsg", {"msg": f"PM failed: {to} isn't connected to this channel."}, user.sid
+            )
             return
         meta = {"addClass": "greentext"} if msg.startswith(">") else {}
         entry = {**self._format(channel, user.name, msg, meta), "to": target.name}
@@ -635,6 +651,10 @@ class FakeCytube:
         for other in channel.users:
             await self._emit("channelOpts", channel.opts, other.sid)
 
+    async def _inject(self, channel_name: str, event: str, data: Any) -> None:
+        for other in self._channel(channel_name).users:
+            await self._emit(event, data, other.sid)
+
     async def _kick(self, name: str, reason: str) -> None:
         for user in list(self._users.values()):
             if user.logged_in and user.name.lower() == name.lower():
@@ -648,7 +668,9 @@ class CytubeUser:
     test's people do not share the bot's connection throttle.
     """
 
-    def __init__(self, server: FakeCytube, channel: str, name: str, *, password: str = "", ip: str = "") -> None:
+    def __init__(
+        self, server: FakeCytube, channel: str, name: str, *, password: str = "", ip: str = ""
+    ) -> None:
         self.server = server
         self.channel = channel
         self.name = name
@@ -709,7 +731,9 @@ def cytube_server() -> Iterator[FakeCytube]:
             Account("alice", "alice-pw", 3),
             Account("bob", "bob-pw", 1),
         ),
-        guest_login_delay=0.0,
+        connect_burst=5,
+        connect_rate=5.0,  # the real algorithm, refilled 50 times faster: reconnect tests stay fast
+        guest_login_delay=0.0,  # real: 60 s per IP; a test sets it to see the adapter wait it out
     )
     server.start()
     try:

@@ -200,6 +200,7 @@ class CytubeAdapter(ChatAdapter):
         self._not_before = 0.0  # monotonic: no connection attempt before this
         self.history_skipped = 0
         self.unconfirmed = 0  # messages the server never answered (within send_timeout)
+        self.login_refused = 0
 
     # ------------------------------------------------------------------ pacing and backoff
 
@@ -369,6 +370,7 @@ class CytubeAdapter(ChatAdapter):
             logger.warning("%s: CyTube: %s Trying again in %.0f s", self.name, error, _NAME_IN_USE_RETRY)
             return _NAME_IN_USE_RETRY
         # A wrong password or a registered name without one: retrying soon will not help.
+        self.login_refused += 1
         self._not_before = time.monotonic() + self.login_retry
         logger.error(
             "%s: CyTube refused the login of %r: %s. Not trying again for %.0f s: check the user "
