@@ -77,3 +77,39 @@ def test_doctor_says_whether_floods_can_be_detected(tmp_path: Path) -> None:
     assert "flood detection: on" in doctor()
     config.write_text("[nats]\nmonitor = false\n")
     assert "flood detection: off: [nats] monitor = false" in doctor()
+
+
+def test_doctor_checks_each_adapter_without_showing_its_secret(tmp_path: Path) -> None:
+    config = tmp_path / "rosey.toml"
+    (tmp_path / "pw").write_text("hunter2-secret")
+    (tmp_path / "pw").chmod(0o644)
+    config.write_text(
+        '[adapters.libera]\ntype = "irc"\nserver = "irc.example.org"\nnick = "r"\nchannels = ["#c"]\n'
+        'password_env = "ROSEY_TEST_UNSET_VARIABLE"\n'
+        '[adapters.oftc]\ntype = "irc"\nserver = "irc.example.org"\nnick = "r"\nchannels = ["#c"]\n'
+        'password_file = "pw"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.rosey", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    out = result.stdout
+    assert (
+        "adapter libera: adapters.libera.password_env: environment variable ROSEY_TEST_UNSET_VARIABLE" in out
+    )
+    assert f"adapter oftc: {tmp_path / 'pw'} is readable by other users (chmod 600 it)" in out
+    assert "hunter2" not in out + result.stderr
+    assert result.returncode != 0  # an adapter that cannot start is not "ok"
+    (tmp_path / "pw").chmod(0o600)
+    config.write_text(
+        config.read_text().split("[adapters.oftc]")[0].replace("password_env", "# password_env")
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "bot.rosey", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "adapter libera: ready" in ok.stdout and ok.returncode == 0

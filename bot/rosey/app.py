@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -25,6 +26,8 @@ from typing import Any
 from bot.rosey.broker.identities import (
     CORE_USER,
     Credentials,
+    adapter_permissions,
+    adapter_user,
     password_variable,
     plugin_permissions,
     plugin_user,
@@ -35,18 +38,21 @@ from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError
-from bot.rosey.grants import plugin_url, sandbox_for
+from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
+from bot.rosey.services.access import AccessPolicy
+from bot.rosey.services.chat_admin import ChatAdmin
+from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.state_lock import StateLock
 from bot.rosey.supervision.flood import FloodGuard
-from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.spec import PluginSpec, ProcessKind
 from bot.rosey.supervision.status import (
     LauncherStatus,
     NatsStatus,
@@ -86,6 +92,7 @@ class RoseyApp:
         self.supervisor: Supervisor | None = None
         self.watchdog: Watchdog | None = None
         self.router: CoreRouter | None = None
+        self.relay: ChatRelay | None = None
         self.control: ControlService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
@@ -95,6 +102,9 @@ class RoseyApp:
         self._core = Credentials(user=CORE_USER)
         self._plugin_creds = {
             spec.name: Credentials(user=plugin_user(spec.name)) for spec in self.catalog.specs
+        }
+        self._adapter_creds = {
+            spec.name: Credentials(user=adapter_user(spec.name)) for spec in self.catalog.adapters
         }
 
     @property
@@ -125,19 +135,32 @@ class RoseyApp:
             self.nats_url = self.external_url
         self.bus = await self._connect("rosey-core")
 
-        self.supervisor = Supervisor(self.bus, self.catalog.specs, self._make_process)
+        self.supervisor = Supervisor(self.bus, self.catalog.all_specs, self._make_process)
         self.log_files = PluginLogFiles(state_dir / "logs")  # output outlives the bot: `rosey logs`
         self.supervisor.add_output_listener(self.log_files.write)
+        supervisor = self.supervisor
+        chat = self.config.chat
         self.router = CoreRouter(
             self.bus,
             RouterConfig(
+                prefix=chat.prefix,
                 command_timeout=self.config.command_timeout,
                 timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
             ),
-            known_plugins=self.supervisor.names,
-            why_unavailable=self.supervisor.why_unavailable,
+            known_plugins=lambda: supervisor.names(ProcessKind.PLUGIN),
+            why_unavailable=supervisor.why_unavailable,
+            access=AccessPolicy(
+                rules={n: c.access for n, c in self.catalog.configs.items() if c.access is not None},
+                admins=chat.admins,
+                admin_role=chat.admin_role,
+            ),
+            admin=ChatAdmin(supervisor, self.status, chat.prefix),
         )
         await self.router.start()
+        # Adapters' events reach the router (and plugins) only through the relay, on the same
+        # connection, so that a command from chat keeps its order with the rest of the chat.
+        self.relay = ChatRelay(self.bus, {n: a.type for n, a in self.catalog.adapter_configs.items()})
+        await self.relay.start()
         self.control_bus = await self._connect("rosey-control")
         self.control = ControlService(
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
@@ -174,6 +197,8 @@ class RoseyApp:
             await self.zygote.aclose()
         if self.control is not None:
             await self.control.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
         for bus in (self.watchdog_bus, self.control_bus, self.bus):
@@ -194,9 +219,10 @@ class RoseyApp:
         violations = self.server.violations if self.server is not None else {}
         plugins = []
         for status in self.supervisor.status():
-            denied = violations.get(plugin_user(status.name))
+            user = self._nats_user(status.name)
+            denied = violations.get(user)
             if denied:
-                last = self.server.last_violation.get(plugin_user(status.name)) if self.server else None
+                last = self.server.last_violation.get(user) if self.server else None
                 status = dataclasses.replace(status, denied_by_nats=denied, last_denied=last)
             plugins.append(status)
         return RoseyStatus(
@@ -223,6 +249,9 @@ class RoseyApp:
 
     # ------------------------------------------------------------------ internals
 
+    def _nats_user(self, name: str) -> str:
+        return adapter_user(name) if name in self._adapter_creds else plugin_user(name)
+
     async def _connect(self, name: str) -> EventBus:
         """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
         if self.embedded:
@@ -244,7 +273,7 @@ class RoseyApp:
             logger.warning("flood detection %s", self._flood_detection())
             return
         self.flood_guard = FloodGuard(self.supervisor)
-        users = {plugin_user(spec.name): spec.name for spec in self.catalog.specs}
+        users = {self._nats_user(spec.name): spec.name for spec in self.catalog.all_specs}
         self.traffic = TrafficMonitor(monitor_url, users, self.flood_guard.check)
         self.traffic.start()
 
@@ -273,6 +302,10 @@ class RoseyApp:
                 spec.name, extra_publish=plugin.publish, extra_subscribe=plugin.subscribe
             )
             users.append(NatsUser(user=creds.user, password=creds.password, permissions=permissions))
+        for name, creds in self._adapter_creds.items():
+            users.append(
+                NatsUser(user=creds.user, password=creds.password, permissions=adapter_permissions(name))
+            )
         return NatsServerConfig(
             work_dir=state_dir / "nats",
             store_dir=state_dir / "jetstream",
@@ -282,6 +315,8 @@ class RoseyApp:
         )
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:
+        if spec.kind is ProcessKind.ADAPTER:
+            return self._make_adapter_process(spec)
         plugin = self.catalog.configs[spec.name]
         creds = self._plugin_creds[spec.name]
         data_dir = self.config.state_dir / "data" / spec.name
@@ -307,6 +342,42 @@ class RoseyApp:
         )
         # The plugin gets the URL without the core's credentials and never the host's NATS_TOKEN
         # (an explicit "" stops PluginProcess from falling back to the environment's).
+        return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
+
+    def _make_adapter_process(self, spec: PluginSpec) -> PluginProcess:
+        """An adapter's process: its settings and its secrets (read now, given to it alone), its
+        own NATS identity and state directory, and a sandbox that reaches its platform only."""
+        adapter = self.catalog.adapter_configs[spec.name]
+        secrets = {}
+        for secret, source in adapter.secrets.items():
+            if source.loosely_readable():
+                logger.warning("%s: %s is readable by other users; chmod 600 it", source.key, source.file)
+            secrets[secret] = source.read()  # SecretUnavailable: the adapter fails, saying which
+        creds = self._adapter_creds[spec.name]
+        user, password = (creds.user, creds.password) if self.embedded else _external_credentials(spec.name)
+        if not self.embedded and password is not None:
+            user = adapter_user(spec.name)
+        state_dir = self.config.state_dir / "adapters" / spec.name
+        options = ProcessOptions(
+            entry=spec.entry,
+            data_dir=state_dir,
+            nats_user=user,
+            nats_password=password,
+            extra_env={
+                Env.ADAPTER_SETTINGS: json.dumps(dict(adapter.settings)),
+                Env.ADAPTER_SECRETS: json.dumps(secrets),
+            },
+            launcher=self.config.launcher,
+            zygote=self.zygote,
+            record=self.record,
+            sandbox=adapter_sandbox(
+                self.config,
+                adapter,
+                data_dir=state_dir,
+                nats_url=self.nats_url,
+                module_file=self._module_file(spec) or spec.path,
+            ),
+        )
         return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
 
     def _module_file(self, spec: PluginSpec) -> Path | None:

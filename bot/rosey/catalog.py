@@ -8,14 +8,16 @@ found at all, the bundled echo example runs, so a fresh ``rosey run`` is never e
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.rosey.config import PluginConfig, RoseyConfig
+from bot.rosey.adapters.types import CUSTOM
+from bot.rosey.config import AdapterConfig, PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.plugin_registry import PluginRegistry, inspect_plugin_file, locate_plugin_module
-from bot.rosey.supervision.spec import PluginSpec
+from bot.rosey.supervision.spec import Limits, PluginSpec, ProcessKind
 
 __all__ = ["ECHO_EXAMPLE", "Catalog", "build_catalog"]
 
@@ -26,10 +28,60 @@ ECHO_EXAMPLE = Path(__file__).resolve().parent / "plugins" / "examples" / "echo_
 
 @dataclass(frozen=True, kw_only=True)
 class Catalog:
+    """Plugins (``specs``, ``configs``) and adapter processes (``adapters``, ``adapter_configs``)."""
+
     specs: tuple[PluginSpec, ...]
     configs: dict[str, PluginConfig]
     problems: tuple[str, ...] = ()
     module_files: dict[str, Path] = field(default_factory=dict)
+    adapters: tuple[PluginSpec, ...] = ()
+    adapter_configs: dict[str, AdapterConfig] = field(default_factory=dict)
+
+    @property
+    def all_specs(self) -> tuple[PluginSpec, ...]:
+        """Every process the supervisor runs: plugins, then adapters."""
+        return self.specs + self.adapters
+
+
+def _module_origin(module: str) -> Path | None:
+    """The file of ``module`` (its parent packages are imported to find it, not the module)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def adapter_spec(adapter: AdapterConfig) -> PluginSpec:
+    """An adapter process as the supervisor sees it: like a plugin, with its own limits."""
+    kind = adapter.kind
+    load_error = None
+    if kind.library and importlib.util.find_spec(kind.library) is None:
+        load_error = (
+            f"the {adapter.type} adapter needs the {kind.library!r} library: "
+            f"pip install 'rosey-bot[{kind.extra}]' (make run installs it)"
+        )
+    return PluginSpec(
+        name=adapter.name,
+        path=adapter.path,
+        entry=adapter.entry,
+        enabled=adapter.enabled,
+        restart=adapter.restart,
+        limits=Limits(
+            max_memory_mb=adapter.max_memory_mb,
+            max_cpu_percent=90.0,
+            max_output_bytes_per_second=1024 * 1024,
+            max_output_lines_per_second=2000,
+            max_open_files=256,
+            max_threads=64,
+            max_publish_rate=50_000.0,
+            max_publish_bytes_rate=50_000_000.0,
+            max_subscriptions=100,
+        ),
+        source="config",
+        load_error=load_error,
+        kind=ProcessKind.ADAPTER,
+    )
 
 
 def discover(config: RoseyConfig) -> PluginRegistry:
@@ -110,9 +162,26 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 load_error=load_errors.get(name),
             )
         )
+    adapters = {name: a for name, a in config.adapters.items() if a.is_process}
+    for name in adapters:
+        if name in configs:
+            key = f"adapters.{name}"
+            raise ConfigError(
+                f"{config.source}: {key}: a plugin named {name!r} was found too "
+                f"({found[name][0] or found[name][1]}); adapter and plugin names must differ",
+                key=key,
+                file=config.source,
+            )
+    for name, adapter in adapters.items():
+        if adapter.type == CUSTOM and adapter.entry is not None:  # let it read its package
+            origin = _module_origin(adapter.entry.partition(":")[0])
+            if origin is not None:
+                module_files[name] = origin
     return Catalog(
         specs=tuple(specs),
         configs=configs,
         problems=tuple(problems),
         module_files=module_files,
+        adapters=tuple(adapter_spec(a) for a in adapters.values()),
+        adapter_configs=adapters,
     )

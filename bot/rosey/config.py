@@ -27,9 +27,11 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.rosey.chat_config import AdapterConfig, ChatConfig, parse_adapters, parse_chat, parse_command_access
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
-from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher  # re-exported: `[rosey] launcher`
+from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
+from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "LAUNCHER_ENV",
     "LOG_LEVELS",
     "STATE_DIR_ENV",
+    "AdapterConfig",
+    "ChatConfig",
     "Launcher",
     "PluginConfig",
     "RoseyConfig",
@@ -274,6 +278,10 @@ class PluginConfig:
     # Kernel isolation that needs root; off only where it gets in the way (see the sandbox docs).
     private_mounts: bool = True
     pid_namespace: bool = True
+    # Who may run it from chat (enforced by the router): adapter names, channels, a platform role.
+    platforms: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    min_role: str = "user"
 
     def __post_init__(self) -> None:
         name = self.name if isinstance(self.name, str) else repr(self.name)
@@ -316,6 +324,24 @@ class PluginConfig:
         put("network", _strings(key("network"), self.network, _host_port))
         put("read_paths", _paths(key("read_paths"), self.read_paths))
         put("write_paths", _paths(key("write_paths"), self.write_paths))
+        parse_command_access(
+            _dotted("plugins", name),
+            {"platforms": list(self.platforms), "channels": list(self.channels), "min_role": self.min_role},
+        )
+        put("platforms", tuple(self.platforms))
+        put("channels", tuple(self.channels))
+
+    @property
+    def access(self) -> CommandAccess | None:
+        """Its chat access rule, or None when it is open to everyone everywhere."""
+        if not self.platforms and not self.channels and self.min_role == "user":
+            return None
+        table = {
+            "platforms": list(self.platforms),
+            "channels": list(self.channels),
+            "min_role": self.min_role,
+        }
+        return parse_command_access(_dotted("plugins", self.name), table)
 
     @property
     def limits(self) -> Limits:
@@ -370,6 +396,8 @@ class RoseyConfig:
     nats_monitor_url: str | None = None
     nats_max_payload: int = DEFAULT_MAX_PAYLOAD
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
+    adapters: Mapping[str, AdapterConfig] = field(default_factory=dict, hash=False)
+    chat: ChatConfig = field(default_factory=ChatConfig)
 
     def __post_init__(self) -> None:
         def put(field_name: str, value: object) -> None:
@@ -409,6 +437,14 @@ class RoseyConfig:
             if not isinstance(plugin, PluginConfig) or plugin.name != name:
                 raise _fail(_dotted("plugins", str(name)), f"must be a PluginConfig named {name!r}")
         put("plugins", MappingProxyType(dict(self.plugins)))
+        for name in self.adapters:
+            if name in self.plugins:
+                raise _fail(
+                    _dotted("adapters", name),
+                    f"a plugin is named {name!r} too ([plugins.{name}]); "
+                    "adapter and plugin names must differ",
+                )
+        put("adapters", MappingProxyType(dict(self.adapters)))
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
@@ -420,7 +456,7 @@ class RoseyConfig:
 
 # ------------------------------------------------------------------------ loading
 
-_TOP_KEYS = ("nats", "plugins", "rosey")
+_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
 _NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
@@ -513,6 +549,8 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         nats_monitor_url=nats.get("monitor_url"),
         nats_max_payload=nats.get("max_payload", DEFAULT_MAX_PAYLOAD),
         plugins=configured,
+        adapters=parse_adapters(raw.get("adapters"), base),
+        chat=parse_chat(raw.get("chat")),
     )
 
 
@@ -607,6 +645,25 @@ subscribe = []                    # extra NATS subjects it may subscribe to
 read_paths = []                   # extra files/directories it may read
 write_paths = []                  # extra files/directories it may write
 network = []                      # extra TCP destinations, e.g. ["api.example.org:443"]
+platforms = []                    # adapters whose users may run it, e.g. ["libera"]; [] = all
+channels = []                     # channels it answers in, "#c" or "libera:#c"; "private" = DMs; [] = all
+min_role = "user"                 # user | voice | op | admin (platform roles, see the chat docs)
+
+[chat]
+prefix = "!"
+admins = []                       # may run !rosey status / restart NAME, e.g. ["libera:alice"]
+# admin_role = "admin"            # anyone with this platform role is an admin too
+
+# One table per chat platform; the name shows in status, logs and `rosey restart NAME`.
+# Secrets are never written here: <secret>_env names a variable, <secret>_file a file.
+# [adapters.libera]
+# type = "irc"                    # irc | matrix | cytube | console | custom
+# server = "irc.libera.chat"
+# port = 6697
+# tls = true
+# nick = "rosey"
+# channels = ["#mychannel"]
+# password_env = "IRC_PASSWORD"   # with auth = "sasl" | "server" | "nickserv"
 """
 
 

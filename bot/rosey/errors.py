@@ -6,6 +6,7 @@ for callers who do not know Rosey's names::
 
     RoseyError                      Exception
     +-- ConfigError                 ValueError        .key .file
+    |   +-- SecretUnavailable                         .key
     +-- InvalidSubject              ValueError        .subject
     +-- MalformedEvent              ValueError        .subject
     +-- BusNotConnected             ConnectionError   .subject
@@ -20,6 +21,7 @@ for callers who do not know Rosey's names::
     +-- AlreadyRunning              RuntimeError
     +-- HarnessNotConnected         RuntimeError
     +-- CliError
+    +-- DeliveryFailed
     +-- PluginError                                   .plugin
         +-- PluginNotFound          KeyError
         +-- PluginNotStarted        RuntimeError
@@ -49,6 +51,7 @@ __all__ = [
     "BusNotConnected",
     "CliError",
     "ConfigError",
+    "DeliveryFailed",
     "HarnessNotConnected",
     "InvalidSubject",
     "MalformedEvent",
@@ -67,6 +70,7 @@ __all__ = [
     "PluginStartError",
     "RequestTimeout",
     "RoseyError",
+    "SecretUnavailable",
     "ZygoteError",
 ]
 
@@ -88,6 +92,10 @@ class ConfigError(RoseyError, ValueError):
         super().__init__(message)
         self.key = key
         self.file = file
+
+
+class SecretUnavailable(ConfigError):
+    """A configured secret cannot be read now (its variable is unset, its file unreadable)."""
 
 
 class InvalidSubject(RoseyError, ValueError):
@@ -243,3 +251,9 @@ class PluginStartError(PluginError, RuntimeError):
 
 class PluginCommandError(PluginError):
     """A plugin answered a command with an error."""
+
+
+class DeliveryFailed(RoseyError):
+    """An adapter's ``deliver()`` says a message can never be sent (no such channel, refused by the
+    platform): the outbox drops and logs it and moves on. Any other exception there is taken as a
+    lost connection, and the message waits for the reconnect."""

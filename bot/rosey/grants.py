@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot.rosey.config import PluginConfig, RoseyConfig, SandboxMode
+from bot.rosey.config import AdapterConfig, PluginConfig, RoseyConfig, SandboxMode
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.supervision.spec import PluginSpec
 
-__all__ = ["DATA_HEADROOM_MB", "nats_port", "plugin_url", "sandbox_for"]
+__all__ = ["DATA_HEADROOM_MB", "adapter_sandbox", "nats_port", "plugin_url", "sandbox_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,5 +98,47 @@ def sandbox_for(
         max_data_mb=2 * plugin.max_memory_mb + DATA_HEADROOM_MB,
         # RLIMIT_FSIZE: no one file may outgrow the disk quota (EFBIG), whatever the sweeps see.
         max_file_size_mb=min(plugin.max_disk_mb, SandboxPolicy.max_file_size_mb),
+        strict=config.sandbox is SandboxMode.STRICT,
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _module_grant(module_file: Path, config: RoseyConfig) -> Path:
+    """A custom adapter's package directory, or its file alone beside the operator's files."""
+    directory = module_file.resolve().parent
+    return module_file.resolve() if _holds_operator_files(directory, config) else directory
+
+
+def adapter_sandbox(
+    config: RoseyConfig,
+    adapter: AdapterConfig,
+    *,
+    data_dir: Path,
+    nats_url: str,
+    module_file: Path | None = None,
+) -> SandboxPolicy:
+    """An adapter's sandbox: a plugin's defaults (read the runtime, write only its own state
+    directory, no subprocess), with TCP connects to NATS and its platform's ports only.
+
+    Landlock filters TCP by port, not host: an IRC adapter allowed port 6697 may reach 6697 on
+    any host. A platform named by host name (not address) also gets UDP, for DNS.
+    """
+    return SandboxPolicy.for_plugin(
+        plugin_file=None,
+        data_dir=data_dir,
+        nats_port=nats_port(nats_url),
+        extra_read=[_module_grant(module_file, config)] if module_file is not None else [],
+        extra_ports=adapter.tcp_ports(),
+        allow_udp=any(host and not _is_address(host) for host in adapter.hosts()),
+        allow_subprocess=False,
+        max_open_files=256,
+        max_data_mb=2 * adapter.max_memory_mb + DATA_HEADROOM_MB,
         strict=config.sandbox is SandboxMode.STRICT,
     )

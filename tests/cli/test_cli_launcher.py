@@ -34,8 +34,8 @@ async def test_rosey_launcher_in_the_environment_overrides_the_configured_one(
         code, out, err = await rosey("status", cwd=tmp_path)
         assert code == 0, err
         header, echo = out.splitlines()[:2]
-        assert header.split()[:4] == ["NAME", "STATE", "PID", "LAUNCHER"]
-        assert echo.split()[:2] == ["echo", "running"] and echo.split()[3] == override
+        assert header.split()[:5] == ["NAME", "KIND", "STATE", "PID", "LAUNCHER"]
+        assert echo.split()[:3] == ["echo", "plugin", "running"] and echo.split()[4] == override
         sandbox = [line for line in out.splitlines() if line.startswith("sandbox ")]
         assert len(sandbox) == 1, out
         layers, _, rest = sandbox[0].removeprefix("sandbox ").partition(": ")

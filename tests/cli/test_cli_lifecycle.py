@@ -142,4 +142,4 @@ async def test_status_json_has_history_and_protections(bot: RunningRosey) -> Non
     broken = next(r for r in status["plugins"] if r["name"] == "broken")
     assert broken["state"] in ("backoff", "starting", "failed")
     code, out, _ = await rosey("status", cwd=bot.workdir)
-    assert code == 0 and out.splitlines()[0].split()[:3] == ["NAME", "STATE", "PID"]
+    assert code == 0 and out.splitlines()[0].split()[:4] == ["NAME", "KIND", "STATE", "PID"]

@@ -148,6 +148,7 @@ def test_a_sustained_spin_breaks_any_window_at_any_sweep_interval(window: float,
 
 ROW_KEYS = [
     "name",
+    "kind",
     "state",
     "pid",
     "restarts",
@@ -206,6 +207,7 @@ def test_plugin_status_keys_are_the_json_users_know() -> None:
     assert list(denied) == [*ROW_KEYS, "denied_by_nats", "last_denied", "history"]
     assert PluginStatus.COLUMNS == (
         "name",
+        "kind",
         "state",
         "pid",
         "launcher",

@@ -1,11 +1,14 @@
 """What every chat-platform adapter is: a bridge between one platform and the bus.
 
-An adapter turns what people say on its platform into normalized events on
-``rosey.events.<type>`` (``message`` today) and says on its platform whatever arrives on
+An adapter turns what people say on its platform into normalized events (the vocabulary of
+:mod:`bot.rosey.core.chat`) and says on its platform whatever arrives on
 ``rosey.chat.<platform>.send``. It knows nothing of plugins and never talks to one: the router
-sits between them, so the same plugin answers on every platform. The console adapter is the
-first; each chat platform gets one module beside it, with its own dependencies imported there
-only.
+sits between them, so the same plugin answers on every platform.
+
+Two kinds implement this protocol: the console (the operator's terminal, run inside
+``rosey run``, publishing with the core's identity), and every real platform, which runs in its
+own supervised, sandboxed process as a :class:`~bot.rosey.adapters.chat_adapter.ChatAdapter`
+(``run()`` and ``stop()`` come from the plugin SDK underneath; ``platform_type`` names it).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.rosey.core.chat import OutgoingMessage
+from bot.rosey.errors import DeliveryFailed
 
 __all__ = ["DeliveryFailed", "Outbox", "OutboxStats", "Pacer"]
 
@@ -28,12 +29,6 @@ logger = logging.getLogger(__name__)
 #: Attempts at one message before it is dropped (a message the platform keeps refusing must not
 #: block everything behind it).
 MAX_ATTEMPTS = 3
-
-
-class DeliveryFailed(Exception):
-    """Raised by an adapter's ``deliver()`` for a message that cannot be sent, ever (no such
-    channel, refused by the platform): it is dropped and logged, and the outbox moves on. Any
-    other exception is taken as a lost connection: the message waits for the reconnect."""
 
 
 class Pacer:
@@ -130,6 +125,7 @@ class Outbox:
                 continue
             if not self.connected.is_set():
                 await self.connected.wait()
+            if self._dropped_unreported:
                 self._report_drops()
             item = self._queue[0]
             if time.monotonic() - item.since > self.max_age:

@@ -21,6 +21,8 @@ from bot.rosey.core.subjects import Subjects, validate_plugin_name
 __all__ = [
     "CORE_USER",
     "Credentials",
+    "adapter_permissions",
+    "adapter_user",
     "password_variable",
     "plugin_permissions",
     "plugin_user",
@@ -69,6 +71,29 @@ def plugin_permissions(
     return {
         "publish": {"allow": _unique(publish)},
         "subscribe": {"allow": _unique(subscribe)},
+        "allow_responses": {"max": 1},
+    }
+
+
+def adapter_user(adapter: str) -> str:
+    """The NATS user name of a platform adapter; its inbox prefix is ``_INBOX.<user>``."""
+    return f"adapter_{validate_plugin_name(adapter)}"
+
+
+def adapter_permissions(adapter: str) -> dict[str, Any]:
+    """What adapter ``adapter`` may do: publish what it heard under its own name only, read only
+    what the bot says on its platform, and answer the supervisor's liveness pings.
+
+    It cannot publish ``rosey.events.>`` (the core republishes its events there, stamped with
+    its name, so it cannot speak for another platform), cannot read commands, other platforms'
+    replies or any plugin's subjects.
+    """
+    user = adapter_user(adapter)
+    return {
+        "publish": {"allow": [f"{Subjects.ADAPTERS}.{adapter}.>"]},
+        "subscribe": {
+            "allow": [Subjects.chat_send(adapter), Subjects.control(adapter, "ping"), f"_INBOX.{user}.>"]
+        },
         "allow_responses": {"max": 1},
     }
 

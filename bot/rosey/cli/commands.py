@@ -245,6 +245,8 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     from bot.rosey.broker.identities import (
         CORE_USER,
         Credentials,
+        adapter_permissions,
+        adapter_user,
         password_variable,
         plugin_permissions,
         plugin_user,
@@ -263,6 +265,8 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
             Credentials(user=plugin_user(spec.name)),
             plugin_permissions(spec.name, extra_publish=plugin.publish, extra_subscribe=plugin.subscribe),
         )
+    for spec in catalog.adapters:
+        users[spec.name] = (Credentials(user=adapter_user(spec.name)), adapter_permissions(spec.name))
     names = ", ".join(f"${password_variable(name)}" for name in users)
     print("# Authorization for your own nats-server, equivalent to what `rosey run` generates for its")
     print("# embedded server. Choose one password per identity and set them in the environment of")

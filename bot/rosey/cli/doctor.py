@@ -35,8 +35,39 @@ def doctor_report(config: RoseyConfig | None = None) -> dict[str, Any]:
             embedded=config.nats_url is None, monitor=config.nats_monitor, monitor_url=config.nats_monitor_url
         )
         report["flood_detection"] = why or "on (per-plugin publish rates from the NATS server's /connz)"
-    report["ok"] = report["nats_server"] is not None
+        report["adapters"] = adapter_checks(config)
+    adapters_ok = all(check == "ready" for check in report.get("adapters", {}).values())
+    report["ok"] = report["nats_server"] is not None and adapters_ok
     return report
+
+
+def adapter_checks(config: RoseyConfig) -> dict[str, str]:
+    """Per configured adapter: "ready", or what would stop it (its library, a secret), in words.
+    Secrets are read to check them, never shown."""
+    import importlib.util
+
+    from bot.rosey.errors import SecretUnavailable
+
+    checks: dict[str, str] = {}
+    for name, adapter in config.adapters.items():
+        if not adapter.is_process or not adapter.enabled:
+            continue
+        kind = adapter.kind
+        problems = []
+        if kind.library and importlib.util.find_spec(kind.library) is None:
+            problems.append(
+                f"the {kind.library!r} library is missing (pip install 'rosey-bot[{kind.extra}]')"
+            )
+        for source in adapter.secrets.values():
+            try:
+                source.read()
+            except SecretUnavailable as exc:
+                problems.append(str(exc))
+            else:
+                if source.loosely_readable():
+                    problems.append(f"{source.file} is readable by other users (chmod 600 it)")
+        checks[name] = "; ".join(problems) or "ready"
+    return checks
 
 
 def missing_protections(sandbox: dict[str, Any]) -> list[str]:
@@ -78,6 +109,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append('=> every protection is available: sandbox = "strict" will start plugins here.')
     if "flood_detection" in report:
         lines.append(f"flood detection: {report['flood_detection']}")
+    for name, check in report.get("adapters", {}).items():
+        lines.append(f"adapter {name}: {check}")
     return "\n".join(lines)
 
 

@@ -36,10 +36,13 @@ def _rosey_command() -> str:
 def _failure_line(app: RoseyApp, name: str, error: BaseException) -> str:
     """Why plugin ``name`` did not start, in one line: the load problem or the start failure."""
     plugin = app.supervisor.plugins.get(name) if app.supervisor is not None else None
+    kind = plugin.spec.kind.value if plugin is not None else "plugin"
     if plugin is not None and plugin.spec.load_error is not None:
-        return f"plugin '{name}' failed to load: {plugin.spec.load_error}"
+        return f"{kind} '{name}' failed to load: {plugin.spec.load_error}"
+    if plugin is not None and plugin.failure_reason and not plugin.last_exit:
+        return f"{kind} '{name}' {plugin.failure_reason}"
     if plugin is not None and plugin.last_exit:
-        return f"plugin '{name}' failed to start: {plugin.last_exit}"
+        return f"{kind} '{name}' failed to start: {plugin.last_exit}"
     return str(error).strip().splitlines()[0]
 
 
@@ -70,21 +73,30 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         print(f"rosey: could not start: {exc}", file=sys.stderr)
         await app.stop()
         return 2
-    ready = [name for name, error in results.items() if error is None]
-    failed = [_failure_line(app, name, error) for name, error in results.items() if error is not None]
-    for line in failed:  # one line each; the plugin's traceback is in the log above, once
+    adapters = set(app.catalog.adapter_configs)
+    plugins = {name: error for name, error in results.items() if name not in adapters}
+    ready = [name for name, error in plugins.items() if error is None]
+    failed = {name: _failure_line(app, name, error) for name, error in results.items() if error is not None}
+    for line in failed.values():  # one line each; the plugin's traceback is in the log above, once
         print(f"rosey: {line}", file=sys.stderr)
     example = ready[0] if ready else "NAME"
-    console = chat and sys.stdin.isatty()
+    prefix = config.chat.prefix
+    console_off = any(a.type == "console" and not a.enabled for a in config.adapters.values())
+    console = chat and sys.stdin.isatty() and not console_off
     try_it = f"run `{_rosey_command()} send {example} hello` in another terminal"
     if console:
-        try_it = f"Type !{example} hello here, or {try_it}"
+        try_it = f"Type {prefix}{example} hello here, or {try_it}"
     else:
         try_it = try_it[0].upper() + try_it[1:]
-    failures = f"; {len(failed)} failed ({'; '.join(failed)})" if failed else ""
+    plugin_failures = [line for name, line in failed.items() if name not in adapters]
+    failures = f"; {len(plugin_failures)} failed ({'; '.join(plugin_failures)})" if plugin_failures else ""
+    platforms = ""
+    if adapters:
+        up = [name for name in adapters if results.get(name) is None]
+        platforms = f"; adapters {len(up)}/{len(adapters)} running ({', '.join(up) or 'none'})"
     print(
-        f"Rosey ready: {len(ready)}/{len(results)} plugins running ({', '.join(ready) or 'none'}){failures} "
-        f"on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
+        f"Rosey ready: {len(ready)}/{len(plugins)} plugins running ({', '.join(ready) or 'none'}){failures}"
+        f"{platforms} on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
         flush=True,
     )
 
@@ -93,7 +105,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         from bot.rosey.adapters.console import ConsoleAdapter
 
         assert app.bus is not None
-        adapter = ConsoleAdapter(app.bus)
+        adapter = ConsoleAdapter(app.bus, command_prefix=prefix)
         chat_task = asyncio.create_task(adapter.run())
         chat_task.add_done_callback(lambda _: stop.set())  # Ctrl-D ends the session too
     try:

@@ -90,9 +90,9 @@ class ProcessOptions:
     entry: str | None = None  # "package.module:Class" instead of a plugin file
     data_dir: Path | None = None  # default: <state dir>/data/<name>
     nats_user: str | None = None
-    nats_password: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
     env_grants: tuple[str, ...] = ()  # host variables this plugin may see
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold an adapter's secrets
     ready_timeout: float = 15.0
     output_lines: int = 1000
     log_output: bool = True  # forward output lines (rate-limited) to the "rosey.plugin_output" logger

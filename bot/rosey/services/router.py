@@ -20,12 +20,13 @@ import asyncio
 import logging
 import shlex
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from bot.rosey.core.chat import ChatEvent, ChatEventType, OutgoingMessage
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event, new_id
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
@@ -36,6 +37,7 @@ from bot.rosey.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from bot.rosey.services.access import AccessPolicy
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -48,6 +50,10 @@ logger = logging.getLogger(__name__)
 CRASHED_SUBJECT = Subjects.lifecycle_events(state=PluginState.CRASHED.value)
 
 _OutcomeFactory = Callable[..., "CommandOutcome"]
+#: Answers ``!rosey ...`` for a bot admin: (the chat event, its arguments) -> the reply text.
+AdminCommand = Callable[[ChatEvent, list[str]], Awaitable[str]]
+#: The command name the core itself answers (bot admins' ``!rosey status``); no plugin gets it.
+ADMIN_COMMAND = "rosey"
 
 
 class OutcomeKind(StrEnum):
@@ -60,6 +66,7 @@ class OutcomeKind(StrEnum):
     UNAVAILABLE = "unavailable"  # a known plugin that is not running (or the bus is down)
     CRASHED = "crashed"  # the plugin process died while handling the command
     TOO_LARGE = "too_large"  # the command does not fit in one message on the bus
+    REFUSED = "refused"  # this user may not run it here (allow-list, role); said by the router
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +148,8 @@ class CoreRouter:
         *,
         known_plugins: Callable[[], Collection[str]] | None = None,
         why_unavailable: Callable[[str], str | None] | None = None,
+        access: AccessPolicy | None = None,
+        admin: AdminCommand | None = None,
         source: str = "rosey-router",
     ) -> None:
         self.bus = bus
@@ -150,6 +159,8 @@ class CoreRouter:
         # Why a known plugin serves nothing ("failed to load: plugins/x.py:3: SyntaxError ..."),
         # so the user reads the reason rather than "not running".
         self._why_unavailable = why_unavailable
+        self.access = access or AccessPolicy()
+        self._admin = admin
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
@@ -165,9 +176,10 @@ class CoreRouter:
             return
         self._subscriptions = [await self.bus.subscribe(CRASHED_SUBJECT, self._on_plugin_crashed)]
         if chat:
-            self._subscriptions.append(
-                await self.bus.subscribe(Subjects.event("message"), self._on_chat_message)
-            )
+            for kind in (ChatEventType.MESSAGE, ChatEventType.PRIVATE_MESSAGE):
+                self._subscriptions.append(
+                    await self.bus.subscribe(Subjects.event(kind), self._on_chat_message)
+                )
         await self.bus.flush()
 
     async def stop(self) -> None:
@@ -212,8 +224,12 @@ class CoreRouter:
         user: str | dict[str, Any] = "console",
         channel: str = "console",
         timeout: float | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> CommandOutcome:
-        """Run ``plugin`` with ``args`` and return how it ended; never raises for plugin failures."""
+        """Run ``plugin`` with ``args`` and return how it ended; never raises for plugin failures.
+
+        ``context`` adds keys to the command's data (a chat command's ``platform``, ``private``).
+        """
         started = time.monotonic()
         correlation_id = new_id()
 
@@ -237,7 +253,7 @@ class CoreRouter:
             # than make the user wait for the command timeout.
             return outcome(OutcomeKind.UNAVAILABLE, f"plugin '{plugin}' {reason}")
         wait = timeout if timeout is not None else self.config.timeout_for(plugin)
-        data = {"args": list(args), "user": user, "channel": channel}
+        data = {**(context or {}), "args": list(args), "user": user, "channel": channel}
         logger.debug("command %s %s (cid %s, timeout %gs)", plugin, args, correlation_id, wait)
 
         # A crash event cancels this very task (no second task, no race: bench/PROFILE.md
@@ -362,20 +378,59 @@ class CoreRouter:
         task.add_done_callback(self._chat_tasks.discard)
 
     async def _answer_chat(self, event: Event, command: tuple[str, list[str]], reply_subject: str) -> None:
-        user = event.data.get("user") or "unknown"
-        channel = str(event.data.get("channel") or "")
         plugin, args = command  # parsed once, by _on_chat_message
-        outcome = await self.execute(plugin, args, user=user, channel=channel)
-        reply = {
-            "text": outcome.message,
-            "channel": channel,
-            "in_reply_to": event.id,
-            "kind": outcome.kind.value,
-        }
         try:
-            await self.bus.publish(reply_subject, reply, self.source, outcome.correlation_id)
+            chat = ChatEvent.from_wire(
+                event.data,
+                event_type=event.event_type,
+                platform=str(event.data.get("platform")),
+                platform_type=str(event.data.get("platform_type") or event.data.get("platform")),
+            )
+        except MalformedEvent as exc:
+            logger.warning("chat event %s is unreadable (%s); ignored", event.id, exc)
+            return
+        correlation_id = new_id()
+        data: dict[str, Any] = {}
+        if plugin == ADMIN_COMMAND and self._admin is not None:
+            kind, text = await self._run_admin(chat, args)
+        elif (refusal := self.access.refusal(plugin, chat, self.config.prefix)) is not None:
+            kind, text = OutcomeKind.REFUSED, refusal
+        else:
+            context = {"platform": chat.platform, "private": chat.private}
+            if chat.thread_id:
+                context["thread_id"] = chat.thread_id
+            outcome = await self.execute(
+                plugin, args, user=chat.user.to_wire(), channel=chat.channel, context=context
+            )
+            kind, text, data, correlation_id = (
+                outcome.kind,
+                outcome.message,
+                outcome.data,
+                outcome.correlation_id,
+            )
+        reply, subject = _reply_for(chat, text, data.get("response_channel"), reply_subject)
+        wire = {**reply.to_wire(), "in_reply_to": event.id, "kind": kind.value}
+        try:
+            await self.bus.publish(subject, wire, self.source, correlation_id)
         except BusNotConnected as exc:
             logger.warning("reply to %s lost: %s", event.id, exc)
+
+    async def _run_admin(self, chat: ChatEvent, args: list[str]) -> tuple[OutcomeKind, str]:
+        if not self.access.is_admin(chat):
+            logger.warning(
+                "%s:%s is no admin; refused %s%s",
+                chat.platform,
+                chat.user.id,
+                self.config.prefix,
+                ADMIN_COMMAND,
+            )
+            return OutcomeKind.REFUSED, f"{self.config.prefix}{ADMIN_COMMAND} is for the bot's admins only"
+        assert self._admin is not None
+        try:
+            return OutcomeKind.RESULT, await self._admin(chat, args)
+        except Exception as exc:  # an admin command must answer, whatever went wrong
+            logger.exception("admin command %s failed", args)
+            return OutcomeKind.ERROR, f"⚠️ {self.config.prefix}{ADMIN_COMMAND}: {exc}"
 
     async def _on_plugin_crashed(self, event: Event) -> None:
         plugin = Subjects.plugin_of(event.subject)
@@ -403,3 +458,38 @@ class _Waiter:
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.crash_reason: str | None = None
+
+
+def _reply_for(
+    chat: ChatEvent, text: str, redirect: object, default_subject: str
+) -> tuple[OutgoingMessage, str]:
+    """Where the answer to ``chat`` goes: back where it was said (the same thread, as a reply;
+    privately for a private message), unless the plugin's ``response_channel`` says otherwise.
+
+    ``response_channel`` may name a ``channel`` (and ``thread_id``) on the same or another
+    ``platform``, or ask for ``private: true`` (to the user who sent the command); it cannot send
+    privately to anyone else.
+    """
+    if isinstance(redirect, Mapping):
+        subject = default_subject
+        platform = redirect.get("platform")
+        if isinstance(platform, str) and platform and platform != chat.platform:
+            try:
+                subject = Subjects.chat_send(platform)
+            except ValueError:
+                logger.warning("response_channel names an invalid platform %r; answered in place", platform)
+                platform = None
+        if redirect.get("private") is True:
+            return OutgoingMessage(text=text, private_to=chat.user.id), default_subject
+        channel = redirect.get("channel")
+        if isinstance(channel, str) and channel:
+            thread = redirect.get("thread_id")
+            return OutgoingMessage(
+                text=text, channel=channel, thread_id=thread if isinstance(thread, str) else None
+            ), subject
+    if chat.private:
+        return OutgoingMessage(text=text, private_to=chat.user.id, reply_to=chat.message_id), default_subject
+    return (
+        OutgoingMessage(text=text, channel=chat.channel, thread_id=chat.thread_id, reply_to=chat.message_id),
+        default_subject,
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
 
-__all__ = ["DEFAULT_CPU_WINDOW_SECONDS", "Limits", "PluginSpec", "RestartPolicy"]
+__all__ = ["DEFAULT_CPU_WINDOW_SECONDS", "Limits", "PluginSpec", "ProcessKind", "RestartPolicy"]
 
 #: The span over which ``max_cpu_percent`` must be exceeded by every sample before a plugin is killed.
 DEFAULT_CPU_WINDOW_SECONDS = 10.0
@@ -44,6 +44,13 @@ def _positive(name: str, value: object) -> None:
         or value <= 0
     ):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+class ProcessKind(StrEnum):
+    """What a supervised process is: both are started, sandboxed, watched and restarted alike."""
+
+    PLUGIN = "plugin"  # answers commands
+    ADAPTER = "adapter"  # bridges one chat platform (see bot.rosey.adapters)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +117,11 @@ class PluginSpec:
     #: Why this plugin cannot be started at all (its file does not load), with file and line;
     #: the supervisor shows it as failed with this reason and never starts a process.
     load_error: str | None = None
+    kind: ProcessKind = ProcessKind.PLUGIN
 
     def __post_init__(self) -> None:
         validate_plugin_name(self.name)  # it becomes a token of the plugin's subjects
         object.__setattr__(self, "restart", RestartPolicy(self.restart))
+        object.__setattr__(self, "kind", ProcessKind(self.kind))
         if not isinstance(self.limits, Limits):
             raise TypeError(f"PluginSpec.limits must be a Limits, got {type(self.limits).__name__}")

@@ -137,6 +137,7 @@ class PluginStatus:
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "name",
+        "kind",
         "state",
         "pid",
         "launcher",
@@ -149,6 +150,7 @@ class PluginStatus:
 
     name: str
     state: PluginState
+    kind: str = "plugin"  # "plugin" or "adapter" (a chat platform's bridge)
     pid: int | None = None
     restarts: int = 0
     cpu_percent: float | None = None
@@ -178,6 +180,7 @@ class PluginStatus:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name,
+            "kind": self.kind,
             "state": self.state.value,
             "pid": self.pid,
             "restarts": self.restarts,
@@ -211,6 +214,7 @@ class PluginStatus:
         return cls(
             name=_str(data.get("name")) or "",
             state=PluginState(data.get("state", PluginState.STOPPED)),
+            kind=_str(data.get("kind")) or "plugin",
             pid=_int(data.get("pid")),
             restarts=_int(data.get("restarts")) or 0,
             cpu_percent=_float(data.get("cpu_percent")),

@@ -41,7 +41,7 @@ from bot.rosey.supervision.restart import (
     SupervisorConfig,
     decide,
 )
-from bot.rosey.supervision.spec import Limits, PluginSpec
+from bot.rosey.supervision.spec import Limits, PluginSpec, ProcessKind
 from bot.rosey.supervision.status import (
     STATUS_HISTORY,
     PluginState,
@@ -117,6 +117,7 @@ class ManagedPlugin:
         return PluginStatus(
             name=self.name,
             state=self.state,
+            kind=self.spec.kind.value,
             pid=self.process.pid if running and self.process else None,
             restarts=self.restarts,
             cpu_percent=round(stats.cpu_percent if stats else 0.0, 1) if running else None,
@@ -181,7 +182,11 @@ class Supervisor:
         can (or is unknown here). The router asks before every command: while the plugin runs this
         is one dict lookup and one comparison."""
         plugin = self.plugins.get(name)
-        if plugin is None or plugin.state is PluginState.RUNNING:
+        if (
+            plugin is None
+            or plugin.state is PluginState.RUNNING
+            or plugin.spec.kind is not ProcessKind.PLUGIN
+        ):
             return None
         return unavailable_reason(plugin.status(history=0))
 
@@ -192,8 +197,11 @@ class Supervisor:
             known = ", ".join(sorted(self.plugins)) or "none"
             raise PluginNotFound(f"no plugin named {name!r} (known: {known})", plugin=name) from None
 
-    def names(self) -> list[str]:
-        return list(self.plugins)
+    def names(self, kind: ProcessKind | None = None) -> list[str]:
+        """Every managed process's name, or those of one ``kind`` (plugins, adapters)."""
+        if kind is None:
+            return list(self.plugins)
+        return [name for name, plugin in self.plugins.items() if plugin.spec.kind is kind]
 
     def running(self) -> list[ManagedPlugin]:
         return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
