@@ -709,6 +709,13 @@ class CytubeUser:
     def seen(self, event: str, where: Callable[[Any], bool] | None = None) -> list[Any]:
         return [data for name, data in self.events if name == event and (where is None or where(data))]
 
+    async def wait_until(self, check: Callable[[], bool], *, timeout: float = 20.0) -> None:
+        """Wait until ``check()`` holds, looking again at each event received."""
+        async with asyncio.timeout(timeout):
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+
     async def wait_for(
         self, event: str, where: Callable[[Any], bool] | None = None, *, count: int = 1, timeout: float = 20.0
     ) -> Any:
