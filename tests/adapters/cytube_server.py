@@ -57,8 +57,9 @@ the same port again (a real restart: users and throttles are forgotten, chat his
 bans, mutes and shadow mutes, AFK, leaders, channel passwords (``needPassword``), cookies and
 sessions (log in with a ``login`` frame only), aliases, the ``new_user_chat_delay`` and link
 restrictions, the domain blacklist, Tor checks, announcements, ACP, channel registration (every
-channel exists), several channels per connection, Engine.IO v3 clients, and TLS (the fixture
-serves http; the adapter's choice of a secure server is tested on the socketconfig answer).
+channel exists), several channels per connection, and Engine.IO v3 clients. TLS is optional
+(``ssl_context``): then socketconfig lists an insecure server first and the secure one second,
+and only the secure one answers, as a test of the adapter's choice.
 Ranks are per account, not per channel.
 
 Counters for the tests: ``dropped["length"]`` (messages cut), ``dropped["throttle"]``
@@ -71,11 +72,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import ssl
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,7 +88,7 @@ socketio = pytest.importorskip(
 )
 web = pytest.importorskip("aiohttp.web", reason="aiohttp is not installed (pip install -e '.[cytube]')")
 
-__all__ = ["Account", "CytubeUser", "FakeCytube", "cytube_server"]
+__all__ = ["Account", "CytubeUser", "FakeCytube", "cytube_server", "cytube_tls_server", "self_signed_context"]
 
 _USER_NAME = re.compile(r"^[\w-]{1,20}$", re.ASCII)
 _CHANNEL_NAME = re.compile(r"^[\w-]{1,30}$", re.ASCII)
@@ -234,6 +237,7 @@ class FakeCytube:
         connect_rate: float = 0.1,
         ip_connection_limit: int = 10,
         guest_login_delay: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.accounts = {a.name.lower(): a for a in accounts}
         self.max_chat_message_length = max_chat_message_length
@@ -241,6 +245,7 @@ class FakeCytube:
         self.connect_rate = connect_rate
         self.ip_connection_limit = ip_connection_limit
         self.guest_login_delay = guest_login_delay
+        self.ssl_context = ssl_context
         #: A test knob, not a real behaviour: chat limits enforced whatever the channel's options
         #: say (so that a test can make the adapter's pace wrong and see it recover).
         self.chat_limits_override: dict[str, float] | None = None
@@ -265,7 +270,7 @@ class FakeCytube:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def _call(self, coro: Coroutine[Any, Any, Any], timeout: float = 15.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -334,7 +339,7 @@ class FakeCytube:
         sio.attach(app)
         runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context)
         await site.start()
         if not self.port:
             self.port = int(runner.addresses[0][1])
@@ -381,7 +386,11 @@ class FakeCytube:
         channel = request.match_info["channel"]
         if not _CHANNEL_NAME.match(channel):
             return web.json_response({"error": f'Channel "{channel}" does not exist.'}, status=404)
-        return web.json_response({"servers": [{"url": self.url, "secure": False}]})
+        if self.ssl_context is None:
+            return web.json_response({"servers": [{"url": self.url, "secure": False}]})
+        # As a real server with both listeners lists them; only the secure one answers here.
+        insecure = {"url": f"http://127.0.0.1:{self.port}", "secure": False}
+        return web.json_response({"servers": [insecure, {"url": self.url, "secure": True}]})
 
     async def _emit(self, event: str, data: Any, to: str) -> None:
         await self._sio.emit(event, data, to=to)
@@ -676,7 +685,9 @@ class CytubeUser:
         self.name = name
         self.password = password
         self.ip = ip or f"127.0.9.{abs(hash(name)) % 250 + 1}"
-        self.client = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        self.client = socketio.AsyncClient(
+            reconnection=False, handle_sigint=False, ssl_verify=server.ssl_context is None
+        )
         self.events: list[tuple[str, Any]] = []
         self._changed = asyncio.Event()
         self.client.on("*", self._record)
@@ -741,6 +752,62 @@ def cytube_server() -> Iterator[FakeCytube]:
         connect_burst=5,
         connect_rate=5.0,  # the real algorithm, refilled 50 times faster: reconnect tests stay fast
         guest_login_delay=0.0,  # real: 60 s per IP; a test sets it to see the adapter wait it out
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def self_signed_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    crypto = pytest.importorskip(
+        "cryptography", reason="cryptography is not installed (it makes the test CA)"
+    )
+    del crypto
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.fixture(scope="module")
+def cytube_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCytube]:
+    """The fake server behind TLS (a self-signed certificate), for this test module."""
+    server = FakeCytube(
+        connect_rate=5.0,
+        guest_login_delay=0.0,
+        ssl_context=self_signed_context(tmp_path_factory.mktemp("cytube-tls")),
     )
     server.start()
     try:

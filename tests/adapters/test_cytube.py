@@ -20,14 +20,14 @@ from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.testing import NatsServer
 
-from .cytube_server import CytubeUser, FakeCytube, cytube_server, js_length
+from .cytube_server import CytubeUser, FakeCytube, cytube_server, cytube_tls_server, js_length
 
 pytest.importorskip("socketio", reason="python-socketio is not installed (pip install -e '.[cytube]')")
 
 from bot.rosey.adapters.cytube import CytubeAdapter, role_for_rank
 from bot.rosey.adapters.cytube_text import html_to_text
 
-__all__ = ["cytube_server"]  # the fixture, used by name
+__all__ = ["cytube_server", "cytube_tls_server"]  # the fixtures, used by name
 
 _names = itertools.count(1)
 #: The fixture's throttle is fast (5, +5/s) so tests that reconnect stay fast; the adapter is
@@ -507,3 +507,27 @@ async def test_a_kick_ends_in_a_reconnect(
         async with CytubeUser(cytube_server, bot.channel, "rita") as rita:
             await rita.say("welcome back")
             await bot.inbound.wait("message", lambda e: e["text"] == "welcome back")
+
+
+# ---------------------------------------------------------------------------------- TLS
+
+
+async def test_tls_the_secure_server_is_chosen(
+    nats_server: NatsServer, cytube_tls_server: FakeCytube, tmp_path: Path
+) -> None:
+    # socketconfig lists http:// first; only the https:// one answers on that port.
+    async with running_bot(nats_server, cytube_tls_server, tmp_path, tls_verify=False) as bot:
+        async with CytubeUser(cytube_tls_server, bot.channel, "sara") as sara:
+            await sara.say("over tls")
+            await bot.inbound.wait("message", lambda e: e["text"] == "over tls")
+            await bot.say("back over tls")
+            assert await said_by(sara, "rosey", 1) == ["back over tls"]
+
+
+async def test_tls_certificates_are_verified_by_default(
+    nats_server: NatsServer, cytube_tls_server: FakeCytube, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_bot(nats_server, cytube_tls_server, tmp_path, wait_joined=False) as bot:
+        await wait_until(lambda: bot.adapter.sessions >= 2, what="a second attempt")
+        assert not bot.adapter.outbox.connected.is_set()
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
