@@ -266,17 +266,17 @@ class CytubeAdapter(ChatAdapter):
             client.on("*", lambda event, *args: session.push(event, args[0] if args else None))
             self.throttle.take()
             try:
-                await asyncio.wait_for(
-                    client.connect(socket_url, transports=self.transports, wait_timeout=15), 30
-                )
-            except socketio.exceptions.ConnectionError as exc:
-                why = session.connect_error or str(exc)
-                if "Rate limit exceeded" in why or "Too many connections" in why:
-                    self.throttle.refuse()
-                    raise CytubeRateLimited(why) from exc
-                raise ConnectionError(f"{socket_url}: {why}") from exc
-            self._session = session
-            try:
+                try:
+                    await asyncio.wait_for(
+                        client.connect(socket_url, transports=self.transports, wait_timeout=15), 30
+                    )
+                except socketio.exceptions.ConnectionError as exc:
+                    why = session.connect_error or str(exc)
+                    if "Rate limit exceeded" in why or "Too many connections" in why:
+                        self.throttle.refuse()
+                        raise CytubeRateLimited(why) from exc
+                    raise ConnectionError(f"{socket_url}: {why}{self._port_hint(socket_url)}") from exc
+                self._session = session
                 await client.emit("joinChannel", {"name": self.channel})
                 await self._login(session)
                 await self._pump(session)
@@ -287,6 +287,21 @@ class CytubeAdapter(ChatAdapter):
                 session.fail_pending()
                 with contextlib.suppress(Exception):
                     await client.disconnect()
+
+    def _port_hint(self, socket_url: str) -> str:
+        """Where the socket server listens on another port than ``server``, the sandbox allows it
+        only if the operator listed it in ``ports``: say so."""
+        try:
+            socket_port = urlsplit(socket_url).port or (443 if socket_url.startswith("https") else 80)
+            server_port = urlsplit(self.server).port or (443 if self.server.startswith("https") else 80)
+        except ValueError:
+            return ""
+        if socket_port == server_port:
+            return ""
+        return (
+            f" (the socket server is on port {socket_port}: list it in"
+            f" ports = [{socket_port}] of [adapters.{self.name}])"
+        )
 
     def _on_connect_error(self, session: _Session, data: Any) -> None:
         if isinstance(data, Mapping):
@@ -331,9 +346,8 @@ class CytubeAdapter(ChatAdapter):
             if event == "login":
                 retry = self._on_login(session, data, name_in_use)
                 if retry is not None:
-                    if retry == _NAME_IN_USE_RETRY:
-                        name_in_use += 1
-                    relogin_at = time.monotonic() + retry
+                    name_in_use += retry[1]
+                    relogin_at = time.monotonic() + retry[0]
                     continue
             else:
                 try:
@@ -352,8 +366,9 @@ class CytubeAdapter(ChatAdapter):
                 )
                 self.set_connected(True)
 
-    def _on_login(self, session: _Session, data: Any, name_in_use: int) -> float | None:
-        """A login answer; returns seconds to wait before trying again, or None."""
+    def _on_login(self, session: _Session, data: Any, name_in_use: int) -> tuple[float, int] | None:
+        """A login answer; returns (seconds to wait before trying again, 1 if because the name
+        is in use), or None."""
         if not isinstance(data, Mapping):
             return None
         if data.get("success"):
@@ -365,10 +380,10 @@ class CytubeAdapter(ChatAdapter):
         if guest_delay and not self.secret("password"):
             delay = float(guest_delay.group(1)) + 1.0
             logger.warning("%s: CyTube: %s Trying again in %.0f s", self.name, error, delay)
-            return delay
+            return delay, 0
         if "already in use" in error and name_in_use < _NAME_IN_USE_TRIES:
             logger.warning("%s: CyTube: %s Trying again in %.0f s", self.name, error, _NAME_IN_USE_RETRY)
-            return _NAME_IN_USE_RETRY
+            return _NAME_IN_USE_RETRY, 1
         # A wrong password or a registered name without one: retrying soon will not help.
         self.login_refused += 1
         self._not_before = time.monotonic() + self.login_retry
