@@ -70,7 +70,7 @@ from bot.rosey.adapters.cytube_text import html_to_text, split_utf16
 from bot.rosey.adapters.outbox import DeliveryFailed
 from bot.rosey.core.chat import ChatEventType, ChatUser, OutgoingMessage, Role, clean_text
 
-__all__ = ["CytubeAdapter", "CytubeLoginRefused", "CytubeRateLimited", "role_for_rank"]
+__all__ = ["CytubeAdapter", "role_for_rank"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +95,6 @@ def role_for_rank(rank: float) -> Role:
     if rank >= 1.5:
         return Role.VOICE
     return Role.USER
-
-
-class CytubeRateLimited(ConnectionError):
-    """The server refused the connection: too many from this IP ("Rate limit exceeded")."""
-
-
-class CytubeLoginRefused(ConnectionError):
-    """The server refused the login (wrong password, a registered name without one...)."""
 
 
 def _number(value: object) -> float | None:
@@ -274,7 +266,7 @@ class CytubeAdapter(ChatAdapter):
                     why = session.connect_error or str(exc)
                     if "Rate limit exceeded" in why or "Too many connections" in why:
                         self.throttle.refuse()
-                        raise CytubeRateLimited(why) from exc
+                        raise ConnectionError(f"{socket_url} refused the connection: {why}") from exc
                     raise ConnectionError(f"{socket_url}: {why}{self._port_hint(socket_url)}") from exc
                 self._session = session
                 await client.emit("joinChannel", {"name": self.channel})
@@ -352,8 +344,8 @@ class CytubeAdapter(ChatAdapter):
             else:
                 try:
                     await self._on_event(session, event, data)
-                except (CytubeLoginRefused, asyncio.CancelledError):
-                    raise
+                except (ConnectionError, asyncio.CancelledError):
+                    raise  # a refused login, the bus gone: end the session
                 except Exception:  # odd data from the server never ends the adapter
                     logger.exception("%s: could not handle CyTube event %r", self.name, event)
             if session.joined and session.logged_in and not self.outbox.connected.is_set():
@@ -396,7 +388,7 @@ class CytubeAdapter(ChatAdapter):
             self.login_retry,
             self.name,
         )
-        raise CytubeLoginRefused(error)
+        raise ConnectionError(f"CyTube refused the login: {error}")
 
     async def _on_event(self, session: _Session, event: str, data: Any) -> None:
         if event == "chatMsg":
@@ -440,7 +432,7 @@ class CytubeAdapter(ChatAdapter):
                 self.name,
                 self.channel,
             )
-            raise CytubeLoginRefused("the channel needs a password")
+            raise ConnectionError("the CyTube channel needs a password")
 
     # ------------------------------------------------------------------ users
 
