@@ -433,7 +433,8 @@ async def test_a_guest_login_delay_is_waited_out(
     try:
         async with CytubeUser(cytube_server, channel, "olga", ip="127.0.0.1"):  # the bot's IP
             async with running_bot(nats_server, cytube_server, tmp_path, channel=channel) as bot:
-                assert bot.adapter.login_refused == 0  # waited on the same connection, no refusal
+                assert bot.adapter.login_waits == 1  # waited on the same connection ...
+                assert bot.adapter.login_refused == 0  # ... not taken as a refused login
                 assert cytube_server.users_in(channel) == ["olga", "rosey"]
     finally:
         cytube_server.guest_login_delay = 0.0
@@ -531,3 +532,25 @@ async def test_tls_certificates_are_verified_by_default(
         await wait_until(lambda: bot.adapter.sessions >= 2, what="a second attempt")
         assert not bot.adapter.outbox.connected.is_set()
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+async def test_a_name_still_held_is_waited_for(
+    nats_server: NatsServer, cytube_server: FakeCytube, tmp_path: Path
+) -> None:
+    """After a drop, the server may still hold the bot's old session (until its ping timeout):
+    the guest name is "already in use". The adapter tries again on the same connection."""
+    channel = f"ghost{next(_names)}"
+    ghost = CytubeUser(cytube_server, channel, "rosey")
+    await ghost.__aenter__()
+    try:
+        async with running_bot(
+            nats_server, cytube_server, tmp_path, channel=channel, wait_joined=False
+        ) as bot:
+            await wait_until(lambda: bot.adapter.login_waits == 1, what="'That name is already in use'")
+            await ghost.__aexit__(None, None, None)  # the old session times out at last
+            async with asyncio.timeout(20):
+                await bot.adapter.outbox.connected.wait()
+            assert bot.adapter.login_refused == 0
+    finally:
+        if ghost.client.connected:
+            await ghost.client.disconnect()

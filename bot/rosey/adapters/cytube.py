@@ -193,6 +193,7 @@ class CytubeAdapter(ChatAdapter):
         self.history_skipped = 0
         self.unconfirmed = 0  # messages the server never answered (within send_timeout)
         self.login_refused = 0
+        self.login_waits = 0  # logins tried again later (guest login delay, name still in use)
 
     # ------------------------------------------------------------------ pacing and backoff
 
@@ -338,6 +339,7 @@ class CytubeAdapter(ChatAdapter):
             if event == "login":
                 retry = self._on_login(session, data, name_in_use)
                 if retry is not None:
+                    self.login_waits += 1
                     name_in_use += retry[1]
                     relogin_at = time.monotonic() + retry[0]
                     continue
