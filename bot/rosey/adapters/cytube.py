@@ -215,7 +215,7 @@ class CytubeAdapter(ChatAdapter):
 
     async def _socket_url(self, http: aiohttp.ClientSession) -> str:
         url = f"{self.server}/socketconfig/{quote(self.channel)}.json"
-        async with http.get(url, ssl=self.tls_verify) as response:
+        async with http.get(url, ssl=self.tls_verify, timeout=aiohttp.ClientTimeout(total=30)) as response:
             try:
                 body = await response.json(content_type=None)
             except ValueError as exc:
@@ -241,7 +241,8 @@ class CytubeAdapter(ChatAdapter):
         if wait > 0:  # the first session of a process restarted in a hurry, too
             logger.info("%s: waiting %.1f s for CyTube's connection throttle", self.name, wait)
             await asyncio.sleep(wait)
-        timeout = aiohttp.ClientTimeout(total=30)
+        # No total timeout on the session: its WebSocket lives as long as the connection.
+        timeout = aiohttp.ClientTimeout(total=None, connect=30)
         async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "rosey-bot"}) as http:
             socket_url = await self._socket_url(http)
             client = socketio.AsyncClient(
