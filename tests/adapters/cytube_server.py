@@ -238,6 +238,8 @@ class FakeCytube:
         ip_connection_limit: int = 10,
         guest_login_delay: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.accounts = {a.name.lower(): a for a in accounts}
         self.max_chat_message_length = max_chat_message_length
@@ -246,6 +248,8 @@ class FakeCytube:
         self.ip_connection_limit = ip_connection_limit
         self.guest_login_delay = guest_login_delay
         self.ssl_context = ssl_context
+        self.ping_interval = ping_interval  # Engine.IO's (socket.io 4 defaults: 25 s, 20 s)
+        self.ping_timeout = ping_timeout
         #: A test knob, not a real behaviour: chat limits enforced whatever the channel's options
         #: say (so that a test can make the adapter's pace wrong and see it recover).
         self.chat_limits_override: dict[str, float] | None = None
@@ -292,6 +296,11 @@ class FakeCytube:
         self._thread.join(10)
         self._loop.close()
 
+    def freeze(self, seconds: float) -> None:
+        """Hang the server (no pings, no answers, connections left open) for ``seconds``, as a
+        stuck or unreachable server looks from a client."""
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
+
     def set_rank(self, name: str, rank: float) -> None:
         self._call(self._set_rank(name, rank))
 
@@ -324,7 +333,13 @@ class FakeCytube:
     # ------------------------------------------------------------------ the server (its loop)
 
     async def _start(self) -> None:
-        sio = socketio.AsyncServer(async_mode="aiohttp", async_handlers=False, cors_allowed_origins="*")
+        sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            async_handlers=False,
+            cors_allowed_origins="*",
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+        )
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         for event, handler in (

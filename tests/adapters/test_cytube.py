@@ -554,3 +554,23 @@ async def test_a_name_still_held_is_waited_for(
     finally:
         if ghost.client.connected:
             await ghost.client.disconnect()
+
+
+async def test_a_server_that_stops_answering_is_noticed_and_reconnected(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """No FIN, no error: the server just goes silent. Engine.IO's pings tell; then reconnect."""
+    server = FakeCytube(connect_rate=5.0, guest_login_delay=0.0, ping_interval=1.0, ping_timeout=2.0)
+    server.start()
+    try:
+        async with running_bot(nats_server, server, tmp_path) as bot:
+            server.freeze(5.0)  # longer than ping interval + timeout
+            await wait_until(lambda: not bot.adapter.outbox.connected.is_set(), what="the silence noticed")
+            await wait_until(lambda: bot.adapter.sessions > bot.joined_sessions, what="a new session")
+            async with asyncio.timeout(30):
+                await bot.adapter.outbox.connected.wait()
+            async with CytubeUser(server, bot.channel, "tina") as tina:
+                await tina.say("you are back")
+                await bot.inbound.wait("message", lambda e: e["text"] == "you are back")
+    finally:
+        server.close()

@@ -83,6 +83,8 @@ _GUEST_DELAY = re.compile(r"one per IP address per (\d+(?:\.\d+)?) seconds")
 #: until the server notices it is gone), and how many times.
 _NAME_IN_USE_RETRY = 10.0
 _NAME_IN_USE_TRIES = 12
+#: Seconds to wait for the server's answer to a WebSocket close (a hung server sends none).
+_WS_CLOSE = 2.0
 
 
 def role_for_rank(rank: float) -> Role:
@@ -252,6 +254,7 @@ class CytubeAdapter(ChatAdapter):
                 handle_sigint=False,
                 logger=False,
                 engineio_logger=False,
+                websocket_extra_options={"timeout": aiohttp.ClientWSTimeout(ws_close=_WS_CLOSE)},
             )
             session = _Session(client, http)
             client.on("connect", lambda: session.push("connect", None))
@@ -281,6 +284,12 @@ class CytubeAdapter(ChatAdapter):
                 session.fail_pending()
                 with contextlib.suppress(Exception):
                     await client.disconnect()
+                # After a ping timeout python-engineio forgets its WebSocket without closing it
+                # (its connection would leak): close it here, waiting at most ws_close.
+                ws = getattr(client.eio, "ws", None)
+                if ws is not None and not ws.closed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), _WS_CLOSE + 1)
 
     def _port_hint(self, socket_url: str) -> str:
         """Where the socket server listens on another port than ``server``, the sandbox allows it
