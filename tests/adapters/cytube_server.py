@@ -34,8 +34,9 @@ the same port again (a real restart: users and throttles are forgotten, chat his
   ranks >= 2. ``userLeave {name}`` on disconnect. ``userlist`` entries are ``{name, rank,
   profile, meta}`` (moderators see ``meta.aliases`` and ``meta.ip``).
 * ``chatMsg {msg, meta}`` as ``ChatModule.handleChatMsg`` / ``processChatMsg``: ignored unless
-  logged in; cut to ``max-chat-message-length`` (default 320) *UTF-16 code units* without
-  notice (JavaScript's ``substring``: it can split a surrogate pair); ASCII control characters
+  logged in and of the channel's ``chat`` permission rank (``permissions.canChat``, silently);
+  cut to ``max-chat-message-length`` (default 320) *UTF-16 code units* without notice
+  (JavaScript's ``substring``: it can split a surrogate pair); ASCII control characters
   replaced by a space; blank messages ignored; the per-user chat limiter
   (``util.newRateLimiter``: burst 20, 10/s, cooldown 2 s, or the channel's
   ``chat_antiflood_params`` for ranks below 2 when ``chat_antiflood`` is on), a throttled
@@ -223,6 +224,8 @@ class _Channel:
             "password": False,
         }
     )
+    #: channel/permissions.js: the lowest rank that may chat (default 0: guests may).
+    permissions: dict[str, float] = field(default_factory=lambda: {"chat": 0})
 
 
 class FakeCytube:
@@ -300,6 +303,10 @@ class FakeCytube:
         """Hang the server (no pings, no answers, connections left open) for ``seconds``, as a
         stuck or unreachable server looks from a client."""
         self._loop.call_soon_threadsafe(time.sleep, seconds)
+
+    def set_chat_permission(self, channel: str, rank: float) -> None:
+        """The lowest rank that may chat in ``channel`` (the channel's "chat" permission)."""
+        self._loop.call_soon_threadsafe(self._channel(channel).permissions.__setitem__, "chat", rank)
 
     def set_rank(self, name: str, rank: float) -> None:
         self._call(self._set_rank(name, rank))
@@ -572,8 +579,8 @@ class FakeCytube:
         if not isinstance(data, dict) or not isinstance(data.get("msg"), str):
             await self._emit("errorMsg", {"msg": "Unexpected error for message chatMsg: msg"}, user.sid)
             return
-        if channel is None:
-            return
+        if channel is None or user.rank < channel.permissions["chat"]:
+            return  # permissions.canChat: dropped without a word
         msg = self._cut(data["msg"])
         if not channel.opts["allow_ascii_control"]:
             msg = re.sub(r"[\x00-\x1f]+", " ", msg)

@@ -574,3 +574,21 @@ async def test_a_server_that_stops_answering_is_noticed_and_reconnected(
                 await bot.inbound.wait("message", lambda e: e["text"] == "you are back")
     finally:
         server.close()
+
+
+async def test_messages_the_server_drops_silently_do_not_stall_the_queue(
+    nats_server: NatsServer, cytube_server: FakeCytube, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = f"mute{next(_names)}"
+    cytube_server.set_chat_permission(channel, 1)  # registered users only: the guest bot may not chat
+    async with running_bot(nats_server, cytube_server, tmp_path, channel=channel, send_timeout=0.5) as bot:
+        async with CytubeUser(cytube_server, channel, "ursula") as ursula:
+            for n in range(3):
+                await bot.say(f"unheard {n}")
+            await wait_until(lambda: bot.adapter.unconfirmed == 3, what="three unconfirmed messages")
+            cytube_server.set_chat_permission(channel, 0)
+            await bot.say("heard")
+            assert await said_by(ursula, "rosey", 1) == ["heard"]
+        assert bot.adapter.outbox.stats.dropped == 0
+        assert bot.adapter.sessions == bot.joined_sessions
+    assert "did not confirm" in caplog.text
