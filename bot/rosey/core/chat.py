@@ -62,7 +62,9 @@ class Role(IntEnum):
 
     Mappings (each adapter documents its own): IRC voice (+v) -> VOICE, op (+o, +h) -> OP,
     admin/owner (+a, +q) -> ADMIN; Matrix power level >= 100 -> ADMIN, >= 50 -> OP, > 0 ->
-    VOICE; CyTube rank >= 3 -> ADMIN, >= 2 -> OP, >= 1.5 (leader) -> VOICE.
+    VOICE; CyTube rank >= 3 -> ADMIN, >= 2 -> OP, >= 1.5 (leader) -> VOICE; Discord server owner,
+    Administrator or Manage Server -> ADMIN, a configured op role -> OP; Slack workspace admin or
+    owner -> ADMIN.
     """
 
     USER = 0
