@@ -7,6 +7,10 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
+  irc       IRC end to end (real `rosey run`, miniircd): !echo round trip vs a bot written directly
+            on pydle, same server, same run; 500 inbound messages/s counted on rosey.events.message
+  storage   self.storage get/put p50 and ops/s at 100 in flight vs raw JetStream KV (bench/storage.py)
+  gw        HTTP gateway round trip (self.http.get) vs a direct httpx request, same plugin process
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -29,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, report, roundtrip
+from bench import fleet, gateway, report, roundtrip, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -40,7 +44,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw", "irc", "storage")
 
 
 def _version(package: str) -> str | None:
@@ -136,6 +140,16 @@ async def run(
                 "100 idle plugins under the watchdog",
                 fleet.fleet100(env, 100, *windows, launcher),
             )
+        if "irc" in sections:
+            from bench import irc
+
+            await section(
+                "irc", "IRC end to end vs a pydle echo bot; 500 msg/s inbound", irc.measure(quick=quick)
+            )
+        if "gw" in sections:
+            await section("gw", "HTTP gateway round trip vs direct httpx", gateway.measure(env, quick=quick))
+    if "storage" in sections:  # its own RoseyApp, after the shared environment is gone
+        await section("storage", "plugin storage vs raw JetStream KV", storage.measure(quick=quick))
     return measured
 
 

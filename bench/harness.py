@@ -49,13 +49,14 @@ FLEET_SIZE = 100
 RT_PLUGIN = "rt"  # the plugin commands go to in the round-trip figures
 RAW_NAME = "raw"  # the identity (and subject) of the raw responder
 COLD_NAME = "cold"  # cold-start plugin and floor
+GW_NAME = "gw"  # the HTTP gateway benchmark's plugin
 
 
 def fleet_name(i: int) -> str:
     return f"p{i}"
 
 
-ALL_NAMES = (RT_PLUGIN, RAW_NAME, COLD_NAME, *(fleet_name(i) for i in range(FLEET_SIZE)))
+ALL_NAMES = (RT_PLUGIN, RAW_NAME, COLD_NAME, GW_NAME, *(fleet_name(i) for i in range(FLEET_SIZE)))
 
 # The floor of a plugin start: import nats, connect, subscribe, flush (as a plugin identity), say
 # READY on the same kind of pipe a plugin uses, then idle (so its memory can be read).
@@ -339,6 +340,7 @@ __all__ = [
     "COLD_NAME",
     "FLEET_SIZE",
     "FLOOR_CODE",
+    "GW_NAME",
     "IDLE_PLUGIN",
     "RAW_NAME",
     "RT_PLUGIN",

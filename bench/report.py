@@ -109,6 +109,28 @@ def build_figures(
                 check,
             )
 
+    add(
+        "irc.p50",
+        "IRC !echo round trip p50 (rosey run)",
+        "µs",
+        "irc.rt_p50_us_rosey",
+        "irc.rt_p50_us_raw",
+        "pydle bot",
+        "≤ 1.3\u00d7 pydle bot",
+        ratio_at_most(1.3),
+    )
+    add("irc.p99", "IRC !echo round trip p99", "µs", "irc.rt_p99_us_rosey", "irc.rt_p99_us_raw", "pydle bot")
+    add(
+        "irc.in_rate",
+        "IRC inbound messages/s delivered",
+        "/s",
+        "irc.in_delivered_rate",
+        "irc.in_send_rate",
+        "sent",
+    )
+    add(
+        "irc.in_lost", "IRC inbound messages lost (of 500/s)", "", "irc.in_lost", target="0", check=at_most(0)
+    )
     for label in variants:
         v = f" [{label}]" if label != "default" else ""
         add(
@@ -204,6 +226,46 @@ def build_figures(
     add("cpu100", "supervisor CPU, 100 idle plugins, watchdog on", "%", "fleet100.cpu_percent_100_idle")
     add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
     add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
+    # Plugin storage (bench/storage.py): self.storage from a plugin vs raw JetStream KV calls.
+    add("storage.hop", "storage service hop p50 (no JetStream call)", "µs", "storage.hop_p50_us_rosey")
+    for op in ("get", "put"):
+        add(
+            f"storage.{op}.p50",
+            f"storage {op} p50 from a plugin",
+            "µs",
+            f"storage.{op}_p50_us_rosey",
+            f"storage.{op}_p50_us_raw",
+            "raw KV",
+            "≤ 2\u00d7 raw",
+            ratio_at_most(2.0),
+        )
+        add(
+            f"storage.{op}.rate100",
+            f"storage {op}s/s, 100 in flight",
+            "/s",
+            f"storage.rate_{op}_100_rosey",
+            f"storage.rate_{op}_100_raw",
+            "raw KV",
+            "≥ 5,000/s",
+            lambda v, _r: v >= 5000,
+        )
+    add(
+        "gw.p50",
+        "HTTP via gateway p50 (self.http.get)",
+        "µs",
+        "gw.p50_us_gateway",
+        "gw.p50_us_direct",
+        "direct httpx",
+    )
+    add("gw.p99", "HTTP via gateway p99", "µs", "gw.p99_us_gateway", "gw.p99_us_direct", "direct httpx")
+    add(
+        "gw.overhead",
+        "HTTP gateway overhead p50 (gateway - direct)",
+        "µs",
+        "gw.overhead_p50_us",
+        target="≤ 1500 µs",
+        check=at_most(1500.0),
+    )
     return figures
 
 

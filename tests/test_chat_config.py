@@ -141,3 +141,13 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
     with pytest.raises(SecretUnavailable, match="cannot read"):
         source.read()
     assert "s3cret" not in repr(config)
+
+
+def test_operator_secrets_are_named_sources(tmp_path: Path) -> None:
+    config = load(tmp_path, '[secrets.weather_key]\nenv = "OWM_API_KEY"\n[secrets.cal]\nfile = "cal.key"\n')
+    assert config.secrets["weather_key"].env == "OWM_API_KEY"
+    assert config.secrets["cal"].file == (tmp_path / "cal.key").resolve()
+    assert "both" not in error(tmp_path, '[secrets.x]\nenv = "A"\nfile = "b"\n')
+    assert "set exactly one of env" in error(tmp_path, '[secrets.x]\nenv = "A"\nfile = "b"\n')
+    assert "secrets.x.url: unknown key" in error(tmp_path, '[secrets.x]\nurl = "A"\n')
+    assert "plugins.echo.http: must be a table" in error(tmp_path, "[plugins.echo]\nhttp = 3\n")

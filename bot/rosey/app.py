@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.rosey.broker.identities import (
+    CORE_INBOX_PREFIX,
     CORE_USER,
     Credentials,
     adapter_permissions,
@@ -49,8 +50,11 @@ from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
+from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.services.storage import StorageService
 from bot.rosey.state_lock import StateLock
+from bot.rosey.storage_config import parse_storage_limits
 from bot.rosey.supervision.flood import FloodGuard
 from bot.rosey.supervision.spec import PluginSpec, ProcessKind
 from bot.rosey.supervision.status import (
@@ -94,6 +98,10 @@ class RoseyApp:
         self.router: CoreRouter | None = None
         self.relay: ChatRelay | None = None
         self.control: ControlService | None = None
+        self.storage_bus: EventBus | None = None  # plugins' storage requests, on a connection of their own
+        self.storage: StorageService | None = None
+        self.gateway_bus: EventBus | None = None  # plugins' HTTP requests: beside chat, not behind it
+        self.gateway: HttpGateway | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
@@ -157,15 +165,25 @@ class RoseyApp:
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
         )
         await self.router.start()
-        # Adapters' events reach the router (and plugins) only through the relay, on the same
-        # connection, so that a command from chat keeps its order with the rest of the chat.
-        self.relay = ChatRelay(self.bus, {n: a.type for n, a in self.catalog.adapter_configs.items()})
+        # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
+        # through the relay, which checks them and stamps their platform.
+        self.relay = ChatRelay(
+            self.bus, {n: a.type for n, a in self.catalog.adapter_configs.items()}, on_chat=self.router.accept
+        )
         await self.relay.start()
         self.control_bus = await self._connect("rosey-control")
         self.control = ControlService(
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
         )
         await self.control.start()
+        # Storage before the plugins: their on_start may read what they stored last time.
+        self.storage_bus = await self._connect("rosey-storage")
+        limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
+        self.storage = StorageService(self.storage_bus, limits, server=redact_url(self.nats_url))
+        await self.storage.start()
+        self.gateway_bus = await self._connect("rosey-http")
+        self.gateway = gateway_for(self.config, self.gateway_bus)
+        await self.gateway.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -195,13 +213,17 @@ class RoseyApp:
             await self.supervisor.stop_all()
         if self.zygote is not None:
             await self.zygote.aclose()
+        if self.storage is not None:  # after the plugins: their on_stop may still store
+            await self.storage.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.control_bus, self.bus):
+        for bus in (self.watchdog_bus, self.gateway_bus, self.storage_bus, self.control_bus, self.bus):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()
@@ -245,6 +267,8 @@ class RoseyApp:
             watchdog=WatchdogStatus(
                 last_sweep_ms=round(self.watchdog.last_sweep_seconds * 1000, 3) if self.watchdog else None
             ),
+            storage=self.storage.usage() if self.storage is not None else {},
+            gateway=self.gateway.status() if self.gateway is not None else {},
         )
 
     # ------------------------------------------------------------------ internals
@@ -255,9 +279,20 @@ class RoseyApp:
     async def _connect(self, name: str) -> EventBus:
         """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
         if self.embedded:
-            bus = EventBus(self.nats_url, name=name, user=self._core.user, password=self._core.password)
+            bus = EventBus(
+                self.nats_url,
+                name=name,
+                user=self._core.user,
+                password=self._core.password,
+                inbox_prefix=CORE_INBOX_PREFIX,
+            )
         else:
-            bus = EventBus(self.nats_url, token=os.getenv("NATS_TOKEN") or None, name=name)
+            bus = EventBus(
+                self.nats_url,
+                token=os.getenv("NATS_TOKEN") or None,
+                name=name,
+                inbox_prefix=CORE_INBOX_PREFIX,
+            )
         await bus.connect()
         return bus
 
@@ -364,7 +399,8 @@ class RoseyApp:
             nats_user=user,
             nats_password=password,
             extra_env={
-                Env.ADAPTER_SETTINGS: json.dumps(dict(adapter.settings)),
+                # The router's prefix, for adapters with a prefix of their own (Slack's @mention).
+                Env.ADAPTER_SETTINGS: json.dumps({"prefix": self.config.chat.prefix, **adapter.settings}),
                 Env.ADAPTER_SECRETS: json.dumps(secrets),
             },
             launcher=self.config.launcher,

@@ -48,6 +48,7 @@ __all__ = [
     "parse_adapters",
     "parse_chat",
     "parse_command_access",
+    "parse_secrets",
 ]
 
 DEFAULT_ADAPTER_MEMORY_MB = 256
@@ -301,3 +302,40 @@ def parse_command_access(dotted: str, table: Mapping[str, Any]) -> CommandAccess
     except ValueError as exc:
         raise _fail(f"{dotted}.min_role", str(exc)) from None
     return CommandAccess(platforms=platforms, channels=channels, min_role=min_role)
+
+
+def parse_secrets(raw: object, base: Path) -> dict[str, SecretSource]:
+    """``[secrets.NAME]`` tables: ``env = "VARIABLE"`` or ``file = "path"`` (relative to rosey.toml)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail("secrets", f"must be a table of [secrets.NAME] tables, got {raw!r}")
+    secrets = {}
+    for name, table in raw.items():
+        dotted = f"secrets.{name}"
+        try:
+            validate_plugin_name(name)
+        except ValueError as exc:
+            raise _fail(dotted, str(exc).replace("plugin name", "secret name")) from None
+        if not isinstance(table, dict):
+            raise _fail(dotted, f"must be a table with env = ... or file = ..., got {table!r}")
+        for key in table:
+            if key not in ("env", "file"):
+                raise _fail(f"{dotted}.{key}", "unknown key; allowed keys: env, file")
+        if ("env" in table) == ("file" in table):
+            raise _fail(dotted, "set exactly one of env (a variable name) and file (a path)")
+        value = table.get("env", table.get("file"))
+        if not isinstance(value, str) or not value:
+            raise _fail(
+                f"{dotted}.{'env' if 'env' in table else 'file'}",
+                f"must be a non-empty string, got {value!r}",
+            )
+        if "env" in table:
+            if not _ENV_NAME.fullmatch(value):
+                raise _fail(f"{dotted}.env", f"must be an environment variable name, got {value!r}")
+            secrets[name] = SecretSource(key=f"{dotted}.env", env=value)
+        else:
+            secrets[name] = SecretSource(
+                key=f"{dotted}.file", file=(base / Path(value).expanduser()).resolve()
+            )
+    return secrets

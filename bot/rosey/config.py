@@ -27,11 +27,21 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.rosey.chat_config import AdapterConfig, ChatConfig, parse_adapters, parse_chat, parse_command_access
+from bot.rosey.chat_config import (
+    AdapterConfig,
+    ChatConfig,
+    SecretSource,
+    parse_adapters,
+    parse_chat,
+    parse_command_access,
+    parse_secrets,
+)
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
+from bot.rosey.gateway_config import parse_http_grants
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
+from bot.rosey.storage_config import parse_storage_limits
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
 
 __all__ = [
@@ -282,6 +292,11 @@ class PluginConfig:
     platforms: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
     min_role: str = "user"
+    # Plugin services (storage, HTTP gateway, files): their [plugins.NAME.<service>] tables as
+    # written, each validated by its service's own config module.
+    storage: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    http: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    files: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         name = self.name if isinstance(self.name, str) else repr(self.name)
@@ -330,6 +345,12 @@ class PluginConfig:
         )
         put("platforms", tuple(self.platforms))
         put("channels", tuple(self.channels))
+        for service in ("storage", "http", "files"):
+            table = getattr(self, service)
+            if not isinstance(table, Mapping):
+                raise _fail(key(service), f"must be a table ([plugins.{name}.{service}]), got {table!r}")
+            put(service, MappingProxyType(dict(table)))
+        parse_storage_limits(self.name, self.storage)  # [plugins.NAME.storage]: raises ConfigError
 
     @property
     def access(self) -> CommandAccess | None:
@@ -398,6 +419,8 @@ class RoseyConfig:
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict, hash=False)
     adapters: Mapping[str, AdapterConfig] = field(default_factory=dict, hash=False)
     chat: ChatConfig = field(default_factory=ChatConfig)
+    #: ``[secrets.NAME]``: operator secrets the host's services use for plugins (never given to one).
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         def put(field_name: str, value: object) -> None:
@@ -445,6 +468,7 @@ class RoseyConfig:
                     "adapter and plugin names must differ",
                 )
         put("adapters", MappingProxyType(dict(self.adapters)))
+        parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
@@ -456,7 +480,7 @@ class RoseyConfig:
 
 # ------------------------------------------------------------------------ loading
 
-_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey")
+_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey", "secrets")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
 _NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
@@ -551,6 +575,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         plugins=configured,
         adapters=parse_adapters(raw.get("adapters"), base),
         chat=parse_chat(raw.get("chat")),
+        secrets=parse_secrets(raw.get("secrets"), base),
     )
 
 

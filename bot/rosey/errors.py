@@ -22,6 +22,14 @@ for callers who do not know Rosey's names::
     +-- HarnessNotConnected         RuntimeError
     +-- CliError
     +-- DeliveryFailed
+    +-- PlatformError               ConnectionError
+    +-- ServiceError                                  .service .details
+        +-- StorageError
+        |   +-- StorageQuotaExceeded                  .limit
+        +-- GatewayError
+        |   +-- GatewayRefused                        .rule
+        |   +-- GatewayRateLimited                    .retry_after
+        +-- FileTooLarge            ValueError        .size .limit
     +-- PluginError                                   .plugin
         +-- PluginNotFound          KeyError
         +-- PluginNotStarted        RuntimeError
@@ -52,6 +60,10 @@ __all__ = [
     "CliError",
     "ConfigError",
     "DeliveryFailed",
+    "FileTooLarge",
+    "GatewayError",
+    "GatewayRateLimited",
+    "GatewayRefused",
     "HarnessNotConnected",
     "InvalidSubject",
     "MalformedEvent",
@@ -61,6 +73,7 @@ __all__ = [
     "NoResponders",
     "NotRunning",
     "PayloadTooLarge",
+    "PlatformError",
     "PluginCommandError",
     "PluginError",
     "PluginNameMismatch",
@@ -71,6 +84,9 @@ __all__ = [
     "RequestTimeout",
     "RoseyError",
     "SecretUnavailable",
+    "ServiceError",
+    "StorageError",
+    "StorageQuotaExceeded",
     "ZygoteError",
 ]
 
@@ -255,5 +271,83 @@ class PluginCommandError(PluginError):
 
 class DeliveryFailed(RoseyError):
     """An adapter's ``deliver()`` says a message can never be sent (no such channel, refused by the
-    platform): the outbox drops and logs it and moves on. Any other exception there is taken as a
-    lost connection, and the message waits for the reconnect."""
+    platform): the outbox drops and logs it and moves on. Any other exception there is taken as
+    transient: the message is tried again (after the reconnect, if the session ended)."""
+
+
+class PlatformError(RoseyError, ConnectionError):
+    """A chat platform refused or failed what an adapter's session needs (a login, a sync): the
+    session ends and the adapter reconnects with backoff. Each adapter says which platform call
+    failed and why, in one line."""
+
+
+# ------------------------------------------------------------------ plugin services
+
+
+class ServiceError(RoseyError):
+    """A host-side service (storage, HTTP gateway, files) refused a plugin's request.
+
+    It travels back over the bus as ``{"ok": false, "error": str(exc), "error_type": <class name>,
+    **details}`` (:meth:`to_wire`) and the SDK raises the same class again (:meth:`from_wire`), so a
+    plugin catches ``StorageQuotaExceeded`` whatever process raised it. ``details`` holds the
+    subject attributes (``limit``, ``retry_after``, ``rule``...) as plain JSON values.
+    """
+
+    def __init__(self, message: str, *, service: str | None = None, **details: object) -> None:
+        super().__init__(message)
+        self.service = service
+        self.details = details
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "error": str(self),
+            "error_type": type(self).__name__,
+            "service": self.service,
+            **self.details,
+        }
+
+    @staticmethod
+    def from_wire(data: dict[str, object]) -> ServiceError:
+        """The error a service's ``{"ok": false, ...}`` reply describes (a ServiceError if unknown)."""
+        classes = {cls.__name__: cls for cls in _service_errors(ServiceError)}
+        cls = classes.get(str(data.get("error_type")), ServiceError)
+        details = {k: v for k, v in data.items() if k not in ("ok", "error", "error_type", "service")}
+        service = data.get("service")
+        return cls(
+            str(data.get("error") or "the service refused the request"),
+            service=service if isinstance(service, str) else None,
+            **details,
+        )
+
+
+def _service_errors(root: type[ServiceError]) -> list[type[ServiceError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found.extend(_service_errors(sub))
+    return found
+
+
+class StorageError(ServiceError):
+    """A storage request failed (a bad key, a value that is not JSON, the store unavailable)."""
+
+
+class StorageQuotaExceeded(StorageError):
+    """A write would pass one of the plugin's storage limits (``limit`` names it); nothing was written."""
+
+
+class GatewayError(ServiceError):
+    """An HTTP request through the gateway failed (the remote server, a timeout)."""
+
+
+class GatewayRefused(GatewayError):
+    """The gateway refused an HTTP request no grant allows (``rule`` says which check refused it)."""
+
+
+class GatewayRateLimited(GatewayError):
+    """Too many HTTP requests: try again after ``retry_after`` seconds."""
+
+
+class FileTooLarge(ServiceError, ValueError):
+    """A file is bigger than the plugin may send (``size`` and ``limit`` in bytes)."""

@@ -208,6 +208,7 @@ async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         launcher: str | None = None,
         nats: Mapping[str, TomlValue] | None = None,
         workdir: Path | None = None,
+        extra_toml: str = "",  # more tables as written (e.g. [secrets.X], [plugins.NAME.http])
     ) -> Rosey:
         workdir = workdir or tmp_path
         if launcher is not None:
@@ -231,7 +232,7 @@ async def start_rosey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
             default = str(CANARY if name == "canary" else HOSTILE)
             text += toml_table(f"plugins.{name}", {"path": default, **table})
         config_file = workdir / "rosey.toml"
-        config_file.write_text(text)
+        config_file.write_text(text + extra_toml)
         config = load_config(config_file)
 
         server_log = ServerLog(asyncio.get_running_loop())

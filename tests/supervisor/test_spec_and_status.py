@@ -247,6 +247,9 @@ def rosey_status() -> RoseyStatus:
         sandbox_mode="best-effort",
         sandbox_support={"landlock_abi": 7, "seccomp": True},
         watchdog=WatchdogStatus(last_sweep_ms=0.4),
+        storage={
+            "trivia": {"keys": 3, "bytes": 120, "max_keys": 10, "max_bytes": 4096, "max_value_bytes": 64}
+        },
     )
 
 
@@ -262,7 +265,10 @@ def test_rosey_status_keys_and_round_trip() -> None:
         "sandbox_mode",
         "sandbox_support",
         "watchdog",
+        "storage",
+        "gateway",
     ]
+    assert data["gateway"] == {}  # no plugin used the HTTP gateway
     assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url", "flood_detection"]
     assert data["launcher"] == {"kind": "zygote", "zygote_pid": 102}
     assert data["watchdog"] == {"last_sweep_ms": 0.4}

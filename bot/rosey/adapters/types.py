@@ -136,7 +136,22 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
     "irc": AdapterType(
         name="irc",
         entry="bot.rosey.adapters.irc:IrcAdapter",
-        keys=("server", "port", "tls", "tls_verify", "nick", "username", "realname", "channels", "auth"),
+        keys=(
+            "server",
+            "port",
+            "tls",
+            "tls_verify",
+            "nick",
+            "username",
+            "realname",
+            "channels",
+            "auth",
+            "account",
+            "nickserv",
+            "answer_ctcp",
+            "rejoin_on_kick",
+            "rejoin_delay",
+        ),
         required=("server", "nick", "channels"),
         secrets=("password",),
         ports=lambda s: (_irc_port(s),),
@@ -148,7 +163,17 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
     "matrix": AdapterType(
         name="matrix",
         entry="bot.rosey.adapters.matrix:MatrixAdapter",
-        keys=("homeserver", "user", "rooms", "device_name", "auto_join", "markdown"),
+        keys=(
+            "homeserver",
+            "user",
+            "rooms",
+            "device_name",
+            "auto_join",
+            "markdown",
+            "notice",
+            "catchup_max_age",
+            "encrypted_notice",
+        ),
         required=("homeserver", "user"),
         secrets=("access_token", "password"),
         ports=lambda s: (_url_port(str(s.get("homeserver", ""))),),
@@ -187,19 +212,36 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         keys=("guilds", "channels", "op_roles", "api_base", "gateway"),
         required=(),
         secrets=("token",),
-        ports=lambda s: (443,),
-        hosts=lambda s: ("discord.com",),
+        # 443, plus the port of a configured REST base / gateway (a self-hosted server, the tests).
+        ports=lambda s: tuple(
+            sorted(
+                {443, *(_url_port(str(s[k])) for k in ("api_base", "gateway") if isinstance(s.get(k), str))}
+            )
+        ),
+        # The gateway's host comes from GET /gateway/bot unless `gateway` names it.
+        hosts=lambda s: tuple(
+            _url_host(str(url))
+            for url in (
+                s.get("api_base", "https://discord.com"),
+                s.get("gateway", None if "api_base" in s else "wss://gateway.discord.gg"),
+            )
+            if url is not None
+        ),
+        check=lambda s: _check_url("api_base", s["api_base"]) if "api_base" in s else None,
         extra="discord",
         library="discord",
     ),
     "slack": AdapterType(
         name="slack",
         entry="bot.rosey.adapters.slack:SlackAdapter",
-        keys=("channels", "api_base"),
+        keys=("channels", "api_base", "prefix"),
         required=(),
         secrets=("token", "app_token"),
-        ports=lambda s: (443,),
-        hosts=lambda s: ("slack.com",),
+        # 443 for the Web API and the Socket Mode websocket (wss-primary.slack.com), plus the
+        # port of a configured api_base (GovSlack, an enterprise gateway, a test stand-in).
+        ports=lambda s: tuple(sorted({443, _url_port(str(s.get("api_base") or "https://slack.com/api/"))})),
+        hosts=lambda s: (_url_host(str(s.get("api_base") or "https://slack.com/api/")),),
+        check=lambda s: _check_url("api_base", s["api_base"]) if "api_base" in s else None,
         extra="slack",
         library="slack_bolt",
     ),
@@ -209,7 +251,7 @@ ADAPTER_TYPES: dict[str, AdapterType] = {
         entry="",  # its `module` key, or its `path`
         keys=None,
         required=(),
-        secrets=("password", "access_token", "token"),
+        secrets=("password", "access_token", "token", "app_token"),
         check=lambda s: _check_custom(s),
     ),
 }

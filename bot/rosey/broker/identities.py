@@ -19,6 +19,7 @@ from typing import Any
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 
 __all__ = [
+    "CORE_INBOX_PREFIX",
     "CORE_USER",
     "Credentials",
     "adapter_permissions",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 CORE_USER = "rosey_core"
+#: Where the core's connections (the bot's, and the CLI's) receive answers. Named, not random, so
+#: that a host service answering a plugin can tell the core's inbox from the plugin's own and
+#: refuse to answer into it (see ``services/plugin_requests.own_inbox``).
+CORE_INBOX_PREFIX = f"_INBOX.{CORE_USER}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +55,9 @@ def plugin_permissions(
 ) -> dict[str, Any]:
     """The default grants of plugin ``plugin`` plus what its configuration adds.
 
-    Publish: its own result/error subjects and its own event namespace.
+    Publish: its own result/error subjects, its own event namespace, and requests to the host's
+    services in its own name (``rosey.services.*.<plugin>.>``: a service knows who asks from the
+    subject, which NATS lets no other identity use).
     Subscribe: its own commands, its liveness pings, normalized chat events, its own inbox.
     Replies: exactly one answer per request it received (``allow_responses``).
     """
@@ -59,6 +66,7 @@ def plugin_permissions(
         Subjects.plugin_command(plugin, "result"),
         Subjects.plugin_command(plugin, "error"),
         Subjects.all_plugin_events(plugin),
+        f"{Subjects.SERVICES}.*.{validate_plugin_name(plugin)}.>",
         *extra_publish,
     ]
     subscribe = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bot.rosey.broker.identities import CORE_INBOX_PREFIX
 from bot.rosey.config import RoseyConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
@@ -20,7 +21,15 @@ async def connect(info: RuntimeInfo) -> EventBus:
     """A bus connection to the instance ``info`` describes, as the core identity it wrote down."""
     # Against an operator's server the credentials are in the URL, or a token in NATS_TOKEN.
     token = None if info.user else os.getenv("NATS_TOKEN") or None
-    bus = EventBus(info.nats_url, token, SOURCE, user=info.user, password=info.password, connect_timeout=3.0)
+    bus = EventBus(
+        info.nats_url,
+        token,
+        SOURCE,
+        user=info.user,
+        password=info.password,
+        connect_timeout=3.0,
+        inbox_prefix=CORE_INBOX_PREFIX,
+    )
     await bus.connect()
     return bus
 

@@ -26,6 +26,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import CliError, ConfigError, NoResponders, NotRunning, RequestTimeout
 from bot.rosey.plugin_logs import read_plugin_log
 from bot.rosey.runtime import read_runtime
+from bot.rosey.services.gateway_audit import gateway_log
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.supervision.status import PluginStatus, RoseyStatus, unavailable_reason
 
@@ -175,6 +176,10 @@ def cmd_lifecycle(action: str) -> Callable[[argparse.Namespace], Awaitable[int]]
 
 async def cmd_logs(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.gateway:  # the HTTP gateway's audit log, read from the state directory
+        return gateway_log(config.state_dir, args.name, args.lines, follow=args.follow)
+    if args.name is None:
+        raise CliError("name a plugin (rosey logs NAME), or ask for the gateway's log (rosey logs --gateway)")
     try:
         data = await control(config, "logs", {"name": args.name, "lines": args.lines})
     except NotRunning:

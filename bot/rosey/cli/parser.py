@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from bot.rosey import __version__
 from bot.rosey.cli import commands
+from bot.rosey.cli import storage as storage_cli
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
 
@@ -122,11 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the last lines a plugin wrote to stdout and stderr (kept across its "
         "restarts), and with --follow the new ones as they come.",
     )
-    logs.add_argument("name", help="plugin name, e.g. echo")
+    logs.add_argument("name", nargs="?", help="plugin name, e.g. echo (optional with --gateway)")
     logs.add_argument(
         "--lines", "-n", type=int, default=50, metavar="N", help="how many recent lines (default 50)"
     )
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.add_argument(
+        "--gateway", action="store_true", help="the HTTP gateway's audit log instead (of NAME only, if given)"
+    )
     logs.set_defaults(func=commands.cmd_logs)
 
     for action, text in (
@@ -157,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the users and permissions `rosey run` would generate, as an authorization "
         "block for an operator's own nats-server; passwords stay environment variable references.",
     )
+
+    storage = sub.add_parser(
+        "storage",
+        parents=[common],
+        help="a plugin's stored data: list, get KEY, delete KEY, export, import FILE",
+        description="Read and change what a plugin keeps in its storage, through the running bot "
+        "(quotas apply to an import as to the plugin). export prints one JSON object of key -> "
+        "value; import FILE ('-' for stdin) writes such an object back.",
+    )
+    storage.add_argument("name", help="plugin name, e.g. trivia")
+    storage.add_argument(
+        "action", nargs="?", default="list", choices=storage_cli.ACTIONS, help="default: list"
+    )
+    storage.add_argument("arg", nargs="?", metavar="KEY|FILE", help="the key (get, delete) or file (import)")
+    storage.add_argument("--json", action="store_true", help="list: keys and usage as JSON")
+    storage.set_defaults(func=storage_cli.cmd_storage)
 
     shutdown = sub.add_parser(
         "shutdown",

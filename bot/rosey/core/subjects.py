@@ -13,6 +13,8 @@ Subject map::
     rosey.supervisor.<action>           control requests answered by ``rosey run``
     rosey.control.<plugin>.<action>     supervisor -> plugin liveness pings (answered by the SDK)
     rosey.lifecycle.<plugin>.<state>    the supervisor's lifecycle events and stats (core only)
+    rosey.services.<service>.<plugin>.<op>  a plugin's request to a host service (storage, http,
+                                        files); NATS lets a plugin publish only with its own name
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Subjects:
     SUPERVISOR = "rosey.supervisor"
     CONTROL = "rosey.control"
     LIFECYCLE = "rosey.lifecycle"
+    SERVICES = "rosey.services"
 
     @staticmethod
     def event(event_type: str) -> str:
@@ -132,6 +135,27 @@ class Subjects:
         plugin = plugin if plugin == "*" else validate_plugin_name(plugin)
         state = state if state == "*" else validate_token(state, "state")
         return f"{Subjects.LIFECYCLE}.{plugin}.{state}"
+
+    @staticmethod
+    def service(service: str, plugin: str, op: str) -> str:
+        """``rosey.services.<service>.<plugin>.<op>``: plugin ``plugin`` asks host service ``service``."""
+        return (
+            f"{Subjects.SERVICES}.{validate_token(service, 'service')}."
+            f"{validate_plugin_name(plugin)}.{validate_token(op, 'operation')}"
+        )
+
+    @staticmethod
+    def service_requests(service: str) -> str:
+        """What a service subscribes to: every plugin's requests (``rosey.services.<service>.*.*``)."""
+        return f"{Subjects.SERVICES}.{validate_token(service, 'service')}.*.*"
+
+    @staticmethod
+    def service_plugin(subject: str) -> tuple[str, str] | None:
+        """``rosey.services.storage.trivia.get`` -> ``("trivia", "get")``; None for other subjects."""
+        parts = subject.split(".")
+        if len(parts) == 5 and parts[0] == Subjects.ROOT and parts[1] == "services":
+            return parts[3], parts[4]
+        return None
 
     @staticmethod
     def plugin_of(subject: str) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -35,6 +36,8 @@ from bot.rosey.plugins.contract import (
     notify_on_start,
     notify_ready,
 )
+from bot.rosey.plugins.http_client import HttpClient
+from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
 __all__ = ["PluginInterface", "run_plugin"]
@@ -337,6 +340,15 @@ class PluginInterface(ABC):
             source=f"plugin-{self.plugin_name}",
         )
 
+    # ========== Plugin Services ==========
+
+    @functools.cached_property
+    def storage(self) -> StorageClient:
+        """This plugin's own key-value storage, kept by Rosey across restarts (see
+        :mod:`bot.rosey.plugins.storage_client`): ``await self.storage.get(key, default)``,
+        ``put(key, value, ttl=None)``, ``delete(key)``, ``keys(prefix)``, ``update(key, fn)``."""
+        return StorageClient(self._bus, self.plugin_name)
+
     # ========== Subscription Helpers ==========
 
     async def subscribe_to_events(self, event_types: list[str] | None = None) -> None:
@@ -355,6 +367,13 @@ class PluginInterface(ABC):
             await bus.subscribe(subject, self.on_event)
             logger.debug("Plugin '%s' subscribed to %s", self.plugin_name, subject)
         await bus.flush()
+
+    # ========== Plugin Services ==========
+
+    @functools.cached_property
+    def http(self) -> HttpClient:
+        """HTTP through the host's gateway, as the operator's ``[plugins.NAME.http]`` grant allows."""
+        return HttpClient(self._bus, self.plugin_name)
 
     def _bus(self) -> EventBus:
         if self.event_bus is None:

@@ -54,6 +54,8 @@ _OutcomeFactory = Callable[..., "CommandOutcome"]
 AdminCommand = Callable[[ChatEvent, list[str]], Awaitable[str]]
 #: The command name the core itself answers (bot admins' ``!rosey status``); no plugin gets it.
 ADMIN_COMMAND = "rosey"
+#: The source of the chat events the relay republishes (the router has them already, in-process).
+RELAY_SOURCE = "rosey-relay"
 
 
 class OutcomeKind(StrEnum):
@@ -358,27 +360,14 @@ class CoreRouter:
     # ------------------------------------------------------------------ bus handlers
 
     async def _on_chat_message(self, event: Event) -> None:
+        """A chat event published on ``rosey.events.*`` (the console, a script with the core's
+        identity). Events of adapters come through :meth:`accept` from the relay, in-process, and
+        are skipped here: their copy on the bus is for plugins."""
+        if event.source == RELAY_SOURCE:
+            return
         text = event.data.get("text")
-        command = self.parse(text) if isinstance(text, str) else None
-        if command is None:
-            return  # chat, not a command
-        platform = event.data.get("platform")
-        try:
-            reply_subject = Subjects.chat_send(str(platform))
-        except ValueError:
-            logger.warning("chat message %s has no usable platform (%r); ignored", event.id, platform)
-            return
-        if len(self._chat_tasks) >= self.config.max_concurrent:
-            logger.warning("%d chat commands running already; dropped %s", len(self._chat_tasks), event.id)
-            return
-        # One task per command: the bus delivers messages one at a time, and a slow plugin must
-        # not hold up everybody else's commands.
-        task = asyncio.create_task(self._answer_chat(event, command, reply_subject))
-        self._chat_tasks.add(task)
-        task.add_done_callback(self._chat_tasks.discard)
-
-    async def _answer_chat(self, event: Event, command: tuple[str, list[str]], reply_subject: str) -> None:
-        plugin, args = command  # parsed once, by _on_chat_message
+        if not isinstance(text, str) or not text.lstrip().startswith(self.config.prefix):
+            return  # chat, not a command: not worth reading the rest
         try:
             chat = ChatEvent.from_wire(
                 event.data,
@@ -389,6 +378,32 @@ class CoreRouter:
         except MalformedEvent as exc:
             logger.warning("chat event %s is unreadable (%s); ignored", event.id, exc)
             return
+        self.accept(chat, event.id)
+
+    def accept(self, chat: ChatEvent, event_id: str) -> None:
+        """Answer ``chat`` if it is a command (in a task of its own); ``event_id`` is what the
+        reply's ``in_reply_to`` names."""
+        command = self.parse(chat.text)
+        if command is None:
+            return  # chat, not a command
+        try:
+            reply_subject = Subjects.chat_send(chat.platform)
+        except ValueError:
+            logger.warning("chat message %s has no usable platform (%r); ignored", event_id, chat.platform)
+            return
+        if len(self._chat_tasks) >= self.config.max_concurrent:
+            logger.warning("%d chat commands running already; dropped %s", len(self._chat_tasks), event_id)
+            return
+        # One task per command: the bus delivers messages one at a time, and a slow plugin must
+        # not hold up everybody else's commands.
+        task = asyncio.create_task(self._answer_chat(chat, event_id, command, reply_subject))
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_tasks.discard)
+
+    async def _answer_chat(
+        self, chat: ChatEvent, event_id: str, command: tuple[str, list[str]], reply_subject: str
+    ) -> None:
+        plugin, args = command  # parsed once, by accept()
         correlation_id = new_id()
         data: dict[str, Any] = {}
         if plugin == ADMIN_COMMAND and self._admin is not None:
@@ -409,11 +424,11 @@ class CoreRouter:
                 outcome.correlation_id,
             )
         reply, subject = _reply_for(chat, text, data.get("response_channel"), reply_subject)
-        wire = {**reply.to_wire(), "in_reply_to": event.id, "kind": kind.value}
+        wire = {**reply.to_wire(), "in_reply_to": event_id, "kind": kind.value}
         try:
             await self.bus.publish(subject, wire, self.source, correlation_id)
         except BusNotConnected as exc:
-            logger.warning("reply to %s lost: %s", event.id, exc)
+            logger.warning("reply to %s lost: %s", event_id, exc)
 
     async def _run_admin(self, chat: ChatEvent, args: list[str]) -> tuple[OutcomeKind, str]:
         if not self.access.is_admin(chat):

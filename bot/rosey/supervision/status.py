@@ -308,6 +308,10 @@ class RoseyStatus:
     sandbox_mode: str
     sandbox_support: Mapping[str, Any]  # what this kernel offers, as ``rosey doctor`` probes it
     watchdog: WatchdogStatus
+    # Plugin -> {keys, bytes, max_keys, max_bytes, max_value_bytes}: what each stores (storage service).
+    storage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: The HTTP gateway's counters per plugin (requests, completed, refused, limited, failed, bytes).
+    gateway: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(self.plugins))
@@ -325,6 +329,8 @@ class RoseyStatus:
             "sandbox_mode": self.sandbox_mode,
             "sandbox_support": dict(self.sandbox_support),
             "watchdog": self.watchdog.to_dict(),
+            "storage": {name: dict(usage) for name, usage in self.storage.items()},
+            "gateway": {plugin: dict(counters) for plugin, counters in self.gateway.items()},
         }
 
     @classmethod
@@ -343,6 +349,8 @@ class RoseyStatus:
             sandbox_mode=_str(data.get("sandbox_mode")) or "",
             sandbox_support=dict(_mapping(data.get("sandbox_support"))),
             watchdog=WatchdogStatus.from_dict(_mapping(data.get("watchdog"))),
+            storage={k: dict(_mapping(v)) for k, v in _mapping(data.get("storage")).items()},
+            gateway={str(k): dict(_mapping(v)) for k, v in _mapping(data.get("gateway")).items()},
         )
 
 
