@@ -69,6 +69,7 @@ from bot.rosey.adapters.cytube_limits import MIN_ANTIFLOOD, ChatLimits, ChatPace
 from bot.rosey.adapters.cytube_text import html_to_text, split_utf16
 from bot.rosey.adapters.outbox import DeliveryFailed
 from bot.rosey.core.chat import ChatEventType, ChatUser, OutgoingMessage, Role, clean_text
+from bot.rosey.errors import PlatformError
 
 __all__ = ["CytubeAdapter", "role_for_rank"]
 
@@ -221,20 +222,20 @@ class CytubeAdapter(ChatAdapter):
             try:
                 body = await response.json(content_type=None)
             except ValueError as exc:
-                raise ConnectionError(f"{url}: HTTP {response.status}, not JSON") from exc
+                raise PlatformError(f"{url}: HTTP {response.status}, not JSON") from exc
             if response.status != 200:
                 error = body.get("error") if isinstance(body, dict) else None
-                raise ConnectionError(f"{url}: HTTP {response.status} {error or ''}".rstrip())
+                raise PlatformError(f"{url}: HTTP {response.status} {error or ''}".rstrip())
         servers = body.get("servers") if isinstance(body, dict) else None
         entries = [e for e in servers or () if isinstance(e, dict) and isinstance(e.get("url"), str)]
         if not entries:
-            raise ConnectionError(f"{url}: no socket.io server offered")
+            raise PlatformError(f"{url}: no socket.io server offered")
         secure = [e for e in entries if e.get("secure")]
         if urlsplit(self.server).scheme == "https":
             if secure:
                 return str(secure[0]["url"])
             if self.secret("password"):
-                raise ConnectionError(f"{url}: only insecure servers offered; not sending a password")
+                raise PlatformError(f"{url}: only insecure servers offered; not sending a password")
             logger.warning("%s: %s offers no secure socket server; connecting in the clear", self.name, url)
         return str(entries[0]["url"])
 
@@ -271,8 +272,8 @@ class CytubeAdapter(ChatAdapter):
                     why = session.connect_error or str(exc)
                     if "Rate limit exceeded" in why or "Too many connections" in why:
                         self.throttle.refuse()
-                        raise ConnectionError(f"{socket_url} refused the connection: {why}") from exc
-                    raise ConnectionError(f"{socket_url}: {why}{self._port_hint(socket_url)}") from exc
+                        raise PlatformError(f"{socket_url} refused the connection: {why}") from exc
+                    raise PlatformError(f"{socket_url}: {why}{self._port_hint(socket_url)}") from exc
                 self._session = session
                 await client.emit("joinChannel", {"name": self.channel})
                 await self._login(session)
@@ -400,7 +401,7 @@ class CytubeAdapter(ChatAdapter):
             self.login_retry,
             self.name,
         )
-        raise ConnectionError(f"CyTube refused the login: {error}")
+        raise PlatformError(f"CyTube refused the login: {error}")
 
     async def _on_event(self, session: _Session, event: str, data: Any) -> None:
         if event == "chatMsg":
@@ -444,7 +445,7 @@ class CytubeAdapter(ChatAdapter):
                 self.name,
                 self.channel,
             )
-            raise ConnectionError("the CyTube channel needs a password")
+            raise PlatformError("the CyTube channel needs a password")
 
     # ------------------------------------------------------------------ users
 
