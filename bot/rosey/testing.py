@@ -184,9 +184,9 @@ class PluginHarness:
             await storage.start()
             await gateway.start()
         except BaseException:
-            with contextlib.suppress(Exception):
-                await router.stop()
-                await storage.stop()
+            for service in (router, storage):
+                with contextlib.suppress(Exception):
+                    await service.stop()
             await bus.disconnect()
             raise
         self._bus, self._router, self._storage, self._gateway = bus, router, storage, gateway
