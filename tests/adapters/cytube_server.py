@@ -9,6 +9,10 @@ the same port again (a real restart: users and throttles are forgotten, chat his
 
 **Reproduced, from the real server's source** (calzoneman/sync):
 
+* Each event is handled to completion before the next one (the real handlers are synchronous
+  JavaScript from a join to its ``userlist``): every handler here holds one lock, so what a
+  client sees of the channel is always consistent.
+
 * ``GET /socketconfig/<channel>.json`` -> ``{"servers": [{"url": ..., "secure": false}]}``, 404
   ``{"error": ...}`` for an invalid channel name (``src/web/routes/socketconfig.js``).
 * The per-IP connection throttle (``ipThrottleMiddleware``, ``src/io/ioserver.js``; bucket of
