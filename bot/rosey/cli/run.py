@@ -73,7 +73,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
         print(f"rosey: could not start: {exc}", file=sys.stderr)
         await app.stop()
         return 2
-    adapters = set(app.catalog.adapter_configs)
+    adapters = list(app.catalog.adapter_configs)  # in the config's order
     plugins = {name: error for name, error in results.items() if name not in adapters}
     ready = [name for name, error in plugins.items() if error is None]
     failed = {name: _failure_line(app, name, error) for name, error in results.items() if error is not None}
