@@ -512,9 +512,27 @@ class DiscordStandIn:
         if self.fail_posts > 0:
             self.fail_posts -= 1
             return self._error(503, 0, "Service Unavailable")
-        body = await request.json()
+        # files (issue 13, 6d): a message with attachments arrives as multipart/form-data, its
+        # JSON in the ``payload_json`` part and each file in a ``files[n]`` part.
+        attachments: list[dict[str, Any]] = []
+        if request.content_type.startswith("multipart/"):
+            body = {}
+            async for part in await request.multipart():
+                if part.name == "payload_json":
+                    body = json.loads(await part.read())
+                elif part.name and part.name.startswith("files["):
+                    data = bytes(await part.read())
+                    attachments.append(
+                        {
+                            "filename": part.filename,
+                            "content_type": part.headers.get("Content-Type"),
+                            "data": data,
+                        }
+                    )
+        else:
+            body = await request.json()
         content = body.get("content") or ""
-        if not content:
+        if not content and not attachments:
             return self._error(400, 50006, "Cannot send an empty message")
         if len(content) > 2000:  # code points: Discord's API is Python
             return self._error(
@@ -581,6 +599,7 @@ class DiscordStandIn:
             "content": content,
             "message_reference": reference,
             "allowed_mentions": body.get("allowed_mentions"),
+            "attachments": attachments,  # files (issue 13): what the bot uploaded, bytes included
         }
         self.posts.append(record)
         await self.posted.put(record)
