@@ -178,6 +178,7 @@ class FilesService:
         self.sweep_seconds = sweep_seconds
         self._files: dict[str, _File] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         #: Set after each sweep (tests wait on it); ``sweeps`` counts them, ``expired`` the files removed.
         self.swept = asyncio.Condition()
         self.sweeps = 0
@@ -248,6 +249,7 @@ class FilesService:
             path=path,
             expires=time.monotonic() + limits.expire_seconds,
         )
+        self._wake.set()
         return {"upload": file_id, "chunk_bytes": self.chunk_bytes()}
 
     async def _put(self, plugin: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -375,7 +377,10 @@ class FilesService:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._next_sweep())
+            with contextlib.suppress(TimeoutError):  # a new file may expire before the next sweep
+                async with asyncio.timeout(self._next_sweep()):
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 await self.sweep()
             except Exception:  # a disk hiccup must not end the sweeps
