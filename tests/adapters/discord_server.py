@@ -15,6 +15,8 @@ What it reproduces (shapes from the docs' REST resources, Gateway and Rate Limit
   ``allowed_mentions``; answers a message object). Errors as Discord words them: 404 Unknown
   Channel (10003), 403 Missing Permissions (50013) for a read-only channel, 400 Invalid Form Body
   (50035, BASE_TYPE_MAX_LENGTH) past 2,000 code points, 400 (50006) for an empty message.
+  A message with attachments (issue 13) comes as multipart/form-data (``payload_json`` and
+  ``files[n]`` parts); each is recorded with its filename, content type and bytes.
 * Rate limits per channel bucket: ``X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket``
   on every send; a send beyond the bucket gets 429 with ``retry_after``, ``X-RateLimit-Scope`` and
   the ``Via`` header real 429s carry (discord.py treats a 429 without it as a Cloudflare ban).
@@ -37,7 +39,7 @@ What it does not: compression (text frames only; discord.py asks for zlib-stream
 plain text), sharding, presences, member chunking (no members intent), THREAD_* / CHANNEL_* /
 GUILD_MEMBER_* events, permissions on sends (only the read-only channel is refused), global or
 invalid-request limits, the identify rate limit (1 per 5 s; discord.py waits it out itself),
-interactions, attachments, edits and deletes.
+interactions, attachment size limits, edits and deletes.
 """
 
 from __future__ import annotations

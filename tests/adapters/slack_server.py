@@ -22,12 +22,16 @@ Reproduced:
   client must open a new connection), ``drop()`` closes the socket without warning, ``freeze()``
   leaves it open but silent (no pongs: a dead network path), and ``refuse_sockets`` answers new
   websocket upgrades with 401 while the Web API keeps working.
+* Files (issue 13): ``files.getUploadURLExternal`` (filename, length) answers an ``upload_url`` on
+  this server, ``POST /upload/<file id>`` takes the raw bytes, ``files.completeUploadExternal``
+  (``files`` as JSON, ``channel_id``, ``initial_comment``, ``thread_ts``) records the upload, bytes
+  included, in ``uploads``.
 
 Not reproduced: retries of unacknowledged envelopes (Slack resends up to 3 times; here the
 tests check every envelope was acked instead), pings from the server side, interactive
-payloads and slash commands, pagination, Block Kit, files, real per-method rate tiers (only the
-deterministic 429 above), message escaping of what the test sends (tests write Slack's markup
-themselves), enterprise grid, and TLS.
+payloads and slash commands, pagination, Block Kit, the legacy files.upload, real per-method
+rate tiers (only the deterministic 429 above), message escaping of what the test sends (tests
+write Slack's markup themselves), enterprise grid, and TLS.
 """
 
 from __future__ import annotations
