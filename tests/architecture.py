@@ -58,6 +58,9 @@ PLUGIN_PROCESS_SIDE = (
     "adapters.matrix_state",
     "adapters.discord",
     "adapters.slack",
+    "adapters.cytube",
+    "adapters.cytube_limits",
+    "adapters.cytube_text",
 )
 #: What the plugin-process side must never import.
 HOST_ONLY = (

@@ -22,6 +22,7 @@ for callers who do not know Rosey's names::
     +-- HarnessNotConnected         RuntimeError
     +-- CliError
     +-- DeliveryFailed
+    +-- PlatformError               ConnectionError
     +-- ServiceError                                  .service .details
         +-- StorageError
         |   +-- StorageQuotaExceeded                  .limit
@@ -72,6 +73,7 @@ __all__ = [
     "NoResponders",
     "NotRunning",
     "PayloadTooLarge",
+    "PlatformError",
     "PluginCommandError",
     "PluginError",
     "PluginNameMismatch",
@@ -269,8 +271,14 @@ class PluginCommandError(PluginError):
 
 class DeliveryFailed(RoseyError):
     """An adapter's ``deliver()`` says a message can never be sent (no such channel, refused by the
-    platform): the outbox drops and logs it and moves on. Any other exception there is taken as a
-    lost connection, and the message waits for the reconnect."""
+    platform): the outbox drops and logs it and moves on. Any other exception there is taken as
+    transient: the message is tried again (after the reconnect, if the session ended)."""
+
+
+class PlatformError(RoseyError, ConnectionError):
+    """A chat platform refused or failed what an adapter's session needs (a login, a sync): the
+    session ends and the adapter reconnects with backoff. Each adapter says which platform call
+    failed and why, in one line."""
 
 
 # ------------------------------------------------------------------ plugin services

@@ -75,7 +75,7 @@ from bot.rosey.adapters.matrix_settings import MatrixSettings, localpart, roles_
 from bot.rosey.adapters.matrix_state import MatrixState, Session
 from bot.rosey.adapters.outbox import DeliveryFailed
 from bot.rosey.core.chat import ChatEventType, ChatUser, OutgoingMessage
-from bot.rosey.errors import RoseyError
+from bot.rosey.errors import PlatformError, RoseyError
 
 __all__ = ["MatrixAdapter", "MatrixError"]
 
@@ -104,9 +104,9 @@ _ENCRYPTED_NOTICE = (
 )
 
 
-class MatrixError(RoseyError, ConnectionError):
-    """The homeserver refused or failed a request the session needs (the session ends and
-    the adapter reconnects with backoff)."""
+#: The homeserver refused or failed a request the session needs (the session ends and the adapter
+#: reconnects with backoff).
+MatrixError = PlatformError
 
 
 class MatrixAdapter(ChatAdapter):

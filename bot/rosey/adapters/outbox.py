@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: Attempts at one message before it is dropped (a message the platform keeps refusing must not
 #: block everything behind it).
 MAX_ATTEMPTS = 3
+#: Pause before the second attempt (doubled before the third).
+RETRY_DELAY = 1.0
 
 
 class Pacer:
@@ -143,14 +145,18 @@ class Outbox:
                 self._drop(1, str(exc), report=False)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the connection went away: keep it for the reconnect
+            except Exception as exc:  # a lost connection, a 5xx: keep it and try again
                 item.attempts += 1
                 if item.attempts >= MAX_ATTEMPTS:
                     self._queue.popleft()
                     self._drop(1, f"{MAX_ATTEMPTS} attempts failed, the last with {exc!r}")
                 else:
-                    logger.info("%s: delivery failed (%r); retrying after the reconnect", self.name, exc)
-                    self.connected.clear()
+                    # If the session died, the adapter marks it away and this waits for the
+                    # reconnect; if it lives (a REST call failed beside a healthy gateway), the
+                    # next attempt goes after a pause, with nothing for the adapter to do.
+                    delay = RETRY_DELAY * 2 ** (item.attempts - 1)
+                    logger.info("%s: delivery failed (%r); trying again in %g s", self.name, exc, delay)
+                    await asyncio.sleep(delay)
             else:
                 self._queue.popleft()
                 self.stats.sent += 1

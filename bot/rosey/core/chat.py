@@ -32,6 +32,7 @@ from typing import Any
 from bot.rosey.errors import MalformedEvent
 
 __all__ = [
+    "MAX_OUTGOING_CHARS",
     "MAX_TEXT_CHARS",
     "ChatEvent",
     "ChatEventType",
@@ -45,6 +46,8 @@ __all__ = [
 
 #: The longest text an event may carry; longer platform messages are cut (with "…").
 MAX_TEXT_CHARS = 16_000
+#: The longest reply the bot says: adapters split it into as many messages as the platform needs.
+MAX_OUTGOING_CHARS = 200_000
 _MAX_ID_CHARS = 512
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -63,7 +66,9 @@ class Role(IntEnum):
 
     Mappings (each adapter documents its own): IRC voice (+v) -> VOICE, op (+o, +h) -> OP,
     admin/owner (+a, +q) -> ADMIN; Matrix power level >= 100 -> ADMIN, >= 50 -> OP, > 0 ->
-    VOICE; CyTube rank >= 3 -> ADMIN, >= 2 -> OP, >= 1.5 (leader) -> VOICE.
+    VOICE; CyTube rank >= 3 -> ADMIN, >= 2 -> OP, >= 1.5 (leader) -> VOICE; Discord server owner,
+    Administrator or Manage Server -> ADMIN, a configured op role -> OP; Slack workspace admin or
+    owner -> ADMIN.
     """
 
     USER = 0
@@ -333,7 +338,7 @@ class OutgoingMessage:
         if (channel is None) == (private_to is None):
             raise MalformedEvent("an outgoing message needs exactly one of channel and private_to")
         return cls(
-            text=clean_text(raw.get("text")),
+            text=clean_text(raw.get("text"), max_chars=MAX_OUTGOING_CHARS),
             channel=channel,
             private_to=private_to,
             reply_to=_optional_id(raw.get("reply_to")),
