@@ -1,7 +1,7 @@
 """Files (issue 13, 6d) on each platform, through the real ``rosey run``: a plugin answers with an
 ICS file and the platform's server receives the exact bytes (Discord: an attachment of the reply;
 Slack: files.getUploadURLExternal + the upload + files.completeUploadExternal; Matrix: the media
-repository of a real Synapse and an m.file event); IRC, which cannot take files, gets a line
+repository of a real Synapse and an m.file event); IRC and CyTube, which cannot take files, get a line
 saying so; a file over the limit gets the plugin's FileTooLarge as a clear reply."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.adapters.cytube_server import FakeCytube, cytube_server
 from tests.adapters.discord_server import DiscordStandIn
 from tests.adapters.irc_server import IrcServer, irc_server
 from tests.adapters.matrix_server import PASSWORD, Human, SynapseServer, humans, synapse
@@ -20,7 +21,7 @@ from tests.cli.conftest import RunningRosey, start_run
 from tests.files.conftest import FILES_PLUGIN
 from tests.files.fixtures.files_plugin import ICS, PNG
 
-__all__ = ["irc_server", "synapse"]  # server fixtures of their modules
+__all__ = ["cytube_server", "irc_server", "synapse"]  # server fixtures of their modules
 
 TOO_LARGE = "⚠️ files: big.bin is 9000000 bytes, over this plugin's limit of 8388608 bytes"
 
@@ -168,5 +169,27 @@ async def test_matrix_gets_the_file_in_its_media_repository_and_an_m_file_event(
         assert event["content"]["msgtype"] == "m.image"
         downloaded = await alice.client.download(mxc=event["content"]["url"])
         assert downloaded.body == PNG
+    finally:
+        await _stop(bot)
+
+
+# ------------------------------------------------------------------ CyTube: no uploads either
+
+
+async def test_cytube_says_it_cannot_receive_files(tmp_path: Path, cytube_server: FakeCytube) -> None:
+    from tests.adapters.cytube_server import CytubeUser
+    from tests.adapters.test_cytube_e2e import _bot_in, _next_from, _write_project
+
+    _write_project(tmp_path, cytube_server, "files_e2e")
+    with (tmp_path / "rosey.toml").open("a") as toml:
+        toml.write(FILES_TABLE)
+    bot = await start_run(tmp_path)
+    try:
+        async with CytubeUser(cytube_server, "files_e2e", "alice", password="alice-pw") as alice:
+            await _bot_in(alice)
+            await alice.say("!files ics meeting.ics 'Your meeting'")
+            assert await _next_from(alice, "rosey_bot") == "Your meeting"
+            said = await _next_from(alice, "rosey_bot")
+            assert said == f"this platform cannot receive files: meeting.ics ({len(ICS)} bytes)"
     finally:
         await _stop(bot)
