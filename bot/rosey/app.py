@@ -39,6 +39,7 @@ from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError
+from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
@@ -50,6 +51,7 @@ from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.control import ControlService
+from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.services.storage import StorageService
@@ -102,6 +104,8 @@ class RoseyApp:
         self.storage: StorageService | None = None
         self.gateway_bus: EventBus | None = None  # plugins' HTTP requests: beside chat, not behind it
         self.gateway: HttpGateway | None = None
+        self.files_bus: EventBus | None = None  # files (6d): plugins' uploads, adapters' fetches
+        self.files: FilesService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.nats_url = ""
@@ -163,6 +167,7 @@ class RoseyApp:
                 admin_role=chat.admin_role,
             ),
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
+            files=lambda plugin, raw, to: self.files.claim(plugin, raw, to) if self.files else None,
         )
         await self.router.start()
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
@@ -184,6 +189,14 @@ class RoseyApp:
         self.gateway_bus = await self._connect("rosey-http")
         self.gateway = gateway_for(self.config, self.gateway_bus)
         await self.gateway.start()
+        self.files_bus = await self._connect("rosey-files")
+        self.files = FilesService(
+            self.files_bus,
+            state_dir / "files",
+            {n: parse_file_limits(n, c.files) for n, c in self.catalog.configs.items()},
+            self.catalog.adapter_configs.keys(),
+        )
+        await self.files.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -219,11 +232,20 @@ class RoseyApp:
             await self.control.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.files is not None:
+            await self.files.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.gateway_bus, self.storage_bus, self.control_bus, self.bus):
+        for bus in (
+            self.watchdog_bus,
+            self.files_bus,
+            self.gateway_bus,
+            self.storage_bus,
+            self.control_bus,
+            self.bus,
+        ):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()

@@ -9,6 +9,10 @@ the same port again (a real restart: users and throttles are forgotten, chat his
 
 **Reproduced, from the real server's source** (calzoneman/sync):
 
+* Each event is handled to completion before the next one (the real handlers are synchronous
+  JavaScript from a join to its ``userlist``): every handler here holds one lock, so what a
+  client sees of the channel is always consistent.
+
 * ``GET /socketconfig/<channel>.json`` -> ``{"servers": [{"url": ..., "secure": false}]}``, 404
   ``{"error": ...}`` for an invalid channel name (``src/web/routes/socketconfig.js``).
 * The per-IP connection throttle (``ipThrottleMiddleware``, ``src/io/ioserver.js``; bucket of
@@ -272,6 +276,11 @@ class FakeCytube:
         self._buckets: dict[str, TokenBucket] = {}
         self._ip_count: Counter[str] = Counter()
         self._last_guest_login: dict[str, float] = {}
+        # The real server's handlers run to completion one at a time (Node.js, synchronous from a
+        # join to its userlist): here every handler holds this lock, re-entrant for its own task
+        # (a kick calls the disconnect handler inside the handler that kicks).
+        self._lock: asyncio.Lock | None = None
+        self._lock_owner: asyncio.Task[Any] | None = None
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -309,13 +318,13 @@ class FakeCytube:
         self._loop.call_soon_threadsafe(self._channel(channel).permissions.__setitem__, "chat", rank)
 
     def set_rank(self, name: str, rank: float) -> None:
-        self._call(self._set_rank(name, rank))
+        self._call(self._atomic(self._set_rank)(name, rank))
 
     def set_options(self, channel: str, **opts: Any) -> None:
-        self._call(self._set_options(channel, opts))
+        self._call(self._atomic(self._set_options)(channel, opts))
 
     def kick(self, name: str, reason: str = "") -> None:
-        self._call(self._kick(name, reason))
+        self._call(self._atomic(self._kick)(name, reason))
 
     def add_history(self, channel: str, username: str, msg: str, time_ms: float | None = None) -> None:
         entry = {"username": username, "msg": msg, "meta": {}, "time": time_ms or time.time() * 1000}
@@ -323,7 +332,7 @@ class FakeCytube:
 
     def inject(self, channel: str, event: str, data: Any) -> None:
         """Send anything to everyone in ``channel`` (what a buggy or hostile server could send)."""
-        self._call(self._inject(channel, event, data))
+        self._call(self._atomic(self._inject)(channel, event, data))
 
     def users_in(self, channel: str) -> list[str]:
         return [u.name for u in self._channel(channel).users if u.logged_in]
@@ -347,8 +356,8 @@ class FakeCytube:
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
         )
-        sio.on("connect", self._on_connect)
-        sio.on("disconnect", self._on_disconnect)
+        sio.on("connect", self._atomic(self._on_connect))
+        sio.on("disconnect", self._atomic(self._on_disconnect))
         for event, handler in (
             ("joinChannel", self._on_join),
             ("login", self._on_login),
@@ -390,13 +399,31 @@ class FakeCytube:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _atomic(
+        self, handler: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        async def run(*args: Any) -> Any:
+            task = asyncio.current_task()
+            if self._lock_owner is task:
+                return await handler(*args)
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                self._lock_owner = task
+                try:
+                    return await handler(*args)
+                finally:
+                    self._lock_owner = None
+
+        return run
+
     def _guard(self, handler: Callable[[_User, Any], Coroutine[Any, Any, None]]) -> Any:
         async def run(sid: str, data: Any = None, *_: Any) -> None:
             user = self._users.get(sid)
             if user is not None:
                 await handler(user, data)
 
-        return run
+        return self._atomic(run)
 
     def _channel(self, name: str) -> _Channel:
         key = name.lower()

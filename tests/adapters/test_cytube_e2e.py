@@ -73,6 +73,17 @@ def _write_project(workdir: Path, server: FakeCytube, channel: str, *, spy: bool
     (workdir / "rosey.toml").write_text(textwrap.dedent(text))
 
 
+def _logs(bot: RunningRosey) -> str:
+    """The end of rosey run's log and of the adapters' logs, for a failure message."""
+    parts = []
+    for path in [bot.workdir / "rosey-run.log", *sorted((bot.workdir / ".rosey" / "logs").glob("*.log"))]:
+        if path.exists():
+            parts.append(
+                f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:])
+            )
+    return "\n".join(parts)
+
+
 @pytest.fixture
 async def channel_and_bot(
     tmp_path: Path, cytube_server: FakeCytube, request: pytest.FixtureRequest
@@ -83,6 +94,7 @@ async def channel_and_bot(
     try:
         yield channel, bot
     finally:
+        print(_logs(bot))  # pytest shows it when the test failed
         if bot.proc.returncode is None:
             bot.proc.kill()
             await bot.proc.wait()
@@ -150,6 +162,7 @@ async def test_a_killed_adapter_is_restarted_and_answers_again(
         await bob.wait_for("userLeave", lambda d: d.get("name") == "rosey_bot", timeout=30)
         await _bot_in(bob, count=2)  # restarted by the supervisor, back in the channel
         await bob.say("!echo again")
+        print([(e, d if e != "channelOpts" else "...") for e, d in bob.events])  # shown on failure
         assert (await _next_from(bob, "rosey_bot")).endswith(": again")
         rows2 = {row["name"]: row for row in (await bot.status())["plugins"]}
         assert rows2["cytube"]["pid"] != rows["cytube"]["pid"]
