@@ -23,7 +23,9 @@ these fixtures are available in any test suite:
 
 Plugin services run in the harness as under ``rosey run``: ``self.storage`` (the server has
 JetStream; each plugin's storage is emptied when the harness closes, so every test starts
-afresh) and ``self.http`` through the real gateway, with the grants a test gives::
+afresh), ``self.send_file`` (the answer's ``reply.data["file"]`` describes the stored file,
+kept under the harness's ``state_dir / "files"``) and ``self.http`` through the real gateway,
+with the grants a test gives::
 
         await harness.allow_http("weather", {"allow": [{"url": "http://127.0.0.1:8080/",
             "allow_private": True, "secret": "owm", "inject": "query:appid"}]},
@@ -55,6 +57,7 @@ from bot.rosey.grants import nats_port
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
 from bot.rosey.plugins.sandbox import SandboxPolicy
+from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway
 from bot.rosey.services.router import CommandOutcome, CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.services.storage import StorageService
@@ -113,8 +116,9 @@ class PluginHarness:
 
     The plugin services run beside the router, as in ``rosey run``: storage (default quotas;
     on a server without JetStream every storage call says so), emptied for each plugin started
-    here when the harness closes unless ``keep_storage=True``; and the HTTP gateway, which
-    refuses every request until :meth:`allow_http` grants some.
+    here when the harness closes unless ``keep_storage=True``; files (default limits; stored
+    under ``state_dir / "files"``); and the HTTP gateway, which refuses every request until
+    :meth:`allow_http` grants some.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class PluginHarness:
         self._router: CoreRouter | None = None
         self._storage: StorageService | None = None
         self._gateway: HttpGateway | None = None
+        self._files: FilesService | None = None
         self._http_grants: dict[str, HttpGrant] = {}
         self._secrets: dict[str, SecretSource] = {}
 
@@ -179,17 +184,20 @@ class PluginHarness:
         )
         storage = StorageService(bus, {}, server=self.nats_url)
         gateway = HttpGateway(bus, self._http_grants, self._secrets, source="rosey-harness")
+        files = FilesService(bus, self.state_dir / "files", {}, ())
         try:
             await router.start()
             await storage.start()
             await gateway.start()
+            await files.start()
         except BaseException:
-            for service in (router, storage):
+            for service in (router, storage, files):
                 with contextlib.suppress(Exception):
                     await service.stop()
             await bus.disconnect()
             raise
         self._bus, self._router, self._storage, self._gateway = bus, router, storage, gateway
+        self._files = files
 
     async def allow_http(
         self, plugin: str, grant: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None
@@ -316,11 +324,14 @@ class PluginHarness:
             bus, self._bus = self._bus, None
             storage, self._storage = self._storage, None
             gateway, self._gateway = self._gateway, None
+            files, self._files = self._files, None
             try:
                 if router is not None:
                     await router.stop()
                 if gateway is not None:
                     await gateway.stop()
+                if files is not None:
+                    await files.stop()
                 if storage is not None:
                     await storage.stop()
                 if bus is not None and storage is not None and not self.keep_storage:

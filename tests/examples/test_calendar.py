@@ -7,13 +7,11 @@ import datetime as dt
 import pytest
 
 from bot.rosey.plugins.examples.calendar_plugin import filename, fold, ics, parse_event
-from bot.rosey.plugins.plugin_interface import PluginInterface
 from bot.rosey.testing import OutcomeKind, PluginHarness
 from tests.examples.conftest import EXAMPLES
 
 CALENDAR = EXAMPLES / "calendar_plugin.py"
 NOW = dt.datetime(2026, 12, 2, 11, 0, tzinfo=dt.UTC)
-HAS_FILES = hasattr(PluginInterface, "send_file")
 
 
 def unfold(data: bytes) -> list[str]:
@@ -99,7 +97,6 @@ async def test_kept_events(harness: PluginHarness) -> None:
     assert (await harness.command("calendar")).message.startswith("usage: !calendar <YYYY-MM-DD>")
 
 
-@pytest.mark.skipif(not HAS_FILES, reason="send_file (issue 13, files) is not merged into this branch yet")
 async def test_an_event_as_an_ics_file(harness: PluginHarness) -> None:
     await harness.start_plugin("calendar", CALENDAR)
     reply = await harness.command("calendar", ["2026-12-24", "18:00", "Christmas", "dinner"])
@@ -107,5 +104,25 @@ async def test_an_event_as_an_ics_file(harness: PluginHarness) -> None:
     assert reply.message == "📅 Christmas dinner, 2026-12-24 18:00-19:00"
     file = reply.data["file"]
     assert file["name"] == "christmas-dinner.ics" and file["mime"] == "text/calendar"
-    expected = ics([parse_event(["2026-12-24", "18:00", "Christmas", "dinner"])], now=NOW)
-    assert file["size"] == len(expected)  # the same bytes but for the random UID (same length)
+    # What the host stored (and an adapter would upload) is the calendar, byte for byte but the UID.
+    stored = (harness.state_dir / "files" / file["id"] / file["name"]).read_bytes()
+    assert file["size"] == len(stored)
+    lines = unfold(stored)
+    expected = unfold(ics([parse_event(["2026-12-24", "18:00", "Christmas", "dinner"])], now=NOW))
+    assert len(lines) == len(expected)
+    for got, want in zip(lines, expected, strict=True):
+        if not got.startswith(("UID:", "DTSTAMP:")):
+            assert got == want
+
+
+async def test_export_sends_every_kept_event(harness: PluginHarness) -> None:
+    await harness.start_plugin("calendar", CALENDAR)
+    empty = await harness.command("calendar", ["export"])
+    assert empty.kind is OutcomeKind.ERROR and "no kept events to export" in empty.message
+    await harness.command("calendar", ["add", "2099-01-15", "09:30", "Team", "meeting"])
+    await harness.command("calendar", ["add", "2098-05-01", "May", "Day"])
+    reply = await harness.command("calendar", ["export"])
+    assert reply.message == "📅 2 event(s)" and reply.data["file"]["name"] == "rosey-calendar.ics"
+    stored = (harness.state_dir / "files" / reply.data["file"]["id"] / "rosey-calendar.ics").read_bytes()
+    summaries = [line for line in unfold(stored) if line.startswith("SUMMARY:")]
+    assert summaries == ["SUMMARY:May Day", "SUMMARY:Team meeting"]

@@ -165,12 +165,11 @@ class CalendarPlugin(PluginInterface):
 
     async def send_ics(self, event: Event, name: str, events: list[dict[str, Any]], caption: str) -> None:
         data = ics(events)
-        send_file = getattr(self, "send_file", None)  # PENDING-FILES: a direct call once send_file is merged
-        if send_file is None:
-            raise UserError("this version of Rosey cannot send files (it has no send_file)")
         try:
             # Answers the command with the file (and the caption as its text).
-            await send_file(name, data, mime_type=MIME, correlation_id=event.correlation_id, caption=caption)
+            await self.send_file(
+                name, data, mime_type=MIME, correlation_id=event.correlation_id, caption=caption
+            )
         except FileTooLarge as exc:
             raise UserError(
                 f"the calendar file is {exc.details.get('size')} bytes, "
