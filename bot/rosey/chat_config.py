@@ -168,6 +168,18 @@ def _strings(key: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _secret_source(key: str, value: object, base: Path, *, env: bool) -> SecretSource:
+    """Where one secret comes from, as a config key says it: a variable name, or a file path
+    (relative to rosey.toml). The one reading of ``<secret>_env/_file`` and ``[secrets.NAME]``."""
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"must be a non-empty string, got {value!r}")
+    if env:
+        if not _ENV_NAME.fullmatch(value):
+            raise _fail(key, f"must be an environment variable name, got {value!r}")
+        return SecretSource(key=key, env=value)
+    return SecretSource(key=key, file=(base / Path(value).expanduser()).resolve())
+
+
 def _adapter(name: str, table: Mapping[str, Any], base: Path) -> AdapterConfig:
     dotted = f"adapters.{name}"
     try:
@@ -197,17 +209,7 @@ def _adapter(name: str, table: Mapping[str, Any], base: Path) -> AdapterConfig:
             raise _fail(
                 f"{dotted}.{key}", f"{secret} is already set by {secrets[secret].key}; set one of them"
             )
-        value = table[key]
-        if not isinstance(value, str) or not value:
-            raise _fail(f"{dotted}.{key}", f"must be a non-empty string, got {value!r}")
-        if key.endswith("_env"):
-            if not _ENV_NAME.fullmatch(value):
-                raise _fail(f"{dotted}.{key}", f"must be an environment variable name, got {value!r}")
-            secrets[secret] = SecretSource(key=f"{dotted}.{key}", env=value)
-        else:
-            secrets[secret] = SecretSource(
-                key=f"{dotted}.{key}", file=(base / Path(value).expanduser()).resolve()
-            )
+        secrets[secret] = _secret_source(f"{dotted}.{key}", table[key], base, env=key.endswith("_env"))
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _fail(f"{dotted}.enabled", f"must be true or false, got {enabled!r}")
@@ -324,18 +326,6 @@ def parse_secrets(raw: object, base: Path) -> dict[str, SecretSource]:
                 raise _fail(f"{dotted}.{key}", "unknown key; allowed keys: env, file")
         if ("env" in table) == ("file" in table):
             raise _fail(dotted, "set exactly one of env (a variable name) and file (a path)")
-        value = table.get("env", table.get("file"))
-        if not isinstance(value, str) or not value:
-            raise _fail(
-                f"{dotted}.{'env' if 'env' in table else 'file'}",
-                f"must be a non-empty string, got {value!r}",
-            )
-        if "env" in table:
-            if not _ENV_NAME.fullmatch(value):
-                raise _fail(f"{dotted}.env", f"must be an environment variable name, got {value!r}")
-            secrets[name] = SecretSource(key=f"{dotted}.env", env=value)
-        else:
-            secrets[name] = SecretSource(
-                key=f"{dotted}.file", file=(base / Path(value).expanduser()).resolve()
-            )
+        kind = "env" if "env" in table else "file"
+        secrets[name] = _secret_source(f"{dotted}.{kind}", table[kind], base, env=kind == "env")
     return secrets

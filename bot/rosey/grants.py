@@ -77,10 +77,7 @@ def sandbox_for(
     for grant in plugin.network:
         host, _, port = grant.rpartition(":")
         ports.append(int(port))
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            needs_dns = True
+        needs_dns = needs_dns or not _is_address(host)
     return SandboxPolicy.for_plugin(
         plugin_file=plugin_file,
         data_dir=data_dir,
