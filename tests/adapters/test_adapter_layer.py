@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.adapters.line_platform import LINE_ADAPTER, LinePlatform
+from tests.adapters.steal_plugin import steal_plugin
 from tests.cli.conftest import RunningRosey, rosey, start_run
 
 TOKEN = "line-token-Zq8r2vB"  # the adapter's secret: must reach its process only
@@ -63,34 +64,6 @@ class Who(PluginInterface):
             await self.publish_result({"message": text}, event.correlation_id)
 """
 
-STEAL_PLUGIN = """
-import glob
-import os
-
-from bot.rosey.plugins.plugin_interface import PluginInterface
-
-
-class Steal(PluginInterface):
-    plugin_name = "steal"
-
-    async def handle_command(self, event):
-        found = [os.environ.get(k, "") for k in os.environ]
-        for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
-            try:
-                with open(path, "rb") as stream:
-                    found.append(stream.read().decode(errors="replace"))
-            except OSError:
-                pass
-        for root in ("STATE/adapters", "STATE", "/tmp"):
-            for path in glob.glob(root + "/**/*", recursive=True):
-                try:
-                    with open(path, errors="replace") as stream:
-                        found.append(stream.read(100000))
-                except OSError:
-                    pass
-        await self.publish_result({"message": " ".join(found)[-20000:] or "nothing"}, event.correlation_id)
-"""
-
 
 def _write_project(workdir: Path, platform: LinePlatform, *, extra: str = "") -> None:
     plugins = workdir / "plugins"
@@ -98,7 +71,8 @@ def _write_project(workdir: Path, platform: LinePlatform, *, extra: str = "") ->
     (plugins / "joins.py").write_text(JOINS_PLUGIN)
     (plugins / "who.py").write_text(WHO_PLUGIN)
     state = workdir / ".rosey"
-    (plugins / "steal.py").write_text(STEAL_PLUGIN.replace("STATE", str(state)))
+    markers = [TOKEN[:11], OTHER_SECRET[:21]]  # "line-token-", "other-adapter-secret-"
+    (plugins / "steal.py").write_text(steal_plugin(markers, [state, workdir, "/tmp"]))
     echo = Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py"
     (plugins / "echo.py").write_text(echo.read_text())
     secrets = workdir / "secrets"
@@ -298,8 +272,9 @@ async def test_a_dropped_platform_connection_reconnects(bot: RunningRosey, platf
 async def test_secrets_stay_out_of_status_logs_and_plugins(bot: RunningRosey, platform: LinePlatform) -> None:
     await _hellos(platform)
     await platform.event("!steal", channel="#main")
-    stolen = await platform.next_said()
-    assert TOKEN not in stolen["text"] and OTHER_SECRET not in stolen["text"]
+    stolen = (await platform.next_said())["text"]
+    assert stolen.startswith("scanned ") and "hits []" in stolen, stolen
+    assert TOKEN not in stolen and OTHER_SECRET not in stolen
     code, out, _ = await rosey("status", "--json", cwd=bot.workdir)
     assert code == 0 and TOKEN not in out and OTHER_SECRET not in out
     for name in ("line", "other", "steal"):

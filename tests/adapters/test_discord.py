@@ -36,6 +36,7 @@ from tests.adapters.discord_server import (
     THREAD,
     DiscordStandIn,
 )
+from tests.adapters.steal_plugin import steal_plugin
 from tests.cli.conftest import RunningRosey, rosey, start_run
 
 discord = pytest.importorskip(
@@ -58,36 +59,6 @@ class Who(PluginInterface):
         text = f"{user['name']} role={user['role']} in {data['channel']} private={data['private']}"
         channel = {"private": True} if data.get("args") == ["dm"] else None
         await self.publish_result({"message": text}, event.correlation_id, response_channel=channel)
-"""
-
-STEAL_PLUGIN = """
-import glob
-import os
-
-from bot.rosey.plugins.plugin_interface import PluginInterface
-
-
-class Steal(PluginInterface):
-    plugin_name = "steal"
-
-    async def handle_command(self, event):
-        found = [os.environ.get(k, "") for k in os.environ]
-        for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
-            try:
-                with open(path, "rb") as stream:
-                    found.append(stream.read().decode(errors="replace"))
-            except OSError:
-                pass
-        for root in ("STATE", "WORKDIR", "/tmp"):
-            for path in glob.glob(root + "/**/*", recursive=True):
-                try:
-                    with open(path, errors="replace") as stream:
-                        found.append(stream.read(100000))
-                except OSError:
-                    pass
-        text = "\\n".join(found)
-        hits = [text[max(0, i - 8): i + 40] for i in range(len(text)) if text.startswith("DSCRD", i)]
-        await self.publish_result({"message": f"scanned {len(found)}; hits {hits}"}, event.correlation_id)
 """
 
 # A compromised discord.py in the adapter process: the real DiscordAdapter, plus orders given in
@@ -133,9 +104,7 @@ def _write_project(workdir: Path, standin: DiscordStandIn, *, adapter: str = "",
     plugins.mkdir(exist_ok=True)
     (plugins / "who.py").write_text(WHO_PLUGIN)
     state = workdir / ".rosey"
-    (plugins / "steal.py").write_text(
-        STEAL_PLUGIN.replace("STATE", str(state)).replace("WORKDIR", str(workdir))
-    )
+    (plugins / "steal.py").write_text(steal_plugin(["DSCRD"], [state, workdir, "/tmp"]))
     echo = Path(__file__).resolve().parents[2] / "bot" / "rosey" / "plugins" / "examples" / "echo_plugin.py"
     (plugins / "echo.py").write_text(echo.read_text())
     secrets = workdir / "secrets"
