@@ -65,6 +65,7 @@ from bot.rosey.supervision.status import (
 )
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
+from bot.rosey.web.server import WebServer, WebSources, build_web_app
 
 __all__ = ["RoseyApp"]
 
@@ -104,6 +105,9 @@ class RoseyApp:
         self.gateway: HttpGateway | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
+        self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
+        self.web_url: str | None = None
+        self._started = False  # every plugin's first start has ended (ready or not)
         self.nats_url = ""
         self.started_at = time.time()
         self._probe: dict[str, Any] | None = None
@@ -176,6 +180,8 @@ class RoseyApp:
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
         )
         await self.control.start()
+        if self.config.web.enabled:  # before the plugins: /healthz answers while they start
+            await self._start_web()
         # Storage before the plugins: their on_start may read what they stored last time.
         self.storage_bus = await self._connect("rosey-storage")
         limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
@@ -189,6 +195,7 @@ class RoseyApp:
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
         self.watchdog.start()
         self._start_flood_detection()
+        self._started = True
         write_runtime(
             state_dir,
             RuntimeInfo(
@@ -199,6 +206,7 @@ class RoseyApp:
                 embedded_nats=self.embedded,
                 started_at=self.started_at,
                 config=str(self.config.source) if self.config.source else None,
+                web_url=self.web_url,
             ),
         )
         return results
@@ -217,6 +225,8 @@ class RoseyApp:
             await self.storage.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.relay is not None:
@@ -272,6 +282,16 @@ class RoseyApp:
         )
 
     # ------------------------------------------------------------------ internals
+
+    async def _start_web(self) -> None:
+        bus = self.bus
+        sources = WebSources(
+            status=self.status,
+            nats_connected=lambda: bus is not None and bus.is_connected,
+            started=lambda: self._started,
+        )
+        self.web = WebServer(self.config.web, build_web_app(sources))
+        self.web_url = await self.web.start()
 
     def _nats_user(self, name: str) -> str:
         return adapter_user(name) if name in self._adapter_creds else plugin_user(name)

@@ -94,9 +94,10 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     if adapters:
         up = [name for name in adapters if results.get(name) is None]
         platforms = f"; adapters {len(up)}/{len(adapters)} running ({', '.join(up) or 'none'})"
+    web = f"; web {app.web_url}" if app.web_url else ""
     print(
         f"Rosey ready: {len(ready)}/{len(plugins)} plugins running ({', '.join(ready) or 'none'}){failures}"
-        f"{platforms} on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
+        f"{platforms} on NATS {redact_url(app.nats_url)}{web}. {try_it}; Ctrl-C stops.",
         flush=True,
     )
 
