@@ -49,6 +49,7 @@ from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
+from bot.rosey.services.command_metrics import CommandMetrics
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
@@ -65,7 +66,8 @@ from bot.rosey.supervision.status import (
 )
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
-from bot.rosey.web.server import WebServer, WebSources, build_web_app
+from bot.rosey.web.server import WebServer, build_web_app
+from bot.rosey.web.sources import WebSources
 
 __all__ = ["RoseyApp"]
 
@@ -106,6 +108,7 @@ class RoseyApp:
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
+        self.commands = CommandMetrics([spec.name for spec in self.catalog.specs])  # the router's outcomes
         self.web_url: str | None = None
         self._started = False  # every plugin's first start has ended (ready or not)
         self.nats_url = ""
@@ -167,6 +170,7 @@ class RoseyApp:
                 admin_role=chat.admin_role,
             ),
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
+            on_outcome=self.commands.record,
         )
         await self.router.start()
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
@@ -284,11 +288,13 @@ class RoseyApp:
     # ------------------------------------------------------------------ internals
 
     async def _start_web(self) -> None:
-        bus = self.bus
+        bus, relay = self.bus, self.relay
         sources = WebSources(
             status=self.status,
             nats_connected=lambda: bus is not None and bus.is_connected,
             started=lambda: self._started,
+            commands=self.commands.snapshot,
+            relay=(lambda: relay.stats) if relay is not None else None,
         )
         self.web = WebServer(self.config.web, build_web_app(sources))
         self.web_url = await self.web.start()

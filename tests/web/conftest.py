@@ -28,7 +28,7 @@ class {cls}(PluginInterface):
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []
         if args and args[0] == "fail":
-            await self.publish_error("asked to fail", event.correlation_id)
+            raise RuntimeError("asked to fail")
         else:
             await self.publish_result({{"message": "ok " + " ".join(args)}}, event.correlation_id)
 

@@ -508,6 +508,8 @@ class PluginProcess:
                 "uptime_seconds": self.uptime_seconds,
                 "num_threads": proc.num_threads(),
             }
+            times = proc.cpu_times()
+            stats["cpu_seconds"] = times.user + times.system
             with contextlib.suppress(psutil.Error, AttributeError):
                 stats["num_fds"] = proc.num_fds()
             return stats

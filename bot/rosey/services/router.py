@@ -153,6 +153,7 @@ class CoreRouter:
         access: AccessPolicy | None = None,
         admin: AdminCommand | None = None,
         source: str = "rosey-router",
+        on_outcome: Callable[[CommandOutcome], None] | None = None,
     ) -> None:
         self.bus = bus
         self.config = config or RouterConfig()
@@ -163,6 +164,7 @@ class CoreRouter:
         self._why_unavailable = why_unavailable
         self.access = access or AccessPolicy()
         self._admin = admin
+        self._on_outcome = on_outcome  # metrics: sees every command's outcome (see execute)
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
@@ -232,6 +234,28 @@ class CoreRouter:
 
         ``context`` adds keys to the command's data (a chat command's ``platform``, ``private``).
         """
+        # --- metrics hook: every outcome, once, to ``on_outcome`` (commands by outcome, latency).
+        result = await self._execute(
+            plugin, args, user=user, channel=channel, timeout=timeout, context=context
+        )
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(result)
+            except Exception:  # counting must never cost a user their answer
+                logger.exception("on_outcome callback failed")
+        return result
+        # --- end of the metrics hook
+
+    async def _execute(
+        self,
+        plugin: str,
+        args: list[str],
+        *,
+        user: str | dict[str, Any],
+        channel: str,
+        timeout: float | None,
+        context: Mapping[str, Any] | None,
+    ) -> CommandOutcome:
         started = time.monotonic()
         correlation_id = new_id()
 

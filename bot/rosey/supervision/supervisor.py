@@ -47,6 +47,7 @@ from bot.rosey.supervision.status import (
     PluginState,
     PluginStatus,
     ResourceSample,
+    kill_cause,
     unavailable_reason,
 )
 
@@ -79,6 +80,7 @@ class ManagedPlugin:
     history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
     ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
     disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
+    kills: dict[str, int] = field(default_factory=dict)  # watchdog kills since the bot started, by cause
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -136,6 +138,8 @@ class ManagedPlugin:
             sandbox_source="launcher" if launch else None,
             launcher=launched_by.value if launched_by is not None else None,
             disk_mb=round(self.disk.mb, 1) if running and self.disk is not None else None,
+            cpu_seconds=stats.cpu_seconds if running and stats else None,
+            kills=dict(self.kills),
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
@@ -300,6 +304,8 @@ class Supervisor:
         if plugin.process is not None and plugin.process.is_running():
             logger.warning("killing plugin '%s': %s", name, reason)
             plugin.kill_reason = reason
+            cause = kill_cause(reason)
+            plugin.kills[cause] = plugin.kills.get(cause, 0) + 1
             plugin.process.kill_tree()
 
     # ------------------------------------------------------------------ lifecycle

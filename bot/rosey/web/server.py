@@ -14,31 +14,23 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from bot.rosey.supervision.status import RoseyStatus
 from bot.rosey.web.health import readiness
+from bot.rosey.web.metrics import metrics_registry
+from bot.rosey.web.sources import WebSources
 from bot.rosey.web_config import WEB_HOST, WebConfig
 
-__all__ = ["WebServer", "WebSources", "build_web_app"]
+__all__ = ["REGISTRY", "SOURCES", "WebServer", "WebSources", "build_web_app"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class WebSources:
-    """What the endpoints read, each at request time: the one status, the core's NATS link, and
-    whether the bot has finished starting (its plugins' first starts all ended, either way)."""
-
-    status: Callable[[], RoseyStatus]
-    nats_connected: Callable[[], bool]
-    started: Callable[[], bool]
-
-
 SOURCES = web.AppKey("rosey_sources", WebSources)
+REGISTRY = web.AppKey("rosey_metrics", CollectorRegistry)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -52,13 +44,28 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response(verdict.to_dict(), status=200 if verdict.ready else 503)
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format; the families are read from the status now (see ``metrics``)."""
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def build_web_app(
     sources: WebSources, *, extra_routes: Iterable[web.AbstractRouteDef] = ()
 ) -> web.Application:
-    """The application: ``/healthz``, ``/readyz``, then ``extra_routes`` (e.g. a dashboard's)."""
+    """The application: ``/healthz``, ``/readyz``, ``/metrics``, then ``extra_routes`` (e.g. a
+    dashboard's, which reads ``app[SOURCES]`` like the endpoints here)."""
     app = web.Application()
     app[SOURCES] = sources
-    app.add_routes([web.get("/healthz", _healthz), web.get("/readyz", _readyz), *extra_routes])
+    app[REGISTRY] = metrics_registry(sources)
+    app.add_routes(
+        [
+            web.get("/healthz", _healthz),
+            web.get("/readyz", _readyz),
+            web.get("/metrics", _metrics),
+            *extra_routes,
+        ]
+    )
     return app
 
 
