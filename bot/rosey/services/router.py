@@ -292,7 +292,13 @@ class CoreRouter:
             if waiter.crash_reason is None or (waiter.task is not None and waiter.task.uncancel() > 0):
                 raise  # cancelled by our caller, not (only) by the crash
             reason = waiter.crash_reason
-            logger.warning("plugin %s crashed during command %s: %s", plugin, correlation_id, reason)
+            logger.warning(
+                "plugin %s crashed during command %s: %s",
+                plugin,
+                correlation_id,
+                reason,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(
                 OutcomeKind.CRASHED,
                 f"plugin '{plugin}' crashed while handling your command ({reason})",
@@ -301,7 +307,13 @@ class CoreRouter:
         except NoResponders:
             return self._no_responders(plugin, outcome)
         except RequestTimeout:
-            logger.warning("plugin %s did not answer command %s within %gs", plugin, correlation_id, wait)
+            logger.warning(
+                "plugin %s did not answer command %s within %gs",
+                plugin,
+                correlation_id,
+                wait,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(OutcomeKind.TIMEOUT, f"plugin '{plugin}' did not answer within {wait:g} s")
         except PayloadTooLarge as exc:
             return outcome(
@@ -309,12 +321,24 @@ class CoreRouter:
                 f"command too large: {exc.sizes()} (the message limit)",
             )
         except BusNotConnected as exc:
-            logger.warning("command %s for %s not sent: %s", correlation_id, plugin, exc)
+            logger.warning(
+                "command %s for %s not sent: %s",
+                correlation_id,
+                plugin,
+                exc,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(
                 OutcomeKind.UNAVAILABLE, "commands are unavailable right now: the bot lost its message bus"
             )
         except MalformedEvent as exc:
-            logger.warning("plugin %s sent a malformed reply to %s: %s", plugin, correlation_id, exc)
+            logger.warning(
+                "plugin %s sent a malformed reply to %s: %s",
+                plugin,
+                correlation_id,
+                exc,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: the plugin sent an unreadable answer")
         finally:
             waiting = self._in_flight.get(plugin)
@@ -329,7 +353,13 @@ class CoreRouter:
         # type (from the plugin's rosey.commands.<p>.result / .error subject) tells them apart.
         if reply.event_type == "error" or (reply.event_type != "result" and "error" in reply.data):
             text = str(reply.data.get("error") or "unknown error")
-            logger.warning("plugin %s answered %s with an error: %s", plugin, reply.correlation_id, text)
+            logger.warning(
+                "plugin %s answered %s with an error: %s",
+                plugin,
+                reply.correlation_id,
+                text,
+                extra={"plugin": plugin, "correlation_id": reply.correlation_id},
+            )
             return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: {text}", reply.data)
         message = reply.data.get("message") or reply.data.get("text")
         text = str(message) if message else f"(plugin {plugin} answered without a message)"
