@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.rosey.services.chat_relay import RelayStats
 from bot.rosey.services.command_metrics import OTHER_PLUGIN, CommandMetrics
 from bot.rosey.services.router import CommandOutcome, OutcomeKind
 from bot.rosey.supervision.status import PluginState, PluginStatus, WatchdogStatus
-from bot.rosey.web.metrics import FAMILIES, metrics_registry
+from bot.rosey.web.metrics import FAMILIES, MetricsSnapshot, render_metrics
 from bot.rosey.web.sources import WebSources
 
 from .test_web_config import status
@@ -72,7 +71,7 @@ def test_every_family_with_its_values() -> None:
         commands=commands.snapshot,
         relay=lambda: relay,
     )
-    text = generate_latest(metrics_registry(sources)).decode()
+    text = render_metrics(MetricsSnapshot.take(sources)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples

@@ -12,25 +12,25 @@ kernel's choice is known without a bind-close-rebind race.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Iterable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot.rosey.web.health import readiness
-from bot.rosey.web.metrics import metrics_registry
+from bot.rosey.web.metrics import MetricsSnapshot, render_metrics
 from bot.rosey.web.sources import WebSources
 from bot.rosey.web_config import WEB_HOST, WebConfig
 
-__all__ = ["REGISTRY", "SOURCES", "WebServer", "WebSources", "build_web_app"]
+__all__ = ["SOURCES", "WebServer", "WebSources", "build_web_app"]
 
 logger = logging.getLogger(__name__)
 
 
 SOURCES = web.AppKey("rosey_sources", WebSources)
-REGISTRY = web.AppKey("rosey_metrics", CollectorRegistry)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -45,8 +45,10 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    """Prometheus' text format; the families are read from the status now (see ``metrics``)."""
-    body = generate_latest(request.app[REGISTRY])
+    """Prometheus' text format: the status is read now, on the loop; the text is made in a
+    thread, so that a scrape of many plugins does not hold up chat commands."""
+    snapshot = MetricsSnapshot.take(request.app[SOURCES])
+    body = await asyncio.to_thread(render_metrics, snapshot)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -57,7 +59,6 @@ def build_web_app(
     dashboard's, which reads ``app[SOURCES]`` like the endpoints here)."""
     app = web.Application()
     app[SOURCES] = sources
-    app[REGISTRY] = metrics_registry(sources)
     app.add_routes(
         [
             web.get("/healthz", _healthz),
