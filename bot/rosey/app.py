@@ -1,8 +1,9 @@
 """``rosey run``: NATS, plugins, supervisor, watchdog, router and control service, together.
 
 Start order: the plugin zygote (it imports while the rest starts) -> NATS (embedded unless a
-URL is configured) with every identity generated up front -> the core's bus -> plugins in
-parallel -> router and control service -> runtime file -> one "ready" line. Stop order is the
+URL is configured) with every identity generated up front -> the core's bus -> router and
+control service -> the web surface (``[web]``: /healthz, /readyz, /metrics on 127.0.0.1) ->
+storage and HTTP gateway -> plugins in parallel -> runtime file -> one "ready" line. Stop order is the
 reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
 
 The core holds three NATS connections: the router's (chat events, commands, lifecycle events),

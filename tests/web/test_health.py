@@ -94,3 +94,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_taken_port_stops_the_start_with_the_key_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "rosey.toml").write_text(f"[web]\nport = {port}\n")
+        write_plugin(tmp_path / "plugins", "echo")
+        code, out, err = await rosey("run", "--no-chat", cwd=tmp_path)
+    assert code == 2, (out, err)
+    assert f"could not start: [Errno 98] web: cannot listen on 127.0.0.1:{port} ([web] port)" in err, err

@@ -84,16 +84,19 @@ class WebServer:
         return None if self.port is None else f"http://{WEB_HOST}:{self.port}"
 
     async def start(self) -> str:
-        """Bind and serve; returns the URL. OSError (port in use) is the caller's to report."""
+        """Bind and serve; returns the URL. OSError (port in use), naming the port and the key, is
+        the caller's to report."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((WEB_HOST, self.config.port))
             sock.listen(128)
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(
+                exc.errno, f"web: cannot listen on {WEB_HOST}:{self.config.port} ([web] port): {exc.strerror}"
+            ) from exc
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
