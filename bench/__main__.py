@@ -11,6 +11,7 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
             on pydle, same server, same run; 500 inbound messages/s counted on rosey.events.message
   storage   self.storage get/put p50 and ops/s at 100 in flight vs raw JetStream KV (bench/storage.py)
   gw        HTTP gateway round trip (self.http.get) vs a direct httpx request, same plugin process
+  files     a plugin's upload (send_file) of 1 kB / 1 MB / 8 MB vs the bare NATS round trips (bench/files.py)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -33,7 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, gateway, report, roundtrip, storage
+from bench import files, fleet, gateway, report, roundtrip, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -44,7 +45,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw", "irc", "storage")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw", "irc", "storage", "files")
 
 
 def _version(package: str) -> str | None:
@@ -150,6 +151,8 @@ async def run(
             await section("gw", "HTTP gateway round trip vs direct httpx", gateway.measure(env, quick=quick))
     if "storage" in sections:  # its own RoseyApp, after the shared environment is gone
         await section("storage", "plugin storage vs raw JetStream KV", storage.measure(quick=quick))
+    if "files" in sections:  # its own RoseyApp too
+        await section("files", "plugin file uploads vs the NATS floor", files.measure(quick=quick))
     return measured
 
 

@@ -249,6 +249,16 @@ def build_figures(
             "≥ 5,000/s",
             lambda v, _r: v >= 5000,
         )
+    # Files (bench/files.py): a plugin's upload (what send_file does) vs the same NATS round trips.
+    for label, size in (("1kb", "1 kB"), ("1mb", "1 MB"), ("8mb", "8 MB")):
+        add(
+            f"files.{label}",
+            f"file upload p50 from a plugin, {size}",
+            "µs",
+            f"files.upload_{label}_p50_us_rosey",
+            f"files.upload_{label}_p50_us_floor",
+            "NATS floor",
+        )
     add(
         "gw.p50",
         "HTTP via gateway p50 (self.http.get)",

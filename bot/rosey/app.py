@@ -3,7 +3,7 @@
 Start order: the plugin zygote (it imports while the rest starts) -> NATS (embedded unless a
 URL is configured) with every identity generated up front -> the core's bus -> router and
 control service -> the web surface (``[web]``: /healthz, /readyz, /metrics on 127.0.0.1) ->
-storage and HTTP gateway -> plugins in parallel -> runtime file -> one "ready" line. Stop order is the
+storage, HTTP gateway and files -> plugins in parallel -> runtime file -> one "ready" line. Stop order is the
 reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
 
 The core holds three NATS connections: the router's (chat events, commands, lifecycle events),
@@ -40,6 +40,7 @@ from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError
+from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
@@ -52,6 +53,7 @@ from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.command_metrics import CommandMetrics
 from bot.rosey.services.control import ControlService
+from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway, gateway_for
 from bot.rosey.services.router import CoreRouter, RouterConfig
 from bot.rosey.services.storage import StorageService
@@ -106,6 +108,8 @@ class RoseyApp:
         self.storage: StorageService | None = None
         self.gateway_bus: EventBus | None = None  # plugins' HTTP requests: beside chat, not behind it
         self.gateway: HttpGateway | None = None
+        self.files_bus: EventBus | None = None  # files (6d): plugins' uploads, adapters' fetches
+        self.files: FilesService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
@@ -172,6 +176,7 @@ class RoseyApp:
             ),
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
             on_outcome=self.commands.record,
+            files=lambda plugin, raw, to: self.files.claim(plugin, raw, to) if self.files else None,
         )
         await self.router.start()
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
@@ -195,6 +200,14 @@ class RoseyApp:
         self.gateway_bus = await self._connect("rosey-http")
         self.gateway = gateway_for(self.config, self.gateway_bus)
         await self.gateway.start()
+        self.files_bus = await self._connect("rosey-files")
+        self.files = FilesService(
+            self.files_bus,
+            state_dir / "files",
+            {n: parse_file_limits(n, c.files) for n, c in self.catalog.configs.items()},
+            self.catalog.adapter_configs.keys(),
+        )
+        await self.files.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -234,11 +247,20 @@ class RoseyApp:
             await self.web.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.files is not None:
+            await self.files.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
-        for bus in (self.watchdog_bus, self.gateway_bus, self.storage_bus, self.control_bus, self.bus):
+        for bus in (
+            self.watchdog_bus,
+            self.files_bus,
+            self.gateway_bus,
+            self.storage_bus,
+            self.control_bus,
+            self.bus,
+        ):
             if bus is not None:
                 with contextlib.suppress(Exception):
                     await bus.disconnect()

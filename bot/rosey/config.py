@@ -38,6 +38,7 @@ from bot.rosey.chat_config import (
 )
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
+from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
@@ -353,6 +354,7 @@ class PluginConfig:
                 raise _fail(key(service), f"must be a table ([plugins.{name}.{service}]), got {table!r}")
             put(service, MappingProxyType(dict(table)))
         parse_storage_limits(self.name, self.storage)  # [plugins.NAME.storage]: raises ConfigError
+        parse_file_limits(self.name, self.files)  # [plugins.NAME.files]: raises ConfigError
 
     @property
     def access(self) -> CommandAccess | None:

@@ -15,6 +15,8 @@ What it reproduces (shapes from the docs' REST resources, Gateway and Rate Limit
   ``allowed_mentions``; answers a message object). Errors as Discord words them: 404 Unknown
   Channel (10003), 403 Missing Permissions (50013) for a read-only channel, 400 Invalid Form Body
   (50035, BASE_TYPE_MAX_LENGTH) past 2,000 code points, 400 (50006) for an empty message.
+  A message with attachments (issue 13) comes as multipart/form-data (``payload_json`` and
+  ``files[n]`` parts); each is recorded with its filename, content type and bytes.
 * Rate limits per channel bucket: ``X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/-Bucket``
   on every send; a send beyond the bucket gets 429 with ``retry_after``, ``X-RateLimit-Scope`` and
   the ``Via`` header real 429s carry (discord.py treats a 429 without it as a Cloudflare ban).
@@ -37,7 +39,7 @@ What it does not: compression (text frames only; discord.py asks for zlib-stream
 plain text), sharding, presences, member chunking (no members intent), THREAD_* / CHANNEL_* /
 GUILD_MEMBER_* events, permissions on sends (only the read-only channel is refused), global or
 invalid-request limits, the identify rate limit (1 per 5 s; discord.py waits it out itself),
-interactions, attachments, edits and deletes.
+interactions, attachment size limits, edits and deletes.
 """
 
 from __future__ import annotations
@@ -512,9 +514,27 @@ class DiscordStandIn:
         if self.fail_posts > 0:
             self.fail_posts -= 1
             return self._error(503, 0, "Service Unavailable")
-        body = await request.json()
+        # files (issue 13, 6d): a message with attachments arrives as multipart/form-data, its
+        # JSON in the ``payload_json`` part and each file in a ``files[n]`` part.
+        attachments: list[dict[str, Any]] = []
+        if request.content_type.startswith("multipart/"):
+            body = {}
+            async for part in await request.multipart():
+                if part.name == "payload_json":
+                    body = json.loads(await part.read())
+                elif part.name and part.name.startswith("files["):
+                    data = bytes(await part.read())
+                    attachments.append(
+                        {
+                            "filename": part.filename,
+                            "content_type": part.headers.get("Content-Type"),
+                            "data": data,
+                        }
+                    )
+        else:
+            body = await request.json()
         content = body.get("content") or ""
-        if not content:
+        if not content and not attachments:
             return self._error(400, 50006, "Cannot send an empty message")
         if len(content) > 2000:  # code points: Discord's API is Python
             return self._error(
@@ -581,6 +601,7 @@ class DiscordStandIn:
             "content": content,
             "message_reference": reference,
             "allowed_mentions": body.get("allowed_mentions"),
+            "attachments": attachments,  # files (issue 13): what the bot uploaded, bytes included
         }
         self.posts.append(record)
         await self.posted.put(record)

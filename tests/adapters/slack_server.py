@@ -22,12 +22,16 @@ Reproduced:
   client must open a new connection), ``drop()`` closes the socket without warning, ``freeze()``
   leaves it open but silent (no pongs: a dead network path), and ``refuse_sockets`` answers new
   websocket upgrades with 401 while the Web API keeps working.
+* Files (issue 13): ``files.getUploadURLExternal`` (filename, length) answers an ``upload_url`` on
+  this server, ``POST /upload/<file id>`` takes the raw bytes, ``files.completeUploadExternal``
+  (``files`` as JSON, ``channel_id``, ``initial_comment``, ``thread_ts``) records the upload, bytes
+  included, in ``uploads``.
 
 Not reproduced: retries of unacknowledged envelopes (Slack resends up to 3 times; here the
 tests check every envelope was acked instead), pings from the server side, interactive
-payloads and slash commands, pagination, Block Kit, files, real per-method rate tiers (only the
-deterministic 429 above), message escaping of what the test sends (tests write Slack's markup
-themselves), enterprise grid, and TLS.
+payloads and slash commands, pagination, Block Kit, the legacy files.upload, real per-method
+rate tiers (only the deterministic 429 above), message escaping of what the test sends (tests
+write Slack's markup themselves), enterprise grid, and TLS.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class SlackStandIn:
         self._post_calls = 0
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        # files (issue 13, 6d): files.getUploadURLExternal -> POST the bytes -> completeUploadExternal
+        self.pending_files: dict[str, dict[str, Any]] = {}  # file id -> filename, length, data
+        self.uploads: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # completed: channel, files...
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,6 +96,7 @@ class SlackStandIn:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._websocket)
+        app.router.add_post("/upload/{file_id}", self._upload)  # files (issue 13)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
@@ -192,6 +200,44 @@ class SlackStandIn:
         self.posted.append(post)
         await self.posts.put(post)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args["text"], "user": BOT_USER}}
+
+    # ---- files (issue 13, 6d): Slack's current upload flow, as slack_sdk's files_upload_v2 drives it
+
+    async def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("filename") or not str(args.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._ts):08d}"
+        self.pending_files[file_id] = {"filename": args["filename"], "length": int(args["length"])}
+        return {
+            "ok": True,
+            "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}",
+            "file_id": file_id,
+        }
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        pending = self.pending_files.get(request.match_info["file_id"])
+        if pending is None:
+            return web.Response(status=404, text="unknown upload")
+        pending["data"] = await request.read()
+        return web.Response(text=f"OK - {len(pending['data'])}")
+
+    async def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        listed = args.get("files")
+        listed = json.loads(listed) if isinstance(listed, str) else listed
+        done = []
+        for item in listed or []:
+            pending = self.pending_files.pop(str(item.get("id")), None)
+            if pending is None or "data" not in pending:
+                return {"ok": False, "error": "file_not_found"}
+            done.append({"id": item["id"], "title": item.get("title"), **pending})
+        upload = {
+            "channel": args.get("channel_id"),
+            "initial_comment": args.get("initial_comment"),
+            "thread_ts": args.get("thread_ts"),
+            "files": done,
+        }
+        await self.uploads.put(upload)
+        return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in done]}
 
     async def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))

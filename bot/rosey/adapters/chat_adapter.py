@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -46,12 +47,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bot.rosey.adapters.outbox import Outbox
-from bot.rosey.core.chat import ChatEventType, ChatUser, OutgoingMessage, clean_text, split_text
+from bot.rosey.core.chat import ChatEventType, ChatUser, FileRef, OutgoingMessage, clean_text, split_text
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
-from bot.rosey.errors import MalformedEvent
+from bot.rosey.errors import DeliveryFailed, MalformedEvent, RoseyError
 from bot.rosey.plugins.contract import Env
+from bot.rosey.plugins.files_client import fetch_file, release_file
 from bot.rosey.plugins.plugin_interface import PluginInterface
 
 __all__ = ["ChatAdapter", "adapter_settings"]
@@ -93,6 +95,8 @@ class ChatAdapter(PluginInterface):
     #: Reconnect backoff: first delay, and the longest (settings ``reconnect_min`` / ``reconnect_max``).
     reconnect_min: ClassVar[float] = 1.0
     reconnect_max: ClassVar[float] = 60.0
+    #: files (6d): whether :meth:`deliver_file` uploads files; if not, the chat gets a line saying so.
+    supports_files: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -124,6 +128,8 @@ class ChatAdapter(PluginInterface):
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.sessions = 0  # sessions started (1 + reconnects)
+        self._file_held: dict[str, bytes] = {}  # files (6d): bytes fetched, kept for a retry
+        self._releases: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ what a platform writes
 
@@ -135,6 +141,12 @@ class ChatAdapter(PluginInterface):
     async def deliver(self, message: OutgoingMessage) -> None:
         """Say one piece on the platform (it already fits the limits). Raise
         :class:`~bot.rosey.adapters.outbox.DeliveryFailed` for a message that can never be sent."""
+
+    async def deliver_file(self, message: OutgoingMessage, data: bytes) -> None:
+        """Upload ``data`` (the file ``message.file`` names) with ``message.text`` as its caption,
+        where ``message`` says (only called when ``supports_files``). Raise
+        :class:`~bot.rosey.adapters.outbox.DeliveryFailed` if it can never be sent."""
+        raise DeliveryFailed(f"{type(self).__name__} cannot upload files")
 
     async def close_session(self) -> None:
         """Disconnect from the platform (on stop); :meth:`run_session` should then return."""
@@ -271,11 +283,60 @@ class ChatAdapter(PluginInterface):
         except MalformedEvent as exc:
             logger.warning("%s: ignored an unreadable outgoing message: %s", self._name, exc)
             return
+        if message.file is not None and self.supports_files:
+            self.outbox.put(message)  # one upload, paced and held like a reply
+            return
+        if message.file is not None:  # files (6d): say it instead, and let the service forget it
+            ref = message.file
+            lines = [message.text] if message.text and message.text != ref.name else []
+            lines.append(f"this platform cannot receive files: {ref.describe()}")
+            message = _with_text(message, "\n".join(lines))
+            self._release_later(ref)
         for piece in self.split(message):
             self.outbox.put(piece)
 
     async def _deliver_checked(self, message: OutgoingMessage) -> None:
-        await self.deliver(message)
+        if message.file is None:
+            await self.deliver(message)
+        else:
+            await self._deliver_with_file(message)
+
+    # ------------------------------------------------------------------ files (6d)
+
+    async def _deliver_with_file(self, message: OutgoingMessage) -> None:
+        """Fetch the file's bytes from the files service (once: kept for a retry), upload them."""
+        ref = message.file
+        assert ref is not None
+        data = self._file_held.get(ref.id)
+        if data is None:
+            try:
+                data = await fetch_file(self._bus(), self._name, ref)
+            except RoseyError as exc:
+                logger.warning("%s: file %s not fetched: %s", self._name, ref.id, exc)
+                notice = _with_text(message, f"⚠️ the file {ref.describe()} could not be sent: {exc}")
+                for piece in self.split(notice)[:1]:
+                    await self.deliver(piece)
+                return
+            self._file_held = {ref.id: data}  # one at a time: the outbox sends one at a time
+        pieces = self.split(_with_text(message, message.text))
+        caption = pieces[0].text if pieces else ""
+        try:
+            await self.deliver_file(dataclasses.replace(message, text=caption), data)
+        except DeliveryFailed:
+            self._file_held.pop(ref.id, None)
+            self._release_later(ref)
+            raise
+        self._file_held.pop(ref.id, None)
+        self._release_later(ref)
+
+    def _release_later(self, ref: FileRef) -> None:
+        async def release() -> None:
+            with contextlib.suppress(Exception):  # it expires anyway
+                await release_file(self._bus(), self._name, ref)
+
+        task = asyncio.create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
 
 def _with_text(message: OutgoingMessage, text: str) -> OutgoingMessage:

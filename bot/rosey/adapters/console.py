@@ -29,9 +29,11 @@ import sys
 import threading
 from typing import IO, Any
 
+from bot.rosey.core.chat import FileRef
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
+from bot.rosey.errors import RoseyError
 from bot.rosey.terminal import printable_lines
 
 __all__ = ["PLATFORM", "ConsoleAdapter"]
@@ -121,7 +123,10 @@ class ConsoleAdapter:
             self._pending.add(event.id)
 
     async def _on_reply(self, event: Event) -> None:
-        text = printable_lines(str(event.data.get("text", "")), _CONTINUATION)
+        said = str(event.data.get("text", ""))
+        if event.data.get("file") is not None:  # files (6d): saved where the operator can open it
+            said = f"{said}\n{await self._save_file(event.data['file'])}"
+        text = printable_lines(said, _CONTINUATION)
         start = "\r" if self._interactive else ""  # over a prompt that is already on screen
         self.output.write(f"{start}rosey> {text}\n")
         self.output.flush()
@@ -129,6 +134,22 @@ class ConsoleAdapter:
         if not self._pending:
             self._answered.set()
         self._show_prompt()
+
+    async def _save_file(self, raw: object) -> str:
+        """The files service keeps the file for the operator (``<state>/files/console/``); where."""
+        try:
+            ref = FileRef.from_wire(raw)
+            reply = await self.bus.request(
+                Subjects.supervisor("files"),
+                {"op": "save", "id": ref.id, "platform": PLATFORM},
+                "console-adapter",
+                timeout=10.0,
+            )
+        except RoseyError as exc:
+            return f"(a file was sent, but it could not be saved: {exc})"
+        if not reply.data.get("ok"):
+            return f"(the file {ref.describe()} could not be saved: {reply.data.get('error')})"
+        return f"file {ref.describe()} saved at {reply.data['path']}"
 
     def _show_prompt(self) -> None:
         if self._interactive and self.prompt and not self._stopping:

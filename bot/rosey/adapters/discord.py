@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections import OrderedDict
 from typing import Any, ClassVar
@@ -340,22 +341,32 @@ class DiscordAdapter(ChatAdapter):
     # ------------------------------------------------------------------ outbound
 
     async def deliver(self, message: OutgoingMessage) -> None:
+        if not message.text.strip():
+            return  # Discord refuses an empty message; there is nothing to say
+        await self._send(message)
+
+    # files (6d, issue 13): the file is an attachment of the reply, the caption its text.
+    supports_files: ClassVar[bool] = True
+
+    async def deliver_file(self, message: OutgoingMessage, data: bytes) -> None:
+        assert message.file is not None
+        await self._send(message, file=discord.File(io.BytesIO(data), filename=message.file.name))
+
+    async def _send(self, message: OutgoingMessage, **extra: Any) -> None:
         client = self._client
         if client is None:
             raise ConnectionError("not connected to Discord")
-        if not message.text.strip():
-            return  # Discord refuses an empty message; there is nothing to say
         try:
             if message.private_to is not None:
                 channel_id = await self._dm_channel(client, message.private_to)
             else:
                 channel_id = _snowflake("channel", message.thread_id or message.channel)
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = dict(extra)
             if message.reply_to is not None and message.reply_to.isdigit():
                 kwargs["reference"] = discord.MessageReference(
                     message_id=int(message.reply_to), channel_id=channel_id, fail_if_not_exists=False
                 )
-            await client.get_partial_messageable(channel_id).send(message.text, **kwargs)
+            await client.get_partial_messageable(channel_id).send(message.text or None, **kwargs)
         except DeliveryFailed:
             raise
         except (discord.Forbidden, discord.NotFound) as exc:

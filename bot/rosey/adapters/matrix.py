@@ -45,6 +45,8 @@ Plugin-process side: the standard library, ``core``, the adapter base, and matri
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import logging
 import time
@@ -524,14 +526,52 @@ class MatrixAdapter(ChatAdapter):
             if client is not self._client:  # the session ended meanwhile: nio may have opened
                 await client.close()  # a new HTTP session for a retry; close it too
 
-    async def _deliver(self, client: Any, message: OutgoingMessage) -> None:
+    # files (6d, issue 13): uploaded to the media repository, then an m.file / m.image event
+    # (its body the caption, ``filename`` the name) answering where the command was said.
+    supports_files: ClassVar[bool] = True
+
+    async def deliver_file(self, message: OutgoingMessage, data: bytes) -> None:
+        client = self._client
+        if client is None:
+            raise MatrixError("not connected to the homeserver")
+        try:
+            await self._deliver(client, message, data)
+        finally:
+            if client is not self._client:
+                await client.close()
+
+    async def _file_content(self, client: Any, message: OutgoingMessage, data: bytes) -> dict[str, Any]:
+        ref = message.file
+        assert ref is not None
+        uploaded, _ = await self._retrying(
+            lambda: client.upload(
+                io.BytesIO(data), content_type=ref.mime, filename=ref.name, filesize=len(data)
+            )
+        )
+        if not isinstance(uploaded, nio.UploadResponse):
+            _raise_for(uploaded, f"uploading {ref.name}")
+        image = ref.mime.startswith("image/")
+        content = self._content(dataclasses.replace(message, text=message.text or ref.name))
+        content.pop("format", None), content.pop("formatted_body", None)
+        content.update(
+            msgtype="m.image" if image else "m.file",
+            filename=ref.name,
+            url=uploaded.content_uri,
+            info={"mimetype": ref.mime, "size": len(data)},
+        )
+        return content
+
+    async def _deliver(self, client: Any, message: OutgoingMessage, data: bytes | None = None) -> None:
         room_id = await self._target_room(client, message)
         room = client.rooms.get(room_id)
         if room is not None and room.encrypted:
             raise DeliveryFailed(
                 f"room {room_id} is end-to-end encrypted; encrypted rooms are not supported yet"
             )
-        content = self._content(message)
+        if data is None:
+            content = self._content(message)
+        else:
+            content = await self._file_content(client, message, data)
         if self._last_txn is None or self._last_txn[0] is not message:
             self._last_txn = (message, uuid.uuid4().hex)  # a retry reuses it: the server keeps one
         txn = self._last_txn[1]

@@ -349,22 +349,42 @@ class SlackAdapter(ChatAdapter):
     # ------------------------------------------------------------------ outbound
 
     async def deliver(self, message: OutgoingMessage) -> None:
+        await self._send(message)
+
+    # files (6d, issue 13): Slack's current upload flow (files.getUploadURLExternal, the upload,
+    # files.completeUploadExternal: slack_sdk's files_upload_v2); the caption is the initial comment.
+    supports_files: ClassVar[bool] = True
+
+    async def deliver_file(self, message: OutgoingMessage, data: bytes) -> None:
+        await self._send(message, data)
+
+    async def _send(self, message: OutgoingMessage, data: bytes | None = None) -> None:
         import aiohttp
-        from slack_sdk.errors import SlackApiError
+        from slack_sdk.errors import SlackApiError, SlackRequestError
 
         web = self._web
         if web is None:
             raise ConnectionError("not connected to Slack")
+        method = "chat.postMessage" if data is None else "files.upload"
         try:
             channel = message.channel or await self._dm_channel(web, str(message.private_to))
-            args: dict[str, Any] = {"channel": channel, "text": to_slack_text(message.text)}
+            args: dict[str, Any] = {"channel": channel}
             if message.thread_id:
                 args["thread_ts"] = message.thread_id
-            await web.chat_postMessage(**args)
+            if data is None:
+                await web.chat_postMessage(text=to_slack_text(message.text), **args)
+            else:
+                name = message.file.name if message.file is not None else "file"
+                if message.text and message.text != name:
+                    args["initial_comment"] = to_slack_text(message.text)
+                await web.files_upload_v2(file=data, filename=name, title=name, **args)
+        except SlackRequestError as exc:  # the upload step itself failed (not an API answer)
+            self._lose(f"{method}: {exc}")
+            raise ConnectionError(f"Slack upload failed: {exc}") from None
         except SlackApiError as exc:
             error = str(exc.response.get("error") or exc.response.status_code)
             if error in _TRANSIENT_ERRORS or exc.response.status_code >= 500:
-                self._lose(f"chat.postMessage: {error}")
+                self._lose(f"{method}: {error}")
                 raise ConnectionError(f"Slack answered {error}") from None
             if error in _AUTH_ERRORS:
                 self._lose(f"the bot token was refused ({error})")

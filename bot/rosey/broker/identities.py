@@ -24,6 +24,7 @@ __all__ = [
     "Credentials",
     "adapter_permissions",
     "adapter_user",
+    "files_fetch_subject",
     "password_variable",
     "plugin_permissions",
     "plugin_user",
@@ -77,10 +78,20 @@ def plugin_permissions(
         *extra_subscribe,
     ]
     return {
-        "publish": {"allow": _unique(publish)},
+        # files (6d): fetching a stored file is for adapters only; a plugin may not even ask.
+        "publish": {"allow": _unique(publish), "deny": [FILES_FETCH_ANY]},
         "subscribe": {"allow": _unique(subscribe)},
         "allow_responses": {"max": 1},
     }
+
+
+#: files (6d): an adapter's request for the bytes of a file it is to send; never a plugin's.
+FILES_FETCH_ANY = f"{Subjects.SERVICES}.files.*.fetch"
+
+
+def files_fetch_subject(adapter: str) -> str:
+    """``rosey.services.files.<adapter>.fetch``: where adapter ``adapter`` asks for a file's bytes."""
+    return f"{Subjects.SERVICES}.files.{validate_plugin_name(adapter)}.fetch"
 
 
 def adapter_user(adapter: str) -> str:
@@ -98,7 +109,7 @@ def adapter_permissions(adapter: str) -> dict[str, Any]:
     """
     user = adapter_user(adapter)
     return {
-        "publish": {"allow": [f"{Subjects.ADAPTERS}.{adapter}.>"]},
+        "publish": {"allow": [f"{Subjects.ADAPTERS}.{adapter}.>", files_fetch_subject(adapter)]},
         "subscribe": {
             "allow": [Subjects.chat_send(adapter), Subjects.control(adapter, "ping"), f"_INBOX.{user}.>"]
         },

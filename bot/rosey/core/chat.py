@@ -37,6 +37,7 @@ __all__ = [
     "ChatEvent",
     "ChatEventType",
     "ChatUser",
+    "FileRef",
     "OutgoingMessage",
     "Role",
     "clean_text",
@@ -240,6 +241,61 @@ class ChatEvent:
         )
 
 
+# ---- files (issue 13, 6d): a file a plugin sent, stored by the host's files service
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+MAX_FILE_NAME_CHARS = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileRef:
+    """A file the files service holds for one adapter (the ``file`` of an :class:`OutgoingMessage`).
+
+    ``id`` is the service's random id (32 hex digits), never a path; the adapter fetches the bytes
+    with it (``rosey.services.files.<adapter>.fetch``). ``name`` is the sanitised file name.
+    """
+
+    id: str
+    name: str
+    mime: str = "application/octet-stream"
+    size: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "mime": self.mime, "size": self.size}
+
+    @classmethod
+    def from_wire(cls, raw: object) -> FileRef:
+        if not isinstance(raw, Mapping):
+            raise MalformedEvent(f"file must be an object, got {type(raw).__name__}")
+        file_id, size, mime = raw.get("id"), raw.get("size"), raw.get("mime") or "application/octet-stream"
+        if not isinstance(file_id, str) or not _FILE_ID.fullmatch(file_id):
+            raise MalformedEvent("file.id must be 32 hex digits")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise MalformedEvent("file.size must be an integer >= 0")
+        if not isinstance(mime, str) or not MIME_TYPE.fullmatch(mime):
+            raise MalformedEvent("file.mime must be a media type like text/calendar")
+        name = clean_text(raw.get("name"), max_chars=MAX_FILE_NAME_CHARS, newlines=False)
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise MalformedEvent("file.name must be a plain file name")
+        return cls(id=file_id, name=name, mime=mime, size=size)
+
+    def describe(self) -> str:
+        """``calendar.ics (1.2 kB)``: for chat."""
+        return f"{self.name} ({human_size(self.size)})"
+
+
+def human_size(size: int) -> str:
+    """``523 bytes``, ``1.2 kB``, ``8.4 MB`` (decimal units, as platforms show them)."""
+    if size < 1000:
+        return f"{size} byte{'' if size == 1 else 's'}"
+    for unit in ("kB", "MB", "GB"):
+        size_f = size / 1000
+        if size_f < 1000 or unit == "GB":
+            return f"{size_f:.1f} {unit}"
+        size = int(size_f)
+    return f"{size} bytes"  # pragma: no cover - the loop always returns
+
+
 @dataclass(frozen=True, kw_only=True)
 class OutgoingMessage:
     """Something the bot says (the ``data`` of ``rosey.chat.<platform>.send``).
@@ -247,7 +303,8 @@ class OutgoingMessage:
     Exactly one of ``channel`` and ``private_to`` (a user id) names the destination.
     ``reply_to`` (a platform message id) and ``thread_id`` are honoured where the platform has
     them and ignored elsewhere. ``in_reply_to`` is the id of the Rosey event being answered (for
-    the console and tests).
+    the console and tests). ``file``, when set, is a file to send with ``text`` as its caption
+    (see :class:`FileRef`; the adapter base fetches it).
     """
 
     text: str
@@ -258,6 +315,7 @@ class OutgoingMessage:
     in_reply_to: str | None = None
     kind: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    file: FileRef | None = None
 
     def __post_init__(self) -> None:
         if (self.channel is None) == (self.private_to is None):
@@ -269,6 +327,8 @@ class OutgoingMessage:
             value = getattr(self, name)
             if value is not None:
                 wire[name] = value
+        if self.file is not None:
+            wire["file"] = self.file.to_wire()
         return wire
 
     @classmethod
@@ -285,6 +345,7 @@ class OutgoingMessage:
             thread_id=_optional_id(raw.get("thread_id")),
             in_reply_to=_optional_id(raw.get("in_reply_to")),
             kind=_optional_id(raw.get("kind")),
+            file=FileRef.from_wire(raw["file"]) if raw.get("file") is not None else None,
         )
 
 

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
+from bot.rosey.core.chat import FileRef
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
@@ -36,6 +37,7 @@ from bot.rosey.plugins.contract import (
     notify_on_start,
     notify_ready,
 )
+from bot.rosey.plugins.files_client import FilesClient
 from bot.rosey.plugins.http_client import HttpClient
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
@@ -374,6 +376,32 @@ class PluginInterface(ABC):
     def http(self) -> HttpClient:
         """HTTP through the host's gateway, as the operator's ``[plugins.NAME.http]`` grant allows."""
         return HttpClient(self._bus, self.plugin_name)
+
+    async def send_file(
+        self,
+        filename: str,
+        data: bytes,
+        mime_type: str | None = None,
+        correlation_id: str | None = None,
+        caption: str | None = None,
+    ) -> FileRef:
+        """Answer command ``correlation_id`` with a file (see :mod:`bot.rosey.plugins.files_client`).
+
+        ``data`` (bytes) is uploaded to the host, which names and keeps the file briefly; the chat
+        the command came from gets it as an upload where the platform takes files (``caption``,
+        or the name, as its text), else a line saying it cannot. Raises
+        :class:`~bot.rosey.errors.FileTooLarge` (``size``, ``limit``) past the plugin's
+        ``[plugins.NAME.files] max_bytes`` (default 8 MiB) before uploading anything.
+        """
+        files = FilesClient(self._bus, self.plugin_name)
+        return await files.send(
+            filename,
+            data,
+            answer=self.publish_result,
+            mime_type=mime_type,
+            correlation_id=correlation_id,
+            caption=caption,
+        )
 
     def _bus(self) -> EventBus:
         if self.event_bus is None:

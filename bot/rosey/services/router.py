@@ -17,6 +17,7 @@ for them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shlex
 import time
@@ -26,7 +27,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from bot.rosey.core.chat import ChatEvent, ChatEventType, OutgoingMessage
+from bot.rosey.core.chat import ChatEvent, ChatEventType, FileRef, OutgoingMessage
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event, new_id
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
@@ -54,6 +55,9 @@ _OutcomeFactory = Callable[..., "CommandOutcome"]
 AdminCommand = Callable[[ChatEvent, list[str]], Awaitable[str]]
 #: The command name the core itself answers (bot admins' ``!rosey status``); no plugin gets it.
 ADMIN_COMMAND = "rosey"
+#: files (6d): (plugin, the ``file`` of its answer, the adapter it goes to) -> the stored file, bound
+#: to that adapter, or None when the plugin may not send it (see ``FilesService.claim``).
+ClaimFile = Callable[[str, object, str], FileRef | None]
 #: The source of the chat events the relay republishes (the router has them already, in-process).
 RELAY_SOURCE = "rosey-relay"
 
@@ -154,6 +158,7 @@ class CoreRouter:
         admin: AdminCommand | None = None,
         source: str = "rosey-router",
         on_outcome: Callable[[CommandOutcome], None] | None = None,
+        files: ClaimFile | None = None,
     ) -> None:
         self.bus = bus
         self.config = config or RouterConfig()
@@ -165,6 +170,7 @@ class CoreRouter:
         self.access = access or AccessPolicy()
         self._admin = admin
         self._on_outcome = on_outcome  # metrics: sees every command's outcome (see execute)
+        self._files = files  # files (6d)
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
@@ -478,11 +484,21 @@ class CoreRouter:
                 outcome.correlation_id,
             )
         reply, subject = _reply_for(chat, text, data.get("response_channel"), reply_subject)
+        if kind is OutcomeKind.RESULT and data.get("file") is not None:  # files (6d)
+            reply = self._with_file(plugin, reply, data["file"], subject)
         wire = {**reply.to_wire(), "in_reply_to": event_id, "kind": kind.value}
         try:
             await self.bus.publish(subject, wire, self.source, correlation_id)
         except BusNotConnected as exc:
             logger.warning("reply to %s lost: %s", event_id, exc)
+
+    def _with_file(self, plugin: str, reply: OutgoingMessage, raw: object, subject: str) -> OutgoingMessage:
+        """files (6d): the reply carrying the file the plugin sent, claimed for the adapter it goes to."""
+        ref = self._files(plugin, raw, subject.split(".")[2]) if self._files is not None else None
+        if ref is None:
+            text = f"⚠️ {plugin}: the file it sent cannot be delivered (unknown, expired or already sent)"
+            return dataclasses.replace(reply, text=text)
+        return dataclasses.replace(reply, file=ref)
 
     async def _run_admin(self, chat: ChatEvent, args: list[str]) -> tuple[OutcomeKind, str]:
         if not self.access.is_admin(chat):
