@@ -1,8 +1,9 @@
 """``rosey run``: NATS, plugins, supervisor, watchdog, router and control service, together.
 
 Start order: the plugin zygote (it imports while the rest starts) -> NATS (embedded unless a
-URL is configured) with every identity generated up front -> the core's bus -> plugins in
-parallel -> router and control service -> runtime file -> one "ready" line. Stop order is the
+URL is configured) with every identity generated up front -> the core's bus -> router and
+control service -> the web surface (``[web]``: /healthz, /readyz, /metrics on 127.0.0.1) ->
+storage, HTTP gateway and files -> plugins in parallel -> runtime file -> one "ready" line. Stop order is the
 reverse, each plugin getting SIGTERM (so its ``on_stop`` runs) in parallel, the zygote last.
 
 The core holds three NATS connections: the router's (chat events, commands, lifecycle events),
@@ -50,6 +51,7 @@ from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
 from bot.rosey.services.chat_relay import ChatRelay
+from bot.rosey.services.command_metrics import CommandMetrics
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway, gateway_for
@@ -67,6 +69,8 @@ from bot.rosey.supervision.status import (
 )
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
+from bot.rosey.web.server import WebServer, build_web_app
+from bot.rosey.web.sources import WebSources
 
 __all__ = ["RoseyApp"]
 
@@ -108,6 +112,10 @@ class RoseyApp:
         self.files: FilesService | None = None
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
+        self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
+        self.commands = CommandMetrics([spec.name for spec in self.catalog.specs])  # the router's outcomes
+        self.web_url: str | None = None
+        self._started = False  # every plugin's first start has ended (ready or not)
         self.nats_url = ""
         self.started_at = time.time()
         self._probe: dict[str, Any] | None = None
@@ -167,6 +175,7 @@ class RoseyApp:
                 admin_role=chat.admin_role,
             ),
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
+            on_outcome=self.commands.record,
             files=lambda plugin, raw, to: self.files.claim(plugin, raw, to) if self.files else None,
         )
         await self.router.start()
@@ -181,6 +190,8 @@ class RoseyApp:
             self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
         )
         await self.control.start()
+        if self.config.web.enabled:  # before the plugins: /healthz answers while they start
+            await self._start_web()
         # Storage before the plugins: their on_start may read what they stored last time.
         self.storage_bus = await self._connect("rosey-storage")
         limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
@@ -202,6 +213,7 @@ class RoseyApp:
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
         self.watchdog.start()
         self._start_flood_detection()
+        self._started = True
         write_runtime(
             state_dir,
             RuntimeInfo(
@@ -212,6 +224,7 @@ class RoseyApp:
                 embedded_nats=self.embedded,
                 started_at=self.started_at,
                 config=str(self.config.source) if self.config.source else None,
+                web_url=self.web_url,
             ),
         )
         return results
@@ -230,6 +243,8 @@ class RoseyApp:
             await self.storage.stop()
         if self.control is not None:
             await self.control.stop()
+        if self.web is not None:
+            await self.web.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.files is not None:
@@ -294,6 +309,18 @@ class RoseyApp:
         )
 
     # ------------------------------------------------------------------ internals
+
+    async def _start_web(self) -> None:
+        bus, relay = self.bus, self.relay
+        sources = WebSources(
+            status=self.status,
+            nats_connected=lambda: bus is not None and bus.is_connected,
+            started=lambda: self._started,
+            commands=self.commands.snapshot,
+            relay=(lambda: relay.stats) if relay is not None else None,
+        )
+        self.web = WebServer(self.config.web, build_web_app(sources))
+        self.web_url = await self.web.start()
 
     def _nats_user(self, name: str) -> str:
         return adapter_user(name) if name in self._adapter_creds else plugin_user(name)

@@ -44,6 +44,7 @@ from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.storage_config import parse_storage_limits
 from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
+from bot.rosey.web_config import WebConfig, parse_web
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -56,6 +57,7 @@ __all__ = [
     "PluginConfig",
     "RoseyConfig",
     "SandboxMode",
+    "WebConfig",
     "example_config",
     "load_config",
 ]
@@ -423,6 +425,8 @@ class RoseyConfig:
     chat: ChatConfig = field(default_factory=ChatConfig)
     #: ``[secrets.NAME]``: operator secrets the host's services use for plugins (never given to one).
     secrets: Mapping[str, SecretSource] = field(default_factory=dict, hash=False)
+    #: ``[web]``: health, readiness and metrics over HTTP on 127.0.0.1.
+    web: WebConfig = field(default_factory=WebConfig)
 
     def __post_init__(self) -> None:
         def put(field_name: str, value: object) -> None:
@@ -482,7 +486,7 @@ class RoseyConfig:
 
 # ------------------------------------------------------------------------ loading
 
-_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey", "secrets")
+_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey", "secrets", "web")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
 _NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
@@ -578,6 +582,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         adapters=parse_adapters(raw.get("adapters"), base),
         chat=parse_chat(raw.get("chat")),
         secrets=parse_secrets(raw.get("secrets"), base),
+        web=parse_web(raw.get("web")),
     )
 
 
@@ -680,6 +685,10 @@ min_role = "user"                 # user | voice | op | admin (platform roles, s
 prefix = "!"
 admins = []                       # may run !rosey status / restart NAME, e.g. ["libera:alice"]
 # admin_role = "admin"            # anyone with this platform role is an admin too
+
+[web]
+enabled = true                    # /healthz, /readyz, /metrics on 127.0.0.1; false: no port at all
+port = 0                          # 0: a free port (printed in the ready line, in the runtime file)
 
 # One table per chat platform; the name shows in status, logs and `rosey restart NAME`.
 # Secrets are never written here: <secret>_env names a variable, <secret>_file a file.

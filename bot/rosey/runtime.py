@@ -30,6 +30,8 @@ class RuntimeInfo:
     embedded_nats: bool
     started_at: float
     config: str | None
+    #: The web surface (``/healthz``, ``/readyz``, ``/metrics``), None with ``[web] enabled = false``.
+    web_url: str | None = None
 
 
 def runtime_path(state_dir: Path) -> Path:

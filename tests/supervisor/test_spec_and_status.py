@@ -168,6 +168,8 @@ ROW_KEYS = [
     "sandbox_source",
     "launcher",
     "disk_mb",
+    "cpu_seconds",
+    "kills",
 ]
 
 
@@ -192,6 +194,8 @@ def a_status(**changes: Any) -> PluginStatus:
         "sandbox_source": "launcher",
         "launcher": "zygote",
         "disk_mb": 1.5,
+        "cpu_seconds": 0.75,
+        "kills": {"memory": 1},
         "history": (ResourceSample(t=1.5, cpu_percent=0.25, memory_mb=25.14, num_threads=3),),
     }
     return PluginStatus(**{**values, **changes})
@@ -308,3 +312,17 @@ def test_lifecycle_event_round_trip_and_tolerance() -> None:
         "killed by SIGKILL",
         None,
     )
+
+
+def test_kill_causes_are_read_from_the_watchdogs_reasons() -> None:
+    from bot.rosey.supervision.status import kill_cause
+
+    assert kill_cause("memory 301 MB > limit 256 MB") == "memory"
+    assert kill_cause("cpu 99% > limit 90% for 5 s") == "cpu"
+    assert kill_cause("open files 300 > limit 256") == "open_files"
+    assert kill_cause("child processes 2 > limit 0") == "processes"
+    assert kill_cause("disk 65 MB > limit 64 MB") == "disk"
+    assert kill_cause("unresponsive: missed 3 liveness pings (~8 s)") == "unresponsive"
+    assert kill_cause("flood: 52,000 msgs/s > limit 5,000 msgs/s over 2 s") == "flood"
+    assert kill_cause("output flood: over the limit of 10 lines/s") == "output"
+    assert kill_cause("something new") == "other"

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.rosey.cli.client import connect, control
+from bot.rosey.cli.log_format import JsonFormatter
 from bot.rosey.cli.output import PrintableFormatter, print_json, print_line, print_text, table
 from bot.rosey.config import RoseyConfig, load_config
 from bot.rosey.core.event_bus import redact_url
@@ -53,9 +54,16 @@ def _config(args: argparse.Namespace) -> RoseyConfig:
     return load_config(args.config)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr: for people (``text``, control characters escaped) or one JSON object per
+    line (``json``, see :mod:`bot.rosey.cli.log_format`)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
@@ -63,8 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.rosey.cli.run import run_forever  # heavy imports only for `run`
 
     config = _config(args)
-    setup_logging(args.log_level or config.log_level)
-    return asyncio.run(run_forever(config, nats_url=args.nats_url, chat=not args.no_chat))
+    setup_logging(args.log_level or config.log_level, args.log_format)
+    return asyncio.run(
+        run_forever(
+            config, nats_url=args.nats_url, chat=not args.no_chat, json_logs=args.log_format == "json"
+        )
+    )
 
 
 async def cmd_send(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from typing import NoReturn
 from bot.rosey import __version__
 from bot.rosey.cli import commands
 from bot.rosey.cli import storage as storage_cli
+from bot.rosey.cli.log_format import LOG_FORMATS
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
 
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-chat", action="store_true", help="do not read chat lines from the console")
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="override [rosey] log_level"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default, for people) or json: one object per line (time, level, component, plugin, "
+        "message, correlation_id) for log aggregators",
     )
     run.set_defaults(func=commands.cmd_run)
 

@@ -46,8 +46,20 @@ def _failure_line(app: RoseyApp, name: str, error: BaseException) -> str:
     return str(error).strip().splitlines()[0]
 
 
-async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True) -> int:
-    """Run until SIGINT/SIGTERM (or end of console input); return the process exit code."""
+async def run_forever(
+    config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True, json_logs: bool = False
+) -> int:
+    """Run until SIGINT/SIGTERM (or end of console input); return the process exit code.
+
+    With ``json_logs`` what it says on stderr is a log record too (one JSON object per line).
+    """
+
+    def say(text: str, level: int = logging.INFO) -> None:
+        if json_logs:
+            logger.log(level, "%s", text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,7 +73,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     finally:
         stopping.cancel()
     if not starting.done():  # Ctrl-C / SIGTERM while starting: give up the start, clean up
-        print("Rosey stopping before it was ready...", file=sys.stderr, flush=True)
+        say("Rosey stopping before it was ready...")
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError, RoseyError, OSError):
             await starting
@@ -70,7 +82,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     try:
         results = starting.result()
     except (RoseyError, OSError) as exc:
-        print(f"rosey: could not start: {exc}", file=sys.stderr)
+        say(f"rosey: could not start: {exc}", logging.ERROR)
         await app.stop()
         return 2
     adapters = list(app.catalog.adapter_configs)  # in the config's order
@@ -78,7 +90,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     ready = [name for name, error in plugins.items() if error is None]
     failed = {name: _failure_line(app, name, error) for name, error in results.items() if error is not None}
     for line in failed.values():  # one line each; the plugin's traceback is in the log above, once
-        print(f"rosey: {line}", file=sys.stderr)
+        say(f"rosey: {line}", logging.ERROR)
     example = ready[0] if ready else "NAME"
     prefix = config.chat.prefix
     console_off = any(a.type == "console" and not a.enabled for a in config.adapters.values())
@@ -94,9 +106,10 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     if adapters:
         up = [name for name in adapters if results.get(name) is None]
         platforms = f"; adapters {len(up)}/{len(adapters)} running ({', '.join(up) or 'none'})"
+    web = f"; web {app.web_url}" if app.web_url else ""
     print(
         f"Rosey ready: {len(ready)}/{len(plugins)} plugins running ({', '.join(ready) or 'none'}){failures}"
-        f"{platforms} on NATS {redact_url(app.nats_url)}. {try_it}; Ctrl-C stops.",
+        f"{platforms} on NATS {redact_url(app.nats_url)}{web}. {try_it}; Ctrl-C stops.",
         flush=True,
     )
 
@@ -111,7 +124,7 @@ async def run_forever(config: RoseyConfig, *, nats_url: str | None = None, chat:
     try:
         await stop.wait()
     finally:
-        print("Rosey stopping...", file=sys.stderr, flush=True)
+        say("Rosey stopping...")
         if chat_task is not None:
             chat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -211,7 +211,12 @@ class PluginProcess:
             os.close(ready_write)
         self._start_time = time.monotonic()
         self.launched_by = Launcher.ZYGOTE if isinstance(self.process, ForeignChild) else Launcher.SPAWN
-        logger.info("Starting plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
+        logger.info(
+            "Starting plugin '%s' (pid %d)",
+            self.plugin_name,
+            self.process.pid,
+            extra={"plugin": self.plugin_name},
+        )
         if self.options.record is not None:
             self.options.record.started(ProcessRole.PLUGIN, self.plugin_name, self.process.pid)
 
@@ -265,7 +270,9 @@ class PluginProcess:
         if self._on_output_flood is not None:
             self._on_output_flood(reason)
             return
-        logger.warning("killing plugin '%s': %s", self.plugin_name, reason)
+        logger.warning(
+            "killing plugin '%s': %s", self.plugin_name, reason, extra={"plugin": self.plugin_name}
+        )
         self.kill_tree()
 
     @property
@@ -408,12 +415,22 @@ class PluginProcess:
             logger.debug("Plugin '%s' not running", self.plugin_name)
             return None
         if not self._exit.exited:
-            logger.info("Stopping plugin '%s' (pid %d)", self.plugin_name, self.process.pid)
+            logger.info(
+                "Stopping plugin '%s' (pid %d)",
+                self.plugin_name,
+                self.process.pid,
+                extra={"plugin": self.plugin_name},
+            )
             self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self._exit.wait(), timeout)
             except TimeoutError:
-                logger.warning("Plugin '%s' didn't stop within %gs, killing", self.plugin_name, timeout)
+                logger.warning(
+                    "Plugin '%s' didn't stop within %gs, killing",
+                    self.plugin_name,
+                    timeout,
+                    extra={"plugin": self.plugin_name},
+                )
                 self.process.kill()
                 await self._exit.wait()
         await self._wait_pipes_closed(1.0)
@@ -508,6 +525,8 @@ class PluginProcess:
                 "uptime_seconds": self.uptime_seconds,
                 "num_threads": proc.num_threads(),
             }
+            times = proc.cpu_times()
+            stats["cpu_seconds"] = times.user + times.system
             with contextlib.suppress(psutil.Error, AttributeError):
                 stats["num_fds"] = proc.num_fds()
             return stats
@@ -540,6 +559,7 @@ class PluginProcess:
             self.plugin_name,
             self.pid,
             describe_exit(returncode),
+            extra={"plugin": self.plugin_name},
         )
 
     async def _wait_pipes_closed(self, timeout: float) -> None:

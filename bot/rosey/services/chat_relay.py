@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.rosey.core.chat import ChatEvent, ChatEventType
 from bot.rosey.core.event_bus import EventBus, Subscription
@@ -37,6 +37,9 @@ class RelayStats:
     relayed: int = 0
     malformed: int = 0
     unknown_adapter: int = 0
+    # The same per configured adapter (for /metrics): name -> events.
+    relayed_by_adapter: dict[str, int] = field(default_factory=dict)
+    malformed_by_adapter: dict[str, int] = field(default_factory=dict)
 
 
 class ChatRelay:
@@ -86,6 +89,7 @@ class ChatRelay:
             )
         except MalformedEvent as exc:
             self.stats.malformed += 1
+            self.stats.malformed_by_adapter[name] = self.stats.malformed_by_adapter.get(name, 0) + 1
             self._warn(name, f"a malformed {event_type!r} event was dropped ({exc})")
             return
         if self._on_chat is not None and chat.type in _SPOKEN:
@@ -101,6 +105,7 @@ class ChatRelay:
             logger.warning("event from %s lost: %s", name, exc)
             return
         self.stats.relayed += 1
+        self.stats.relayed_by_adapter[name] = self.stats.relayed_by_adapter.get(name, 0) + 1
 
     def _warn(self, adapter: str, text: str) -> None:
         now = time.monotonic()

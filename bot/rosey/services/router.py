@@ -157,6 +157,7 @@ class CoreRouter:
         access: AccessPolicy | None = None,
         admin: AdminCommand | None = None,
         source: str = "rosey-router",
+        on_outcome: Callable[[CommandOutcome], None] | None = None,
         files: ClaimFile | None = None,
     ) -> None:
         self.bus = bus
@@ -168,6 +169,7 @@ class CoreRouter:
         self._why_unavailable = why_unavailable
         self.access = access or AccessPolicy()
         self._admin = admin
+        self._on_outcome = on_outcome  # metrics: sees every command's outcome (see execute)
         self._files = files  # files (6d)
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
@@ -238,6 +240,28 @@ class CoreRouter:
 
         ``context`` adds keys to the command's data (a chat command's ``platform``, ``private``).
         """
+        # --- metrics hook: every outcome, once, to ``on_outcome`` (commands by outcome, latency).
+        result = await self._execute(
+            plugin, args, user=user, channel=channel, timeout=timeout, context=context
+        )
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(result)
+            except Exception:  # counting must never cost a user their answer
+                logger.exception("on_outcome callback failed")
+        return result
+        # --- end of the metrics hook
+
+    async def _execute(
+        self,
+        plugin: str,
+        args: list[str],
+        *,
+        user: str | dict[str, Any],
+        channel: str,
+        timeout: float | None,
+        context: Mapping[str, Any] | None,
+    ) -> CommandOutcome:
         started = time.monotonic()
         correlation_id = new_id()
 
@@ -274,7 +298,13 @@ class CoreRouter:
             if waiter.crash_reason is None or (waiter.task is not None and waiter.task.uncancel() > 0):
                 raise  # cancelled by our caller, not (only) by the crash
             reason = waiter.crash_reason
-            logger.warning("plugin %s crashed during command %s: %s", plugin, correlation_id, reason)
+            logger.warning(
+                "plugin %s crashed during command %s: %s",
+                plugin,
+                correlation_id,
+                reason,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(
                 OutcomeKind.CRASHED,
                 f"plugin '{plugin}' crashed while handling your command ({reason})",
@@ -283,7 +313,13 @@ class CoreRouter:
         except NoResponders:
             return self._no_responders(plugin, outcome)
         except RequestTimeout:
-            logger.warning("plugin %s did not answer command %s within %gs", plugin, correlation_id, wait)
+            logger.warning(
+                "plugin %s did not answer command %s within %gs",
+                plugin,
+                correlation_id,
+                wait,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(OutcomeKind.TIMEOUT, f"plugin '{plugin}' did not answer within {wait:g} s")
         except PayloadTooLarge as exc:
             return outcome(
@@ -291,12 +327,24 @@ class CoreRouter:
                 f"command too large: {exc.sizes()} (the message limit)",
             )
         except BusNotConnected as exc:
-            logger.warning("command %s for %s not sent: %s", correlation_id, plugin, exc)
+            logger.warning(
+                "command %s for %s not sent: %s",
+                correlation_id,
+                plugin,
+                exc,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(
                 OutcomeKind.UNAVAILABLE, "commands are unavailable right now: the bot lost its message bus"
             )
         except MalformedEvent as exc:
-            logger.warning("plugin %s sent a malformed reply to %s: %s", plugin, correlation_id, exc)
+            logger.warning(
+                "plugin %s sent a malformed reply to %s: %s",
+                plugin,
+                correlation_id,
+                exc,
+                extra={"plugin": plugin, "correlation_id": correlation_id},
+            )
             return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: the plugin sent an unreadable answer")
         finally:
             waiting = self._in_flight.get(plugin)
@@ -311,7 +359,13 @@ class CoreRouter:
         # type (from the plugin's rosey.commands.<p>.result / .error subject) tells them apart.
         if reply.event_type == "error" or (reply.event_type != "result" and "error" in reply.data):
             text = str(reply.data.get("error") or "unknown error")
-            logger.warning("plugin %s answered %s with an error: %s", plugin, reply.correlation_id, text)
+            logger.warning(
+                "plugin %s answered %s with an error: %s",
+                plugin,
+                reply.correlation_id,
+                text,
+                extra={"plugin": plugin, "correlation_id": reply.correlation_id},
+            )
             return outcome(OutcomeKind.ERROR, f"⚠️ {plugin}: {text}", reply.data)
         message = reply.data.get("message") or reply.data.get("text")
         text = str(message) if message else f"(plugin {plugin} answered without a message)"

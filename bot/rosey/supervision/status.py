@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 __all__ = [
+    "KILL_CAUSES",
     "STATUS_HISTORY",
     "LauncherStatus",
     "NatsStatus",
@@ -23,6 +24,7 @@ __all__ = [
     "ResourceSample",
     "RoseyStatus",
     "WatchdogStatus",
+    "kill_cause",
     "unavailable_reason",
 ]
 
@@ -41,6 +43,27 @@ class PluginState(StrEnum):
     STOPPING = "stopping"
     FAILED = "failed"
     DISABLED = "disabled"
+
+
+#: Why the watchdog killed a plugin, as one word per kind of limit (the reason's first words ->
+#: the cause): the ``cause`` of ``PluginStatus.kills`` and a low-cardinality metric label.
+KILL_CAUSES: tuple[tuple[str, str], ...] = (
+    ("memory", "memory"),
+    ("cpu", "cpu"),
+    ("threads", "threads"),
+    ("open files", "open_files"),
+    ("child processes", "processes"),
+    ("disk", "disk"),
+    ("unresponsive", "unresponsive"),
+    ("flood", "flood"),  # NATS traffic: messages, bytes or subscriptions
+    ("output flood", "output"),  # stdout/stderr beyond its rate
+)
+
+
+def kill_cause(reason: str) -> str:
+    """The cause of a watchdog kill from its reason in words ("memory 301 MB > limit 256 MB" ->
+    "memory"); "other" for a reason of no known kind."""
+    return next((cause for start, cause in KILL_CAUSES if reason.startswith(start)), "other")
 
 
 # ---------------------------------------------------------------------- tolerant readers
@@ -78,6 +101,7 @@ class ResourceSample:
     memory_percent: float | None = None
     num_threads: int | None = None
     num_fds: int | None = None
+    cpu_seconds: float | None = None  # user + system CPU time of the process so far
 
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any], *, t: float) -> ResourceSample:
@@ -89,6 +113,7 @@ class ResourceSample:
             memory_percent=_float(stats.get("memory_percent")),
             num_threads=_int(stats.get("num_threads")),
             num_fds=_int(stats.get("num_fds")),
+            cpu_seconds=_float(stats.get("cpu_seconds")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +124,7 @@ class ResourceSample:
             "memory_percent": self.memory_percent,
             "num_threads": self.num_threads,
             "num_fds": self.num_fds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     def history_point(self) -> dict[str, Any]:
@@ -114,6 +140,7 @@ class ResourceSample:
             memory_percent=_float(data.get("memory_percent")),
             num_threads=_int(data.get("num_threads")),
             num_fds=_int(data.get("num_fds")),
+            cpu_seconds=_float(data.get("cpu_seconds")),
         )
 
 
@@ -171,6 +198,8 @@ class PluginStatus:
     disk_mb: float | None = None  # its data dir's real blocks, as last measured (with a disk quota)
     denied_by_nats: int | None = None
     last_denied: str | None = None
+    cpu_seconds: float | None = None  # CPU time (user + system) of the running process, as last read
+    kills: Mapping[str, int] = field(default_factory=dict)  # watchdog kills since start, by kill_cause
     history: tuple[ResourceSample, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -200,6 +229,8 @@ class PluginStatus:
             "sandbox_source": self.sandbox_source,
             "launcher": self.launcher,
             "disk_mb": self.disk_mb,
+            "cpu_seconds": self.cpu_seconds,
+            "kills": dict(self.kills),
         }
         if self.denied_by_nats:
             data["denied_by_nats"] = self.denied_by_nats
@@ -235,6 +266,8 @@ class PluginStatus:
             disk_mb=_float(data.get("disk_mb")),
             denied_by_nats=_int(data.get("denied_by_nats")),
             last_denied=_str(data.get("last_denied")),
+            cpu_seconds=_float(data.get("cpu_seconds")),
+            kills={str(k): v for k, v in _mapping(data.get("kills")).items() if _int(v) is not None},
             history=tuple(
                 ResourceSample.from_dict(point)
                 for point in (history if isinstance(history, list) else [])

@@ -47,6 +47,7 @@ from bot.rosey.supervision.status import (
     PluginState,
     PluginStatus,
     ResourceSample,
+    kill_cause,
     unavailable_reason,
 )
 
@@ -79,6 +80,7 @@ class ManagedPlugin:
     history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=120))
     ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
     disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
+    kills: dict[str, int] = field(default_factory=dict)  # watchdog kills since the bot started, by cause
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -136,6 +138,8 @@ class ManagedPlugin:
             sandbox_source="launcher" if launch else None,
             launcher=launched_by.value if launched_by is not None else None,
             disk_mb=round(self.disk.mb, 1) if running and self.disk is not None else None,
+            cpu_seconds=stats.cpu_seconds if running and stats else None,
+            kills=dict(self.kills),
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
@@ -264,7 +268,13 @@ class Supervisor:
         exc = task.exception()
         if exc is None:
             return
-        logger.error("plugin '%s' supervision failed: %r", plugin.name, exc, exc_info=exc)
+        logger.error(
+            "plugin '%s' supervision failed: %r",
+            plugin.name,
+            exc,
+            exc_info=exc,
+            extra={"plugin": plugin.name},
+        )
         self._give_up(plugin, f"supervision failed: {exc!r}")
 
     async def stop(self, name: str) -> None:
@@ -298,8 +308,10 @@ class Supervisor:
         """
         plugin = self.get(name)
         if plugin.process is not None and plugin.process.is_running():
-            logger.warning("killing plugin '%s': %s", name, reason)
+            logger.warning("killing plugin '%s': %s", name, reason, extra={"plugin": name})
             plugin.kill_reason = reason
+            cause = kill_cause(reason)
+            plugin.kills[cause] = plugin.kills.get(cause, 0) + 1
             plugin.process.kill_tree()
 
     # ------------------------------------------------------------------ lifecycle
@@ -330,11 +342,11 @@ class Supervisor:
                     if delay > 0:
                         await self._back_off(plugin, delay)
                     else:
-                        logger.info("restarting plugin '%s' now", plugin.name)
+                        logger.info("restarting plugin '%s' now", plugin.name, extra={"plugin": plugin.name})
                     if plugin.want_running:
                         plugin.restarts += 1
                 case Fail(reason=reason):
-                    logger.error("plugin '%s' failed: %s", plugin.name, reason)
+                    logger.error("plugin '%s' failed: %s", plugin.name, reason, extra={"plugin": plugin.name})
                     plugin.failure_reason = reason
                     plugin.want_running = False
                     self._transition(plugin, PluginState.FAILED, reason=reason)
@@ -373,7 +385,12 @@ class Supervisor:
             if not plugin.want_running:  # stopped while starting: not a failure
                 return StoppedOnRequest(returncode=process.returncode), time.monotonic() - started
             # One line: the plugin's stderr (its traceback) is in the log already, once.
-            logger.error("plugin '%s' failed to start: %s", plugin.name, plugin.last_exit)
+            logger.error(
+                "plugin '%s' failed to start: %s",
+                plugin.name,
+                plugin.last_exit,
+                extra={"plugin": plugin.name},
+            )
             self._transition(
                 plugin, PluginState.CRASHED, reason=plugin.last_exit, returncode=process.returncode
             )
@@ -406,12 +423,12 @@ class Supervisor:
             # Published at once (before any backoff): the router fails the commands in flight.
             self._transition(plugin, PluginState.CRASHED, reason=end.description, returncode=returncode)
         else:
-            logger.info("plugin '%s' %s", plugin.name, end.description)
+            logger.info("plugin '%s' %s", plugin.name, end.description, extra={"plugin": plugin.name})
         return end, ran_for
 
     async def _back_off(self, plugin: ManagedPlugin, delay: float) -> None:
         self._transition(plugin, PluginState.BACKOFF, reason=plugin.last_exit, delay=delay)
-        logger.info("restarting plugin '%s' in %.1fs", plugin.name, delay)
+        logger.info("restarting plugin '%s' in %.1fs", plugin.name, delay, extra={"plugin": plugin.name})
         plugin.wake.clear()
         if not plugin.want_running:
             return
@@ -420,7 +437,7 @@ class Supervisor:
 
     def _give_up(self, plugin: ManagedPlugin, reason: str) -> None:
         """No retry can help (bad configuration): failed, with the reason, and tell the waiter."""
-        logger.error("plugin '%s' %s", plugin.name, reason)
+        logger.error("plugin '%s' %s", plugin.name, reason, extra={"plugin": plugin.name})
         plugin.failure_reason = reason
         plugin.want_running = False
         self._transition(plugin, PluginState.FAILED, reason=reason)

@@ -251,7 +251,10 @@ class LogForwarder:
         self._tokens -= 1.0
         if self.suppressed:
             self._logger.warning(
-                "[%s] ... %d lines not logged (output rate limit)", self._name, self.suppressed
+                "[%s] ... %d lines not logged (output rate limit)",
+                self._name,
+                self.suppressed,
+                extra={"plugin": self._name},
             )
             self.suppressed = 0
-        self._logger.info("[%s] %s", self._name, line.text)
+        self._logger.info("[%s] %s", self._name, line.text, extra={"plugin": self._name})
