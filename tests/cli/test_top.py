@@ -14,6 +14,7 @@ import struct
 import termios
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -87,10 +88,11 @@ BROKEN = PluginStatus(
 STATUS = _status(ECHO, IRC, BROKEN)
 
 
-def _text(status: RoseyStatus, *, width: int = 200, **options: object) -> str:
+def _text(status: RoseyStatus, *, width: int = 200, **options: Any) -> str:
+    """The frame as plain text, as printed to a file."""
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, force_terminal=False)
-    console.print(render(status, **options))  # type: ignore[arg-type]
+    console.print(render(status, **options))
     return out.getvalue()
 
 
@@ -102,9 +104,11 @@ def _row(text: str, name: str) -> list[str]:
 def test_the_frame_has_every_column_with_units() -> None:
     text = _text(STATUS)
     header, titles = text.splitlines()[:2]
-    assert header.startswith("rosey pid 4242  up 1h02m  NATS nats://***@127.0.0.1:4222 (embedded)")
+    assert header == (
+        "rosey pid 4242  up 1h02m  2/3 running  NATS nats://***@127.0.0.1:4222 (embedded)"
+        "  sandbox best-effort: rlimits,landlock-fs"
+    )
     assert "s3cret" not in text
-    assert "sandbox best-effort: rlimits,landlock-fs" in header and "2/3 running" in header
     assert re.split(r" {2,}", titles.strip()) == [c + (" ▼" if c == "CPU %" else "") for c in COLUMNS]
     assert _row(text, "echo") == [
         "echo", "plugin", "running", "1001", "2", "1.5", "25.6 MB", "1m15s", "12", "1", "840 µs", "-",
@@ -231,7 +235,7 @@ async def test_once_prints_one_frame_of_the_running_bot(bot: RunningRosey) -> No
     code, out, err = await rosey("top", "--once", "--sort", "name", cwd=bot.workdir)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"rosey pid {bot.proc.pid}  up ") and "1/2 running" in lines[0]
+    assert re.match(rf"rosey pid {bot.proc.pid}  up \d+s  1/2 running  NATS nats://127\.0\.0\.1:", lines[0])
     assert lines[1].split() == [*" ".join(COLUMNS).replace("NAME", "NAME ▲").split()]
     broken, chatty = _row(out, "broken"), _row(out, "chatty")
     assert broken[:4] == ["broken", "plugin", "failed", "-"]
@@ -281,14 +285,18 @@ class Terminal:
 
     async def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
         """The first match of ``pattern`` drawn after the previous expect's match."""
-        async with asyncio.timeout(timeout):
-            while True:
-                found = re.compile(pattern).search(self.text, self.seen)
-                if found:
-                    self.seen = found.end()
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    found = re.compile(pattern).search(self.text, self.seen)
+                    if found:
+                        self.seen = found.end()
+                        return found
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            drawn = self.text[-3000:]
+            raise AssertionError(f"{pattern!r} not drawn in {timeout} s; the last of it:\n{drawn}") from None
 
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
@@ -309,11 +317,17 @@ def pseudo_terminal(rows: int = 40, columns: int = 200) -> Iterator[tuple[int, i
         os.close(slave)
 
 
+def _take_terminal() -> None:
+    """In the child, after setsid(): its stdin becomes its controlling terminal, as in a shell,
+    so Ctrl-C typed on it is a SIGINT from the terminal's line discipline."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 async def _top_on_terminal(workdir: Path, slave: int, *args: str) -> asyncio.subprocess.Process:
     env = {k: v for k, v in user_env().items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     return await asyncio.create_subprocess_exec(
         *ROSEY, "top", *args, cwd=workdir, stdin=slave, stdout=slave, stderr=slave,
-        env={**env, "TERM": "xterm-256color"}, start_new_session=True,
+        env={**env, "TERM": "xterm-256color"}, start_new_session=True, preexec_fn=_take_terminal,
     )  # fmt: skip
 
 
@@ -331,9 +345,12 @@ async def test_live_view_redraws_after_a_restart_and_quits_on_q(bot: RunningRose
             first = await terminal.expect(_row_pattern("chatty"))
             pid, restarts = int(first[1]), int(first[2])
             assert restarts == 0
-            assert "q quit" in terminal.text and "NAME" in terminal.text
-            # In cbreak mode while it runs: each key counts at once, and is not echoed.
-            assert not termios.tcgetattr(slave)[3] & (termios.ICANON | termios.ECHO)
+            assert "NAME" in terminal.text
+            await terminal.expect(r"q quit  sort: c cpu m memory n name r restarts  every 0\.2 s")
+            # In cbreak mode while it runs: each key counts at once, and is not echoed; Ctrl-C
+            # still makes a SIGINT.
+            lflag = termios.tcgetattr(slave)[3]
+            assert not lflag & (termios.ICANON | termios.ECHO) and lflag & termios.ISIG
 
             os.kill(pid, signal.SIGKILL)
             again = await terminal.expect(_row_pattern("chatty") + r"[^\n]*killed by SIGKILL")
@@ -365,7 +382,7 @@ async def test_live_view_quits_on_ctrl_c_with_the_terminal_restored(bot: Running
         proc = await _top_on_terminal(bot.workdir, slave)
         try:
             await terminal.expect(_row_pattern("chatty"))
-            proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+            terminal.type("\x03")  # Ctrl-C: the terminal (its controlling one) sends SIGINT
             assert await asyncio.wait_for(proc.wait(), 10) == 0
         finally:
             if proc.returncode is None:

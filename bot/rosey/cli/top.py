@@ -160,15 +160,16 @@ def _header(status: RoseyStatus) -> Text:
     kind = "embedded" if status.nats.embedded else "external"
     header = Text()
     header.append("rosey", style="bold")
-    header.append(f" pid {_or_dash(status.pid)}  up {format_duration(status.uptime_seconds)}")
+    header.append(f" pid {_or_dash(status.pid)}  up {format_duration(status.uptime_seconds)}  ")
+    header.append(f"{running}/{len(status.plugins)} running", style="bold")
     header.append(f"  NATS {printable(redact_url(status.nats.url))} ({kind})")
+    # Last, as it is the longest: the layers the launchers reported before plugin code ran.
     header.append(f"  sandbox {printable(status.sandbox_mode or '-')}")
     layers = {p.sandbox for p in status.plugins if p.pid is not None and p.sandbox_source is not None}
     if len(layers) == 1:
         header.append(f": {printable(layers.pop() or 'none')}")
     elif layers:
         header.append(": layers differ between plugins (rosey status shows them)")
-    header.append(f"  {running}/{len(status.plugins)} running", style="bold")
     return header
 
 
