@@ -368,20 +368,41 @@ async def test_live_view_redraws_after_a_restart_and_quits_on_q(bot: RunningRose
                 await proc.wait()
             terminal.close()
         assert termios.tcgetattr(slave) == before  # cbreak undone
-        raw = bytes(terminal.raw)
-        # The alternate screen was entered and left, and the cursor shown again.
-        assert b"\x1b[?1049h" in raw
-        assert raw.rindex(b"\x1b[?1049l") > raw.rindex(b"\x1b[?1049h")
-        assert raw.rindex(b"\x1b[?25h") > raw.rindex(b"\x1b[?25l")
+        assert _left_screen(bytes(terminal.raw))
 
 
-async def test_live_view_quits_on_ctrl_c_with_the_terminal_restored(bot: RunningRosey) -> None:
+def _left_screen(raw: bytes) -> bool:
+    """The alternate screen was left after it was last entered, and the cursor shown again."""
+    screen_left = raw.rindex(b"\x1b[?1049l") > raw.rindex(b"\x1b[?1049h")
+    cursor_shown = raw.rindex(b"\x1b[?25h") > raw.rindex(b"\x1b[?25l")
+    return screen_left and cursor_shown
+
+
+async def _stopped(pid: int) -> None:
+    """Returns once the child ``pid`` is stopped by a signal (waitid, leaving it waitable)."""
+    await asyncio.to_thread(os.waitid, os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+
+
+async def test_live_view_resizes_suspends_and_quits_on_ctrl_c(bot: RunningRosey) -> None:
     with pseudo_terminal() as (master, slave):
         before = termios.tcgetattr(slave)
         terminal = Terminal(master)
         proc = await _top_on_terminal(bot.workdir, slave)
         try:
             await terminal.expect(_row_pattern("chatty"))
+            # A narrower window (the kernel sends SIGWINCH): redrawn at once, without KIND.
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 90, 0, 0))
+            await terminal.expect(r"chatty +running +\d+ +\d+ [^\n]*")
+            await terminal.expect(r"every 1 s  \d columns hidden")
+
+            terminal.type("\x1a")  # Ctrl-Z: the terminal is given back, then the process stops
+            await asyncio.wait_for(_stopped(proc.pid), 10)
+            assert termios.tcgetattr(slave) == before
+            assert _left_screen(bytes(terminal.raw))
+            proc.send_signal(signal.SIGCONT)  # `fg`: drawn again, in cbreak mode again
+            await terminal.expect(r"chatty +running +\d+ +\d+ [^\n]*")
+            assert not termios.tcgetattr(slave)[3] & termios.ICANON
+
             terminal.type("\x03")  # Ctrl-C: the terminal (its controlling one) sends SIGINT
             assert await asyncio.wait_for(proc.wait(), 10) == 0
         finally:
@@ -390,5 +411,24 @@ async def test_live_view_quits_on_ctrl_c_with_the_terminal_restored(bot: Running
                 await proc.wait()
             terminal.close()
         assert termios.tcgetattr(slave) == before
-        raw = bytes(terminal.raw)
-        assert raw.rindex(b"\x1b[?1049l") > raw.rindex(b"\x1b[?1049h")
+        assert _left_screen(bytes(terminal.raw))
+
+
+async def test_live_view_says_when_the_bot_stops(bot: RunningRosey) -> None:
+    with pseudo_terminal() as (master, slave):
+        before = termios.tcgetattr(slave)
+        terminal = Terminal(master)
+        proc = await _top_on_terminal(bot.workdir, slave, "--interval", "0.2")
+        try:
+            await terminal.expect(_row_pattern("chatty"))
+            code, _, err = await rosey("shutdown", cwd=bot.workdir)
+            assert code == 0, err
+            await terminal.expect(rf"rosey: Rosey \(pid {bot.proc.pid}\) has stopped\r?\n")
+            assert await asyncio.wait_for(proc.wait(), 10) == 2
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            terminal.close()
+        assert termios.tcgetattr(slave) == before
+        assert _left_screen(bytes(terminal.raw))
