@@ -432,3 +432,13 @@ async def test_live_view_says_when_the_bot_stops(bot: RunningRosey) -> None:
             terminal.close()
         assert termios.tcgetattr(slave) == before
         assert _left_screen(bytes(terminal.raw))
+
+
+def test_the_sort_option_offers_every_sort_key() -> None:
+    from bot.rosey.cli.parser import build_parser
+
+    for key in SortKey:  # the parser lists them without importing rich; they must agree
+        args = build_parser().parse_args(["top", "--sort", key.value, "-d", "2.5"])
+        assert (SortKey(args.sort), args.interval, args.once) == (key, 2.5, False)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["top", "--sort", "pid"])
