@@ -12,7 +12,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import CliError, NoResponders, RequestTimeout
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 
-__all__ = ["connect", "control"]
+__all__ = ["ask", "connect", "control"]
 
 SOURCE = "rosey-cli"
 
@@ -41,11 +41,20 @@ async def control(
     info = read_runtime(config.state_dir)
     bus = await connect(info)
     try:
+        return await ask(bus, info, action, data, timeout=timeout)
+    finally:
+        await bus.disconnect()
+
+
+async def ask(
+    bus: EventBus, info: RuntimeInfo, action: str, data: dict[str, Any], *, timeout: float = 30.0
+) -> dict[str, Any]:
+    """One request to the control service on a connection already made (for commands that ask
+    again and again, as ``rosey top`` does); raises CliError on failure."""
+    try:
         reply = await bus.request(Subjects.supervisor(action), data, SOURCE, timeout=timeout)
     except (NoResponders, RequestTimeout) as exc:
         raise CliError(f"Rosey (pid {info.pid}) did not answer: {exc}") from exc
-    finally:
-        await bus.disconnect()
     if not reply.data.get("ok"):
         raise CliError(str(reply.data.get("error", "unknown error")))
     return reply.data

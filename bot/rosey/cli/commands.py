@@ -44,6 +44,7 @@ __all__ = [
     "cmd_send",
     "cmd_shutdown",
     "cmd_status",
+    "cmd_top",
     "setup_logging",
 ]
 
@@ -147,6 +148,13 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if status.nats.flood_detection and status.nats.flood_detection != "on":
         print(f"flood detection {status.nats.flood_detection}")
     return EXIT_OK
+
+
+async def cmd_top(args: argparse.Namespace) -> int:
+    from bot.rosey.cli.top import SortKey  # rich is imported by `top` alone
+    from bot.rosey.cli.top_live import run_top
+
+    return await run_top(_config(args), interval=args.interval, sort=SortKey(args.sort), once=args.once)
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:

@@ -108,6 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="everything the supervisor knows, as JSON")
     status.set_defaults(func=commands.cmd_status)
 
+    top = sub.add_parser(
+        "top",
+        parents=[common],
+        help="the status table, live: CPU, memory, restarts, commands, latency; q quits",
+        description="Show the running bot's plugins and adapters in a table redrawn in place: state, pid, "
+        "restarts, CPU, memory, uptime, commands, errors, median latency, NATS denials, last exit. "
+        "Keys: q quit (or Ctrl-C); c, m, n, r sort by CPU, memory, name, restarts.",
+    )
+    top.add_argument(
+        "--interval",
+        "-d",
+        type=positive_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes (default 1)",
+    )
+    top.add_argument(
+        "--sort",
+        choices=["cpu", "memory", "name", "restarts"],
+        default="cpu",
+        help="the order of the rows (default cpu: the busiest first)",
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
+    top.set_defaults(func=commands.cmd_top)
+
     plugins = sub.add_parser(
         "plugins",
         help="plugins Rosey would run (works without a running bot)",
