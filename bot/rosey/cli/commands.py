@@ -163,7 +163,7 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
 
     config = _config(args)
     catalog = build_catalog(config)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": spec.name,
             "enabled": spec.enabled,
