@@ -13,10 +13,13 @@ from collections.abc import Callable, Collection, Mapping
 
 from bot.rosey.plugins.declared_commands import HELP_COMMAND, PluginCommands
 
-__all__ = ["MAX_HELP_LINES", "ChatHelp"]
+__all__ = ["MAX_HELP_LINES", "PER_PLUGIN_LINES", "ChatHelp"]
 
 #: At most this many lines in one ``!help`` answer; past it, the rest is counted, not shown.
 MAX_HELP_LINES = 60
+#: In the overview, at most this many lines per plugin: one plugin declaring 64 commands must not
+#: push everybody else's out of ``!help`` (``!help NAME`` shows them all).
+PER_PLUGIN_LINES = 8
 _DASH = " — "
 
 
@@ -55,11 +58,16 @@ class ChatHelp:
                 summary = declared.summary if declared is not None else ""
                 lines.append(f"{p}{plugin}{_DASH}{summary}" if summary else f"{p}{plugin}")
                 continue
-            for command in declared.commands:
+            commands = declared.commands
+            if len(commands) > PER_PLUGIN_LINES:
+                commands = commands[: PER_PLUGIN_LINES - 1]
+            for command in commands:
                 shown = command.invocation(plugin, p)
                 lines.append(
                     f"{shown}{_DASH}{command.help}" if command.help else command.usage_line(plugin, p)
                 )
+            if hidden := len(declared.commands) - len(commands):
+                lines.append(f"{p}{plugin} … {hidden} more: {p}{HELP_COMMAND} {plugin}")
         if admin:
             lines.append(f"{p}rosey{_DASH}bot admin: status, restart NAME, stop NAME, start NAME")
         if not lines:
@@ -101,4 +109,6 @@ class ChatHelp:
             if command.aliases:
                 line += f" (also: {', '.join(command.aliases)})"
             lines.append(f"{line}{_DASH}{command.help}" if command.help else line)
+        if len(lines) > MAX_HELP_LINES:
+            lines = [*lines[: MAX_HELP_LINES - 1], f"… and {len(lines) - MAX_HELP_LINES + 1} more"]
         return "\n".join(lines)
