@@ -165,6 +165,9 @@ class _Reader:
         if not (isinstance(node, ast.Call) and expr_name(node.func) == _CONSTRUCTOR):
             self.problem(node, f"{what}: not a Command(...)")
             return None
+        first = node.args[0] if node.args else None
+        if name is None and isinstance(first, ast.Constant) and isinstance(first.value, str):
+            what = f"command {first.value[:40]!r}"  # the tuple form: name it in messages as well
         values = self.fields(node, what, name=name)
         if values is None:
             return None
