@@ -230,3 +230,20 @@ async def test_a_malformed_declaration_stops_the_start_with_its_reason(
     )
     with pytest.raises(Exception, match=r"<a\.\.\.> must come last"):
         await harness.start_plugin("bad", bad)
+
+
+async def test_a_plugin_with_no_handler_and_no_declaration_still_fails_to_start(
+    harness: PluginHarness, tmp_path: Path
+) -> None:
+    """handle_command is no longer abstract (decorators may replace it), but a plugin with
+    neither has no way to answer: it fails at start, as the seed's abstract method made it."""
+    empty = tmp_path / "empty_plugin.py"
+    empty.write_text(
+        "from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin\n"
+        "class Empty(PluginInterface):\n"
+        "    plugin_name = 'empty'\n"
+        "if __name__ == '__main__':\n"
+        "    run_plugin(Empty)\n"
+    )
+    with pytest.raises(Exception, match="Empty implements no handle_command and declares no @command"):
+        await harness.start_plugin("empty", empty)

@@ -173,6 +173,9 @@ class PluginInterface(ABC):
         # Declared commands are checked before anything connects: a malformed one stops the start
         # with a message naming it (CommandDeclarationError), not the first user who types it.
         self._command_table = CommandTable.of(type(self), name)
+        if not self._command_table.commands and type(self).handle_command is PluginInterface.handle_command:
+            # What the seed's abstract method said: a plugin with no way to answer is a mistake.
+            raise TypeError(f"{type(self).__name__} implements no handle_command and declares no @command")
         expected = os.getenv(Env.PLUGIN_NAME)
         if expected and expected != name:
             raise PluginNameMismatch(
