@@ -63,6 +63,9 @@ def test_check_fits_words_to_the_usage() -> None:
     assert dict(args) == {"count": 3, "hearts|spades": "hearts", "note": ("for", "you")}
     assert args.text("note") == "for you" and args.words == ("3", "Hearts", "for", "you")
     assert dict(declared.check(["1"])) == {"count": 1, "hearts|spades": None, "note": ()}
+    assert args.number("count") == 3 and args.word("hearts|spades") == "hearts"
+    left_out = declared.check(["1"])
+    assert left_out.word("hearts|spades", "any") == "any" and left_out.number("missing", 7) == 7
     for words, says in [
         ([], "missing <count>"),
         (["x"], "count must be a whole number, not 'x'"),

@@ -44,7 +44,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import CommandDeclarationError, UsageError
@@ -201,6 +201,16 @@ class Args(Mapping[str, ArgValue]):
     def __repr__(self) -> str:
         return f"Args({self._values!r})"
 
+    def number(self, name: str, default: int = 0) -> int:
+        """A ``<name:int>`` argument as an int (``default`` when an optional one was left out)."""
+        value = self._values.get(name)
+        return value if isinstance(value, int) else default
+
+    def word(self, name: str, default: str = "") -> str:
+        """A one-word argument as a str (``default`` when an optional one was left out)."""
+        value = self._values.get(name)
+        return value if isinstance(value, str) else default
+
     def text(self, name: str) -> str:
         """The argument as one string: a rest argument's words joined by spaces, None as ''."""
         value = self._values.get(name)
@@ -292,21 +302,30 @@ class Command:
         return f"{self.invocation(plugin, prefix)} {shown}".rstrip()
 
 
+@overload
+def command(name: _F, /) -> _F: ...
+
+
+@overload
 def command(
     name: str | None = None, *, usage: str = "", help: str = "", aliases: Sequence[str] = ()
-) -> Callable[[_F], _F]:
+) -> Callable[[_F], _F]: ...
+
+
+def command(
+    name: str | _F | None = None, *, usage: str = "", help: str = "", aliases: Sequence[str] = ()
+) -> Callable[[_F], _F] | _F:
     """Declare the decorated method as command ``name`` (default: the method's name).
 
     The method is called as ``await method(event, args)`` once its arguments fit ``usage``.
     ``@command`` without parentheses declares a command of the method's name without arguments.
     """
     if callable(name):  # bare @command
-        method: Any = name
-        return command()(method)
+        return command()(name)
 
     def mark(method: _F) -> _F:
         declared = Command(
-            name or method.__name__.lower(),
+            name if isinstance(name, str) and name else method.__name__.lower(),
             usage=usage,
             help=help,
             aliases=tuple(aliases),
