@@ -39,6 +39,7 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.zygote_child",
     "plugins.contract",
     "plugins.command_stats",
+    "plugins.commands",
     "plugins.storage_client",
     "plugins.files_client",
     "plugins.sandbox",

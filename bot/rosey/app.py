@@ -50,6 +50,7 @@ from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
 from bot.rosey.runtime import RuntimeInfo, remove_runtime, write_runtime
 from bot.rosey.services.access import AccessPolicy
 from bot.rosey.services.chat_admin import ChatAdmin
+from bot.rosey.services.chat_help import ChatHelp
 from bot.rosey.services.chat_relay import ChatRelay
 from bot.rosey.services.command_metrics import CommandMetrics
 from bot.rosey.services.control import ControlService
@@ -177,6 +178,7 @@ class RoseyApp:
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
             on_outcome=self.commands.record,
             files=lambda plugin, raw, to: self.files.claim(plugin, raw, to) if self.files else None,
+            help=ChatHelp(self.catalog.commands, lambda: supervisor.names(ProcessKind.PLUGIN), chat.prefix),
         )
         await self.router.start()
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only

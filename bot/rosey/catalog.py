@@ -16,6 +16,7 @@ from pathlib import Path
 from bot.rosey.adapters.types import CUSTOM
 from bot.rosey.config import AdapterConfig, PluginConfig, RoseyConfig
 from bot.rosey.errors import ConfigError
+from bot.rosey.plugins.declared_commands import PluginCommands, read_declared_commands, reserved_name_problems
 from bot.rosey.plugins.plugin_registry import PluginRegistry, inspect_plugin_file, locate_plugin_module
 from bot.rosey.supervision.spec import Limits, PluginSpec, ProcessKind
 
@@ -36,6 +37,8 @@ class Catalog:
     module_files: dict[str, Path] = field(default_factory=dict)
     adapters: tuple[PluginSpec, ...] = ()
     adapter_configs: dict[str, AdapterConfig] = field(default_factory=dict)
+    #: Each plugin's declared commands, read from its source (issue 15: ``!help``, ``plugins list``).
+    commands: dict[str, PluginCommands] = field(default_factory=dict)
 
     @property
     def all_specs(self) -> tuple[PluginSpec, ...]:
@@ -96,6 +99,17 @@ def discover(config: RoseyConfig) -> PluginRegistry:
     )
     registry.discover()
     return registry
+
+
+def _declared_commands(specs: list[PluginSpec], module_files: dict[str, Path]) -> dict[str, PluginCommands]:
+    """Declared commands of every plugin that can run, read statically (no plugin code runs)."""
+    found = {}
+    for spec in specs:
+        path = spec.path or module_files.get(spec.name)
+        if spec.load_error is None and path is not None:
+            class_name = spec.entry.partition(":")[2] if spec.entry else ""
+            found[spec.name] = read_declared_commands(spec.name, path, class_name or None)
+    return found
 
 
 def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -> Catalog:
@@ -177,7 +191,12 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             origin = _module_origin(adapter.entry.partition(":")[0])
             if origin is not None:
                 module_files[name] = origin
+    commands = _declared_commands(specs, module_files)
+    for declared in commands.values():
+        problems.extend(declared.problems)
+    problems.extend(reserved_name_problems(configs, config.chat.prefix))
     return Catalog(
+        commands=commands,
         specs=tuple(specs),
         configs=configs,
         problems=tuple(problems),

@@ -37,6 +37,8 @@ for callers who do not know Rosey's names::
         +-- PluginNameMismatch      RuntimeError      .declared
         +-- PluginStartError        RuntimeError
         +-- PluginCommandError
+    +-- CommandDeclarationError     ValueError        .command
+    +-- UsageError                  ValueError
 
 Exceptions carry their subject as attributes (last column; every ``PluginError`` has
 ``.plugin``), passed as keyword-only arguments after the message, so ``exc.args`` is always
@@ -58,6 +60,7 @@ __all__ = [
     "AlreadyRunning",
     "BusNotConnected",
     "CliError",
+    "CommandDeclarationError",
     "ConfigError",
     "DeliveryFailed",
     "FileTooLarge",
@@ -87,6 +90,7 @@ __all__ = [
     "ServiceError",
     "StorageError",
     "StorageQuotaExceeded",
+    "UsageError",
     "ZygoteError",
 ]
 
@@ -267,6 +271,26 @@ class PluginStartError(PluginError, RuntimeError):
 
 class PluginCommandError(PluginError):
     """A plugin answered a command with an error."""
+
+
+# ------------------------------------------------------------------ declared commands (issue 15)
+
+
+class CommandDeclarationError(RoseyError, ValueError):
+    """A plugin's declared command (``Command(...)``, ``@command``) is malformed: a bad usage
+    grammar, an overlong or multi-line help text, a name used twice. Raised when the plugin starts."""
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class UsageError(RoseyError, ValueError):
+    """A command's arguments do not fit its usage; the SDK answers with the usage line. A handler
+    may raise it too (``raise UsageError("2d1: a die needs 2 sides")``) for checks of its own."""
+
+
+# ------------------------------------------------------------------ end of declared commands
 
 
 class DeliveryFailed(RoseyError):

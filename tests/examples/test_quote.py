@@ -69,12 +69,18 @@ async def test_delete_and_errors(harness: PluginHarness) -> None:
     assert (await harness.command("quote", ["delete", "1"], user=user("ann"))).message == "🗑 Deleted quote #1"
     cases = {
         ("1",): "there is no quote #1",
-        ("delete", "x"): "usage: !quote delete <number>",
-        ("add",): "nothing to add; usage: !quote add <text>",
         ("add", "x" * 501): "that quote is 501 characters; at most 500",
-        ("search",): "search for what? usage: !quote search <words>",
     }
     for args, expected in cases.items():
         reply = await harness.command("quote", list(args))
         assert reply.kind is OutcomeKind.ERROR and reply.message == f"⚠️ quote: {expected}", (args, reply)
+    # Arguments that do not fit a declared command: the SDK answers with its usage line.
+    usage = {
+        ("delete", "x"): "usage: !quote delete <number> (number must be a whole number, not 'x')",
+        ("add",): "usage: !quote add <text...> (missing <text...>)",
+        ("search",): "usage: !quote search <words...> (missing <words...>)",
+    }
+    for args, expected in usage.items():
+        reply = await harness.command("quote", list(args))
+        assert reply.kind is OutcomeKind.RESULT and reply.message == expected, (args, reply)
     assert (await harness.command("quote", ["what"])).message.startswith("unknown subcommand 'what'; usage: ")

@@ -88,7 +88,7 @@ async def test_unknown_city_and_usage(harness: PluginHarness, owm: OwmStandIn) -
     missing = await harness.command("weather", ["Atlantis"])
     assert missing.kind is OutcomeKind.ERROR
     assert missing.message == "⚠️ weather: no city called 'Atlantis' (try adding a country code: Atlantis,GB)"
-    assert (await harness.command("weather")).message.startswith("usage: !weather <city>")
+    assert (await harness.command("weather")).message.startswith("usage: !weather <city")
     assert "too long" in (await harness.command("weather", ["x" * 101])).message
 
 

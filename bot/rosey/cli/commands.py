@@ -159,9 +159,11 @@ async def cmd_top(args: argparse.Namespace) -> int:
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
     from bot.rosey.catalog import build_catalog
+    from bot.rosey.cli.plugin_commands import print_commands  # issue 15
 
-    catalog = build_catalog(_config(args))
-    rows = [
+    config = _config(args)
+    catalog = build_catalog(config)
+    rows: list[dict[str, Any]] = [
         {
             "name": spec.name,
             "enabled": spec.enabled,
@@ -172,6 +174,12 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
         }
         for spec in catalog.specs
     ]
+    # --- issue 15: each plugin's declared commands, read from its source
+    prefix = config.chat.prefix
+    for row in rows:
+        declared = catalog.commands.get(str(row["name"]))
+        row["commands"] = declared.as_dict(prefix) if declared is not None else []
+    # --- end of issue 15
     if args.json:
         print_json({"plugins": rows, "problems": list(catalog.problems)})
     else:
@@ -179,6 +187,7 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
         for row in rows:
             if row["problem"]:
                 print(f"{row['name']}: cannot run: {row['problem']}")
+        print_commands(rows)  # issue 15
         for problem in catalog.problems:
             print(f"warning: {problem}", file=sys.stderr)
     return EXIT_OK

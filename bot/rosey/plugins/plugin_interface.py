@@ -20,7 +20,8 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from bot.rosey.core.chat import FileRef
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
@@ -28,6 +29,7 @@ from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import PayloadTooLarge, PluginNameMismatch, PluginNotConnected
 from bot.rosey.plugins.command_stats import CommandStats
+from bot.rosey.plugins.commands import Args, Command, CommandTable, command, prefix_of, route_command
 from bot.rosey.plugins.contract import (
     Env,
     ExitCode,
@@ -42,7 +44,7 @@ from bot.rosey.plugins.http_client import HttpClient
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
-__all__ = ["PluginInterface", "run_plugin"]
+__all__ = ["Args", "Command", "PluginInterface", "command", "run_plugin"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class PluginInterface(ABC):
     #: How many commands may run at once in this plugin; 1 means one after another.
     max_concurrency: int = 100
 
+    #: Declared commands (issue 15, see :mod:`bot.rosey.plugins.commands`): ``{"roll":
+    #: Command(usage="[NdS...]", help="Roll dice")}`` or a tuple of ``Command("roll", ...)``; their
+    #: arguments are checked before the plugin sees them, and ``!help`` lists them. Optional.
+    commands: ClassVar[Mapping[str, Command] | Sequence[Command]] = ()
+
     def __init__(self, nats_url: str | None = None, nats_token: str | None = None):
         """
         Initialize plugin
@@ -109,6 +116,7 @@ class PluginInterface(ABC):
         self.command_stats = CommandStats()
         self._started = False
         self._start_finished = asyncio.Event()
+        self._command_table: CommandTable | None = None  # declared commands, read in connect()
 
     # ========== Abstract Methods (Plugin Author Implements) ==========
 
@@ -122,7 +130,6 @@ class PluginInterface(ABC):
         Examples: 'trivia', 'markov', 'calendar_manager'
         """
 
-    @abstractmethod
     async def handle_command(self, event: Event) -> None:
         """
         Handle command execution
@@ -132,7 +139,16 @@ class PluginInterface(ABC):
         ``event.data`` holds ``args`` (list of str), ``user`` and ``channel`` when the command
         came from chat. Call ``self.publish_result()`` with the response, or
         ``self.publish_error()``; an exception raised here is published as an error for you.
+
+        Every plugin that declares no commands implements it. One whose commands are all
+        ``@command`` methods may leave it out: then a command that matches none of them is
+        answered with the plugin's usage line.
         """
+        table = self._command_table
+        text = (
+            table.usage(prefix_of(event)) if table and table.commands else f"{self.plugin_name}: no commands"
+        )
+        await self.publish_result({"message": text}, event.correlation_id)
 
     # ========== Optional Lifecycle Hooks ==========
 
@@ -154,6 +170,12 @@ class PluginInterface(ABC):
         Called automatically by run(). Plugin authors don't need to call this.
         """
         name = validate_plugin_name(self.plugin_name)
+        # Declared commands are checked before anything connects: a malformed one stops the start
+        # with a message naming it (CommandDeclarationError), not the first user who types it.
+        self._command_table = CommandTable.of(type(self), name)
+        if not self._command_table.commands and type(self).handle_command is PluginInterface.handle_command:
+            # What the seed's abstract method said: a plugin with no way to answer is a mistake.
+            raise TypeError(f"{type(self).__name__} implements no handle_command and declares no @command")
         expected = os.getenv(Env.PLUGIN_NAME)
         if expected and expected != name:
             raise PluginNameMismatch(
@@ -227,7 +249,8 @@ class PluginInterface(ABC):
         failed = False
         try:
             logger.debug("Plugin '%s' received command %s", self.plugin_name, event.correlation_id)
-            await self.handle_command(event)
+            # Declared commands are checked (and routed) first; anything else: handle_command.
+            await route_command(self, self._command_table, event)
         except Exception as e:
             failed = True
             logger.error(

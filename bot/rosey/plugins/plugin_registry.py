@@ -37,7 +37,11 @@ __all__ = [
     "PluginInfo",
     "PluginRegistry",
     "PluginSource",
+    "expr_name",
+    "find_plugin_class",
     "locate_plugin_module",
+    "parse_source",
+    "shown_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -186,6 +190,46 @@ def _scan_classes(tree: ast.Module) -> dict[str, _ClassScan]:
             has_handler=handler or any(b.has_handler for b in local),
         )
     return scans
+
+
+# --- public AST helpers, for the other static readers of plugin source (declared_commands, ...)
+
+
+def expr_name(expr: ast.expr) -> str | None:
+    """The last name of a decorator or call: ``command`` for ``@command(...)`` and ``@x.command``."""
+    return _tail(expr)
+
+
+def parse_source(path: Path) -> ast.Module:
+    """``path`` parsed, its SyntaxWarnings silenced (the author's business); raises SyntaxError,
+    OSError, ValueError, RecursionError or MemoryError. Nothing is run."""
+    source = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(source, filename=str(path))
+
+
+def find_plugin_class(tree: ast.Module, plugin: str, class_name: str | None = None) -> ast.ClassDef | None:
+    """The class node of plugin ``plugin`` in ``tree``: ``class_name`` when given (an entry point
+    names it), else the plugin class whose literal ``plugin_name`` is ``plugin``, else the
+    module's only concrete plugin class. None when reading cannot tell."""
+    nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    scans = _scan_classes(tree)
+    if class_name is not None:
+        return nodes.get(class_name)
+    plugins = [name for name, scan in scans.items() if scan.is_plugin and not scan.subclassed]
+    named = [name for name in plugins if scans[name].plugin_name == plugin]
+    if named:
+        return nodes[named[-1]]  # the last definition wins, as at run time
+    return nodes[plugins[0]] if len(plugins) == 1 else None
+
+
+def shown_path(path: Path) -> str:
+    """A path as the operator would type it, for messages (relative to the current directory)."""
+    return _shown(path)
+
+
+# --- end of the public AST helpers
 
 
 def _find_top_level(name: str) -> importlib.machinery.ModuleSpec | None:

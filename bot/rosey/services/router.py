@@ -38,6 +38,7 @@ from bot.rosey.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from bot.rosey.plugins.declared_commands import HELP_COMMAND
 from bot.rosey.services.access import AccessPolicy
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
@@ -55,6 +56,9 @@ _OutcomeFactory = Callable[..., "CommandOutcome"]
 AdminCommand = Callable[[ChatEvent, list[str]], Awaitable[str]]
 #: The command name the core itself answers (bot admins' ``!rosey status``); no plugin gets it.
 ADMIN_COMMAND = "rosey"
+#: issue 15: answers ``!help [NAME]``: (its arguments, the access check for the asking user,
+#: whether they are a bot admin) -> the reply text (see services/chat_help.py).
+HelpCommand = Callable[[list[str], Callable[[str], "str | None"], bool], str]
 #: files (6d): (plugin, the ``file`` of its answer, the adapter it goes to) -> the stored file, bound
 #: to that adapter, or None when the plugin may not send it (see ``FilesService.claim``).
 ClaimFile = Callable[[str, object, str], FileRef | None]
@@ -159,6 +163,7 @@ class CoreRouter:
         source: str = "rosey-router",
         on_outcome: Callable[[CommandOutcome], None] | None = None,
         files: ClaimFile | None = None,
+        help: HelpCommand | None = None,
     ) -> None:
         self.bus = bus
         self.config = config or RouterConfig()
@@ -171,6 +176,7 @@ class CoreRouter:
         self._admin = admin
         self._on_outcome = on_outcome  # metrics: sees every command's outcome (see execute)
         self._files = files  # files (6d)
+        self._help = help  # issue 15: the built-in !help
         self._subscriptions: list[Subscription] = []
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
@@ -468,10 +474,13 @@ class CoreRouter:
         data: dict[str, Any] = {}
         if plugin == ADMIN_COMMAND and self._admin is not None:
             kind, text = await self._run_admin(chat, args)
+        elif plugin == HELP_COMMAND and self._help is not None:
+            kind, text = self._run_help(chat, args)
         elif (refusal := self.access.refusal(plugin, chat, self.config.prefix)) is not None:
             kind, text = OutcomeKind.REFUSED, refusal
         else:
-            context = {"platform": chat.platform, "private": chat.private}
+            # The prefix lets the SDK write usage lines as this chat types them (issue 15).
+            context = {"platform": chat.platform, "private": chat.private, "prefix": self.config.prefix}
             if chat.thread_id:
                 context["thread_id"] = chat.thread_id
             outcome = await self.execute(
@@ -516,6 +525,23 @@ class CoreRouter:
         except Exception as exc:  # an admin command must answer, whatever went wrong
             logger.exception("admin command %s failed", args)
             return OutcomeKind.ERROR, f"⚠️ {self.config.prefix}{ADMIN_COMMAND}: {exc}"
+
+    def _run_help(self, chat: ChatEvent, args: list[str]) -> tuple[OutcomeKind, str]:
+        """issue 15: ``!help`` filtered by the very check the router applies before every command."""
+        assert self._help is not None
+        try:
+            text = self._help(
+                args,
+                lambda plugin: self.access.refusal(plugin, chat, self.config.prefix),
+                self.access.is_admin(chat),
+            )
+        except Exception:  # help must answer, whatever a declaration holds
+            logger.exception("help for %s failed", args)
+            return (
+                OutcomeKind.ERROR,
+                f"⚠️ {self.config.prefix}{HELP_COMMAND}: cannot list the commands right now",
+            )
+        return OutcomeKind.RESULT, text
 
     async def _on_plugin_crashed(self, event: Event) -> None:
         plugin = Subjects.plugin_of(event.subject)

@@ -35,7 +35,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import FileTooLarge, ServiceError, StorageQuotaExceeded
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 MAX_TITLE_CHARS = 200
 MAX_EXPORT = 500  # kept events in one export
@@ -140,6 +140,17 @@ class CalendarPlugin(PluginInterface):
     """``!calendar``: events as .ics files."""
 
     plugin_name = "calendar"
+    commands = (
+        Command(
+            "calendar",
+            usage="<YYYY-MM-DD> <title...>",
+            help="One event as an .ics file: !calendar 2026-12-24 18:00 Dinner",
+        ),
+        Command("add", usage="<YYYY-MM-DD> <title...>", help="Keep an event (times as for !calendar)"),
+        Command("list", help="The kept events to come"),
+        Command("delete", usage="<number>", help="Delete a kept event (see !calendar list)"),
+        Command("export", help="Every kept event as one .ics file"),
+    )
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from bot.rosey.core.events import Event
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 #: Limits: generous for any table-top game, small enough to answer instantly.
 MAX_DICE = 100  # dice in one expression
@@ -70,6 +70,8 @@ class DicePlugin(PluginInterface):
     """``!roll NdS+M``: roll dice."""
 
     plugin_name = "roll"
+    # Declared for !help and `rosey plugins list`; every word is checked by roll() below.
+    commands = (Command("roll", usage="[NdS...]", help="Roll dice, e.g. !roll 2d6+3 or !roll d20 3d8-2"),)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -3,7 +3,7 @@ Echo plugin - Simple example demonstrating PluginInterface
 
 Responds to any command by echoing it back
 """
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 from bot.rosey.core.events import Event
 
 
@@ -15,6 +15,9 @@ class EchoPlugin(PluginInterface):
         !echo hello world
         -> Bot: "Echo: hello world"
     """
+
+    # Optional: declares the command for !help (nothing else changes: handle_command still runs).
+    commands = (Command("echo", usage="[text...]", help="Repeat your words back"),)
 
     @property
     def plugin_name(self) -> str:

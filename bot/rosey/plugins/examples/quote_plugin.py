@@ -26,7 +26,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import StorageQuotaExceeded
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 MAX_QUOTE_CHARS = 500
 MAX_RESULTS = 5
@@ -52,6 +52,16 @@ class QuotePlugin(PluginInterface):
     """``!quote``: add, recall and search quotes."""
 
     plugin_name = "quote"
+    # Checked by the SDK before handle_command runs ("!quote delete x" gets the usage line);
+    # "!quote" alone and "!quote 12" match none of them and reach handle_command as they are.
+    commands = (
+        Command("random", help="A random quote (also plain !quote)"),
+        Command("get", usage="<number:int>", help="Quote number N (also !quote N)"),
+        Command("add", usage="<text...>", help="Keep a quote"),
+        Command("search", usage="<words...>", help="Quotes holding these words"),
+        Command("delete", usage="<number:int>", help="Delete a quote you added"),
+        Command("count", help="How many quotes are kept"),
+    )
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

@@ -46,7 +46,7 @@ from bot.rosey.core.chat import OutgoingMessage
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import StorageError
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,13 @@ class RemindPlugin(PluginInterface):
     """``!remind``: persistent reminders."""
 
     plugin_name = "remind"
+    # "remind" is the main command (!remind 10m tea); the others are subcommands.
+    commands = (
+        Command("remind", usage="<when> <text...>", help="Remind you later; when: 90s, 10m, 1h30m, 2d, 1w"),
+        Command("list", help="Your pending reminders"),
+        Command("cancel", usage="<number>", help="Cancel one of your reminders (see !remind list)"),
+        Command("due", help="Reminders you missed while away"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

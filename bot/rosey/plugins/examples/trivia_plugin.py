@@ -38,7 +38,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import StorageError
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 QUESTIONS_FILE = Path(__file__).with_name("trivia_questions.json")
 ROUND_SECONDS = 120  # an unanswered question expires (storage TTL) after this long
@@ -102,6 +102,15 @@ class TriviaPlugin(PluginInterface):
     """``!trivia``: a quiz with persistent scores."""
 
     plugin_name = "trivia"
+    # The SDK checks these before handle_command runs: "!trivia a" without a guess is answered
+    # with the usage line, and !help lists them.
+    commands = (
+        Command("start", help="Ask a new question in this channel"),
+        Command("answer", usage="<guess...>", help="Answer the open question", aliases=("a",)),
+        Command("skip", help="Give up on the open question and show its answer"),
+        Command("top", help="The best players"),
+        Command("score", help="Your own score"),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -40,7 +40,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, StorageError
-from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
+from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 DEFAULT_API_URL = "https://api.openweathermap.org/data/2.5/"
 CACHE_SECONDS = 600
@@ -73,6 +73,7 @@ class WeatherPlugin(PluginInterface):
     """``!weather <city>``: the current weather."""
 
     plugin_name = "weather"
+    commands = (Command("weather", usage="<city...>", help="The current weather, e.g. !weather London,GB"),)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
