@@ -204,10 +204,12 @@ def next_steps(scaffold: Scaffold, config: RoseyConfig, target: Path, cwd: Path)
             "(paths are relative to rosey.toml's directory):"
         )
         lines += [f"  [plugins.{name}]", f'  path = "{Path(relative).as_posix()}"']
+    test, dev = f"rosey test {name}", "rosey dev"
+    width = max(len(test), len(dev)) + 3
     lines += [
         "Next:",
-        f"  rosey test {name}      run its tests",
-        f"  rosey dev             run the bot with the console chat; type !{name} Ada; "
+        f"  {test:<{width}}run its tests",
+        f"  {dev:<{width}}run the bot with the console chat; type !{name} Ada; "
         f"saving {shown[scaffold.plugin_file]} reloads it",
     ]
     return "\n".join(lines)
