@@ -112,3 +112,29 @@ def test_a_broken_package_plugin_is_reported_under_its_directorys_name(tmp_path:
     registry = PluginRegistry(plugins_dir=tmp_path, entry_point_group=None)
     registry.discover()
     assert list(registry.load_failures) == ["hello"]
+
+
+def test_dev_path_means_one_plugin_a_plugin_directory_or_a_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.rosey.cli.dev import dev_config
+    from bot.rosey.errors import CliError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plugins" / "hello").mkdir(parents=True)
+    (tmp_path / "plugins" / "hello" / "plugin.py").write_text(GOOD.format(name="hello"))
+    (tmp_path / "plugins" / "solo.py").write_text(GOOD.format(name="solo"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "rosey.toml").write_text('[rosey]\nplugin_dirs = ["mine"]\n')
+
+    assert dev_config(None, None).plugin_dirs == ((tmp_path / "plugins").resolve(),)
+    one = dev_config("plugins/solo.py", None)
+    assert one.plugin_dirs == () and list(one.plugins) == ["solo"] and not one.entry_points
+    assert one.plugins["solo"].path == (tmp_path / "plugins" / "solo.py").resolve()
+    package = dev_config("plugins/hello", None)
+    assert package.plugins["hello"].path == (tmp_path / "plugins" / "hello" / "plugin.py").resolve()
+    assert dev_config("plugins", None).plugin_dirs == ((tmp_path / "plugins").resolve(),)
+    assert dev_config("other", None).plugin_dirs == ((tmp_path / "other" / "mine").resolve(),)
+    for bad, error in (("nowhere", "no such file"), ("other/rosey.toml", "not a Python file")):
+        with pytest.raises(CliError, match=error):
+            dev_config(bad, None)
