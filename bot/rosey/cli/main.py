@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = command_parser.parse_intermixed_args(own, argparse.Namespace(command=args.command))
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command != "run":
+    if args.command not in ("run", "dev"):  # rosey dev logs like rosey run
         # The command's own output says what went wrong; library warnings would say it twice.
         setup_logging("error")
     try:

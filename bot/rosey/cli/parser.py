@@ -9,6 +9,7 @@ from typing import NoReturn
 from bot.rosey import __version__
 from bot.rosey.cli import commands
 from bot.rosey.cli import storage as storage_cli
+from bot.rosey.cli.author import add_author_commands
 from bot.rosey.cli.log_format import LOG_FORMATS
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
@@ -223,4 +224,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shutdown.set_defaults(func=commands.cmd_shutdown)
     nats_config.set_defaults(func=commands.cmd_nats_config)
+    add_author_commands(sub, common)  # rosey new, rosey test, rosey dev (issue 15)
     return parser

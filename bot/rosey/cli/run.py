@@ -8,6 +8,7 @@ import logging
 import shutil
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.rosey.app import RoseyApp
@@ -47,11 +48,17 @@ def _failure_line(app: RoseyApp, name: str, error: BaseException) -> str:
 
 
 async def run_forever(
-    config: RoseyConfig, *, nats_url: str | None = None, chat: bool = True, json_logs: bool = False
+    config: RoseyConfig,
+    *,
+    nats_url: str | None = None,
+    chat: bool = True,
+    json_logs: bool = False,
+    companion: Callable[[RoseyApp], Awaitable[None]] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or end of console input); return the process exit code.
 
     With ``json_logs`` what it says on stderr is a log record too (one JSON object per line).
+    ``companion(app)`` (``rosey dev``'s watcher) runs from the ready line until the bot stops.
     """
 
     def say(text: str, level: int = logging.INFO) -> None:
@@ -121,13 +128,29 @@ async def run_forever(
         adapter = ConsoleAdapter(app.bus, command_prefix=prefix)
         chat_task = asyncio.create_task(adapter.run())
         chat_task.add_done_callback(lambda _: stop.set())  # Ctrl-D ends the session too
+    # --- companion (rosey dev): runs while the bot is up, cancelled before it stops
+    companion_task: asyncio.Task[None] | None = None
+    if companion is not None:
+        companion_task = asyncio.ensure_future(companion(app))
+        companion_task.add_done_callback(_companion_ended)
+    # --- end companion
     try:
         await stop.wait()
     finally:
         say("Rosey stopping...")
+        if companion_task is not None:
+            companion_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await companion_task
         if chat_task is not None:
             chat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await chat_task
         await app.stop()
     return 0
+
+
+def _companion_ended(task: asyncio.Future[None]) -> None:
+    """A companion that dies of a bug says so (the bot itself keeps running)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("%s", exc, exc_info=exc)

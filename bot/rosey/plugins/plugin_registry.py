@@ -470,8 +470,10 @@ class PluginRegistry:
 
     def _failed(self, path: Path, reason: str) -> None:
         """Remember an unusable plugin file under the name it would most likely have had."""
+        # A package plugin's main module (`rosey new`'s plugins/NAME/plugin.py) goes by its directory.
+        stem = path.parent.name if path.name == "plugin.py" else path.stem
         try:
-            name = validate_plugin_name(path.stem)
+            name = validate_plugin_name(stem)
         except ValueError:
             return  # no plausible plugin name: the problem list says it
         self.load_failures.setdefault(name, (path, reason))
