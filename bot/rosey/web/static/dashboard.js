@@ -279,8 +279,10 @@
       appendPoints(tick);
       renderSummary(tick);
       renderTable(tick.plugins);
-      if (!state.selected && tick.plugins.length) select(tick.plugins[0].name);
-      else if (state.selected) {
+      if ($("detail").hidden && tick.plugins.length) {
+        // The first tick: the plugin named in ?plugin=, else the first one.
+        select(state.rows.has(state.selected) ? state.selected : tick.plugins[0].name);
+      } else if (state.selected) {
         renderDetailHead();
         if (!Object.keys(state.charts).length) buildCharts();
         else updateCharts();
