@@ -112,15 +112,11 @@ def operator_refusal(request: web.Request, token: str | None) -> Refusal | None:
     """
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site.lower() not in ALLOWED_FETCH_SITES:
-        return Refusal(
-            status=403, message="refused: a cross-site request (only the dashboard itself may)"
-        )
+        return Refusal(status=403, message="refused: a cross-site request (only the dashboard itself may)")
     origin = request.headers.get("Origin")
     port = request_port(request)
     if origin is not None and (port is None or origin.lower() not in _own_origins(port)):
-        return Refusal(
-            status=403, message="refused: the request comes from another origin"
-        )
+        return Refusal(status=403, message="refused: the request comes from another origin")
     if token is None:
         return Refusal(status=403, message="refused: this rosey run has no operator token")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")

@@ -48,6 +48,7 @@ TICK_SECONDS = 2.0
 STATIC_DIR = Path(__file__).parent / "static"
 LOG_LINES_DEFAULT = 200
 LOG_LINES_MAX = 1000
+KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-store",
@@ -280,7 +281,13 @@ class Dashboard:
                 await response.write(sse("line", line_dict(line)))
             await response.write(sse("live", {"plugin": name}))
             while True:
-                message = await subscription.get()
+                try:
+                    message = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    # A quiet plugin: a comment line, so that a view that went away is noticed
+                    # (the write fails) and its follower removed, instead of waiting for a line.
+                    await response.write(b": keepalive\n\n")
+                    continue
                 if not message:
                     break
                 if subscription.dropped:

@@ -59,12 +59,17 @@
   function latency(ms) {
     if (ms == null) return NONE;
     if (ms < 1) return Math.round(ms * 1000) + " µs";
-    if (ms < 1000) return (ms < 10 ? ms.toFixed(2) : ms.toFixed(1)) + " ms";
+    if (ms < 1000) return (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : Math.round(ms)) + " ms";
     return (ms / 1000).toFixed(2) + " s";
   }
   function rate(v) { return v == null ? NONE : (v < 10 ? v.toFixed(1) : Math.round(v)) + " /min"; }
   function errors(v) { return v == null ? NONE : (v * 100).toFixed(1) + " %"; }
   function integer(v) { return v == null ? NONE : String(v); }
+  function axisTime(t, ticks) {
+    const fine = ticks.length > 1 && ticks[1] - ticks[0] < 60;
+    const options = { hour12: false, hour: "2-digit", minute: "2-digit", ...(fine ? { second: "2-digit" } : {}) };
+    return new Date(t * 1000).toLocaleTimeString([], options);
+  }
   function clock(t) { return new Date(t * 1000).toLocaleTimeString([], { hour12: false }); }
 
   // ------------------------------------------------------------------ the table
@@ -154,28 +159,52 @@
   // ------------------------------------------------------------------ plots
   function css(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
-  function chartOptions(width, series, unit, format) {
+  const isPowerOfTen = (v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9;
+  const decades = (u, ticks) => ticks.map((v) => (isPowerOfTen(v) ? v : null));
+  function latencyTick(ms) {
+    if (ms < 1) return Math.round(ms * 1000) + " µs";
+    return ms < 1000 ? ms + " ms" : ms / 1000 + " s";
+  }
+
+  function chartOptions(width, spec) {
     const axis = { stroke: css("--axis"), grid: { stroke: css("--grid"), width: 1 }, ticks: { stroke: css("--grid") } };
+    const log = spec.log === true;
     return {
       width,
       height: 170,
-      padding: [8, 8, 0, 0],
+      padding: [8, 28, 0, 0],
+      legend: { show: false }, // the caption names the series; the cursor shows the values
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.15 || 0, unit === "%" ? 1 : 0.1)] } },
+      scales: {
+        x: { time: true },
+        // Latency spans microseconds to seconds: a log scale keeps one slow command from
+        // flattening the rest.
+        y: log ? { distr: 3, log: 10 } : { range: (u, min, max) => [0, Math.max(max * 1.15 || 0, spec.floor)] },
+      },
       axes: [
-        { ...axis, space: 70 },
-        { ...axis, size: 64, values: (u, ticks) => ticks.map((v) => format(v)) },
+        { ...axis, space: 50, values: (u, ticks) => ticks.map((t) => axisTime(t, ticks)) },
+        log
+          ? {
+              ...axis,
+              size: 72,
+              filter: decades,
+              grid: { ...axis.grid, filter: decades },
+              ticks: { ...axis.ticks, filter: decades },
+              values: (u, ticks) => ticks.map((v) => (v == null ? "" : latencyTick(v))),
+            }
+          : { ...axis, size: 72, values: (u, ticks) => ticks.map((v) => (v === 0 ? "0" : spec.format(v))) },
       ],
       series: [
         { value: (u, t) => (t == null ? NONE : clock(t)) },
-        ...series.map(([label, color]) => ({
+        ...spec.series.map(([label, color]) => ({
           label,
           stroke: color,
-          width: 1.6,
-          fill: color + "1f",
+          width: log ? 1.2 : 1.6,
+          fill: log ? undefined : color + "1f",
           spanGaps: false,
-          points: { show: false },
-          value: (u, v) => (v == null ? NONE : format(v)),
+          // Commands are sparse: a tick with commands between two without is a point, not a line.
+          points: log ? { show: true, size: 4, fill: color } : { show: false },
+          value: (u, v) => (v == null ? NONE : spec.format(v)),
         })),
       ],
     };
@@ -184,9 +213,9 @@
   function chartSpecs() {
     const p1 = css("--plot1"), p2 = css("--plot2");
     return {
-      cpu: { el: "chart-cpu", series: [["CPU", p1]], unit: "%", format: (v) => v.toFixed(v < 10 ? 1 : 0) + " %", keys: ["cpu"] },
-      mem: { el: "chart-mem", series: [["Memory", p1]], unit: "MB", format: (v) => memory(v), keys: ["mem"] },
-      latency: { el: "chart-latency", series: [["p50", p1], ["p95", p2]], unit: "ms", format: (v) => latency(v), keys: ["p50", "p95"] },
+      cpu: { el: "chart-cpu", series: [["CPU", p1]], floor: 1, format: (v) => v.toFixed(v < 10 ? 1 : 0) + " %", keys: ["cpu"] },
+      mem: { el: "chart-mem", series: [["Memory", p1]], floor: 0.1, format: (v) => memory(v), keys: ["mem"] },
+      latency: { el: "chart-latency", series: [["p50", p1], ["p95", p2]], log: true, format: (v) => latency(v), keys: ["p50", "p95"] },
     };
   }
 
@@ -204,7 +233,7 @@
       const el = $(spec.el);
       el.replaceChildren();
       const width = Math.max(el.clientWidth, 280);
-      const u = new uPlot(chartOptions(width, spec.series, spec.unit, spec.format), chartData(spec.keys), el);
+      const u = new uPlot(chartOptions(width, spec), chartData(spec.keys), el);
       state.charts[kind] = { u, keys: spec.keys };
     }
   }
