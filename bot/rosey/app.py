@@ -70,8 +70,10 @@ from bot.rosey.supervision.status import (
 )
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
+from bot.rosey.web.auth import new_operator_token
+from bot.rosey.web.dashboard import Dashboard
 from bot.rosey.web.server import WebServer, build_web_app
-from bot.rosey.web.sources import WebSources
+from bot.rosey.web.sources import WebSources, supervisor_control, supervisor_output
 
 __all__ = ["RoseyApp"]
 
@@ -116,6 +118,8 @@ class RoseyApp:
         self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
         self.commands = CommandMetrics([spec.name for spec in self.catalog.specs])  # the router's outcomes
         self.web_url: str | None = None
+        self.operator_token = new_operator_token()  # the dashboard's buttons and logs; runtime file only
+        self.dashboard: Dashboard | None = None
         self._started = False  # every plugin's first start has ended (ready or not)
         self.nats_url = ""
         self.started_at = time.time()
@@ -227,6 +231,7 @@ class RoseyApp:
                 started_at=self.started_at,
                 config=str(self.config.source) if self.config.source else None,
                 web_url=self.web_url,
+                operator_token=self.operator_token if self.web_url else None,
             ),
         )
         return results
@@ -313,15 +318,22 @@ class RoseyApp:
     # ------------------------------------------------------------------ internals
 
     async def _start_web(self) -> None:
-        bus, relay = self.bus, self.relay
+        bus, relay, supervisor = self.bus, self.relay, self.supervisor
+        assert supervisor is not None
         sources = WebSources(
             status=self.status,
             nats_connected=lambda: bus is not None and bus.is_connected,
             started=lambda: self._started,
             commands=self.commands.snapshot,
             relay=(lambda: relay.stats) if relay is not None else None,
+            operator_token=self.operator_token,
+            control=supervisor_control(supervisor),
+            output=supervisor_output(supervisor),
         )
-        self.web = WebServer(self.config.web, build_web_app(sources))
+        self.dashboard = Dashboard(sources)  # the page, its live stream, logs and buttons
+        app = build_web_app(sources, extra_routes=self.dashboard.routes())
+        self.dashboard.install(app)
+        self.web = WebServer(self.config.web, app)
         self.web_url = await self.web.start()
 
     def _nats_user(self, name: str) -> str:

@@ -32,6 +32,9 @@ class RuntimeInfo:
     config: str | None
     #: The web surface (``/healthz``, ``/readyz``, ``/metrics``), None with ``[web] enabled = false``.
     web_url: str | None = None
+    #: The dashboard's operator token (its buttons and log view need it; `rosey dashboard` prints
+    #: the link). New for every run; this file (0600) is the only place it is written.
+    operator_token: str | None = None
 
 
 def runtime_path(state_dir: Path) -> Path:

@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_PLUGIN_ERROR",
+    "cmd_dashboard",
     "cmd_doctor",
     "cmd_lifecycle",
     "cmd_logs",
@@ -147,6 +148,19 @@ async def cmd_status(args: argparse.Namespace) -> int:
     print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
     if status.nats.flood_detection and status.nats.flood_detection != "on":
         print(f"flood detection {status.nats.flood_detection}")
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """The running bot's dashboard URL; the operator token goes in the fragment (``#token=``),
+    which browsers never send to the server, so it stays out of its logs and of proxies'."""
+    info = read_runtime(_config(args).state_dir)
+    if info.web_url is None:
+        raise CliError(f"Rosey (pid {info.pid}) serves no web pages: [web] enabled = false in its rosey.toml")
+    if args.no_token or not info.operator_token:
+        print(f"{info.web_url}/")
+    else:
+        print(f"{info.web_url}/#token={info.operator_token}")
     return EXIT_OK
 
 

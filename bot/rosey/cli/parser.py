@@ -134,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
     top.set_defaults(func=commands.cmd_top)
 
+    dashboard = sub.add_parser(
+        "dashboard",
+        parents=[common],
+        help="print the URL of the running bot's live web dashboard (with its operator token)",
+        description="Print the URL of the dashboard the running bot serves on 127.0.0.1: a live table "
+        "of plugins and adapters, 15-minute CPU/memory/latency plots, logs, and start/stop/restart "
+        "buttons. The URL carries this run's operator token after '#' (never sent to the server); "
+        "the buttons and logs need it, the table and plots do not. Treat the URL like a password.",
+    )
+    dashboard.add_argument(
+        "--no-token", action="store_true", help="print the plain URL: read-only (table and plots)"
+    )
+    dashboard.set_defaults(func=commands.cmd_dashboard)
+
     plugins = sub.add_parser(
         "plugins",
         help="plugins Rosey would run (works without a running bot)",

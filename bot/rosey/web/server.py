@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bot.rosey.web.auth import install_security
 from bot.rosey.web.health import readiness
 from bot.rosey.web.metrics import MetricsSnapshot, render_metrics
 from bot.rosey.web.sources import WebSources
@@ -59,6 +60,7 @@ def build_web_app(
     dashboard's, which reads ``app[SOURCES]`` like the endpoints here)."""
     app = web.Application()
     app[SOURCES] = sources
+    install_security(app)  # Host check (DNS rebinding) and security headers on every answer
     app.add_routes(
         [
             web.get("/healthz", _healthz),
