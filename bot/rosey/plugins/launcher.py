@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 
 from bot.rosey import linux
+from bot.rosey.errors import HostModuleRefused
+from bot.rosey.plugins import host_guard
 from bot.rosey.plugins.contract import (
     Env,
     ExitCode,
@@ -128,11 +130,15 @@ def run_target(target: argparse.Namespace) -> None:
         sys.stderr.write(f"rosey: cannot report the launch to the runner ({exc}); not running the plugin\n")
         sys.stderr.flush()
         os._exit(ExitCode.SETUP_FAILED)
+    # Plugin code that imports Rosey's host code is told where and why (bot.rosey.plugins.host_guard).
+    host_guard.install()
     try:
         if target.path is not None:
             _run_file(target.path.resolve())
         else:
             _run_entry(target.entry)
+    except HostModuleRefused:
+        sys.exit(ExitCode.PLUGIN_FAILED)  # the guard has said where and why, in one line
     except Exception as exc:  # plugin code raised outside the SDK (an import error, say)
         # Printed once, with the plugin's frames only; the runner reads the last line for status.
         sys.stderr.write(format_plugin_exception(exc))
