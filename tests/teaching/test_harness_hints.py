@@ -225,3 +225,46 @@ async def test_a_blocked_loop_is_told_under_the_sandbox_too(harness: PluginHarne
 async def test_a_host_import_is_refused_under_the_sandbox_too(harness: PluginHarness) -> None:
     with pytest.raises(PluginStartError, match=r"imports bot\.rosey\.services\.router, which is Rosey"):
         await harness.start_plugin("hostimport", HOST_IMPORT, sandbox=True)
+
+
+LIBRARY_CALLER = """\
+import sys
+
+sys.path.insert(0, {lib!r})
+
+import slowlib
+
+from bot.rosey.core.events import Event
+from bot.rosey.plugins.plugin_interface import PluginInterface
+
+
+class LibraryCaller(PluginInterface):  # no main block: the launcher runs the one plugin class
+    @property
+    def plugin_name(self) -> str:
+        return "caller"
+
+    async def handle_command(self, event: Event) -> None:
+        slowlib.crunch(1.5)  # HERE
+        await self.publish_result({{"message": "done"}}, event.correlation_id)
+"""
+
+
+async def test_a_block_inside_a_library_is_told_at_the_plugins_own_line(
+    harness: PluginHarness, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "slowlib.py").write_text("import time\n\n\ndef crunch(seconds):\n    time.sleep(seconds)\n")
+    path = tmp_path / "plugins" / "caller.py"
+    path.parent.mkdir()
+    path.write_text(LIBRARY_CALLER.format(lib=str(lib)), encoding="utf-8")
+    await harness.start_plugin("caller", path)
+    with pytest.warns(PluginHintWarning) as record:
+        assert (await harness.command("caller")).ok
+        await harness.stop_plugin("caller")
+    [message] = hint_warnings(record.list)
+    assert message.startswith(
+        f"plugin 'caller': {shown(path)}:{line_of(path, '# HERE')} (in handle_command) blocked the event "
+        "loop for over 1 s: `slowlib.crunch(1.5)` stops every other command"
+    ), message
+    assert "`await asyncio.to_thread(fn, ...)`" in message, message

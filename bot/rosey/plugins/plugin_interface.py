@@ -512,10 +512,13 @@ class PluginInterface(ABC):
 
 
 def _code_dir(plugin_class: type) -> str | None:
-    """The directory of the file that defines ``plugin_class`` (the plugin's own code lives there)."""
-    module = sys.modules.get(plugin_class.__module__)
-    file = getattr(module, "__file__", None)
-    return os.path.dirname(os.path.abspath(file)) if isinstance(file, str) else None
+    """The directory of the file that defines the plugin's ``handle_command`` (its own code lives
+    there). Read from the code object: a plugin file run as ``__main__`` has no module to ask."""
+    code = getattr(getattr(plugin_class, "handle_command", None), "__code__", None)
+    file = getattr(code, "co_filename", None)
+    if not isinstance(file, str) or file.startswith("<"):
+        return None
+    return os.path.dirname(os.path.abspath(file))
 
 
 # ========== Plugin Entry Point Helper ==========
