@@ -3,10 +3,10 @@
 It ties the process's life to its parent, applies the sandbox the runner put in ``ROSEY_SANDBOX``
 (see :mod:`bot.rosey.plugins.sandbox`), records what it applied in the process's launch record
 (:class:`~bot.rosey.plugins.contract.Launch`, which the SDK reports on pings) and tells the runner
-on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), installs the import guard
-that tells plugin code importing Rosey's host code where and why (:mod:`bot.rosey.plugins.host_guard`),
-and only then runs plugin code: a plugin file as ``__main__`` (exactly as ``python my_plugin.py`` would), or a
-``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
+on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), installs the import
+guard that tells plugin code importing Rosey's host code where and why
+(:mod:`bot.rosey.plugins.host_guard`), and only then runs plugin code: a plugin file as
+``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
 runs if it defines exactly one plugin class.
 
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
