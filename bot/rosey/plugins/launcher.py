@@ -6,8 +6,9 @@ It ties the process's life to its parent, applies the sandbox the runner put in 
 on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), installs the import
 guard that tells plugin code importing Rosey's host code where and why
 (:mod:`bot.rosey.plugins.host_guard`), and only then runs plugin code: a plugin file as
-``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
-runs if it defines exactly one plugin class.
+``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point. A
+plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly one
+plugin class.
 
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
 interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_child`) parses the same
