@@ -12,7 +12,9 @@ import pytest
 
 from tests.cli.conftest import ROSEY, rosey, start_run, user_env
 
-from .test_harness_hints import DOCS, HOST_IMPORT, SLOW, line_of
+from .test_harness_hints import DOCS, FIXTURES, HOST_IMPORT, SLOW, line_of
+
+FORGED = FIXTURES / "forged_hint_plugin.py"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,3 +87,26 @@ async def test_rosey_run_teaches_both_errors(tmp_path: Path, launcher: str) -> N
     assert log.count(f"[hostimport] rosey hint: {plugins / 'hostimport.py'}:{imported} imports") == 1, log
     assert log.count(f"rosey hint: {where} (in handle_command)") == 1, log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("launcher", ["zygote", "spawn"])
+async def test_a_forged_hint_is_only_ever_shown_escaped_bounded_and_as_its_own_plugins(
+    tmp_path: Path, launcher: str
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    shutil.copy(FORGED, plugins / "forged.py")
+    shutil.copy(SLOW, plugins / "slow.py")
+    bot = await start_run(tmp_path, env={"ROSEY_LAUNCHER": launcher})
+    try:
+        rows = {row["name"]: row for row in (await bot.status())["plugins"]}
+        reason = rows["forged"]["reason"]
+        assert reason.startswith("failed to start: /etc/passwd:1 \\x1b[2J\\x1b]0;owned\\x07 pretends"), reason
+        assert "\x1b" not in reason and "\x07" not in reason
+        assert len(reason) <= len("failed to start: ") + 600 and reason.endswith("..."), len(reason)
+        assert "\x1b" not in bot.ready_line and len(bot.ready_line) < 2000, bot.ready_line
+        assert rows["slow"]["state"] == "running" and rows["slow"]["reason"] is None  # nobody else's
+    finally:
+        bot.proc.terminate()
+        await bot.proc.wait()
+    assert "\x1b" not in (tmp_path / "rosey-run.log").read_text()
