@@ -182,7 +182,7 @@ async def test_a_command_that_blocks_the_loop_over_a_second_is_told_once_with_th
 ) -> None:
     runner = await harness.start_plugin("slow", SLOW, options=ProcessOptions(launcher=launcher))
     events = await hint_events(harness, "slow")
-    line = line_of(SLOW, "# the long block")
+    line = line_of(SLOW, "the long block")
     with pytest.warns(PluginHintWarning) as record:
         for _ in range(2):  # the same place twice: told once
             assert (await harness.command("slow", ["long", "1.5"])).ok
@@ -211,7 +211,7 @@ async def test_a_block_under_a_second_or_an_await_says_nothing(harness: PluginHa
         assert (await harness.command("slow", ["long", "1.2"])).ok
         await harness.stop_plugin("slow")
     told = hint_warnings(record.list)
-    assert len(told) == 1 and f"slow_plugin.py:{line_of(SLOW, '# the long block')} " in told[0], told
+    assert len(told) == 1 and f"slow_plugin.py:{line_of(SLOW, 'the long block')} " in told[0], told
     assert not [t for t in runner.output.tail("stderr", 1000) if "rosey hint: " in t and "short" in t]
 
 

@@ -70,7 +70,7 @@ async def test_rosey_run_teaches_both_errors(tmp_path: Path, launcher: str) -> N
             if follow.returncode is None:
                 follow.kill()
                 await follow.wait()
-        where = f"{plugins / 'slow.py'}:{line_of(SLOW, '# noqa: ASYNC251 - the long block')}"
+        where = f"{plugins / 'slow.py'}:{line_of(SLOW, 'the long block')}"
         assert line.rstrip().endswith(
             f"WARNING - rosey hint: {where} (in handle_command) blocked the event loop for over 1 s: "
             "`time.sleep(seconds)` stops every other command of this plugin, and its liveness pings "
