@@ -9,7 +9,8 @@ is still a design cycle). The rules:
 * The plugin-process side (the SDK, the launcher, the zygote's child side, the contract, the
   sandbox it applies to itself) never imports host code: supervision, services, broker,
   adapters, config, catalog, grants, runtime, app, cli, testing, nor the host-side process
-  primitives, runner and registry.
+  primitives, runner and registry. (Both lists live in :mod:`bot.rosey.plugins.plugin_side`,
+  which every plugin process's import guard reads too.)
 * ``supervision/`` never imports services, broker, config, app or cli: it supervises processes
   it is handed and knows nothing of how they were configured or what runs beside it.
 * Only ``cli/`` imports ``app``, the composition root.
@@ -26,62 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT_PACKAGE = "bot.rosey"
+# One list for the house rules and for the import guard of every plugin process.
+from bot.rosey.plugins.plugin_side import HOST_ONLY, PLUGIN_PROCESS_SIDE, ROOT_PACKAGE
 
-#: Modules that run inside plugin processes (prefixes, relative to bot.rosey).
-PLUGIN_PROCESS_SIDE = (
-    "core",
-    "errors",
-    "linux",
-    "plugins.plugin_interface",
-    "plugins.http_client",
-    "plugins.launcher",
-    "plugins.zygote_child",
-    "plugins.contract",
-    "plugins.command_stats",
-    "plugins.commands",
-    "plugins.storage_client",
-    "plugins.files_client",
-    "plugins.sandbox",
-    "plugins.tracebacks",
-    "plugins.examples",
-    # Adapter processes run under the same launcher and sandbox as plugins; each platform's
-    # module (adapters.irc, adapters.matrix, ...) is added here as it lands.
-    "adapters.chat_adapter",
-    "adapters.outbox",
-    "adapters.irc",
-    "adapters.irc_client",
-    "adapters.irc_protocol",
-    "adapters.matrix",
-    "adapters.matrix_events",
-    "adapters.matrix_format",
-    "adapters.matrix_settings",
-    "adapters.matrix_state",
-    "adapters.discord",
-    "adapters.slack",
-    "adapters.cytube",
-    "adapters.cytube_limits",
-    "adapters.cytube_text",
-)
-#: What the plugin-process side must never import.
-HOST_ONLY = (
-    "supervision",
-    "services",
-    "broker",
-    "adapters.console",
-    "config",
-    "catalog",
-    "grants",
-    "gateway_config",
-    "files_config",
-    "runtime",
-    "app",
-    "cli",
-    "testing",
-    "plugins.process",
-    "plugins.plugin_runner",
-    "plugins.plugin_registry",
-)
+__all__ = ["HOST_ONLY", "PLUGIN_PROCESS_SIDE", "ROOT_PACKAGE", "Import", "imports", "violations"]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ for callers who do not know Rosey's names::
         +-- PluginNameMismatch      RuntimeError      .declared
         +-- PluginStartError        RuntimeError
         +-- PluginCommandError
+        +-- HostModuleRefused       ImportError       .module
+        +-- PluginHintWarning       UserWarning
     +-- CommandDeclarationError     ValueError        .command
     +-- UsageError                  ValueError
 
@@ -68,6 +70,7 @@ __all__ = [
     "GatewayRateLimited",
     "GatewayRefused",
     "HarnessNotConnected",
+    "HostModuleRefused",
     "InvalidSubject",
     "MalformedEvent",
     "NatsMonitorError",
@@ -79,6 +82,7 @@ __all__ = [
     "PlatformError",
     "PluginCommandError",
     "PluginError",
+    "PluginHintWarning",
     "PluginNameMismatch",
     "PluginNotConnected",
     "PluginNotFound",
@@ -291,6 +295,19 @@ class UsageError(RoseyError, ValueError):
 
 
 # ------------------------------------------------------------------ end of declared commands
+class HostModuleRefused(PluginError, ImportError):
+    """Plugin code imported one of Rosey's host modules (``module``), which do not run in a plugin
+    process; the message names the importing file and line and what to use instead."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, module: str | None = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.module = module
+        self.name = module  # ImportError's own attribute: the module that could not be imported
+
+
+class PluginHintWarning(PluginError, UserWarning):
+    """What the test harness warns with when a plugin it runs said how to fix a mistake that did
+    not stop it (a blocked event loop, say); ``-W error`` turns it into a failure."""
 
 
 class DeliveryFailed(RoseyError):

@@ -25,11 +25,18 @@ Plugin services run in the harness as under ``rosey run``: ``self.storage`` (the
 JetStream; each plugin's storage is emptied when the harness closes, so every test starts
 afresh), ``self.send_file`` (the answer's ``reply.data["file"]`` describes the stored file,
 kept under the harness's ``state_dir / "files"``) and ``self.http`` through the real gateway,
-with the grants a test gives::
+with the grants a test gives (see below for the hints)::
 
         await harness.allow_http("weather", {"allow": [{"url": "http://127.0.0.1:8080/",
             "allow_private": True, "secret": "owm", "inject": "query:appid"}]},
             secrets={"owm": "test-key"})
+
+Errors that teach: a plugin that imports Rosey's host code fails to start with a
+:class:`~bot.rosey.errors.PluginStartError` whose first line names the file, the line and the fix;
+a hint a plugin writes without failing (a command that blocked its event loop for over a second,
+say) becomes a :class:`~bot.rosey.errors.PluginHintWarning` in the test, as soon as the command
+that caused it returns or at the latest when the plugin stops. pytest lists it under "warnings
+summary"; with ``-W error`` (or ``filterwarnings = ["error"]``) it fails the test.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import inspect
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,11 +59,18 @@ from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
 from bot.rosey.chat_config import SecretSource
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
-from bot.rosey.errors import BusNotConnected, HarnessNotConnected, PluginNotFound, PluginStartError
+from bot.rosey.errors import (
+    BusNotConnected,
+    HarnessNotConnected,
+    PluginHintWarning,
+    PluginNotFound,
+    PluginStartError,
+)
 from bot.rosey.gateway_config import HttpGrant, parse_http_grant
 from bot.rosey.grants import nats_port
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.child_exit import describe_exit
+from bot.rosey.plugins.process.hint_log import HintLog
 from bot.rosey.plugins.sandbox import SandboxPolicy
 from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway
@@ -75,6 +90,7 @@ __all__ = [
     "CommandOutcome",
     "OutcomeKind",
     "PluginHarness",
+    "PluginHintWarning",
     "PluginStartError",
     "harness",
     "nats_server",
@@ -150,6 +166,7 @@ class PluginHarness:
         self._files: FilesService | None = None
         self._http_grants: dict[str, HttpGrant] = {}
         self._secrets: dict[str, SecretSource] = {}
+        self._hints: dict[str, HintLog] = {}  # plugin -> the hints it wrote (errors that teach)
 
     # ------------------------------------------------------------------ access
 
@@ -274,10 +291,13 @@ class PluginHarness:
         # Registered before start(): if the test is cancelled mid-start, close() still reaps it.
         self._plugins[name] = runner
         self._known.add(name)
+        self._hints[name] = HintLog()
+        runner.output.add_listener(self._hints[name])
         try:
             await runner.start()
         except BaseException:
             self._plugins.pop(name, None)
+            self._hints.pop(name, None)  # a failed start raises with its hint already
             await _stop_quietly(runner, self.stop_timeout)
             raise
         runner.add_exit_callback(lambda returncode: self._on_exit(runner, returncode))
@@ -299,9 +319,11 @@ class PluginHarness:
         e.g. ``{"platform": "irc", "private": False}``.
         """
         await self.connect()
-        return await self.router.execute(
+        outcome = await self.router.execute(
             name, list(args), user=user, channel=channel, timeout=timeout, context=context
         )
+        self._warn_hints(name)
+        return outcome
 
     async def stop_plugin(self, name: str) -> int | None:
         """Stop one plugin (SIGTERM, then SIGKILL) and return its exit code."""
@@ -309,7 +331,9 @@ class PluginHarness:
         if runner is None:
             raise PluginNotFound(f"plugin '{name}' was not started by this harness", plugin=name)
         self._stopping.add(runner)
-        return await runner.stop(self.stop_timeout)
+        returncode = await runner.stop(self.stop_timeout)
+        self._warn_hints(name)  # its output is read to the end by now
+        return returncode
 
     async def close(self) -> None:
         """Stop every plugin and disconnect; safe to call twice, and never skips a step."""
@@ -342,6 +366,14 @@ class PluginHarness:
                 if self._own_state_dir is not None:
                     self._own_state_dir.cleanup()
                     self._own_state_dir = None
+                for name in list(self._hints):  # last: a warning raised as an error skips nothing
+                    self._warn_hints(name)
+
+    def _warn_hints(self, name: str) -> None:
+        """Each hint plugin ``name`` wrote since the last call, as a PluginHintWarning (once each)."""
+        log = self._hints.get(name)
+        for hint in log.take() if log is not None else ():
+            warnings.warn(PluginHintWarning(f"plugin '{name}': {hint}", plugin=name), stacklevel=3)
 
     def _on_exit(self, runner: PluginProcess, returncode: int) -> None:
         if runner in self._stopping or self._bus is None:

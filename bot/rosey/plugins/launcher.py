@@ -3,10 +3,12 @@
 It ties the process's life to its parent, applies the sandbox the runner put in ``ROSEY_SANDBOX``
 (see :mod:`bot.rosey.plugins.sandbox`), records what it applied in the process's launch record
 (:class:`~bot.rosey.plugins.contract.Launch`, which the SDK reports on pings) and tells the runner
-on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), and only then runs
-plugin code: a plugin file as ``__main__`` (exactly as ``python my_plugin.py`` would), or a
-``module:Class`` entry point. A plugin file without ``run_plugin(...)`` in its main block still
-runs if it defines exactly one plugin class.
+on the readiness pipe (:class:`~bot.rosey.plugins.contract.LaunchReport`), installs the import
+guard that tells plugin code importing Rosey's host code where and why
+(:mod:`bot.rosey.plugins.host_guard`), and only then runs plugin code: a plugin file as
+``__main__`` (exactly as ``python my_plugin.py`` would), or a ``module:Class`` entry point. A
+plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly one
+plugin class.
 
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
 interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_child`) parses the same
@@ -25,6 +27,8 @@ import sys
 from pathlib import Path
 
 from bot.rosey import linux
+from bot.rosey.errors import HostModuleRefused
+from bot.rosey.plugins import host_guard
 from bot.rosey.plugins.contract import (
     Env,
     ExitCode,
@@ -128,11 +132,15 @@ def run_target(target: argparse.Namespace) -> None:
         sys.stderr.write(f"rosey: cannot report the launch to the runner ({exc}); not running the plugin\n")
         sys.stderr.flush()
         os._exit(ExitCode.SETUP_FAILED)
+    # Plugin code that imports Rosey's host code is told where and why (bot.rosey.plugins.host_guard).
+    host_guard.install()
     try:
         if target.path is not None:
             _run_file(target.path.resolve())
         else:
             _run_entry(target.entry)
+    except HostModuleRefused:
+        sys.exit(ExitCode.PLUGIN_FAILED)  # the guard has said where and why, in one line
     except Exception as exc:  # plugin code raised outside the SDK (an import error, say)
         # Printed once, with the plugin's frames only; the runner reads the last line for status.
         sys.stderr.write(format_plugin_exception(exc))

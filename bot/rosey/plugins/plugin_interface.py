@@ -40,7 +40,9 @@ from bot.rosey.plugins.contract import (
     notify_ready,
 )
 from bot.rosey.plugins.files_client import FilesClient
+from bot.rosey.plugins.hints import HINT_EVENT, Hint
 from bot.rosey.plugins.http_client import HttpClient
+from bot.rosey.plugins.loop_watch import LoopWatch
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
@@ -117,6 +119,8 @@ class PluginInterface(ABC):
         self._started = False
         self._start_finished = asyncio.Event()
         self._command_table: CommandTable | None = None  # declared commands, read in connect()
+        # Says where a command blocks the event loop for over a second (bot.rosey.plugins.loop_watch).
+        self._loop_watch = LoopWatch(_code_dir(type(self)), on_hint=self._publish_hint)
 
     # ========== Abstract Methods (Plugin Author Implements) ==========
 
@@ -246,6 +250,7 @@ class PluginInterface(ABC):
             if not self._started:
                 return  # on_start failed: the process is going down
         started = self.command_stats.begin()
+        self._loop_watch.command_started()
         failed = False
         try:
             logger.debug("Plugin '%s' received command %s", self.plugin_name, event.correlation_id)
@@ -259,6 +264,7 @@ class PluginInterface(ABC):
             with contextlib.suppress(Exception):
                 await self.publish_error(str(e) or type(e).__name__, event.correlation_id)
         finally:
+            self._loop_watch.command_finished()
             self.command_stats.end(started, failed=failed)
             if self._slots is not None:
                 self._slots.release()
@@ -426,6 +432,13 @@ class PluginInterface(ABC):
             caption=caption,
         )
 
+    def _publish_hint(self, hint: Hint) -> None:
+        """A hint (already in the log) on ``rosey.plugins.<name>.hint`` too, for whoever shows them."""
+        if self.event_bus is None or not self.event_bus.is_connected:
+            return
+        task = asyncio.ensure_future(self.publish_event(HINT_EVENT, hint.to_wire()))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # never unretrieved
+
     def _bus(self) -> EventBus:
         if self.event_bus is None:
             raise PluginNotConnected(
@@ -451,6 +464,7 @@ class PluginInterface(ABC):
         """
         self._stop_requested = asyncio.Event()
         self._install_signal_handlers()
+        self._loop_watch.start()
         self._started = False
         try:
             await self.connect()
@@ -480,6 +494,7 @@ class PluginInterface(ABC):
             raise
         finally:
             self._running = False
+            self._loop_watch.stop()
             await self._shutdown()
 
     async def _shutdown(self, grace: float = 3.0) -> None:
@@ -517,6 +532,16 @@ class PluginInterface(ABC):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+
+
+def _code_dir(plugin_class: type) -> str | None:
+    """The directory of the file that defines the plugin's ``handle_command`` (its own code lives
+    there). Read from the code object: a plugin file run as ``__main__`` has no module to ask."""
+    code = getattr(getattr(plugin_class, "handle_command", None), "__code__", None)
+    file = getattr(code, "co_filename", None)
+    if not isinstance(file, str) or file.startswith("<"):
+        return None
+    return os.path.dirname(os.path.abspath(file))
 
 
 # ========== Plugin Entry Point Helper ==========
