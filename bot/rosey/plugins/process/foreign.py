@@ -35,7 +35,9 @@ def resolve_program(name: str, search_path: str | None = None) -> Path:
     if not name or "\0" in name:
         raise ProgramError(f"program name must be a non-empty string, got {name!r}")
     if os.sep in name:
-        found = name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+        if os.path.isfile(name) and not os.access(name, os.X_OK):
+            raise ProgramError(f"{name} is not executable (chmod +x it)")
+        found = name if os.path.isfile(name) else None
     else:
         found = shutil.which(name, path=search_path if search_path is not None else os.environ.get("PATH"))
     if found is None:
