@@ -34,7 +34,8 @@ CHILD = textwrap.dedent(
     from bot.rosey.plugins.sandbox import SandboxPolicy, apply
     policy = SandboxPolicy.from_json({policy!r})
     report = apply(policy)
-    missing = [r.describe() for r in report.results if r.name in ("landlock-fs", "seccomp") and r.state.value != "applied"]
+    key = ("landlock-fs", "seccomp")
+    missing = [r.describe() for r in report.results if r.name in key and r.state.value != "applied"]
     if missing:
         print("LAYERS", missing); sys.exit(3)
     what, program = sys.argv[1], sys.argv[2]
