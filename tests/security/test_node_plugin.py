@@ -151,9 +151,10 @@ async def test_node_plugin_cannot_read_outside_its_grants(
     targets = {
         rosey.workdir / "rosey.toml": "[rosey]",  # the operator's configuration
         secret: "canary-secret-4711",  # another plugin's data
-        rosey.state_dir / "nats" / "nats.conf": "password",  # every plugin's NATS password
+        rosey.state_dir / "nats" / "nats-server.conf": "password",  # every plugin's NATS password
     }
     for target, content in targets.items():
+        assert content in target.read_text(), target  # each target exists and holds what it should
         answer = await rosey.command("node_hostile", "read", target)
         assert answer.ok, answer
         assert content not in str(answer.data), (target, answer.data)

@@ -96,6 +96,10 @@ async function runPlugin(plugin) {
   const source = `plugin-${name}`;
   const stats = { commands: 0, errors: 0, permission_violations: 0, malformed: 0, latencies: [] };
   const inFlight = new Set();
+  // Commands run concurrently, at most ROSEY_MAX_CONCURRENCY at once (the operator's bound);
+  // the rest wait here in arrival order.
+  const maxConcurrency = Math.max(1, parseInt(process.env.ROSEY_MAX_CONCURRENCY || "100", 10) || 100);
+  const waiting = [];
 
   const nc = await connect({
     servers: process.env.NATS_URL || "nats://127.0.0.1:4222",
@@ -156,12 +160,23 @@ async function runPlugin(plugin) {
     }
   }
 
+  function startWaiting() {
+    while (waiting.length > 0 && inFlight.size < maxConcurrency) {
+      const task = runCommand(waiting.shift()).finally(() => {
+        inFlight.delete(task);
+        startWaiting();
+      });
+      inFlight.add(task);
+    }
+  }
+
+  let stopping = false;
   nc.subscribe(`rosey.commands.${name}.execute`, {
     queue: source, // an overlapping restart answers each command once
     callback: (err, msg) => {
-      if (err) return;
-      const task = runCommand(msg).finally(() => inFlight.delete(task));
-      inFlight.add(task);
+      if (err || stopping) return;
+      waiting.push(msg);
+      startWaiting();
     },
   });
   // Answered on the event loop: a loop blocked by plugin code misses pings and gets restarted.
@@ -173,7 +188,7 @@ async function runPlugin(plugin) {
         encode("pong", source, null, {
           commands: stats.commands,
           errors: stats.errors,
-          in_flight: inFlight.size,
+          in_flight: inFlight.size + waiting.length,
           latency_ms_p50: percentile(sorted, 0.5),
           latency_ms_p99: percentile(sorted, 0.99),
           permission_violations: stats.permission_violations,
@@ -190,7 +205,6 @@ async function runPlugin(plugin) {
   tellRunner(READY, true);
   console.error(`Plugin '${name}' running (pid ${process.pid})`);
 
-  let stopping = false;
   async function stop() {
     if (stopping) return;
     stopping = true;
