@@ -25,6 +25,8 @@ import pytest
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.services.router import OutcomeKind
+from tests.cli.conftest import rosey as rosey_command
+from tests.cli.conftest import start_run
 from tests.security.conftest import FIXTURES, Rosey, StartRosey
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(60)]
@@ -213,3 +215,21 @@ async def test_node_plugin_answers_liveness_pings(node: None, start_rosey: Start
     pong = await rosey.core.request(Subjects.control("node_echo", "ping"), {}, "security-test", timeout=5)
     assert pong.event_type == "pong" and pong.source == "plugin-node_echo"
     assert pong.data["commands"] == 1 and pong.data["in_flight"] == 0, pong.data
+
+
+@pytest.mark.timeout(90)
+async def test_rosey_send_reaches_the_node_plugin(node: None, tmp_path: Path) -> None:
+    """As an operator does it: rosey.toml, `rosey run`, `rosey send node_echo ...`, `rosey status`."""
+    (tmp_path / "rosey.toml").write_text(
+        "[rosey]\nentry_points = false\nplugin_dirs = []\n[plugins.node_echo]\n"
+        f'path = "{EXAMPLE / "index.js"}"\ncommand = ["node"]\n'
+    )
+    bot = await start_run(tmp_path)
+    try:
+        code, out, err = await rosey_command("send", "node_echo", "hi", "there", cwd=tmp_path)
+        assert (code, out.strip()) == (0, "hi there"), err
+        rows = {row["name"]: row for row in (await bot.status())["plugins"]}
+        assert rows["node_echo"]["state"] == "running" and rows["node_echo"]["launcher"] == "spawn"
+    finally:
+        bot.proc.terminate()
+        await asyncio.wait_for(bot.proc.wait(), 30)
