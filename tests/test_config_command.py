@@ -70,6 +70,8 @@ def test_a_bare_program_name_is_found_on_path(tmp_path: Path) -> None:
          "plugins.hello.command: runs a file: set 'path' (the plugin's main file), not 'module'"),
         ('path = "plugins/hello/index.js"\ncommand = ["/nonexistent/runtime"]\n',
          "plugins.hello.command: program '/nonexistent/runtime' not found (install it, or give its abs"),
+        ('path = "plugins/hello/index.js"\ncommand = ["echo"]\nmax_processes = 2\n',
+         "plugins.hello.max_processes: must be 0 for a plugin with 'command' (it may exec only its program)"),
     ],
 )  # fmt: skip
 def test_bad_commands_are_one_line_errors(tmp_path: Path, table: str, error: str) -> None:

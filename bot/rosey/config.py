@@ -333,6 +333,12 @@ class PluginConfig:
         put("restart", _enum(key("restart"), RestartPolicy, self.restart))
         for number, minimum in _PLUGIN_INTS.items():
             put(number, _int(key(number), getattr(self, number), minimum=minimum))
+        if self.command and self.max_processes > 0:
+            # Allowing processes would let it execute every readable file, and the PID namespace
+            # that comes with it makes the kernel refuse the runtime's threads (EINVAL on clone).
+            raise _fail(
+                key("max_processes"), "must be 0 for a plugin with 'command' (it may exec only its program)"
+            )
         put("command_timeout", _float(key("command_timeout"), self.command_timeout))
         ncpu = os.cpu_count() or 1
         put("max_cpu_percent", _float(key("max_cpu_percent"), self.max_cpu_percent, maximum=100.0 * ncpu))
