@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(60)]
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "bot" / "rosey" / "plugins" / "examples" / "node_echo"
 HOSTILE = FIXTURES / "node_hostile" / "index.js"
+PROTOCOL = REPO / "docs" / "plugins" / "PROTOCOL.md"
 
 
 def _node_ready() -> str | None:
@@ -69,6 +71,11 @@ def node() -> None:
 def program_of(pid: int | None) -> str:
     """The executable of process ``pid`` (None: the ``node`` on PATH), links resolved."""
     return os.path.realpath(f"/proc/{pid}/exe" if pid is not None else shutil.which("node") or "")
+
+
+def environ_of(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read().split(b"\0")
 
 
 def node_echo() -> dict[str, str | list[str]]:
@@ -118,6 +125,12 @@ async def test_node_plugin_answers_a_command(node: None, start_rosey: StartRosey
     layers = set(row["sandbox"].split(","))
     assert {"landlock-fs", "landlock-net", "seccomp", "rlimits", "no_new_privs", "capabilities"} <= layers
     assert program_of(row["pid"]) == program_of(None)  # the process is node itself, not a wrapper
+    # The environment node started with (/proc/PID/environ: as execve gave it) is the documented one.
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ_of(row["pid"]) if entry}
+    assert not names & {"ROSEY_SANDBOX", "ROSEY_PARENT_PID", "PYTHONPATH", "PYTHONUNBUFFERED"}, names
+    assert {"ROSEY_PLUGIN_NAME", "NATS_URL", "NATS_USER", "NATS_PASSWORD", "ROSEY_READY_FD"} <= names
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", PROTOCOL.read_text(), flags=re.M))
+    assert names <= documented, names - documented
 
 
 async def test_node_plugin_is_refused_another_plugins_subjects(
