@@ -111,7 +111,8 @@ async def wait_restarted(rosey: Rosey, name: str, old_pid: int, timeout: float =
 
 
 async def test_node_plugin_answers_a_command(node: None, start_rosey: StartRosey, launcher: str) -> None:
-    rosey = await start_rosey({"node_echo": node_echo()}, launcher=launcher)
+    """Under a strict sandbox: every layer was applied before node ran, or it would not start."""
+    rosey = await start_rosey({"node_echo": node_echo()}, launcher=launcher, sandbox="strict")
     outcome = await rosey.command("node_echo", "hello", "from", "chat")
     assert outcome.kind is OutcomeKind.RESULT, outcome
     assert outcome.message == "hello from chat"
