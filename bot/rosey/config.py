@@ -37,10 +37,10 @@ from bot.rosey.chat_config import (
     parse_secrets,
 )
 from bot.rosey.core.subjects import validate_plugin_name
-from bot.rosey.errors import ConfigError
+from bot.rosey.errors import ConfigError, ProgramNotRunnable
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
-from bot.rosey.plugins.process.foreign import ProgramError, resolve_program
+from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.storage_config import parse_storage_limits
@@ -412,7 +412,7 @@ def _command(key: str, value: object, *, path: Path | None, module: str | None) 
         raise _fail(key, "needs 'path': the plugin's main file, given to the program as its last argument")
     try:
         program = resolve_program(value[0])
-    except ProgramError as exc:
+    except ProgramNotRunnable as exc:
         raise _fail(key, str(exc)) from None
     return (str(program), *value[1:])
 

@@ -18,34 +18,32 @@ import shutil
 import struct
 from pathlib import Path
 
-__all__ = ["ProgramError", "elf_interpreter", "exec_grants", "resolve_program"]
+from bot.rosey.errors import ProgramNotRunnable
+
+__all__ = ["elf_interpreter", "exec_grants", "resolve_program"]
 
 _ELF_MAGIC = b"\x7fELF"
 _PT_INTERP = 3
 _MAX_INTERP = 4096
 
 
-class ProgramError(ValueError):
-    """The configured program cannot be run as a plugin; the message says why, in one line."""
-
-
 def resolve_program(name: str, search_path: str | None = None) -> Path:
     """The absolute path of program ``name`` (a bare name is looked up on ``search_path``, by
-    default ``$PATH``); raises :class:`ProgramError` when it is missing or not an ELF program."""
+    default ``$PATH``); raises :class:`ProgramNotRunnable` when it is missing or not an ELF program."""
     if not name or "\0" in name:
-        raise ProgramError(f"program name must be a non-empty string, got {name!r}")
+        raise ProgramNotRunnable(f"program name must be a non-empty string, got {name!r}")
     if os.sep in name:
         if os.path.isfile(name) and not os.access(name, os.X_OK):
-            raise ProgramError(f"{name} is not executable (chmod +x it)")
+            raise ProgramNotRunnable(f"{name} is not executable (chmod +x it)")
         found = name if os.path.isfile(name) else None
     else:
         found = shutil.which(name, path=search_path if search_path is not None else os.environ.get("PATH"))
     if found is None:
         where = "" if os.sep in name else " on PATH"
-        raise ProgramError(f"program {name!r} not found{where} (install it, or give its absolute path)")
+        raise ProgramNotRunnable(f"program {name!r} not found{where} (install it, or give its absolute path)")
     program = Path(found).absolute()
     if not _is_elf(program):
-        raise ProgramError(
+        raise ProgramNotRunnable(
             f"{program} is not an ELF executable (a script?); name its interpreter instead, "
             'e.g. command = ["node"]'
         )
