@@ -421,6 +421,7 @@ class RoseyApp:
         user, password = (creds.user, creds.password) if self.embedded else _external_credentials(spec.name)
         options = ProcessOptions(
             entry=spec.entry,
+            command=plugin.command,  # a plugin in another language: always spawned (PROTOCOL.md)
             data_dir=data_dir,
             nats_user=user,
             nats_password=password,

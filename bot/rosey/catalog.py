@@ -131,7 +131,8 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 if other != name and source != "config" and other_path == plugin.path:
                     del found[other]
             found[name] = (plugin.path, None, "config")
-            if (problem := inspect_plugin_file(plugin.path, name)) is not None:
+            # A program in another language (`command`) is not Python: nothing to inspect.
+            if not plugin.command and (problem := inspect_plugin_file(plugin.path, name)) is not None:
                 load_errors[name] = problem
         elif plugin.module is not None:
             module, _, class_name = plugin.module.partition(":")

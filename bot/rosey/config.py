@@ -37,9 +37,10 @@ from bot.rosey.chat_config import (
     parse_secrets,
 )
 from bot.rosey.core.subjects import validate_plugin_name
-from bot.rosey.errors import ConfigError
+from bot.rosey.errors import ConfigError, ProgramNotRunnable
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
+from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.storage_config import parse_storage_limits
@@ -266,6 +267,9 @@ class PluginConfig:
     name: str
     path: Path | None = None
     module: str | None = None
+    # A plugin in another language (docs/plugins/PROTOCOL.md): the program that runs ``path``,
+    # e.g. ["node"]; its first item is resolved to an absolute path when the file is loaded.
+    command: tuple[str, ...] = ()
     enabled: bool = True
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
@@ -322,12 +326,19 @@ class PluginConfig:
             raise _fail(
                 key("module"), f"must be 'package.module' or 'package.module:Class', got {self.module!r}"
             )
+        put("command", _command(key("command"), self.command, path=self.path, module=self.module))
         put("enabled", _bool(key("enabled"), self.enabled))
         put("private_mounts", _bool(key("private_mounts"), self.private_mounts))
         put("pid_namespace", _bool(key("pid_namespace"), self.pid_namespace))
         put("restart", _enum(key("restart"), RestartPolicy, self.restart))
         for number, minimum in _PLUGIN_INTS.items():
             put(number, _int(key(number), getattr(self, number), minimum=minimum))
+        if self.command and self.max_processes > 0:
+            # Allowing processes would let it execute every readable file, and the PID namespace
+            # that comes with it makes the kernel refuse the runtime's threads (EINVAL on clone).
+            raise _fail(
+                key("max_processes"), "must be 0 for a plugin with 'command' (it may exec only its program)"
+            )
         put("command_timeout", _float(key("command_timeout"), self.command_timeout))
         ncpu = os.cpu_count() or 1
         put("max_cpu_percent", _float(key("max_cpu_percent"), self.max_cpu_percent, maximum=100.0 * ncpu))
@@ -385,6 +396,25 @@ class PluginConfig:
             max_publish_bytes_rate=self.max_publish_bytes_rate,
             max_subscriptions=self.max_subscriptions,
         )
+
+
+def _command(key: str, value: object, *, path: Path | None, module: str | None) -> tuple[str, ...]:
+    """``[plugins.NAME] command``: the program (resolved on PATH) and its first arguments."""
+    if value == () or value == []:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise _fail(key, f'must be a list of non-empty strings, e.g. ["node"], got {value!r}')
+    if any("\0" in item for item in value):
+        raise _fail(key, "must not contain NUL characters")
+    if module is not None:
+        raise _fail(key, "runs a file: set 'path' (the plugin's main file), not 'module'")
+    if path is None:
+        raise _fail(key, "needs 'path': the plugin's main file, given to the program as its last argument")
+    try:
+        program = resolve_program(value[0])
+    except ProgramNotRunnable as exc:
+        raise _fail(key, str(exc)) from None
+    return (str(program), *value[1:])
 
 
 # RoseyConfig field -> the TOML key it comes from, so that its errors name what the user wrote.

@@ -17,6 +17,7 @@ for callers who do not know Rosey's names::
     |   +-- NatsServerNotFound      FileNotFoundError
     |   +-- NatsMonitorError                          .url
     +-- ZygoteError                 OSError
+    +-- ProgramNotRunnable          ValueError
     +-- NotRunning                  LookupError
     +-- AlreadyRunning              RuntimeError
     +-- HarnessNotConnected         RuntimeError
@@ -88,6 +89,7 @@ __all__ = [
     "PluginNotFound",
     "PluginNotStarted",
     "PluginStartError",
+    "ProgramNotRunnable",
     "RequestTimeout",
     "RoseyError",
     "SecretUnavailable",
@@ -216,6 +218,10 @@ class NatsMonitorError(NatsServerError):
 
 class ZygoteError(RoseyError, OSError):
     """The zygote could not fork a plugin process (it died, or refused the request)."""
+
+
+class ProgramNotRunnable(RoseyError, ValueError):
+    """The program of a plugin's ``command`` cannot run it: missing, not executable, or a script."""
 
 
 class NotRunning(RoseyError, LookupError):

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.rosey.config import AdapterConfig, PluginConfig, RoseyConfig, SandboxMode
+from bot.rosey.plugins.process.foreign import exec_grants
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.supervision.spec import PluginSpec
 
@@ -87,6 +88,8 @@ def sandbox_for(
         extra_ports=ports,
         allow_udp=needs_dns,
         allow_subprocess=plugin.max_processes > 0,
+        # A plugin in another language: the launcher execs its program, and only that (PROTOCOL.md).
+        exec_paths=exec_grants(Path(plugin.command[0])) if plugin.command else (),
         private_mounts=plugin.private_mounts,
         pid_namespace=plugin.pid_namespace,
         max_open_files=plugin.max_open_files,

@@ -10,6 +10,12 @@ guard that tells plugin code importing Rosey's host code where and why
 plugin file without ``run_plugin(...)`` in its main block still runs if it defines exactly one
 plugin class.
 
+A plugin in another language (``--exec PROGRAM ARG... FILE``, from ``[plugins.NAME] command``)
+gets the same steps, then the launcher ``execve``s the program in place of itself: Landlock,
+seccomp, no_new_privs, rlimits and the namespaces survive execve, so the foreign code starts
+inside the sandbox, and the readiness pipe (its LAUNCHED line already written) stays open for
+the program's READY. The wire protocol it then speaks is docs/plugins/PROTOCOL.md.
+
 Both ways of starting a plugin end here: the plain spawn path runs :func:`main` in a fresh
 interpreter; a child of the zygote (:mod:`bot.rosey.plugins.zygote_child`) parses the same
 argv with :func:`parse_target` and calls :func:`run_target` once its process is set up. So
@@ -99,20 +105,50 @@ def _run_entry(entry: str) -> None:
     plugin_interface.run_plugin(plugin_class)
 
 
+#: The interpreter's own variables: the runner sets them for the Python launcher; a program in
+#: another language gets the protocol's environment without them (docs/plugins/PROTOCOL.md).
+_PYTHON_ONLY = (Env.PYTHONPATH, Env.PYTHONUNBUFFERED, Env.PYTHONIOENCODING, Env.PYTHONDONTWRITEBYTECODE)
+
+
+def _exec_program(argv: list[str]) -> None:
+    """Become the plugin's program (the sandbox is in force): ``argv[0]`` is its absolute path."""
+    env = {name: value for name, value in os.environ.items() if name not in _PYTHON_ONLY}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError as exc:
+        # No plugin code ran: the program is missing, or the sandbox does not let it execute.
+        sys.stderr.write(f"rosey: cannot run {argv[0]}: {exc.strerror or exc}\n")
+        sys.stderr.flush()
+        os._exit(ExitCode.SETUP_FAILED)
+
+
 def parse_target(argv: list[str] | None = None) -> argparse.Namespace:
     """``--path FILE`` or ``--entry module:Class`` -> ``.path`` / ``.entry`` (exits 2 on bad usage)."""
-    if argv is not None and len(argv) == 2 and argv[0] in ("--path", "--entry") and argv[1][:1] != "-":
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--exec"]:
+        # Everything after it is the program's argv, verbatim (its options are not ours).
+        if len(argv) < 2 or not os.path.isabs(argv[1]):
+            sys.stderr.write("rosey: --exec needs an absolute program path, then its arguments\n")
+            sys.exit(ExitCode.USAGE)
+        return argparse.Namespace(path=None, entry=None, exec=argv[1:])
+    if len(argv) == 2 and argv[0] in ("--path", "--entry") and argv[1][:1] != "-":
         # What the runner always sends, without building a parser (~1 ms, and in a zygote
         # child ~0.5 MB of copied pages): the same Namespace argparse would return.
         option, value = argv
         if option == "--path":
-            return argparse.Namespace(path=Path(value), entry=None)
-        return argparse.Namespace(path=None, entry=value)
+            return argparse.Namespace(path=Path(value), entry=None, exec=None)
+        return argparse.Namespace(path=None, entry=value, exec=None)
     parser = argparse.ArgumentParser(prog="python -m bot.rosey.plugins.launcher")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--path", type=Path, help="plugin file to run as __main__")
     target.add_argument("--entry", help="plugin class as 'package.module:ClassName'")
-    return parser.parse_args(argv)
+    parser.epilog = "--exec PROGRAM [ARG...]: sandbox, then exec PROGRAM (a plugin in another language)"
+    namespace = parser.parse_args(argv)
+    namespace.exec = None
+    return namespace
 
 
 def run_target(target: argparse.Namespace) -> None:
@@ -132,6 +168,9 @@ def run_target(target: argparse.Namespace) -> None:
         sys.stderr.write(f"rosey: cannot report the launch to the runner ({exc}); not running the plugin\n")
         sys.stderr.flush()
         os._exit(ExitCode.SETUP_FAILED)
+    program = getattr(target, "exec", None)
+    if program:
+        _exec_program(program)  # never returns
     # Plugin code that imports Rosey's host code is told where and why (bot.rosey.plugins.host_guard).
     host_guard.install()
     try:

@@ -88,6 +88,10 @@ class ProcessOptions:
     """How to run one plugin process; every field has a sensible default."""
 
     entry: str | None = None  # "package.module:Class" instead of a plugin file
+    # A plugin in another language: the launcher sandboxes itself, then execs this program with
+    # the plugin file as its last argument (docs/plugins/PROTOCOL.md). Always spawned: the
+    # zygote is a Python process and can only become a Python plugin.
+    command: tuple[str, ...] = ()
     data_dir: Path | None = None  # default: <state dir>/data/<name>
     nats_user: str | None = None
     nats_password: str | None = field(default=None, repr=False)
@@ -109,6 +113,9 @@ class ProcessOptions:
             choices = ", ".join(Launcher)
             raise ValueError(f"launcher must be one of {choices}, got {self.launcher!r}") from None
         object.__setattr__(self, "launcher", launcher)
+        object.__setattr__(self, "command", tuple(self.command))
+        if any(not isinstance(item, str) or not item for item in self.command):
+            raise ValueError(f"command must hold non-empty strings, got {self.command!r}")
         if self.ready_timeout <= 0:
             raise ValueError(f"ready_timeout must be positive, got {self.ready_timeout}")
         if self.output_lines < 1:
@@ -278,8 +285,8 @@ class PluginProcess:
     @property
     def launcher(self) -> Launcher:
         """The launcher the next start uses: the configured one, unless the platform cannot."""
-        if self.options.launcher is not Launcher.ZYGOTE:
-            return self.options.launcher
+        if self.options.launcher is not Launcher.ZYGOTE or self.options.command:
+            return Launcher.SPAWN if self.options.command else self.options.launcher
         if not zygote_supported():
             _warn_no_zygote()
             return Launcher.SPAWN
@@ -293,6 +300,10 @@ class PluginProcess:
 
     def _target(self) -> list[str]:
         """The launcher's argv: which plugin to run."""
+        if self.options.command:
+            if self.plugin_path is None:
+                raise ValueError(f"plugin '{self.plugin_name}': a command needs the plugin file it runs")
+            return ["--exec", *self.options.command, str(self.plugin_path.resolve())]
         if self.plugin_path is not None:
             return ["--path", str(self.plugin_path.resolve())]
         assert self.options.entry is not None

@@ -187,6 +187,8 @@ def restrict(policy: SandboxPolicy) -> list[ProtectionResult]:
     try:
         n_read, miss_read = _add_path_rules(ruleset, policy.read_paths, read & handled_fs)
         n_write, miss_write = _add_path_rules(ruleset, policy.write_paths, (read | _WRITE) & handled_fs)
+        # A foreign runtime's program (and its ELF interpreter): execute these files only.
+        n_exec, miss_exec = _add_path_rules(ruleset, policy.exec_paths, (READ_FILE | EXECUTE) & handled_fs)
         for port in policy.connect_ports if handled_net else ():
             port_attr = _NetPortAttr(allowed_access=CONNECT_TCP, port=port)
             _syscall(_SYS_ADD_RULE, ruleset, _RULE_NET_PORT, ctypes.byref(port_attr), 0)
@@ -197,8 +199,10 @@ def restrict(policy: SandboxPolicy) -> list[ProtectionResult]:
         os.close(ruleset)
 
     fs_detail = f"ABI {abi}: {n_read} read rules, {n_write} read-write rules"
-    if miss_read or miss_write:
-        fs_detail += f"; skipped (missing or unreachable) {', '.join(miss_read + miss_write)}"
+    if n_exec:
+        fs_detail += f", {n_exec} execute rules"
+    if miss_read or miss_write or miss_exec:
+        fs_detail += f"; skipped (missing or unreachable) {', '.join(miss_read + miss_write + miss_exec)}"
     results = [ProtectionResult(name="landlock-fs", state=ProtectionState.APPLIED, detail=fs_detail)]
     if handled_net:
         ports = ", ".join(map(str, policy.connect_ports)) or "none"

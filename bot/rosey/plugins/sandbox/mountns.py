@@ -162,7 +162,8 @@ def _beneath(path: str, roots: Iterable[str]) -> bool:
 def plan(policy: SandboxPolicy) -> Plan:
     """The new root for ``policy``: a pure reading of the host's tree, nothing is changed."""
     binds: dict[str, Bind] = {}
-    for writable, paths in ((False, policy.read_paths), (True, policy.write_paths)):
+    read_only = (*policy.read_paths, *policy.exec_paths)  # a program to exec must be there to exec
+    for writable, paths in ((False, read_only), (True, policy.write_paths)):
         for raw in paths:
             path = os.path.realpath(raw)
             try:
@@ -179,7 +180,7 @@ def plan(policy: SandboxPolicy) -> Plan:
             )
     links: dict[str, str] = {}
     seen: dict[str, int | None] = {}
-    for name in [*policy.read_paths, *policy.write_paths, *_aliases(policy)]:
+    for name in [*read_only, *policy.write_paths, *_aliases(policy)]:
         _walk_links(name, links, seen)
     granted = list(binds)
     # A link is kept when it lies outside every bind (inside one, it is there already) and is on

@@ -82,10 +82,18 @@ class SandboxPolicy:
     rest. ``pid_namespace``: a plugin allowed to create processes gets them in a PID namespace
     that the kernel empties when the plugin dies (:mod:`~bot.rosey.plugins.sandbox.pidns`).
     Both need root, or unprivileged user namespaces; without either they are reported unavailable.
+
+    ``exec_paths``: files the process may ``execve`` (and read), nothing else: how a plugin
+    written in another language runs (the launcher sandboxes itself, then execs the program,
+    see docs/plugins/PROTOCOL.md). Non-empty, it lets seccomp pass execve/execveat while fork,
+    vfork and clone without CLONE_THREAD stay denied, so the process can only *become* one of
+    these programs, in the same sandbox (Landlock, seccomp, no_new_privs and rlimits survive
+    execve), never start a second process. Give the program and its ELF interpreter.
     """
 
     read_paths: tuple[str, ...] = ()
     write_paths: tuple[str, ...] = ()
+    exec_paths: tuple[str, ...] = ()
     connect_ports: tuple[int, ...] = ()
     allow_bind: bool = False
     allow_udp: bool = False
@@ -118,7 +126,7 @@ class SandboxPolicy:
 
     def __post_init__(self) -> None:
         # JSON gives lists; a frozen dataclass must still hold hashable tuples.
-        for name in ("read_paths", "write_paths"):
+        for name in ("read_paths", "write_paths", "exec_paths"):
             value = tuple(str(p) for p in getattr(self, name))
             for path in value:
                 if not os.path.isabs(path):

@@ -33,7 +33,8 @@ fall back to writing the blocks, at the speed of the disk.
 
 Denied unless the policy allows it: UDP sockets (``allow_udp``); listen() (``allow_bind``);
 fork, vfork, execve(at) and ``clone`` without CLONE_THREAD (``allow_subprocess``; threads always
-work); chmod/chown/xattr/utime calls (``allow_metadata_changes``). ``clone3`` always fails with
+work; execve(at) alone with ``exec_paths``, which Landlock limits to those files);
+chmod/chown/xattr/utime calls (``allow_metadata_changes``). ``clone3`` always fails with
 ENOSYS: its flags sit in memory the filter cannot read, and glibc then falls back to ``clone``.
 Calls through a foreign ABI (i386 ``int 0x80``, x32) fail with ENOSYS.
 """
@@ -136,6 +137,7 @@ _OWN_PID_ARG0 = (
     "prlimit64 sched_setaffinity sched_setscheduler sched_setparam sched_setattr migrate_pages move_pages"
 ).split()
 _DENY_UNLESS_SUBPROCESS = ("fork", "vfork", "execve", "execveat")
+_EXEC = ("execve", "execveat")
 # listen() on an unbound TCP socket autobinds an ephemeral port on 0.0.0.0 without passing
 # Landlock's bind check (verified on 6.18, ABI 7), so a plugin that may not bind may not listen.
 _DENY_UNLESS_BIND = ("listen",)
@@ -267,7 +269,10 @@ def build_program(arch: Arch, policy: SandboxPolicy, pid: int) -> list[tuple[int
         p.append((_JGE_K, "enosys", 0, arch.x32_bit))
     denied = [name for name in _DENY_ALWAYS if name in nr]
     if not policy.allow_subprocess:
-        denied += [name for name in _DENY_UNLESS_SUBPROCESS if name in nr]
+        # exec_paths: the launcher execs a foreign runtime (Landlock lets it execute only those
+        # files); fork, vfork and clone without CLONE_THREAD stay denied, so it cannot start another.
+        exec_ok = _EXEC if policy.exec_paths else ()
+        denied += [name for name in _DENY_UNLESS_SUBPROCESS if name in nr and name not in exec_ok]
     if not policy.allow_bind:
         denied += list(_DENY_UNLESS_BIND)
     if not policy.allow_metadata_changes:
@@ -438,7 +443,13 @@ def install(policy: SandboxPolicy) -> ProtectionResult:
     kinds = ["TCP-only inet sockets" if not policy.allow_udp else "TCP/UDP-only inet sockets"]
     kinds.append("no listen()" if not policy.allow_bind else "listen() allowed")
     kinds.append("parent-death signal locked, scheduling of itself only, no memfd/inotify/fanotify/listmount")
-    kinds.append("no process creation" if not policy.allow_subprocess else "subprocesses allowed")
+    if policy.allow_subprocess:
+        kinds.append("subprocesses allowed")
+    else:
+        kinds.append(
+            "no process creation"
+            + (f", exec of {len(policy.exec_paths)} file(s)" if policy.exec_paths else "")
+        )
     if not policy.allow_metadata_changes:
         kinds.append("no chmod/chown/xattr/utime")
     kinds.append("no fallocate")
