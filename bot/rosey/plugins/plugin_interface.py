@@ -20,7 +20,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from typing import Any
+from typing import Any, ClassVar
 
 from bot.rosey.core.chat import FileRef
 from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
@@ -39,6 +39,7 @@ from bot.rosey.plugins.contract import (
 )
 from bot.rosey.plugins.files_client import FilesClient
 from bot.rosey.plugins.http_client import HttpClient
+from bot.rosey.plugins.permissions import Requests  # requested vs granted permissions (issue 15)
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
@@ -83,6 +84,11 @@ class PluginInterface(ABC):
 
     #: How many commands may run at once in this plugin; 1 means one after another.
     max_concurrency: int = 100
+
+    #: What this plugin asks the operator to grant (paths, HTTP hosts, quotas, events), written
+    #: literally: ``requests = Requests(...)``. It grants nothing by itself; the host reads it
+    #: from source and reports what rosey.toml did not grant (see ``plugins/permissions.py``).
+    requests: ClassVar[Requests | None] = None
 
     def __init__(self, nats_url: str | None = None, nats_token: str | None = None):
         """

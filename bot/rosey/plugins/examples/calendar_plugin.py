@@ -35,6 +35,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import FileTooLarge, ServiceError, StorageQuotaExceeded
+from bot.rosey.plugins.permissions import Files, Requests, Storage
 from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
 
 MAX_TITLE_CHARS = 200
@@ -140,6 +141,8 @@ class CalendarPlugin(PluginInterface):
     """``!calendar``: events as .ics files."""
 
     plugin_name = "calendar"
+    # Events in storage; an export of at most 500 events is well under 1 MB (`rosey plugins review calendar`).
+    requests = Requests(storage=Storage(max_bytes=2_000_000), files=Files(max_bytes=1_000_000))
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import StorageQuotaExceeded
+from bot.rosey.plugins.permissions import Requests, Storage
 from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
 
 MAX_QUOTE_CHARS = 500
@@ -52,6 +53,8 @@ class QuotePlugin(PluginInterface):
     """``!quote``: add, recall and search quotes."""
 
     plugin_name = "quote"
+    # One key per quote; the default storage quota holds thousands (`rosey plugins review quote`).
+    requests = Requests(storage=Storage(max_bytes=4_000_000, max_keys=10_000))
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

@@ -40,6 +40,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, StorageError
+from bot.rosey.plugins.permissions import Http, Requests, Storage
 from bot.rosey.plugins.plugin_interface import PluginInterface, run_plugin
 
 DEFAULT_API_URL = "https://api.openweathermap.org/data/2.5/"
@@ -73,6 +74,16 @@ class WeatherPlugin(PluginInterface):
     """``!weather <city>``: the current weather."""
 
     plugin_name = "weather"
+    # What the operator is asked to grant (it grants nothing by itself: see `rosey plugins review
+    # weather`). The storage quota is for the 10-minute cache and fits in the default.
+    requests = Requests(
+        http=[
+            Http(
+                "https://api.openweathermap.org/data/2.5/", reason="current weather by city", methods=["GET"]
+            )
+        ],
+        storage=Storage(max_bytes=1_000_000),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
