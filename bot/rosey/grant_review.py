@@ -183,7 +183,12 @@ class _Review:
             (Path(p), "default: device") for p in DEVICE_WRITE_PATHS
         ]
         for kind, wanted, grants, defaults in (
-            ("read_paths", requested.read_paths, read_grants, self.default_read()),
+            (
+                "read_paths",
+                requested.read_paths,
+                read_grants,
+                self.default_read() if requested.read_paths else [],
+            ),
             ("write_paths", requested.write_paths, write_grants, default_write),
         ):
             for path in wanted:

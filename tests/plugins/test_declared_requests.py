@@ -208,10 +208,10 @@ def test_unreadable_files_are_problems_not_exceptions(tmp_path: Path) -> None:
     broken = plugin(tmp_path, "class P(PluginInterface):\n    requests = Requests(\n", name="broken.py")
     assert read_declared_requests(broken).problems[0].startswith("line ")
     deep = tmp_path / "deep.py"
-    deep.write_text("x = " + "(" * 100_000 + ")" * 100_000 + "\n")
+    deep.write_text("requests = " + "(" * 100_000 + ")" * 100_000 + "\n")
     assert read_declared_requests(deep).problems
     nul = tmp_path / "nul.py"
-    nul.write_bytes(b"x = 1\x00\n")
+    nul.write_bytes(b"requests = 1\x00\n")
     assert read_declared_requests(nul).problems
     assert read_declared_requests(tmp_path / "missing.py").problems[0].startswith("cannot read")
 

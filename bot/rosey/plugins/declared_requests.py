@@ -369,8 +369,33 @@ def _check(call: _Call) -> tuple[DeclaredRequests, list[str]]:
 def read_declared_requests(
     path: Path, *, plugin_name: str | None = None, class_name: str | None = None
 ) -> Declaration:
-    """The requests declared by the plugin class in ``path`` (see :func:`plugin_class_chain`)."""
+    """The requests declared by the plugin class in ``path`` (see :func:`plugin_class_chain`).
+
+    Read at every start of a plugin, so the answer for an unchanged file is remembered, and a
+    file that does not contain the word ``requests`` at all is not parsed.
+    """
     try:
+        stat = path.stat()
+    except OSError as exc:
+        return Declaration(file=path, problems=(f"cannot read: {exc}",))
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, plugin_name, class_name)
+    remembered = _REMEMBERED.get(key)
+    if remembered is None:
+        remembered = _read(path, plugin_name=plugin_name, class_name=class_name)
+        if len(_REMEMBERED) >= _REMEMBER:
+            _REMEMBERED.pop(next(iter(_REMEMBERED)))
+        _REMEMBERED[key] = remembered
+    return remembered
+
+
+_REMEMBER = 256
+_REMEMBERED: dict[tuple[object, ...], Declaration] = {}
+
+
+def _read(path: Path, *, plugin_name: str | None, class_name: str | None) -> Declaration:
+    try:
+        if ATTRIBUTE.encode() not in path.read_bytes():
+            return Declaration(file=path)  # nothing can be declared: no need to parse
         tree = parse_source(path)
     except SyntaxError as exc:
         return Declaration(file=path, problems=(f"line {exc.lineno}: SyntaxError: {exc.msg}",))
