@@ -100,8 +100,8 @@ def render(review: GrantReview, *, suggest: bool = False) -> str:
     if missing:
         lines.append(
             f"{len(missing)} request(s) not granted: the plugin runs without them. To grant them, edit "
-            f"rosey.toml and restart the plugin (`rosey plugins review {review.plugin} --suggest` "
-            "prints the lines)."
+            f"rosey.toml and restart Rosey, which reads it at start (`rosey plugins review "
+            f"{review.plugin} --suggest` prints the lines)."
         )
     elif review.declared and not review.problems:
         lines.append("every request is granted.")
