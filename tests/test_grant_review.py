@@ -216,3 +216,13 @@ def test_subject_covers(pattern: str, subject: str, covers: bool) -> None:
 )
 def test_subjects_overlap(a: str, b: str, overlap: bool) -> None:
     assert subjects_overlap(a, b) is overlap and subjects_overlap(b, a) is overlap
+
+
+def test_the_status_field_reads_back_tolerantly() -> None:
+    from bot.rosey.supervision.status import PluginStatus
+
+    row = {"name": "x", "state": "running", "not_granted": ["env HOME", 3, None, {"a": 1}]}
+    assert PluginStatus.from_dict(row).not_granted == ("env HOME",)
+    assert PluginStatus.from_dict({**row, "not_granted": "env HOME"}).not_granted == ()
+    assert PluginStatus.from_dict({"name": "x", "state": "running"}).not_granted == ()
+    assert PluginStatus(name="x", state="running", not_granted=["a"]).to_dict()["not_granted"] == ["a"]  # type: ignore[arg-type]
