@@ -91,10 +91,10 @@ class Declaration:
     problems: tuple[str, ...] = ()
 
 
-class _NotLiteral(Exception):
-    def __init__(self, node: ast.AST, what: str) -> None:
-        super().__init__(what)
-        self.line = getattr(node, "lineno", None)
+def _not_literal(node: ast.AST, what: str) -> ValueError:
+    """Why a part of the declaration cannot be read; ``args`` are (line or None, what). A plain
+    ValueError: it never leaves this module (read_declared_requests turns it into a problem)."""
+    return ValueError(getattr(node, "lineno", None), what)
 
 
 @dataclass(frozen=True)
@@ -115,23 +115,23 @@ class _Literal:
     def value(self, node: ast.expr) -> Any:
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _NotLiteral(node, f"the declaration is too large (more than {MAX_NODES} parts)")
+            raise _not_literal(node, f"the declaration is too large (more than {MAX_NODES} parts)")
         if isinstance(node, ast.Constant):
             value = node.value
             if value is None or (isinstance(value, int) and not isinstance(value, bool)):
                 return value
             if isinstance(value, str):
                 if len(value) > MAX_STRING:
-                    raise _NotLiteral(node, f"a string longer than {MAX_STRING} characters")
+                    raise _not_literal(node, f"a string longer than {MAX_STRING} characters")
                 return value
-            raise _NotLiteral(node, f"{type(value).__name__} values are not accepted here ({value!r:.40})")
+            raise _not_literal(node, f"{type(value).__name__} values are not accepted here ({value!r:.40})")
         if isinstance(node, ast.List | ast.Tuple):
             if len(node.elts) > MAX_ITEMS:
-                raise _NotLiteral(node, f"a list of more than {MAX_ITEMS} items")
+                raise _not_literal(node, f"a list of more than {MAX_ITEMS} items")
             return [self.value(item) for item in node.elts]
         if isinstance(node, ast.Call):
             return self.call(node)
-        raise _NotLiteral(node, f"{_what(node)} is not a literal; write the value out")
+        raise _not_literal(node, f"{_what(node)} is not a literal; write the value out")
 
     def call(self, node: ast.Call) -> _Call:
         func = node.func
@@ -141,9 +141,9 @@ class _Literal:
         elif isinstance(func, ast.Attribute) and func.attr in _CALLS:
             name = func.attr
         if name is None:
-            raise _NotLiteral(node, f"a call to {_what(func)}; only {', '.join(_CALLS)}(...) are read")
+            raise _not_literal(node, f"a call to {_what(func)}; only {', '.join(_CALLS)}(...) are read")
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
-            raise _NotLiteral(node, f"{name}(...) with *args or **kwargs cannot be read")
+            raise _not_literal(node, f"{name}(...) with *args or **kwargs cannot be read")
         args = tuple(self.value(a) for a in node.args)
         kwargs = {str(k.arg): self.value(k.value) for k in node.keywords}
         return _Call(name, args, kwargs, node.lineno)
@@ -407,12 +407,13 @@ def _read(path: Path, *, plugin_name: str | None, class_name: str | None) -> Dec
         return Declaration(file=path)
     try:
         value = _Literal(_aliases(tree)).value(node)
-    except _NotLiteral as exc:
-        where = f"line {exc.line}: " if exc.line else ""
+    except ValueError as exc:
+        line, what = exc.args if len(exc.args) == 2 else (None, str(exc))
+        where = f"line {line}: " if line else ""
         return Declaration(
             file=path,
             line=node.lineno,
-            problems=(f"{where}{ATTRIBUTE} cannot be read without running the plugin: {exc}",),
+            problems=(f"{where}{ATTRIBUTE} cannot be read without running the plugin: {what}",),
         )
     except RecursionError:
         return Declaration(file=path, line=node.lineno, problems=(f"line {node.lineno}: nested too deeply",))
