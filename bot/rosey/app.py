@@ -41,6 +41,7 @@ from bot.rosey.config import Launcher, RoseyConfig
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError
 from bot.rosey.files_config import parse_file_limits
+from bot.rosey.grant_review import review_plugin, start_notice
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
@@ -68,7 +69,7 @@ from bot.rosey.supervision.status import (
     RoseyStatus,
     WatchdogStatus,
 )
-from bot.rosey.supervision.supervisor import Supervisor
+from bot.rosey.supervision.supervisor import StartNotice, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
 from bot.rosey.web.auth import new_operator_token
 from bot.rosey.web.dashboard import Dashboard
@@ -161,6 +162,7 @@ class RoseyApp:
         self.bus = await self._connect("rosey-core")
 
         self.supervisor = Supervisor(self.bus, self.catalog.all_specs, self._make_process)
+        self.supervisor.start_check = self._grant_notice  # requested vs granted, once per start
         self.log_files = PluginLogFiles(state_dir / "logs")  # output outlives the bot: `rosey logs`
         self.supervisor.add_output_listener(self.log_files.write)
         supervisor = self.supervisor
@@ -479,6 +481,12 @@ class RoseyApp:
             ),
         )
         return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
+
+    def _grant_notice(self, spec: PluginSpec) -> StartNotice:
+        """What the plugin's source requests now and rosey.toml does not grant (it gets nothing more)."""
+        plugin = self.catalog.configs[spec.name]
+        not_granted, lines = start_notice(review_plugin(self.config, plugin, spec, self._module_file(spec)))
+        return StartNotice(not_granted=not_granted, log_lines=lines)
 
     def _module_file(self, spec: PluginSpec) -> Path | None:
         return self.catalog.module_files.get(spec.name)

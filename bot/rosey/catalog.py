@@ -101,12 +101,15 @@ def discover(config: RoseyConfig) -> PluginRegistry:
     return registry
 
 
-def _declared_commands(specs: list[PluginSpec], module_files: dict[str, Path]) -> dict[str, PluginCommands]:
-    """Declared commands of every plugin that can run, read statically (no plugin code runs)."""
+def _declared_commands(
+    specs: list[PluginSpec], module_files: dict[str, Path], foreign: frozenset[str]
+) -> dict[str, PluginCommands]:
+    """Declared commands of every Python plugin that can run, read statically (no plugin code runs).
+    A plugin in another language (``foreign``: it has a ``command``) has no Python source to read."""
     found = {}
     for spec in specs:
         path = spec.path or module_files.get(spec.name)
-        if spec.load_error is None and path is not None:
+        if spec.load_error is None and path is not None and spec.name not in foreign:
             class_name = spec.entry.partition(":")[2] if spec.entry else ""
             found[spec.name] = read_declared_commands(spec.name, path, class_name or None)
     return found
@@ -192,7 +195,8 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             origin = _module_origin(adapter.entry.partition(":")[0])
             if origin is not None:
                 module_files[name] = origin
-    commands = _declared_commands(specs, module_files)
+    foreign = frozenset(name for name, plugin in config.plugins.items() if plugin.command)
+    commands = _declared_commands(specs, module_files, foreign)
     for declared in commands.values():
         problems.extend(declared.problems)
     problems.extend(reserved_name_problems(configs, config.chat.prefix))

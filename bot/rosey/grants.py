@@ -12,14 +12,21 @@ from bot.rosey.plugins.process.foreign import exec_grants
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.supervision.spec import PluginSpec
 
-__all__ = ["DATA_HEADROOM_MB", "adapter_sandbox", "nats_port", "plugin_url", "sandbox_for"]
+__all__ = [
+    "DATA_HEADROOM_MB",
+    "adapter_sandbox",
+    "holds_operator_files",
+    "nats_port",
+    "plugin_url",
+    "sandbox_for",
+]
 
 logger = logging.getLogger(__name__)
 
 DATA_HEADROOM_MB = 256  # executor thread stacks (8 MB each) and allocator slack
 
 
-def _holds_operator_files(directory: Path, config: RoseyConfig) -> bool:
+def holds_operator_files(directory: Path, config: RoseyConfig) -> bool:
     sensitive = [config.state_dir.resolve()]
     if config.source is not None:
         sensitive.append(config.source.resolve())
@@ -62,7 +69,7 @@ def sandbox_for(
     if module_file is not None:
         extra_read.append(module_file.resolve().parent)
     plugin_file = spec.path
-    if plugin_file is not None and _holds_operator_files(plugin_file.resolve().parent, config):
+    if plugin_file is not None and holds_operator_files(plugin_file.resolve().parent, config):
         # A plugin file beside rosey.toml would make its directory, .rosey/ included (core
         # credentials, every plugin's password), readable. Grant the file alone instead.
         logger.warning(
@@ -113,7 +120,7 @@ def _is_address(host: str) -> bool:
 def _module_grant(module_file: Path, config: RoseyConfig) -> Path:
     """A custom adapter's package directory, or its file alone beside the operator's files."""
     directory = module_file.resolve().parent
-    return module_file.resolve() if _holds_operator_files(directory, config) else directory
+    return module_file.resolve() if holds_operator_files(directory, config) else directory
 
 
 def adapter_sandbox(

@@ -170,6 +170,7 @@ ROW_KEYS = [
     "disk_mb",
     "cpu_seconds",
     "kills",
+    "not_granted",
 ]
 
 

@@ -30,6 +30,7 @@ from bot.rosey.runtime import read_runtime
 from bot.rosey.services.gateway_audit import gateway_log
 from bot.rosey.services.router import CoreRouter, OutcomeKind, RouterConfig
 from bot.rosey.supervision.status import PluginStatus, RoseyStatus, unavailable_reason
+from bot.rosey.terminal import printable
 
 __all__ = [
     "EXIT_FAILURE",
@@ -137,6 +138,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     for plugin in status.plugins:
         if plugin.reason:
             print(f"{plugin.name}: {plugin.reason}")
+        if plugin.not_granted:  # requested in its source, not granted in rosey.toml (issue 15)
+            print(printable(f"{plugin.name}: not granted: {'; '.join(plugin.not_granted)}"))
         if plugin.sandbox_source is not None:
             sandboxes.setdefault((plugin.sandbox or "none", plugin.sandbox_source), []).append(plugin.name)
         if plugin.denied_by_nats:

@@ -34,7 +34,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 def print_line(line: Mapping[str, Any]) -> None:
     """One line of a plugin's output, as ``rosey logs`` shows it."""
-    stream = "err" if line.get("stream") == "stderr" else "out"
+    stream = {"stderr": "err", "rosey": "rosey"}.get(str(line.get("stream")), "out")  # rosey: the host's
     print(f"[{stream}] {printable(str(line.get('text', '')))}", flush=True)
 
 

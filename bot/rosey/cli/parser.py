@@ -11,6 +11,7 @@ from bot.rosey.cli import commands
 from bot.rosey.cli import storage as storage_cli
 from bot.rosey.cli.author import add_author_commands
 from bot.rosey.cli.log_format import LOG_FORMATS
+from bot.rosey.cli.review import add_review_parser
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
 
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--json", action="store_true", help="the same, as JSON")
     listing.set_defaults(func=commands.cmd_plugins_list)
+    add_review_parser(plugins_sub, common)  # rosey plugins review NAME (requested vs granted)
 
     logs = sub.add_parser(
         "logs",

@@ -43,6 +43,7 @@ from bot.rosey.plugins.files_client import FilesClient
 from bot.rosey.plugins.hints import HINT_EVENT, Hint
 from bot.rosey.plugins.http_client import HttpClient
 from bot.rosey.plugins.loop_watch import LoopWatch
+from bot.rosey.plugins.permissions import Requests  # requested vs granted permissions (issue 15)
 from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.plugins.tracebacks import format_plugin_exception
 
@@ -92,6 +93,10 @@ class PluginInterface(ABC):
     #: Command(usage="[NdS...]", help="Roll dice")}`` or a tuple of ``Command("roll", ...)``; their
     #: arguments are checked before the plugin sees them, and ``!help`` lists them. Optional.
     commands: ClassVar[Mapping[str, Command] | Sequence[Command]] = ()
+    #: What this plugin asks the operator to grant (paths, HTTP hosts, quotas, events), written
+    #: literally: ``requests = Requests(...)``. It grants nothing by itself; the host reads it
+    #: from source and reports what rosey.toml did not grant (see ``plugins/permissions.py``).
+    requests: ClassVar[Requests | None] = None
 
     def __init__(self, nats_url: str | None = None, nats_token: str | None = None):
         """

@@ -41,6 +41,7 @@ __all__ = [
     "find_plugin_class",
     "locate_plugin_module",
     "parse_source",
+    "plugin_class_chain",
     "shown_path",
 ]
 
@@ -232,6 +233,39 @@ def shown_path(path: Path) -> str:
 # --- end of the public AST helpers
 
 
+def plugin_class_chain(
+    tree: ast.Module, *, plugin_name: str | None = None, class_name: str | None = None
+) -> list[ast.ClassDef]:
+    """The plugin class of ``tree`` and its same-module bases, in attribute lookup order.
+
+    The class is ``class_name`` when given (an entry point names it), else the plugin class whose
+    literal ``plugin_name`` is ``plugin_name``, else the module's only plugin class that nothing
+    subclasses. [] when there is no such class. Bases from other modules cannot be read and are
+    left out; bases are searched first base first, depth first, as ``plugin_name`` is.
+    """
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    scans = _scan_classes(tree)
+    chosen = class_name if class_name in classes else None
+    if chosen is None and class_name is None:
+        plugins = [n for n, scan in scans.items() if scan.is_plugin and not scan.subclassed]
+        named = [n for n in plugins if plugin_name is not None and scans[n].plugin_name == plugin_name]
+        chosen = named[0] if named else (plugins[0] if len(plugins) == 1 else None)
+    chain: list[ast.ClassDef] = []
+
+    def visit(name: str) -> None:
+        node = classes.get(name)
+        if node is None or node in chain:
+            return
+        chain.append(node)
+        for base in node.bases:
+            if isinstance(base, ast.Name) and base.id in classes and classes[base.id].lineno < node.lineno:
+                visit(base.id)
+
+    if chosen is not None:
+        visit(chosen)
+    return chain
+
+
 def _find_top_level(name: str) -> importlib.machinery.ModuleSpec | None:
     """Where top-level module ``name`` lives: ``sys.path`` first, then the other meta path finders
     (editable installs map their packages with one). Finding a top-level name imports nothing."""
@@ -296,9 +330,7 @@ def inspect_plugin_file(path: Path, expected_name: str) -> str | None:
     """
     shown = _shown(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(path.read_bytes(), filename=str(path))
+        tree = parse_source(path)
     except SyntaxError as exc:
         return f"{shown}:{exc.lineno}: SyntaxError: {exc.msg}"
     except (OSError, ValueError, RecursionError, MemoryError) as exc:
@@ -456,10 +488,7 @@ class PluginRegistry:
 
     def _parse(self, path: Path) -> ast.Module | None:
         try:
-            source = path.read_bytes()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # SyntaxWarnings in plugin source are the author's business
-                return ast.parse(source, filename=str(path))
+            return parse_source(path)
         except SyntaxError as exc:
             self._problem("cannot parse %s: %s (line %s)", path, exc.msg, exc.lineno)
             self._failed(path, f"{_shown(path)}:{exc.lineno}: SyntaxError: {exc.msg}")

@@ -31,6 +31,7 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.commands",
     "plugins.storage_client",
     "plugins.files_client",
+    "plugins.permissions",  # the SDK's Requests(...) declaration
     "plugins.sandbox",
     "plugins.tracebacks",
     "plugins.plugin_side",
@@ -76,6 +77,8 @@ HOST_ONLY = (
     "plugins.process",
     "plugins.plugin_runner",
     "plugins.plugin_registry",
+    "plugins.declared_requests",  # reads plugin source; the plugin side never needs it
+    "grant_review",
 )
 
 

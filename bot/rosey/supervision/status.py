@@ -200,11 +200,15 @@ class PluginStatus:
     last_denied: str | None = None
     cpu_seconds: float | None = None  # CPU time (user + system) of the running process, as last read
     kills: Mapping[str, int] = field(default_factory=dict)  # watchdog kills since start, by kill_cause
+    #: What the plugin's source requests and rosey.toml does not grant, as found at its last start
+    #: ("read_paths /srv/x", "http GET https://api.example.org/ (why)"); it runs without them.
+    not_granted: tuple[str, ...] = ()
     history: tuple[ResourceSample, ...] = field(default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", PluginState(self.state))
         object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(self, "not_granted", tuple(self.not_granted))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -231,6 +235,7 @@ class PluginStatus:
             "disk_mb": self.disk_mb,
             "cpu_seconds": self.cpu_seconds,
             "kills": dict(self.kills),
+            "not_granted": list(self.not_granted),
         }
         if self.denied_by_nats:
             data["denied_by_nats"] = self.denied_by_nats
@@ -242,6 +247,7 @@ class PluginStatus:
     def from_dict(cls, data: Mapping[str, Any]) -> PluginStatus:
         """Read a status back; raises ValueError only for a state this version does not know."""
         history = data.get("history")
+        not_granted = data.get("not_granted")
         return cls(
             name=_str(data.get("name")) or "",
             state=PluginState(data.get("state", PluginState.STOPPED)),
@@ -268,6 +274,11 @@ class PluginStatus:
             last_denied=_str(data.get("last_denied")),
             cpu_seconds=_float(data.get("cpu_seconds")),
             kills={str(k): v for k, v in _mapping(data.get("kills")).items() if _int(v) is not None},
+            not_granted=tuple(
+                item
+                for item in (not_granted if isinstance(not_granted, list) else [])
+                if isinstance(item, str)
+            ),
             history=tuple(
                 ResourceSample.from_dict(point)
                 for point in (history if isinstance(history, list) else [])

@@ -51,12 +51,26 @@ from bot.rosey.supervision.status import (
     unavailable_reason,
 )
 
-__all__ = ["ManagedPlugin", "Supervisor"]
+__all__ = ["ManagedPlugin", "StartCheck", "StartNotice", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
 ProcessFactory = Callable[[PluginSpec], PluginProcess]
 OutputListener = Callable[[str, OutputLine], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartNotice:
+    """What a plugin asked for and was not granted, found before one of its starts, and the lines
+    the host writes about it into the plugin's log (see ``grant_review``)."""
+
+    not_granted: tuple[str, ...] = ()
+    log_lines: tuple[str, ...] = ()
+
+
+#: Called (in a thread: it reads the plugin's source) before each start of a plugin. The app
+#: provides it; the supervisor knows no configuration and grants nothing from it.
+StartCheck = Callable[[PluginSpec], StartNotice]
 
 
 @dataclass
@@ -81,6 +95,7 @@ class ManagedPlugin:
     ping: PingReply | None = None  # the plugin's last answer to a liveness ping (its own claims)
     disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
     kills: dict[str, int] = field(default_factory=dict)  # watchdog kills since the bot started, by cause
+    not_granted: tuple[str, ...] = ()  # requested in its source, not granted, as of its last start
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -140,6 +155,7 @@ class ManagedPlugin:
             disk_mb=round(self.disk.mb, 1) if running and self.disk is not None else None,
             cpu_seconds=stats.cpu_seconds if running and stats else None,
             kills=dict(self.kills),
+            not_granted=self.not_granted,
             history=tuple(self.history)[-history:] if history > 0 else (),
         )
 
@@ -170,6 +186,8 @@ class Supervisor:
         self._first_ready: dict[str, asyncio.Future[None]] = {}
         self._output_listeners: list[OutputListener] = []
         self.events = LifecyclePublisher(bus, source="rosey-supervisor")
+        #: Before each start of a plugin: its requests against its grants (None: not checked).
+        self.start_check: StartCheck | None = None
 
     def add_output_listener(self, listener: OutputListener) -> None:
         """Call ``listener(plugin_name, line)`` for every output line of every plugin, across restarts."""
@@ -373,6 +391,7 @@ class Supervisor:
             )
         process = plugin.process
         started = time.monotonic()
+        await self._check_grants(plugin, process)
         try:
             await process.start()
         except (PluginStartError, OSError) as exc:
@@ -425,6 +444,27 @@ class Supervisor:
         else:
             logger.info("plugin '%s' %s", plugin.name, end.description, extra={"plugin": plugin.name})
         return end, ran_for
+
+    async def _check_grants(self, plugin: ManagedPlugin, process: PluginProcess) -> None:
+        """Once per start, before the plugin's code runs: what it requests and was not granted,
+        kept for its status and said once in its log. It changes nothing the plugin gets."""
+        check = self.start_check
+        if check is None or plugin.spec.kind is not ProcessKind.PLUGIN:
+            return
+        try:
+            notice = await asyncio.to_thread(check, plugin.spec)
+        except Exception as exc:  # a report must never keep a plugin from starting
+            logger.warning(
+                "plugin '%s': cannot compare its requests with its grants: %r",
+                plugin.name,
+                exc,
+                extra={"plugin": plugin.name},
+            )
+            notice = StartNotice()
+        plugin.not_granted = notice.not_granted
+        for line in notice.log_lines:
+            process.output.note(line)
+            logger.warning("plugin '%s': %s", plugin.name, line, extra={"plugin": plugin.name})
 
     async def _back_off(self, plugin: ManagedPlugin, delay: float) -> None:
         self._transition(plugin, PluginState.BACKOFF, reason=plugin.last_exit, delay=delay)

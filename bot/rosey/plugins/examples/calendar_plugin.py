@@ -35,6 +35,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import FileTooLarge, ServiceError, StorageQuotaExceeded
+from bot.rosey.plugins.permissions import Files, Requests, Storage
 from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 MAX_TITLE_CHARS = 200
@@ -151,6 +152,8 @@ class CalendarPlugin(PluginInterface):
         Command("delete", usage="<number>", help="Delete a kept event (see !calendar list)"),
         Command("export", help="Every kept event as one .ics file"),
     )
+    # Events in storage; an export of at most 500 events is well under 1 MB (`rosey plugins review calendar`).
+    requests = Requests(storage=Storage(max_bytes=2_000_000), files=Files(max_bytes=1_000_000))
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

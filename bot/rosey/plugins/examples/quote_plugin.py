@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import StorageQuotaExceeded
+from bot.rosey.plugins.permissions import Requests, Storage
 from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 MAX_QUOTE_CHARS = 500
@@ -62,6 +63,8 @@ class QuotePlugin(PluginInterface):
         Command("delete", usage="<number:int>", help="Delete a quote you added"),
         Command("count", help="How many quotes are kept"),
     )
+    # One key per quote; the default storage quota holds thousands (`rosey plugins review quote`).
+    requests = Requests(storage=Storage(max_bytes=4_000_000, max_keys=10_000))
 
     async def handle_command(self, event: Event) -> None:
         args = event.data.get("args") or []

@@ -46,6 +46,7 @@ from bot.rosey.core.chat import OutgoingMessage
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import StorageError
+from bot.rosey.plugins.permissions import Requests, Storage
 from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ class RemindPlugin(PluginInterface):
         Command("cancel", usage="<number>", help="Cancel one of your reminders (see !remind list)"),
         Command("due", help="Reminders you missed while away"),
     )
+    # Timers live in storage; saying a due reminder unprompted is a publish on the chat's send
+    # subject, which the operator grants or not (`rosey plugins review remind`). Without it, due
+    # reminders are kept as "missed" and shown at the user's next command.
+    requests = Requests(storage=Storage(max_bytes=2_000_000), publish=["rosey.chat.*.send"])
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

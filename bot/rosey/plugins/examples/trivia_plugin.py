@@ -38,6 +38,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import StorageError
+from bot.rosey.plugins.permissions import Requests, Storage
 from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 QUESTIONS_FILE = Path(__file__).with_name("trivia_questions.json")
@@ -111,6 +112,8 @@ class TriviaPlugin(PluginInterface):
         Command("top", help="The best players"),
         Command("score", help="Your own score"),
     )
+    # Scores and open questions; the default storage quota is plenty (`rosey plugins review trivia`).
+    requests = Requests(storage=Storage(max_bytes=2_000_000, max_keys=10_000))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -40,6 +40,7 @@ from typing import Any
 
 from bot.rosey.core.events import Event
 from bot.rosey.errors import GatewayError, GatewayRateLimited, GatewayRefused, StorageError
+from bot.rosey.plugins.permissions import Http, Requests, Storage
 from bot.rosey.plugins.plugin_interface import Command, PluginInterface, run_plugin
 
 DEFAULT_API_URL = "https://api.openweathermap.org/data/2.5/"
@@ -74,6 +75,16 @@ class WeatherPlugin(PluginInterface):
 
     plugin_name = "weather"
     commands = (Command("weather", usage="<city...>", help="The current weather, e.g. !weather London,GB"),)
+    # What the operator is asked to grant (it grants nothing by itself: see `rosey plugins review
+    # weather`). The storage quota is for the 10-minute cache and fits in the default.
+    requests = Requests(
+        http=[
+            Http(
+                "https://api.openweathermap.org/data/2.5/", reason="current weather by city", methods=["GET"]
+            )
+        ],
+        storage=Storage(max_bytes=1_000_000),
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

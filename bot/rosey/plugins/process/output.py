@@ -19,7 +19,11 @@ from typing import IO, Any
 from bot.rosey.plugins.process.budget import OutputBudget
 from bot.rosey.terminal import printable
 
-__all__ = ["LogForwarder", "OutputBuffer", "OutputLine", "PipeReader", "capture_pipe"]
+__all__ = ["HOST_STREAM", "LogForwarder", "OutputBuffer", "OutputLine", "PipeReader", "capture_pipe"]
+
+#: The stream of lines the host writes into a plugin's log (what it requested and was not
+#: granted): a plugin writes only stdout and stderr, so it cannot forge one of these.
+HOST_STREAM = "rosey"
 
 MAX_LINE_BYTES = 16 * 1024
 
@@ -43,6 +47,7 @@ class OutputBuffer:
         self.by_stream: dict[str, deque[str]] = {
             "stdout": deque(maxlen=max_lines),
             "stderr": deque(maxlen=max_lines),
+            HOST_STREAM: deque(maxlen=max_lines),
         }
         self.total_bytes = 0
         self.total_lines = 0
@@ -60,6 +65,10 @@ class OutputBuffer:
         self.total_lines += 1
         for listener in list(self._listeners):
             listener(line)
+
+    def note(self, text: str) -> None:
+        """A line from the host about this plugin, kept (and shown by ``rosey logs``) among its own."""
+        self.append(HOST_STREAM, printable(text))
 
     def tail(self, stream: str, count: int) -> list[str]:
         buffered = self.by_stream[stream]
@@ -242,6 +251,8 @@ class LogForwarder:
         self.suppressed = 0
 
     def __call__(self, line: OutputLine) -> None:
+        if line.stream == HOST_STREAM:
+            return  # the host logged it already, as itself (not as the plugin's output)
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
