@@ -37,6 +37,7 @@ for callers who do not know Rosey's names::
         +-- PluginNameMismatch      RuntimeError      .declared
         +-- PluginStartError        RuntimeError
         +-- PluginCommandError
+        +-- PluginEnvironmentError                    .output
 
 Exceptions carry their subject as attributes (last column; every ``PluginError`` has
 ``.plugin``), passed as keyword-only arguments after the message, so ``exc.args`` is always
@@ -75,6 +76,7 @@ __all__ = [
     "PayloadTooLarge",
     "PlatformError",
     "PluginCommandError",
+    "PluginEnvironmentError",
     "PluginError",
     "PluginNameMismatch",
     "PluginNotConnected",
@@ -267,6 +269,15 @@ class PluginStartError(PluginError, RuntimeError):
 
 class PluginCommandError(PluginError):
     """A plugin answered a command with an error."""
+
+
+class PluginEnvironmentError(PluginError):
+    """A plugin's own environment could not be built (``rosey plugins install``): the message says
+    why in one line, ``output`` holds the installer's full output (shown with ``--verbose``)."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, output: str = "") -> None:
+        super().__init__(message, plugin=plugin)
+        self.output = output
 
 
 class DeliveryFailed(RoseyError):

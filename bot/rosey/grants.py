@@ -11,7 +11,14 @@ from bot.rosey.config import AdapterConfig, PluginConfig, RoseyConfig, SandboxMo
 from bot.rosey.plugins.sandbox.policy import SandboxPolicy
 from bot.rosey.supervision.spec import PluginSpec
 
-__all__ = ["DATA_HEADROOM_MB", "adapter_sandbox", "nats_port", "plugin_url", "sandbox_for"]
+__all__ = [
+    "DATA_HEADROOM_MB",
+    "adapter_sandbox",
+    "holds_operator_files",
+    "nats_port",
+    "plugin_url",
+    "sandbox_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +30,10 @@ def _holds_operator_files(directory: Path, config: RoseyConfig) -> bool:
     if config.source is not None:
         sensitive.append(config.source.resolve())
     return any(path == directory or path.is_relative_to(directory) for path in sensitive)
+
+
+#: Whether a directory holds the operator's rosey.toml or state (plugin_envs asks it too).
+holds_operator_files = _holds_operator_files
 
 
 def plugin_url(url: str) -> str:
@@ -50,16 +61,21 @@ def sandbox_for(
     data_dir: Path,
     nats_url: str,
     module_file: Path | None = None,
+    own_environment: Path | None = None,
 ) -> SandboxPolicy:
     """Default-deny policy plus this plugin's grants (``read_paths``, ``network``, ...).
 
-    An entry-point plugin (``module_file`` given) may read its package's directory. Network
+    An entry-point plugin (``module_file`` given) may read its package's directory; a plugin
+    with its own environment (``own_environment``, one generation under
+    ``<state_dir>/venvs``) may read that one, and no other plugin's. Network
     grants open TCP connects by port (Landlock filters ports, not hosts); a grant naming a
     host rather than an IP address also allows UDP, which name resolution needs.
     """
     extra_read: list[Path] = list(plugin.read_paths)
     if module_file is not None:
         extra_read.append(module_file.resolve().parent)
+    if own_environment is not None:
+        extra_read.append(own_environment)
     plugin_file = spec.path
     if plugin_file is not None and _holds_operator_files(plugin_file.resolve().parent, config):
         # A plugin file beside rosey.toml would make its directory, .rosey/ included (core

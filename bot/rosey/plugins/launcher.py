@@ -95,6 +95,20 @@ def _run_entry(entry: str) -> None:
     plugin_interface.run_plugin(plugin_class)
 
 
+def add_site_dirs() -> None:
+    """A plugin with its own environment runs with ``-S``: its site directories (``ROSEY_SITE_DIRS``,
+    its own first, then Rosey's) are added here, after the sandbox, so that the ``.pth`` files of
+    its packages run confined like the rest of its code. Earlier entries win an import."""
+    raw = os.environ.pop(Env.SITE_DIRS, None)
+    if not raw:
+        return
+    import site
+
+    for directory in raw.split(os.pathsep):
+        if directory:
+            site.addsitedir(directory)
+
+
 def parse_target(argv: list[str] | None = None) -> argparse.Namespace:
     """``--path FILE`` or ``--entry module:Class`` -> ``.path`` / ``.entry`` (exits 2 on bad usage)."""
     if argv is not None and len(argv) == 2 and argv[0] in ("--path", "--entry") and argv[1][:1] != "-":
@@ -129,6 +143,7 @@ def run_target(target: argparse.Namespace) -> None:
         sys.stderr.flush()
         os._exit(ExitCode.SETUP_FAILED)
     try:
+        add_site_dirs()
         if target.path is not None:
             _run_file(target.path.resolve())
         else:
