@@ -276,3 +276,24 @@ async def test_a_dependencys_pth_file_runs_only_inside_the_sandbox(
     assert (rosey.state_dir / "data" / "pth" / "pth-ran").read_text() == marker
     # ... but only once the sandbox was on: the file outside was never written.
     assert not outside.exists()
+
+
+async def test_a_stale_environment_is_used_and_named_at_start_nothing_is_installed(
+    start_rosey: StartRosey, tmp_path: Path, launcher: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugins = {"old": _plugin_dir(tmp_path, "old", _VERSION_PLUGIN.format(name="old"), "tabulate==0.8.10\n")}
+    venvs = await asyncio.to_thread(_install, tmp_path, plugins, ["old"])
+    (plugins["old"].parent / "requirements.txt").write_text("tabulate==0.10.0\n")
+    rosey = await _start(start_rosey, tmp_path, plugins, launcher)
+    answer = await rosey.command("old")
+    # It runs in the environment it has (nothing was installed at start) ...
+    assert answer.ok and answer.data["tabulate"] == "0.8.10", answer
+    assert (rosey.state_dir / "venvs" / "old").resolve() == venvs["old"]
+    assert sorted(p.name for p in (rosey.state_dir / "venvs").iterdir() if not p.name.startswith(".")) == [
+        "old",
+        venvs["old"].name,
+    ]
+    # ... and the bot said what to run.
+    stale = [r for r in caplog.records if "stale" in r.getMessage()]
+    assert stale and "run `rosey plugins install old`" in stale[0].getMessage()
+    assert stale[0].levelno == logging.WARNING
