@@ -107,6 +107,10 @@ def add_site_dirs() -> None:
     for directory in raw.split(os.pathsep):
         if directory:
             site.addsitedir(directory)
+    # What site.main() would have done besides the paths, so plugin code sees the usual builtins.
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
 
 
 def parse_target(argv: list[str] | None = None) -> argparse.Namespace:
