@@ -278,8 +278,20 @@ def launch_for(env: PluginEnvironment, *, zygote: bool) -> EnvLaunch | None:
     extra = {"plugin": env.plugin}
     if state is EnvState.NONE:
         return None
-    if state is EnvState.MISSING or env.problem:
-        logger.warning("plugin '%s': its environment is %s", env.plugin, env.describe(), extra=extra)
+    if env.problem:
+        logger.warning(
+            "plugin '%s': %s; starting it in Rosey's environment", env.plugin, env.problem, extra=extra
+        )
+        return None
+    if state is EnvState.MISSING:
+        logger.warning(
+            "plugin '%s': its environment is missing (%s declares dependencies); starting it in Rosey's "
+            "environment: run `rosey plugins install %s`",
+            env.plugin,
+            env.dependencies.file.name if env.dependencies else "its dependency file",
+            env.plugin,
+            extra=extra,
+        )
         return None
     venv, python = env.venv, env.python
     if venv is None or python is None:  # removed meanwhile
