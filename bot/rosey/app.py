@@ -43,6 +43,7 @@ from bot.rosey.errors import PluginStartError
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grant_review import review_plugin, start_notice
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
+from bot.rosey.plugin_envs import environment_for, launch_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
@@ -421,6 +422,11 @@ class RoseyApp:
         creds = self._plugin_creds[spec.name]
         data_dir = self.config.state_dir / "data" / spec.name
         user, password = (creds.user, creds.password) if self.embedded else _external_credentials(spec.name)
+        # --- a plugin's own environment (plugin_envs): its interpreter, its packages, its grant
+        own = launch_for(
+            environment_for(self.config, spec, self._module_file(spec)),
+            zygote=self.config.launcher is Launcher.ZYGOTE,
+        )
         options = ProcessOptions(
             entry=spec.entry,
             command=plugin.command,  # a plugin in another language: always spawned (PROTOCOL.md)
@@ -432,6 +438,7 @@ class RoseyApp:
             launcher=self.config.launcher,
             zygote=self.zygote,
             record=self.record,
+            site_dirs=own.site_dirs if own is not None else (),
             sandbox=sandbox_for(
                 self.config,
                 plugin,
@@ -439,11 +446,20 @@ class RoseyApp:
                 data_dir=data_dir,
                 nats_url=self.nats_url,
                 module_file=self._module_file(spec),
+                own_environment=own.venv if own is not None else None,
             ),
         )
         # The plugin gets the URL without the core's credentials and never the host's NATS_TOKEN
         # (an explicit "" stops PluginProcess from falling back to the environment's).
-        return PluginProcess(spec.name, spec.path, plugin_url(self.nats_url), nats_token="", options=options)
+        python = str(own.python) if own is not None else None
+        return PluginProcess(
+            spec.name,
+            spec.path,
+            plugin_url(self.nats_url),
+            nats_token="",
+            python_executable=python,
+            options=options,
+        )
 
     def _make_adapter_process(self, spec: PluginSpec) -> PluginProcess:
         """An adapter's process: its settings and its secrets (read now, given to it alone), its

@@ -40,6 +40,7 @@ for callers who do not know Rosey's names::
         +-- PluginCommandError
         +-- HostModuleRefused       ImportError       .module
         +-- PluginHintWarning       UserWarning
+        +-- PluginEnvironmentError                    .output
     +-- CommandDeclarationError     ValueError        .command
     +-- UsageError                  ValueError
 
@@ -82,6 +83,7 @@ __all__ = [
     "PayloadTooLarge",
     "PlatformError",
     "PluginCommandError",
+    "PluginEnvironmentError",
     "PluginError",
     "PluginHintWarning",
     "PluginNameMismatch",
@@ -301,6 +303,8 @@ class UsageError(RoseyError, ValueError):
 
 
 # ------------------------------------------------------------------ end of declared commands
+
+
 class HostModuleRefused(PluginError, ImportError):
     """Plugin code imported one of Rosey's host modules (``module``), which do not run in a plugin
     process; the message names the importing file and line and what to use instead."""
@@ -314,6 +318,15 @@ class HostModuleRefused(PluginError, ImportError):
 class PluginHintWarning(PluginError, UserWarning):
     """What the test harness warns with when a plugin it runs said how to fix a mistake that did
     not stop it (a blocked event loop, say); ``-W error`` turns it into a failure."""
+
+
+class PluginEnvironmentError(PluginError):
+    """A plugin's own environment could not be built (``rosey plugins install``): the message says
+    why in one line, ``output`` holds the installer's full output (shown with ``--verbose``)."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, output: str = "") -> None:
+        super().__init__(message, plugin=plugin)
+        self.output = output
 
 
 class DeliveryFailed(RoseyError):

@@ -27,6 +27,7 @@ DATA_HEADROOM_MB = 256  # executor thread stacks (8 MB each) and allocator slack
 
 
 def holds_operator_files(directory: Path, config: RoseyConfig) -> bool:
+    """Whether a directory holds the operator's rosey.toml or state (plugin_envs asks it too)."""
     sensitive = [config.state_dir.resolve()]
     if config.source is not None:
         sensitive.append(config.source.resolve())
@@ -58,16 +59,21 @@ def sandbox_for(
     data_dir: Path,
     nats_url: str,
     module_file: Path | None = None,
+    own_environment: Path | None = None,
 ) -> SandboxPolicy:
     """Default-deny policy plus this plugin's grants (``read_paths``, ``network``, ...).
 
-    An entry-point plugin (``module_file`` given) may read its package's directory. Network
+    An entry-point plugin (``module_file`` given) may read its package's directory; a plugin
+    with its own environment (``own_environment``, one generation under
+    ``<state_dir>/venvs``) may read that one, and no other plugin's. Network
     grants open TCP connects by port (Landlock filters ports, not hosts); a grant naming a
     host rather than an IP address also allows UDP, which name resolution needs.
     """
     extra_read: list[Path] = list(plugin.read_paths)
     if module_file is not None:
         extra_read.append(module_file.resolve().parent)
+    if own_environment is not None:
+        extra_read.append(own_environment)
     plugin_file = spec.path
     if plugin_file is not None and holds_operator_files(plugin_file.resolve().parent, config):
         # A plugin file beside rosey.toml would make its directory, .rosey/ included (core

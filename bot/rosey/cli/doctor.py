@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from bot.rosey import __version__
+from bot.rosey.cli.plugin_envs import environment_checks as _environment_checks
+from bot.rosey.cli.plugin_envs import format_environments as _format_environments
 from bot.rosey.config import RoseyConfig
 from bot.rosey.errors import NatsServerNotFound
 
@@ -36,8 +38,11 @@ def doctor_report(config: RoseyConfig | None = None) -> dict[str, Any]:
         )
         report["flood_detection"] = why or "on (per-plugin publish rates from the NATS server's /connz)"
         report["adapters"] = adapter_checks(config)
+        report["plugin_environments"] = _environment_checks(config)
     adapters_ok = all(check == "ready" for check in report.get("adapters", {}).values())
-    report["ok"] = report["nats_server"] is not None and adapters_ok
+    # A stale environment still starts its plugin (with a warning); a missing one cannot import.
+    envs_ok = all(c["state"] in ("ready", "stale") for c in report.get("plugin_environments", {}).values())
+    report["ok"] = report["nats_server"] is not None and adapters_ok and envs_ok
     return report
 
 
@@ -111,6 +116,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"flood detection: {report['flood_detection']}")
     for name, check in report.get("adapters", {}).items():
         lines.append(f"adapter {name}: {check}")
+    lines.extend(_format_environments(report.get("plugin_environments", {})))
     return "\n".join(lines)
 
 

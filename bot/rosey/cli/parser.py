@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from bot.rosey import __version__
 from bot.rosey.cli import commands
+from bot.rosey.cli import plugin_envs as plugin_envs_cli
 from bot.rosey.cli import storage as storage_cli
 from bot.rosey.cli.author import add_author_commands
 from bot.rosey.cli.log_format import LOG_FORMATS
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="the same, as JSON")
     listing.set_defaults(func=commands.cmd_plugins_list)
     add_review_parser(plugins_sub, common)  # rosey plugins review NAME (requested vs granted)
+    plugin_envs_cli.add_install_parser(plugins_sub, common)  # rosey plugins install NAME
 
     logs = sub.add_parser(
         "logs",

@@ -72,6 +72,8 @@ class Env(StrEnum):
     READY_FD = "ROSEY_READY_FD"
     PARENT_PID = "ROSEY_PARENT_PID"
     SANDBOX = "ROSEY_SANDBOX"
+    # A plugin with its own environment: its site directories, added once the sandbox is on.
+    SITE_DIRS = "ROSEY_SITE_DIRS"
     # Operator settings the SDK honours.
     MAX_CONCURRENCY = "ROSEY_MAX_CONCURRENCY"
     PLUGIN_LOG_LEVEL = "ROSEY_PLUGIN_LOG_LEVEL"

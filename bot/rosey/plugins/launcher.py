@@ -124,6 +124,24 @@ def _exec_program(argv: list[str]) -> None:
         os._exit(ExitCode.SETUP_FAILED)
 
 
+def add_site_dirs() -> None:
+    """A plugin with its own environment runs with ``-S``: its site directories (``ROSEY_SITE_DIRS``,
+    its own first, then Rosey's) are added here, after the sandbox, so that the ``.pth`` files of
+    its packages run confined like the rest of its code. Earlier entries win an import."""
+    raw = os.environ.pop(Env.SITE_DIRS, None)
+    if not raw:
+        return
+    import site
+
+    for directory in raw.split(os.pathsep):
+        if directory:
+            site.addsitedir(directory)
+    # What site.main() would have done besides the paths, so plugin code sees the usual builtins.
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def parse_target(argv: list[str] | None = None) -> argparse.Namespace:
     """``--path FILE`` or ``--entry module:Class`` -> ``.path`` / ``.entry`` (exits 2 on bad usage)."""
     if argv is None:
@@ -174,6 +192,7 @@ def run_target(target: argparse.Namespace) -> None:
     # Plugin code that imports Rosey's host code is told where and why (bot.rosey.plugins.host_guard).
     host_guard.install()
     try:
+        add_site_dirs()
         if target.path is not None:
             _run_file(target.path.resolve())
         else:

@@ -105,8 +105,13 @@ class ProcessOptions:
     zygote: Zygote | None = field(default=None, compare=False, repr=False)  # None: the loop's shared one
     # Where each started process is recorded, so that a later run can end it if we die first.
     record: ProcessRecord | None = field(default=None, compare=False, repr=False)
+    # A plugin with its own environment (bot.rosey.plugin_envs): its site-packages, then Rosey's.
+    # Spawned with -S and added by the launcher once the sandbox is on, so that no .pth file of
+    # the plugin's packages runs before it. Set with the environment's interpreter (python_executable).
+    site_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "site_dirs", tuple(self.site_dirs))
         try:
             launcher = Launcher(self.launcher)
         except ValueError:
@@ -285,8 +290,12 @@ class PluginProcess:
     @property
     def launcher(self) -> Launcher:
         """The launcher the next start uses: the configured one, unless the platform cannot."""
-        if self.options.launcher is not Launcher.ZYGOTE or self.options.command:
-            return Launcher.SPAWN if self.options.command else self.options.launcher
+        if self.options.command:
+            return Launcher.SPAWN  # a program in another language: the zygote is a Python process
+        if self.options.launcher is not Launcher.ZYGOTE:
+            return self.options.launcher
+        if self.options.site_dirs:
+            return Launcher.SPAWN  # an environment of its own: the zygote has Rosey's imports loaded
         if not zygote_supported():
             _warn_no_zygote()
             return Launcher.SPAWN
@@ -323,6 +332,9 @@ class PluginProcess:
                 Env.READY_FD: str(ready_fd),
                 **({Env.PARENT_PID: str(parent_pid)} if parent_pid is not None else {}),
                 **({Env.SANDBOX: self.options.sandbox.to_json()} if self.options.sandbox else {}),
+                **(
+                    {Env.SITE_DIRS: os.pathsep.join(self.options.site_dirs)} if self.options.site_dirs else {}
+                ),
             },
         )
 
@@ -339,13 +351,15 @@ class PluginProcess:
     def _spawn(self, ready_write: int) -> subprocess.Popen[bytes]:
         target = self._target()
         env = self._environment(ready_write, parent_pid=os.getpid())
+        # -S (own environment): no site-packages, so no .pth file, until the sandbox is on.
+        flags = ["-s", "-S", "-P"] if self.options.site_dirs else ["-s", "-P"]
         # Popen runs on the event loop's thread on purpose: PR_SET_PDEATHSIG fires when the
         # *thread* that forked the child exits, so forking from a pool thread would kill it early.
         return subprocess.Popen(
             # -s -P (as the zygote): neither the user site-packages under $HOME nor the working
             # directory goes on sys.path. Both are the plugin's data dir, which it may write: a
             # planted argparse.py or .pth file there would otherwise run before the sandbox.
-            [self.python_executable, "-s", "-P", "-m", "bot.rosey.plugins.launcher", *target],
+            [self.python_executable, *flags, "-m", "bot.rosey.plugins.launcher", *target],
             env=env,
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
