@@ -194,7 +194,7 @@ def next_steps(scaffold: Scaffold, config: RoseyConfig, target: Path, cwd: Path)
             f"Rosey finds it with no configuration: {_relative(target, cwd)}/ is in [rosey] plugin_dirs "
             f'(default ["plugins"]). To tune it, in {config_file}:'
         )
-        lines += [f"  [plugins.{name}]", "  command_timeout = 10    # seconds (default 30)"]
+        lines += [f"  [plugins.{name}]", "  command_timeout = 30    # seconds (default 10)"]
     else:
         plugin_path = scaffold.plugin_file.resolve()
         base = config.base_dir
