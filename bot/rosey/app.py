@@ -46,6 +46,7 @@ from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
 from bot.rosey.plugin_envs import environment_for, launch_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
+from bot.rosey.plugins.declared_commands import HELP_COMMAND
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
@@ -58,7 +59,7 @@ from bot.rosey.services.command_metrics import CommandMetrics
 from bot.rosey.services.control import ControlService
 from bot.rosey.services.files import FilesService
 from bot.rosey.services.gateway import HttpGateway, gateway_for
-from bot.rosey.services.router import CoreRouter, RouterConfig
+from bot.rosey.services.router import ADMIN_COMMAND, CoreRouter, RouterConfig
 from bot.rosey.services.storage import StorageService
 from bot.rosey.state_lock import StateLock
 from bot.rosey.storage_config import parse_storage_limits
@@ -118,7 +119,10 @@ class RoseyApp:
         self.zygote: Zygote | None = None  # one for the app's lifetime, when plugins are forked from it
         self.record: ProcessRecord | None = None  # every process started, for the next run to clean up
         self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
-        self.commands = CommandMetrics([spec.name for spec in self.catalog.specs])  # the router's outcomes
+        # The router's outcomes, with what it answers itself (!rosey, !help) under their own names.
+        self.commands = CommandMetrics(
+            [spec.name for spec in self.catalog.specs] + [ADMIN_COMMAND, HELP_COMMAND]
+        )
         self.web_url: str | None = None
         self.operator_token = new_operator_token()  # the dashboard's buttons and logs; runtime file only
         self.dashboard: Dashboard | None = None

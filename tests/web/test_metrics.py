@@ -85,6 +85,7 @@ async def chat(workdir: Path, *lines: str) -> list[Event]:
 async def test_metrics_of_a_known_run(tmp_path: Path) -> None:
     write_plugin(tmp_path / "plugins", "echo")
     write_plugin(tmp_path / "plugins", "other")
+    (tmp_path / "rosey.toml").write_text('[plugins.other]\nchannels = ["#elsewhere"]\n')
     bot = await start_run(tmp_path)
     try:
         url = web_url(bot)
@@ -110,10 +111,14 @@ async def test_metrics_of_a_known_run(tmp_path: Path) -> None:
         assert (sent.value("rosey_plugin_cpu_seconds_total", plugin="echo") or 0) > 0
         assert (sent.value("rosey_plugin_resident_memory_bytes", plugin="echo") or 0) > 5 * 1024 * 1024
 
-        # Two chat commands through the router: one answered, one for a plugin nobody runs.
-        replies = await chat(tmp_path, "!echo hi", "!nosuchplugin x")
-        assert sorted(r.data["kind"] for r in replies) == ["result", "unknown"]
+        # Chat commands through the router: one answered, one for a plugin nobody runs, and two
+        # the router answers itself: !help, and !other refused here (it is for #elsewhere only).
+        replies = await chat(tmp_path, "!echo hi", "!nosuchplugin x", "!help", "!other x")
+        assert sorted(r.data["kind"] for r in replies) == ["refused", "result", "result", "unknown"]
         routed = await scrape(url)
+        assert routed.value("rosey_router_commands_total", plugin="help", outcome="result") == 1
+        assert routed.value("rosey_router_commands_total", plugin="other", outcome="refused") == 1
+        assert routed.value("rosey_router_command_duration_seconds_count", plugin="other") is None
         assert routed.value("rosey_router_commands_total", plugin="echo", outcome="result") == 1
         assert routed.value("rosey_router_commands_total", plugin="(other)", outcome="unknown") == 1
         assert routed.value("rosey_router_command_duration_seconds_count", plugin="echo") == 1

@@ -12,7 +12,7 @@ import bisect
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from bot.rosey.services.router import CommandOutcome
+from bot.rosey.services.router import CommandOutcome, OutcomeKind
 
 __all__ = ["LATENCY_BUCKETS", "OTHER_PLUGIN", "CommandMetrics", "CommandSnapshot", "LatencyHistogram"]
 
@@ -84,6 +84,8 @@ class CommandMetrics:
         plugin = outcome.plugin if outcome.plugin in self._plugins else OTHER_PLUGIN
         key = (plugin, outcome.kind.value)
         self._outcomes[key] = self._outcomes.get(key, 0) + 1
+        if outcome.kind is OutcomeKind.REFUSED:
+            return  # never sent to a plugin: no latency to speak of
         histogram = self._latency.get(plugin)
         if histogram is None:
             histogram = self._latency[plugin] = _Histogram()

@@ -472,12 +472,16 @@ class CoreRouter:
         plugin, args = command  # parsed once, by accept()
         correlation_id = new_id()
         data: dict[str, Any] = {}
+        started = time.monotonic()
         if plugin == ADMIN_COMMAND and self._admin is not None:
             kind, text = await self._run_admin(chat, args)
+            self._count_builtin(kind, plugin, text, correlation_id, started)
         elif plugin == HELP_COMMAND and self._help is not None:
             kind, text = self._run_help(chat, args)
+            self._count_builtin(kind, plugin, text, correlation_id, started)
         elif (refusal := self.access.refusal(plugin, chat, self.config.prefix)) is not None:
             kind, text = OutcomeKind.REFUSED, refusal
+            self._count_builtin(kind, plugin, text, correlation_id, started)
         else:
             # The prefix lets the SDK write usage lines as this chat types them (issue 15).
             context = {"platform": chat.platform, "private": chat.private, "prefix": self.config.prefix}
@@ -500,6 +504,24 @@ class CoreRouter:
             await self.bus.publish(subject, wire, self.source, correlation_id)
         except BusNotConnected as exc:
             logger.warning("reply to %s lost: %s", event_id, exc)
+
+    def _count_builtin(
+        self, kind: OutcomeKind, plugin: str, text: str, correlation_id: str, started: float
+    ) -> None:
+        """Metrics see what the router answered itself too: ``!rosey``, ``!help`` and refusals."""
+        if self._on_outcome is None:
+            return
+        outcome = CommandOutcome(
+            kind=kind,
+            plugin=plugin,
+            message=text,
+            correlation_id=correlation_id,
+            elapsed=time.monotonic() - started,
+        )
+        try:
+            self._on_outcome(outcome)
+        except Exception:  # counting must never cost a user their answer
+            logger.exception("on_outcome callback failed")
 
     def _with_file(self, plugin: str, reply: OutgoingMessage, raw: object, subject: str) -> OutgoingMessage:
         """files (6d): the reply carrying the file the plugin sent, claimed for the adapter it goes to."""

@@ -80,8 +80,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "rosey_router_commands": (
         "counter",
         ("plugin", "outcome"),
-        "Commands the router sent, by how they ended (result, error, timeout, unknown, unavailable, "
-        "crashed, too_large); plugin '(other)' for names the bot does not run",
+        "Chat commands by how they ended (result, error, timeout, unknown, unavailable, crashed, "
+        "too_large, refused); plugin 'rosey' and 'help' for what the router answers itself, "
+        "'(other)' for names the bot does not run",
     ),
     "rosey_router_command_duration_seconds": (
         "histogram",
