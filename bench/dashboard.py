@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -56,6 +57,7 @@ LAG_TICK = 0.005
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 IDLE_PLUGIN = HERE / "plugins" / "idle_plugin.py"
+SELF = str(Path(__file__).resolve())
 
 
 # ---------------------------------------------------------------------- in the bot's process
@@ -82,13 +84,26 @@ def _toml(state: Path, count: int) -> str:
     return "\n".join(lines)
 
 
-def _cpu_seconds() -> float:
-    """CPU time of every thread of this process, ns resolution."""
-    total = 0
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds of each thread of this process (by native id), ns resolution."""
+    seconds = {}
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
+            seconds[int(tid)] = int(f.read().split()[0]) / 1e9
+    return seconds
+
+
+def _by_thread_name(before: dict[int, float], after: dict[int, float], wall: float) -> dict[str, float]:
+    """% of one core per thread name over the window (asyncio's waitpid threads summed)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    share: dict[str, float] = {}
+    for tid, cpu in after.items():
+        # Numbered pools (asyncio's waitpid-N threads, executor workers) summed under one name.
+        name = "main (event loop)" if tid == os.getpid() else re.sub(r"[-_]?\d+$", "", names.get(tid, "?"))
+        share[name] = share.get(name, 0.0) + 100 * (cpu - before.get(tid, 0.0)) / wall
+    return dict(sorted(((k, round(v, 3)) for k, v in share.items() if v >= 0.01), key=lambda kv: -kv[1]))
 
 
 async def _lag_probe(duration: float, tick: float) -> list[float]:
@@ -121,7 +136,7 @@ async def bot_round(count: int, window: float) -> dict[str, Any]:
         work = Path(tmp)
         (work / "rosey.toml").write_text(_toml(work / ".rosey", count))
         app = RoseyApp(load_config(work / "rosey.toml"))
-        client: subprocess.Popen[bytes] | None = None
+        client: asyncio.subprocess.Process | None = None
         try:
             t0 = time.perf_counter()
             results = await app.start()
@@ -134,31 +149,50 @@ async def bot_round(count: int, window: float) -> dict[str, Any]:
             out["launcher"] = status.launcher.kind
             out["sandbox"] = status.sandbox_mode
             assert app.web_url is not None, "the web server is off"
-            client = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--client", app.web_url, str(work / ".rosey")],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=os.environ.copy(),
+            client = await asyncio.create_subprocess_exec(
+                *[sys.executable, SELF, "--client", app.web_url, str(work / ".rosey")],
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             await asyncio.sleep(SETTLE_SECONDS)
-            if client.poll() is not None:
-                raise RuntimeError(f"the client exited: {client.stderr.read().decode()[-800:]}")  # type: ignore[union-attr]
-            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            if client.returncode is not None:
+                raise RuntimeError("the dashboard client exited early")
+            cpu0, wall0 = _thread_cpu(), time.perf_counter()
             await asyncio.sleep(window)
-            out["cpu_percent"] = 100 * (_cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+            cpu1, wall = _thread_cpu(), time.perf_counter() - wall0
+            out["cpu_percent"] = 100 * (sum(cpu1.values()) - sum(cpu0.values())) / wall
+            out["cpu_by_thread"] = _by_thread_name(cpu0, cpu1, wall)
+            # Beside the bot, an idle loop in a process of its own runs the same probe: the lag
+            # this machine causes by itself (other work on the CPUs), for comparison.
+            floor = await asyncio.create_subprocess_exec(
+                *[sys.executable, SELF, "--floor", str(window)], stdout=asyncio.subprocess.PIPE
+            )
             late = await _lag_probe(window, LAG_TICK)
+            floor_out, _ = await floor.communicate()
+            floor_late = json.loads(floor_out.decode())
+            out["floor_lag_max_ms"] = max(floor_late) * 1000
+            out["floor_lag_p99_ms"] = _percentile(floor_late, 99) * 1000
             out["lag_max_ms"] = max(late) * 1000
             out["lag_p99_ms"] = _percentile(late, 99) * 1000
             out["lag_ticks"] = len(late)
+            times = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                app.status().to_dict()
+                times.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.05)
+            out["status_ms"] = statistics.median(times) * 1000  # what the control service pays per ask
             watchdog = app.watchdog
             out["sweep_ms"] = watchdog.last_sweep_seconds * 1000 if watchdog is not None else None
         finally:
-            if client is not None and client.poll() is None:
-                os.kill(client.pid, signal.SIGTERM)
             if client is not None:
-                stdout, _ = client.communicate(timeout=10)
-                with contextlib.suppress(ValueError, IndexError):
+                if client.returncode is None:
+                    client.send_signal(signal.SIGTERM)
+                stdout, stderr = await asyncio.wait_for(client.communicate(), 10)
+                try:
                     out.update(json.loads(stdout.decode().strip().splitlines()[-1]))
+                except (ValueError, IndexError):
+                    out["client_error"] = stderr.decode()[-800:]
             await app.stop()
     return out
 
@@ -197,7 +231,9 @@ async def client(web_url: str, state_dir: Path) -> dict[str, Any]:
             with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await task
         else:
-            bus = EventBus(runtime.nats_url, name="bench-dashboard", user=runtime.user, password=runtime.password)
+            bus = EventBus(
+                runtime.nats_url, name="bench-dashboard", user=runtime.user, password=runtime.password
+            )
             await bus.connect()
             next_scrape = time.monotonic()
             while not stop.is_set():
@@ -246,7 +282,7 @@ def _child(count: int, window: float, code: Path | None) -> dict[str, Any]:
     env = os.environ.copy()
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--plugins", str(count)]
+    argv = [sys.executable, SELF, "--child", "--plugins", str(count)]
     argv += ["--window", str(window)]
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, timeout=120 + 3 * window)
     if done.returncode != 0:
@@ -255,7 +291,18 @@ def _child(count: int, window: float, code: Path | None) -> dict[str, Any]:
     return result
 
 
-NUMERIC = ("cpu_percent", "lag_max_ms", "lag_p99_ms", "ready_s", "sweep_ms", "client_scrape_ms_median")
+NUMERIC = (
+    "cpu_percent",
+    "lag_max_ms",
+    "lag_p99_ms",
+    "floor_lag_max_ms",
+    "floor_lag_p99_ms",
+    "ready_s",
+    "sweep_ms",
+    "status_ms",
+    "client_scrape_ms_median",
+    "client_status_ms_median",
+)
 
 
 def measure_sync(
@@ -268,7 +315,7 @@ def measure_sync(
         for i in range(rounds):
             order: list[tuple[str, Path | None]] = [("now", None)]
             if old is not None:
-                order = order + [("before", old)] if i % 2 else [("before", old), *order]
+                order = [*order, ("before", old)] if i % 2 else [("before", old), *order]
             for label, code in order:
                 runs[label].append(_child(count, window, code))
     out: dict[str, Any] = {"plugins": count, "window_s": window, "rounds": rounds}
@@ -306,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="GIT_REF", help="also measure this revision's bot, interleaved")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=2, metavar=("WEB_URL", "STATE_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.floor:
+        print(json.dumps(asyncio.run(_lag_probe(args.floor, LAG_TICK))))
+        return 0
     if args.client:
         print(json.dumps(asyncio.run(client(args.client[0], Path(args.client[1])))), flush=True)
         return 0
