@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -167,7 +168,22 @@ async def bot_round(count: int, window: float) -> dict[str, Any]:
             floor = await asyncio.create_subprocess_exec(
                 *[sys.executable, SELF, "--floor", str(window)], stdout=asyncio.subprocess.PIPE
             )
+            pauses: list[tuple[int, float]] = []  # (generation, seconds) of each collection
+            began: list[float] = []
+
+            def on_gc(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    began.append(time.perf_counter())
+                elif began:
+                    pauses.append((info["generation"], time.perf_counter() - began.pop()))
+
+            gc.callbacks.append(on_gc)
             late = await _lag_probe(window, LAG_TICK)
+            gc.callbacks.remove(on_gc)
+            out["gc_pause_max_ms"] = max((p for _, p in pauses), default=0.0) * 1000
+            out["gc2_count"] = sum(1 for g, _ in pauses if g == 2)
+            out["gc2_pause_max_ms"] = max((p for g, p in pauses if g == 2), default=0.0) * 1000
+            out["gc_objects"] = len(gc.get_objects())
             floor_out, _ = await floor.communicate()
             floor_late = json.loads(floor_out.decode())
             out["floor_lag_max_ms"] = max(floor_late) * 1000
@@ -300,6 +316,7 @@ NUMERIC = (
     "ready_s",
     "sweep_ms",
     "status_ms",
+    "gc_pause_max_ms",
     "client_scrape_ms_median",
     "client_status_ms_median",
 )
