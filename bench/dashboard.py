@@ -51,7 +51,9 @@ STREAM_TOKEN_HEADER = "Authorization"
 
 PLUGINS = 100
 SCRAPE_EVERY = 15.0
-STATUS_EVERY = 2.0
+#: The placeholder's ``status`` asks, seconds apart; 0: none (``BENCH_DASH_STATUS_EVERY``, to see
+#: what they cost: each one is ``status()`` with 60 points of history per plugin, as JSON).
+STATUS_EVERY = float(os.environ.get("BENCH_DASH_STATUS_EVERY", "2.0"))
 SETTLE_SECONDS = 5.0  # after all ready: first sweeps, first pings, the client's first scrape
 LAG_TICK = 0.005
 
@@ -260,11 +262,12 @@ async def client(web_url: str, state_dir: Path) -> dict[str, Any]:
                         body = await response.read()
                     seen["client_scrape_ms"].append((time.perf_counter() - t0) * 1000)
                     seen["client_scrape_bytes"] = len(body)
-                t0 = time.perf_counter()
-                await bus.request(Subjects.supervisor("status"), {}, "bench-dashboard", timeout=10.0)
-                seen["client_status_ms"].append((time.perf_counter() - t0) * 1000)
+                if STATUS_EVERY > 0:
+                    t0 = time.perf_counter()
+                    await bus.request(Subjects.supervisor("status"), {}, "bench-dashboard", timeout=10.0)
+                    seen["client_status_ms"].append((time.perf_counter() - t0) * 1000)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), STATUS_EVERY)
+                    await asyncio.wait_for(stop.wait(), STATUS_EVERY or 1.0)
             await bus.disconnect()
     scrapes = seen.pop("client_scrape_ms")
     statuses = seen.pop("client_status_ms")
@@ -394,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             line += f"   before {before:10.2f}"
         print(line)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("runs")}))
+    for label in ("runs", "runs_before"):
+        for run in result.get(label, []):
+            print(label, "cpu % by thread:", json.dumps(run.get("cpu_by_thread")))
     return 0
 
 

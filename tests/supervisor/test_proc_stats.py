@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from bot.rosey.plugins.plugin_runner import PluginProcess
+from bot.rosey.supervision import disk
 from bot.rosey.supervision.disk import DiskGuard, DiskTarget, DiskWatch
 from bot.rosey.supervision.proc_stats import ProcStat
 from bot.rosey.supervision.spec import Limits, PluginSpec
@@ -154,3 +156,40 @@ async def test_the_disk_guard_freezes_a_process_over_its_quota_and_hands_the_kil
     finally:
         await asyncio.to_thread(guard.stop)
         stop(writer)
+
+
+def test_a_plugin_far_below_its_quota_has_its_write_counter_read_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its next read is due when it could have reached its quota writing at ASSUMED_WRITE_RATE."""
+    clock = [1000.0]
+    monkeypatch.setattr(
+        disk, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter)
+    )
+    reads = []
+    real_written = disk._written
+
+    def counted(*args: Any) -> int | None:
+        reads.append(clock[0])
+        return real_written(*args)
+
+    monkeypatch.setattr(disk, "_written", counted)
+    process = cast(PluginProcess, SimpleNamespace(pid=os.getpid(), data_dir=tmp_path, psutil_process=None))
+    watch = DiskWatch()
+    assert watch.check_now("far", process, 1024, children=False) is None  # walked: a new process
+    assert watch.check_now("far", process, 1024, children=False) is None
+    assert len(reads) == 2  # the second pass read the counter, and set when the next is due
+    clock[0] += 0.1  # one disk interval later: 1 GB cannot have been written yet
+    assert watch.check_now("far", process, 1024, children=False) is None
+    assert len(reads) == 2
+    clock[0] += 1024 * MB / disk.ASSUMED_WRITE_RATE  # by now it could have
+    assert watch.check_now("far", process, 1024, children=False) is None
+    assert len(reads) == 3
+
+    (tmp_path / "near").write_bytes(os.urandom(7 * MB))
+    near = DiskWatch()
+    assert near.check_now("near", process, 8, children=False) is None  # 7 MB of 8 MB
+    for _ in range(3):  # 1 MB of headroom: read every pass
+        clock[0] += 0.1
+        assert near.check_now("near", process, 8, children=False) is None
+    assert len(reads) == 3 + 4
