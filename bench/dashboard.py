@@ -148,6 +148,12 @@ async def bot_round(count: int, window: float) -> dict[str, Any]:
             if failed:
                 name, error = next(iter(failed.items()))
                 raise RuntimeError(f"{len(failed)} plugins failed to start, e.g. {name}: {error}")
+            try:  # what `rosey run` does once started (absent from older trees: their baseline)
+                from bot.rosey.supervision.heap import freeze_startup_objects
+            except ImportError:
+                out["frozen_objects"] = 0
+            else:
+                out["frozen_objects"] = freeze_startup_objects()
             status = app.status()
             out["launcher"] = status.launcher.kind
             out["sandbox"] = status.sandbox_mode
