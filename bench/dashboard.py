@@ -201,15 +201,19 @@ async def bot_round(count: int, window: float) -> dict[str, Any]:
             out["lag_max_ms"] = max(late) * 1000
             out["lag_p99_ms"] = _percentile(late, 99) * 1000
             out["lag_ticks"] = len(late)
-            times, dicts = [], []
+            times, dicts, encodes = [], [], []
             for _ in range(20):
                 t0 = time.thread_time()
                 status = app.status()
                 t1 = time.thread_time()
-                status.to_dict()
+                data = status.to_dict()
+                t2 = time.thread_time()
+                out["status_json_bytes"] = len(json.dumps(data))
                 times.append(t1 - t0)
-                dicts.append(time.thread_time() - t1)
+                dicts.append(t2 - t1)
+                encodes.append(time.thread_time() - t2)
                 await asyncio.sleep(0.05)
+            out["status_json_cpu_ms"] = statistics.median(encodes) * 1000
             # CPU per ask of `rosey status` (before its JSON): the loop is held that long.
             out["status_cpu_ms"] = statistics.median(times) * 1000
             out["status_to_dict_cpu_ms"] = statistics.median(dicts) * 1000
@@ -333,6 +337,7 @@ NUMERIC = (
     "sweep_ms",
     "status_cpu_ms",
     "status_to_dict_cpu_ms",
+    "status_json_cpu_ms",
     "gc_pause_max_cpu_ms",
     "client_scrape_ms_median",
     "client_status_ms_median",

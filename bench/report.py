@@ -260,6 +260,7 @@ def build_figures(
         add("dash.floor_lag_max", "idle loop lag max (machine), same time", "ms", "dash.floor_lag_max_ms")
     add("dash.status", "status(), 100 plugins, CPU per ask", "ms", "dash.status_cpu_ms")
     add("dash.to_dict", "status().to_dict(), 100 plugins, CPU per ask", "ms", "dash.status_to_dict_cpu_ms")
+    add("dash.json", "status JSON (json.dumps), 100 plugins, CPU per ask", "ms", "dash.status_json_cpu_ms")
     add("dash.gc", "longest GC pause (CPU) in the lag window", "ms", "dash.gc_pause_max_cpu_ms")
     add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
     add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
