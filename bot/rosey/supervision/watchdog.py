@@ -131,7 +131,6 @@ class Watchdog:
         self._cpu: dict[str, tuple[int, deque[tuple[float, float]]]] = {}  # name -> (pid, readings)
         self._missed: dict[tuple[str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_publish = 0.0
         self.disk = DiskWatch()
         self._guard: DiskGuard | None = None
         self._procs: dict[str, ProcStat] = {}  # name -> its current process's /proc files
