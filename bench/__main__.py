@@ -12,6 +12,9 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   storage   self.storage get/put p50 and ops/s at 100 in flight vs raw JetStream KV (bench/storage.py)
   gw        HTTP gateway round trip (self.http.get) vs a direct httpx request, same plugin process
   files     a plugin's upload (send_file) of 1 kB / 1 MB / 8 MB vs the bare NATS round trips (bench/files.py)
+  dashboard 100 idle plugins under the real RoseyApp (zygote, sandbox, watchdog, web) with one dashboard
+            client: the bot's CPU and its event loop's lag at rest, beside an idle loop's (bench/dashboard.py;
+            ARGS="--baseline REV" also measures REV's code, interleaved: before/after in one run)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
@@ -34,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import files, fleet, gateway, report, roundtrip, storage
+from bench import dashboard, files, fleet, gateway, report, roundtrip, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -45,7 +48,7 @@ from bench.harness import (
     uvloop_available,
 )
 
-SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw", "irc", "storage", "files")
+SECTIONS = ("rt", "cold", "fleet50", "fleet100", "gw", "irc", "storage", "files", "dashboard")
 
 
 def _version(package: str) -> str | None:
@@ -153,6 +156,12 @@ async def run(
         await section("storage", "plugin storage vs raw JetStream KV", storage.measure(quick=quick))
     if "files" in sections:  # its own RoseyApp too
         await section("files", "plugin file uploads vs the NATS floor", files.measure(quick=quick))
+    if "dashboard" in sections:  # its own RoseyApp, in a process of its own (its CPU is the figure)
+        await section(
+            "dash",
+            "100 idle plugins and a dashboard client: bot CPU and loop lag",
+            dashboard.measure(quick=quick, baseline=args.baseline),
+        )
     return measured
 
 
@@ -175,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-uvloop", action="store_true", help="skip the uvloop round trip even if importable"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="dashboard section: also measure this revision's bot (git archive), interleaved",
     )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results", help="where the JSON goes")
     args = parser.parse_args(argv)

@@ -253,9 +253,9 @@ class TimedWatchdog(Watchdog):
         super().__init__(*args, **kwargs)
         self.sweep_spans: list[tuple[float, float]] = []
 
-    async def sweep_cooperatively(self) -> None:  # what the watchdog's loop runs
+    async def sweep_cooperatively(self, spread: float = 0.0) -> None:  # what the watchdog's loop runs
         t0 = time.perf_counter()
-        await super().sweep_cooperatively()
+        await super().sweep_cooperatively(spread)
         self.sweep_spans.append((t0, time.perf_counter()))
 
 

@@ -224,6 +224,44 @@ def build_figures(
     )
     add("lag100_any", "max loop lag, watchdog running (any time)", "ms", "fleet100.loop_lag_ms_max")
     add("cpu100", "supervisor CPU, 100 idle plugins, watchdog on", "%", "fleet100.cpu_percent_100_idle")
+    # The bot at rest with an operator watching (bench/dashboard.py): the real RoseyApp, 100 idle
+    # plugins, one dashboard client. Baseline: the code of --baseline REV when measured, else (lag)
+    # an idle loop in another process at the same time (what the machine alone causes).
+    before = "dash.cpu_percent_before" in m
+    add(
+        "dash.cpu",
+        "bot CPU, 100 idle plugins + dashboard client",
+        "%",
+        "dash.cpu_percent",
+        "dash.cpu_percent_before" if before else None,
+        f"before ({m.get('dash.baseline_ref')})",
+        "< 5 %",
+        lambda v, _r: v < 5.0,
+    )
+    add(
+        "dash.lag_max",
+        "bot loop lag max, 100 idle plugins + dashboard",
+        "ms",
+        "dash.lag_max_ms",
+        "dash.lag_max_ms_before" if before else "dash.floor_lag_max_ms",
+        f"before ({m.get('dash.baseline_ref')})" if before else "idle loop",
+        "< 15 ms",
+        lambda v, _r: v < 15.0,
+    )
+    add(
+        "dash.lag_p99",
+        "bot loop lag p99, 100 idle plugins + dashboard",
+        "ms",
+        "dash.lag_p99_ms",
+        "dash.lag_p99_ms_before" if before else "dash.floor_lag_p99_ms",
+        f"before ({m.get('dash.baseline_ref')})" if before else "idle loop",
+    )
+    if before:
+        add("dash.floor_lag_max", "idle loop lag max (machine), same time", "ms", "dash.floor_lag_max_ms")
+    add("dash.status", "status(), 100 plugins, CPU per ask", "ms", "dash.status_cpu_ms")
+    add("dash.to_dict", "status().to_dict(), 100 plugins, CPU per ask", "ms", "dash.status_to_dict_cpu_ms")
+    add("dash.json", "status JSON (json.dumps), 100 plugins, CPU per ask", "ms", "dash.status_json_cpu_ms")
+    add("dash.gc", "longest GC pause (CPU) in the lag window", "ms", "dash.gc_pause_max_cpu_ms")
     add("ready100", f"100 plugins, nothing→all ready{d}", "s", "fleet100.ready100_s")
     add("stop100", f"stop 100 plugins{d}", "s", "fleet100.stop100_s")
     # Plugin storage (bench/storage.py): self.storage from a plugin vs raw JetStream KV calls.

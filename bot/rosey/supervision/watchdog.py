@@ -1,10 +1,17 @@
 """The watchdog beside the supervisor: resource sweeps, enforced limits, liveness pings.
 
-A sweep reads each plugin's CPU, RSS, threads and fds through psutil without blocking
-(``cpu_percent(None)`` compares with the previous sweep; ~65 µs per process here), keeps a
-short history, and kills a plugin that crosses a limit with the reason in words. Liveness is
-a NATS ping answered by the plugin's own event loop: a loop blocked by plugin code stops
-answering and the plugin is killed and restarted.
+A sweep reads each plugin's CPU, RSS, threads and fds straight from ``/proc`` (one ``pread`` of
+its kept ``stat`` file and one ``listdir`` of its ``fd`` directory, ~15 µs per process; see
+:mod:`~bot.rosey.supervision.proc_stats`), keeps a short history, and kills a plugin that crosses
+a limit with the reason in words. Liveness is a NATS ping answered by the plugin's own event
+loop: a loop blocked by plugin code stops answering and the plugin is killed and restarted.
+
+None of it may hold the bot's event loop for long: with 100 plugins the work of one interval is
+cut in chunks (``SWEEP_CHUNK`` plugins) *spread over the interval*, not run back to back, so the
+loop is never held for more than one chunk (~0.3 ms), and a command's reply never waits behind a
+whole sweep. Disk quotas are checked on a thread of their own (:class:`.disk.DiskGuard`): their
+bound is a time (what a plugin can write between two checks), which must not stretch when the
+loop is busy.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psutil
 
@@ -22,8 +31,9 @@ from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, NoResponders, RequestTimeout
 from bot.rosey.plugins.contract import PingReply
-from bot.rosey.supervision.disk import DiskWatch
+from bot.rosey.supervision.disk import DiskGuard, DiskWatch
 from bot.rosey.supervision.loop_lag import LoopLag
+from bot.rosey.supervision.proc_stats import ProcStat
 from bot.rosey.supervision.spec import Limits
 from bot.rosey.supervision.status import PluginState, ResourceSample
 from bot.rosey.supervision.supervisor import ManagedPlugin, Supervisor
@@ -32,7 +42,11 @@ __all__ = ["Watchdog", "WatchdogConfig", "add_cpu_reading", "limit_violation"]
 
 logger = logging.getLogger(__name__)
 
-SWEEP_CHUNK = 10  # plugins per event-loop step during a sweep
+SWEEP_CHUNK = 10  # plugins per event-loop step during a sweep, a ping round or a stats round
+#: Share of an interval its chunks are spread over (the rest is slack for a late loop).
+SPREAD = 0.8
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,8 +131,9 @@ class Watchdog:
         self._cpu: dict[str, tuple[int, deque[tuple[float, float]]]] = {}  # name -> (pid, readings)
         self._missed: dict[tuple[str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_publish = 0.0
         self.disk = DiskWatch()
+        self._guard: DiskGuard | None = None
+        self._procs: dict[str, ProcStat] = {}  # name -> its current process's /proc files
         self.loop_lag = LoopLag()
         self.excused_pings = 0  # timeouts not counted as misses: the core's loop was too late
 
@@ -126,10 +141,18 @@ class Watchdog:
         self.loop_lag.start()
         self._tasks = [
             asyncio.create_task(self._sweep_loop(), name="rosey-watchdog-sweep"),
-            asyncio.create_task(self._disk_loop(), name="rosey-watchdog-disk"),
         ]
         if self.bus is not None:
             self._tasks.append(asyncio.create_task(self._ping_loop(), name="rosey-watchdog-ping"))
+            self._tasks.append(asyncio.create_task(self._publish_loop(), name="rosey-watchdog-stats"))
+        self._guard = DiskGuard(
+            self.disk,
+            self._disk_targets,
+            self._over_disk_quota,
+            interval=self.config.disk_interval,
+            loop=asyncio.get_running_loop(),
+        )
+        self._guard.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -138,6 +161,12 @@ class Watchdog:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await asyncio.to_thread(guard.stop)
+        for proc in self._procs.values():
+            proc.close()
+        self._procs.clear()
         await self.loop_lag.stop()
 
     # ------------------------------------------------------------------ sweep
@@ -145,39 +174,45 @@ class Watchdog:
     def sweep(self) -> None:
         """One pass over running plugins: record stats, enforce limits. Never blocks on I/O."""
         started = time.perf_counter()
-        now = time.monotonic()
         for plugin in self.supervisor.running():
-            self._sweep_one(plugin, now)
+            self._sweep_one(plugin, time.monotonic())
+        self._forget_gone()
         self.last_sweep_seconds = time.perf_counter() - started
 
-    async def sweep_cooperatively(self) -> None:
-        """The same pass, yielding to the event loop every ``SWEEP_CHUNK`` plugins.
+    async def sweep_cooperatively(self, spread: float = 0.0) -> None:
+        """The same pass, yielding to the event loop every ``SWEEP_CHUNK`` plugins; with
+        ``spread`` (seconds) the chunks are spaced out over that time instead of back to back.
 
-        A sweep over 100 plugins costs ~7 ms of psutil reads; done in one go, it delays every
-        other callback (a command's reply included) by that much. In chunks the loop never
-        waits for more than one chunk (~0.7 ms).
+        Back to back, the chunks of 100 plugins still make one burst of the loop's time (a reply
+        arriving then waits for all of them); spread over the interval, it waits for one at most.
+        ``last_sweep_seconds`` is the work done, without the waits.
         """
-        busy = 0.0
-        now = time.monotonic()
         plugins = self.supervisor.running()
-        for index in range(0, len(plugins), SWEEP_CHUNK):
-            started = time.perf_counter()
-            for plugin in plugins[index : index + SWEEP_CHUNK]:
-                self._sweep_one(plugin, now)
-            busy += time.perf_counter() - started
-            await asyncio.sleep(0)
-        self.last_sweep_seconds = busy
+
+        def one(plugin: ManagedPlugin) -> None:
+            self._sweep_one(plugin, time.monotonic())
+
+        self.last_sweep_seconds = await _in_chunks(plugins, one, spread)
+        self._forget_gone()
 
     def _sweep_one(self, plugin: ManagedPlugin, now: float) -> None:
-        if plugin.state is not PluginState.RUNNING or plugin.process is None:
+        process = plugin.process
+        if plugin.state is not PluginState.RUNNING or process is None or not process.is_running():
             return
-        stats = plugin.process.get_stats()
-        if not stats.get("running"):
+        pid = process.pid
+        if pid is None:
             return
-        sample = ResourceSample.from_stats(stats, t=time.time())
+        proc = self._procs.get(plugin.name)
+        if proc is None or proc.pid != pid:
+            if proc is not None:
+                proc.close()
+            proc = self._procs[plugin.name] = ProcStat(pid)
+        reading = proc.read()
+        if reading is None:  # exiting: its exit is the supervisor's news, not a sample
+            return
+        sample = ResourceSample.from_stats(reading.as_stats(process.uptime_seconds), t=time.time())
         plugin.stats = sample
         plugin.history.append(sample)
-        pid = plugin.process.pid or 0
         entry = self._cpu.get(plugin.name)
         if entry is None or entry[0] != pid:  # a new process is judged on its own readings only
             entry = self._cpu[plugin.name] = (pid, deque())
@@ -187,6 +222,15 @@ class Watchdog:
         if reason is not None:
             samples.clear()
             self.supervisor.kill(plugin.name, reason)
+
+    def _forget_gone(self) -> None:
+        """Close the /proc files of processes that are no longer the plugin's current one."""
+        for name, proc in list(self._procs.items()):
+            plugin = self.supervisor.plugins.get(name)
+            process = plugin.process if plugin is not None else None
+            if process is None or process.pid != proc.pid or not process.is_running():
+                proc.close()
+                del self._procs[name]
 
     def _children(self, plugin: ManagedPlugin) -> int | None:
         # Scanning /proc for children costs ~1 ms; only pay it for plugins allowed to fork,
@@ -200,63 +244,88 @@ class Watchdog:
         return None
 
     async def _sweep_loop(self) -> None:
+        interval = self.config.sweep_interval
         while True:
-            await self.sweep_cooperatively()
-            if self.bus is not None and time.monotonic() - self._last_publish >= self.config.publish_every:
-                self._last_publish = time.monotonic()
-                await self._publish_stats()
-            await asyncio.sleep(self.config.sweep_interval)
+            started = time.monotonic()
+            await self.sweep_cooperatively(spread=interval * SPREAD)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    async def _publish_stats(self) -> None:
+    async def _publish_loop(self) -> None:
+        every = self.config.publish_every
+        while True:
+            started = time.monotonic()
+            await self._publish_stats(spread=every * SPREAD / 2)
+            # The next round is due ``every`` after this one began, not after it ended.
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    async def _publish_stats(self, spread: float = 0.0) -> None:
         if self.bus is None:
             return
-        for index, plugin in enumerate(self.supervisor.running()):
+        bus = self.bus
+        pending: list[tuple[str, dict[str, object]]] = []
+
+        def one(plugin: ManagedPlugin) -> None:
             # Without history: the event says "now"; ``rosey status`` has the recent past.
-            data = plugin.status(history=0).to_dict()
-            with contextlib.suppress(BusNotConnected, OSError):
-                await self.bus.publish(
-                    Subjects.lifecycle(plugin.name, "stats"), data, source="rosey-supervisor"
-                )
-            if index % SWEEP_CHUNK == SWEEP_CHUNK - 1:
-                await asyncio.sleep(0)  # as for sweeps: never hold the loop for all plugins at once
+            pending.append((Subjects.lifecycle(plugin.name, "stats"), plugin.status(history=0).to_dict()))
+
+        async def flush() -> None:
+            for subject, data in pending:
+                with contextlib.suppress(BusNotConnected, OSError):
+                    await bus.publish(subject, data, source="rosey-supervisor")
+            pending.clear()
+
+        await _in_chunks(self.supervisor.running(), one, spread, after_chunk=flush)
 
     # ------------------------------------------------------------------ disk quotas
 
-    async def _disk_loop(self) -> None:
-        while True:
-            await self.check_disk()
-            await asyncio.sleep(self.config.disk_interval)
+    def _disk_targets(self) -> list[ManagedPlugin]:
+        """The plugins with a disk quota whose process is starting or running.
+
+        Called on the disk thread: ``list()`` of the dict's values is one step under the GIL,
+        and each plugin is then read attribute by attribute (each read is atomic).
+        """
+        targets = []
+        for plugin in list(self.supervisor.plugins.values()):
+            if not plugin.spec.limits.max_disk_mb or plugin.process is None:
+                continue
+            if plugin.state in (PluginState.STARTING, PluginState.RUNNING):
+                targets.append(plugin)
+        return targets
+
+    def _over_disk_quota(self, name: str, pid: int, reason: str) -> None:
+        """On the loop, after the disk thread froze process ``pid`` of plugin ``name``: kill it."""
+        plugin = self.supervisor.plugins.get(name)
+        process = plugin.process if plugin is not None else None
+        # Act only on the process that was measured (it may have been replaced meanwhile).
+        if process is not None and process.pid == pid and process.is_running():
+            self.supervisor.kill(name, reason)
 
     async def check_disk(self) -> None:
-        """One pass over the plugins with a disk quota: kill those over it, with the reason.
-
-        Starting plugins are checked too: a plugin may write from ``on_start``, before it is ready.
-        A pass reads one counter per plugin (~2 µs) and walks a data dir only when it is due.
-        """
-        checked = []
-        for plugin in self.supervisor.running():
-            limit = plugin.spec.limits.max_disk_mb
-            process = plugin.process
-            active = plugin.state in (PluginState.STARTING, PluginState.RUNNING)
-            if not limit or process is None or not active:
-                continue
-            checked.append(plugin.name)
-            pid = process.pid
-            forks = bool(plugin.spec.limits.max_processes)
-            reason = await self.disk.check(plugin.name, process, limit, children=forks)
-            plugin.disk = self.disk.usage(plugin.name)
-            # The walk yields to the loop: act only on the process that was measured.
-            if reason is not None and process.is_running() and process.pid == pid:
-                self.supervisor.kill(plugin.name, reason)
-        self.disk.retain(checked)
+        """One pass of the disk thread's check, here and now (the thread runs it every
+        ``disk_interval``): kill the plugins over their quota, with the reason."""
+        guard = self._guard or DiskGuard(
+            self.disk, self._disk_targets, self._over_disk_quota, loop=asyncio.get_running_loop()
+        )
+        await asyncio.to_thread(guard.check_all)
+        await asyncio.sleep(0)  # the kills it scheduled
 
     # ------------------------------------------------------------------ liveness
 
     async def _ping_loop(self) -> None:
+        interval = self.config.ping_interval
         while True:
+            started = time.monotonic()
             targets = [p for p in self.supervisor.running() if p.state is PluginState.RUNNING]
-            await asyncio.gather(*(self._ping(p) for p in targets))
-            await asyncio.sleep(self.config.ping_interval)
+            pings: list[asyncio.Task[None]] = []
+
+            def ping(plugin: ManagedPlugin, pings: list[asyncio.Task[None]] = pings) -> None:
+                pings.append(asyncio.create_task(self._ping(plugin)))
+
+            # A chunk of pings per step, the steps spread over the interval: 100 requests sent
+            # (and 100 replies read) at once would hold the loop for all of them.
+            await _in_chunks(targets, ping, interval * SPREAD)
+            await asyncio.gather(*pings)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def _ping(self, plugin: ManagedPlugin) -> None:
         assert self.bus is not None
@@ -297,3 +366,29 @@ class Watchdog:
         self.excused_pings += 1
         logger.info("ping to '%s' not counted as missed: the core's loop ran %.0f ms late", name, late * 1000)
         return True
+
+
+async def _in_chunks(
+    items: Sequence[_T],
+    work: Callable[[_T], object],
+    spread: float,
+    *,
+    after_chunk: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """``work(item)`` for each item, ``SWEEP_CHUNK`` at a time, yielding to the loop between
+    chunks; with ``spread`` > 0 the chunks start evenly over ``spread`` seconds. Returns the
+    seconds spent in ``work`` (the waits excluded)."""
+    busy = 0.0
+    chunks = max(1, -(-len(items) // SWEEP_CHUNK))
+    step = spread / chunks
+    began = time.monotonic()
+    for n, index in enumerate(range(0, len(items), SWEEP_CHUNK)):
+        started = time.perf_counter()
+        for item in items[index : index + SWEEP_CHUNK]:
+            work(item)
+        busy += time.perf_counter() - started
+        if after_chunk is not None:
+            await after_chunk()
+        # Sleep until the next chunk's slot (at least one loop iteration).
+        await asyncio.sleep(max(0.0, began + (n + 1) * step - time.monotonic()) if spread > 0 else 0)
+    return busy
