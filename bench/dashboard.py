@@ -3,9 +3,10 @@
 The real :class:`~bot.rosey.app.RoseyApp` (zygote launcher, sandbox on, watchdog on, web server
 on 127.0.0.1) runs 100 idle plugins in a child process of its own (so that nothing else of the
 benchmark shares its CPU figure or its event loop). One client, in a second process, watches it
-as the dashboard does: connected to the dashboard's event stream at :data:`STREAM_PATH`; while
-the dashboard does not exist (``STREAM_PATH = None``), a placeholder that scrapes ``/metrics``
-every 15 s and asks for ``status`` (the control service, as ``rosey status`` does) every 2 s.
+as the dashboard does: connected to the dashboard's event stream at :data:`STREAM_PATH`
+(``/api/events``, server-sent events). With ``STREAM_PATH = None``, a placeholder instead scrapes
+``/metrics`` every 15 s and asks for ``status`` (as ``rosey status`` does) every 2 s: the client
+used for the before/after figures with code older than the dashboard.
 
 Measured after the plugins are ready and the watchdog has run a few seconds, in two windows at
 rest (both with the client watching):
@@ -43,9 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The dashboard's server-sent-events path, once the dashboard names it (e.g. "/api/events").
-#: None: the placeholder client (/metrics every 15 s, status every 2 s).
-STREAM_PATH: str | None = None
+#: The dashboard's server-sent-events path. None: the placeholder client (/metrics every 15 s,
+#: status every 2 s), for code older than the dashboard.
+STREAM_PATH: str | None = "/api/events"
 #: Header carrying the operator token to the stream, if the dashboard asks for one (runtime file).
 STREAM_TOKEN_HEADER = "Authorization"
 

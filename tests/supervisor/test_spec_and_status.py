@@ -3,6 +3,7 @@ limit check the watchdog runs on every sample."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from pathlib import Path
@@ -327,3 +328,13 @@ def test_kill_causes_are_read_from_the_watchdogs_reasons() -> None:
     assert kill_cause("flood: 52,000 msgs/s > limit 5,000 msgs/s over 2 s") == "flood"
     assert kill_cause("output flood: over the limit of 10 lines/s") == "output"
     assert kill_cause("something new") == "other"
+
+
+def test_a_status_without_history_keeps_everything_else() -> None:
+    status = rosey_status()
+    assert status.plugins[0].history  # the fixture has some, else this test proves nothing
+    bare = status.without_history()
+    assert all(plugin.history == () for plugin in bare.plugins)
+    assert bare.to_dict()["plugins"][0]["history"] == []
+    assert bare.plugins[0] == dataclasses.replace(status.plugins[0], history=())
+    assert dataclasses.replace(bare, plugins=status.plugins) == status

@@ -79,8 +79,11 @@ class ControlService:
 
     # ------------------------------------------------------------------ actions
 
-    async def _status(self, _: Mapping[str, Any]) -> dict[str, Any]:
-        return self._status_report().to_dict()
+    async def _status(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        status = self._status_report()
+        if request.get("history") is False:  # rosey top: no plots, so no history to encode
+            status = status.without_history()
+        return status.to_dict()
 
     async def _start(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = str(request["name"])

@@ -10,7 +10,7 @@ writer one field apart still understand each other.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -359,6 +359,11 @@ class RoseyStatus:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(self.plugins))
+
+    def without_history(self) -> RoseyStatus:
+        """The same status without the plugins' resource history: what a view that draws no plot
+        (``rosey top``) asks for; the history is most of the cost of encoding a status."""
+        return replace(self, plugins=tuple(replace(p, history=()) for p in self.plugins))
 
     def plugin(self, name: str) -> PluginStatus | None:
         return next((p for p in self.plugins if p.name == name), None)
