@@ -1,15 +1,20 @@
-"""A sandboxed plugin cannot use the dashboard: it can neither read the operator token (the
-runtime file) nor connect to the web port to restart another plugin, under either launcher.
-Checked by the effect: the other plugin's process is the same one afterwards."""
+"""A sandboxed plugin or chat adapter cannot use the dashboard: it can neither read the operator
+token (the runtime file) nor connect to the web port to restart another plugin, nor publish on the
+control subjects, under either launcher. Checked by the effect: the other plugin's process is the
+same one afterwards; what the adapter obtained is what reached its platform; the NATS server's
+own count of refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from bot.rosey.plugins.sandbox.probe import probe
+from tests.adapters.line_platform import LINE_ADAPTER, LinePlatform
 from tests.cli.conftest import start_run
 
 from .dashboard_fixtures import base_url, plugin_row, send, write_hog
@@ -91,3 +96,45 @@ async def test_a_plugin_cannot_read_the_token_nor_restart_another_plugin(
     finally:
         bot.proc.terminate()
         await bot.proc.wait()
+
+
+@pytest.mark.parametrize("launcher", ["zygote", "spawn"])
+async def test_an_adapter_cannot_reach_the_token_the_web_port_nor_the_control_subjects(
+    tmp_path: Path, launcher: str
+) -> None:
+    """A chat adapter (its platform library compromised) under the same rules: what it reads of the
+    runtime file and gets from the web port is what it sends to its platform, checked there; its
+    publish on the control subjects is refused by the NATS server: the other plugin is untouched."""
+    platform = await LinePlatform().start()
+    write_hog(tmp_path / "plugins", "victim")
+    (tmp_path / "rosey.toml").write_text(
+        f'[adapters.line]\ntype = "custom"\npath = "{LINE_ADAPTER}"\n'
+        f'port = {platform.port}\nports = [{platform.port}]\ntoken_env = "LINE_TOKEN"\n'
+    )
+    bot = await start_run(tmp_path, env={"ROSEY_LAUNCHER": launcher, "LINE_TOKEN": "t0ken"})
+    try:
+        await platform.next_hello()
+        url = base_url(bot)
+        victim = await plugin_row(bot, "victim")
+        assert (await plugin_row(bot, "line"))["launcher"] == launcher
+        runtime = tmp_path / ".rosey" / "runtime.json"
+        read = await platform.probe("read", str(runtime))
+        assert not read.startswith("READ:"), read  # no token, no NATS password reached the platform
+        assert "operator_token" not in read
+        port = url.rsplit(":", 1)[1]
+        if (probe().get("landlock_abi") or 0) >= 4:  # Landlock TCP rules: NATS and its platform only
+            assert (await platform.probe("connect", f"127.0.0.1:{port}")).startswith("DENIED"), port
+        for action in ("restart", "stop"):
+            await platform.probe("publish", f"rosey.supervisor.{action}")
+        # The NATS server refused both (its own count, read from its log by the bot) ...
+        deadline = time.monotonic() + 15
+        while ((await plugin_row(bot, "line")).get("denied_by_nats") or 0) < 2:
+            assert time.monotonic() < deadline, "the server never counted the adapter's publishes"
+            await asyncio.sleep(0.2)
+        # ... and the plugin they aimed at is the same process, still running.
+        after = await plugin_row(bot, "victim")
+        assert (after["pid"], after["state"]) == (victim["pid"], "running"), (victim, after)
+    finally:
+        bot.proc.terminate()
+        await bot.proc.wait()
+        await platform.close()
