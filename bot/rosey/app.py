@@ -43,6 +43,7 @@ from bot.rosey.errors import PluginStartError
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grant_review import review_plugin, start_notice
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
+from bot.rosey.hosts.hub import HubSide  # s-host
 from bot.rosey.plugin_envs import environment_for, launch_for
 from bot.rosey.plugin_logs import PluginLogFiles
 from bot.rosey.plugins.contract import Env
@@ -137,6 +138,13 @@ class RoseyApp:
         self._adapter_creds = {
             spec.name: Credentials(user=adapter_user(spec.name)) for spec in self.catalog.adapters
         }
+        # --- s-host: plugins on other hosts ([hosts.*]); a `rosey host` is not a hub.
+        cluster = config.cluster
+        self.hub: HubSide | None = None
+        if cluster.hosts and cluster.host is None:
+            self.hub = HubSide(cluster, config.state_dir)
+        self.host_name = cluster.host.name if cluster.host is not None else cluster.hub.name
+        # --- end s-host
 
     @property
     def embedded(self) -> bool:
@@ -161,10 +169,15 @@ class RoseyApp:
             if self.server.pid is not None:
                 self.record.started(ProcessRole.NATS_SERVER, "nats-server", self.server.pid)
             self.nats_url = self.server.url
+            if self.hub is not None and self.server.leaf_port is not None:  # s-host
+                self.hub.announce(self.server.leaf_port)
         else:
             assert self.external_url is not None
             self.nats_url = self.external_url
         self.bus = await self._connect("rosey-core")
+        if self.hub is not None:  # s-host: before the router, which asks it about remote plugins
+            await self.hub.start(self.bus, lambda name, inbox: self._connect(name, inbox_prefix=inbox))
+        hub = self.hub
 
         self.supervisor = Supervisor(self.bus, self.catalog.all_specs, self._make_process)
         self.supervisor.start_check = self._grant_notice  # requested vs granted, once per start
@@ -179,8 +192,13 @@ class RoseyApp:
                 command_timeout=self.config.command_timeout,
                 timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
             ),
-            known_plugins=lambda: supervisor.names(ProcessKind.PLUGIN),
-            why_unavailable=supervisor.why_unavailable,
+            known_plugins=lambda: supervisor.names(ProcessKind.PLUGIN) + (hub.plugins() if hub else []),
+            why_unavailable=(
+                (lambda name: supervisor.why_unavailable(name) or hub.why_unavailable(name))
+                if hub is not None
+                else supervisor.why_unavailable
+            ),
+            bus_for=hub.bus_for if hub is not None else None,  # s-host
             access=AccessPolicy(
                 rules={n: c.access for n, c in self.catalog.configs.items() if c.access is not None},
                 admins=chat.admins,
@@ -200,7 +218,11 @@ class RoseyApp:
         await self.relay.start()
         self.control_bus = await self._connect("rosey-control")
         self.control = ControlService(
-            self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
+            self.control_bus,
+            self.supervisor,
+            self.status,
+            shutdown=self._on_shutdown,
+            remote=hub.remote_action if hub is not None else None,  # s-host
         )
         await self.control.start()
         if self.config.web.enabled:  # before the plugins: /healthz answers while they start
@@ -267,6 +289,8 @@ class RoseyApp:
             await self.relay.stop()
         if self.router is not None:
             await self.router.stop()
+        if self.hub is not None:  # s-host
+            await self.hub.stop()
         for bus in (
             self.watchdog_bus,
             self.files_bus,
@@ -297,7 +321,9 @@ class RoseyApp:
             if denied:
                 last = self.server.last_violation.get(user) if self.server else None
                 status = dataclasses.replace(status, denied_by_nats=denied, last_denied=last)
-            plugins.append(status)
+            plugins.append(dataclasses.replace(status, host=self.host_name))  # s-host: HOST column
+        if self.hub is not None:  # s-host: plugins on other hosts, as their heartbeats say
+            plugins.extend(self.hub.rows())
         return RoseyStatus(
             pid=os.getpid(),
             nats=NatsStatus(
@@ -346,7 +372,7 @@ class RoseyApp:
     def _nats_user(self, name: str) -> str:
         return adapter_user(name) if name in self._adapter_creds else plugin_user(name)
 
-    async def _connect(self, name: str) -> EventBus:
+    async def _connect(self, name: str, *, inbox_prefix: str = CORE_INBOX_PREFIX) -> EventBus:
         """One more connection of the core identity (the embedded server's core user, or NATS_TOKEN)."""
         if self.embedded:
             bus = EventBus(
@@ -354,14 +380,14 @@ class RoseyApp:
                 name=name,
                 user=self._core.user,
                 password=self._core.password,
-                inbox_prefix=CORE_INBOX_PREFIX,
+                inbox_prefix=inbox_prefix,
             )
         else:
             bus = EventBus(
                 self.nats_url,
                 token=os.getenv("NATS_TOKEN") or None,
                 name=name,
-                inbox_prefix=CORE_INBOX_PREFIX,
+                inbox_prefix=inbox_prefix,
             )
         await bus.connect()
         return bus
@@ -411,12 +437,15 @@ class RoseyApp:
             users.append(
                 NatsUser(user=creds.user, password=creds.password, permissions=adapter_permissions(name))
             )
+        if self.hub is not None:  # s-host: one leaf user per host, its ceiling
+            users += self.hub.nats_users()
         return NatsServerConfig(
             work_dir=state_dir / "nats",
             store_dir=state_dir / "jetstream",
             users=tuple(users),
             monitor=self.config.nats_monitor,
             max_payload=self.config.nats_max_payload,
+            leaf_listen=self.hub.leaf_listen if self.hub is not None else None,  # s-host
         )
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:

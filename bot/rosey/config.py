@@ -40,6 +40,7 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError, ProgramNotRunnable
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
+from bot.rosey.hosts.config import ClusterConfig, parse_cluster  # s-host: [hub], [hosts.*], [host]
 from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
@@ -457,6 +458,8 @@ class RoseyConfig:
     secrets: Mapping[str, SecretSource] = field(default_factory=dict, hash=False)
     #: ``[web]``: health, readiness and metrics over HTTP on 127.0.0.1.
     web: WebConfig = field(default_factory=WebConfig)
+    #: s-host: ``[hub]``, ``[hosts.NAME]`` (plugins on other machines) and ``[host]`` (rosey host).
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         def put(field_name: str, value: object) -> None:
@@ -505,6 +508,12 @@ class RoseyConfig:
                 )
         put("adapters", MappingProxyType(dict(self.adapters)))
         parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
+        # s-host: a plugin runs either here or on one host, never both.
+        for remote, host in self.cluster.remote_plugins.items():
+            if remote in self.plugins and self.cluster.host is None:
+                raise _fail(
+                    _dotted("plugins", remote), f"plugin {remote!r} is on host {host!r} ([hosts.{host}])"
+                )
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
@@ -516,7 +525,7 @@ class RoseyConfig:
 
 # ------------------------------------------------------------------------ loading
 
-_TOP_KEYS = ("adapters", "chat", "nats", "plugins", "rosey", "secrets", "web")
+_TOP_KEYS = ("adapters", "chat", "host", "hosts", "hub", "nats", "plugins", "rosey", "secrets", "web")
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
 _NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")
@@ -613,6 +622,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         chat=parse_chat(raw.get("chat")),
         secrets=parse_secrets(raw.get("secrets"), base),
         web=parse_web(raw.get("web")),
+        cluster=parse_cluster(raw.get("hub"), raw.get("hosts"), raw.get("host"), base),  # s-host
     )
 
 

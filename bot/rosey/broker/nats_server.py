@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 _LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(rb"Starting http monitor on (\S+):(\d+)")
+_LEAF = re.compile(rb"Listening for leafnode connections on (\S+):(\d+)")  # s-host
 _READY = b"Server is ready"
 _DENIALS_LOGGED_PER_SECOND = 10  # per user; the rest are counted, and summed up in one line
 # e.g. ... - "$G/user:plugin_x" - Publish Violation - Subject "rosey.commands.y.execute"
@@ -91,6 +92,10 @@ class NatsServerConfig:
     monitor: bool = False  # HTTP monitoring endpoint on host, free port
     max_payload: int | None = None
     start_timeout: float = 10.0
+    # s-host: the hub listens for hosts' leaf connections ("address:port", port -1: any free one);
+    # a host dials out to its hub (nats-leaf:// URLs with the host's credentials).
+    leaf_listen: str | None = None
+    leaf_remotes: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not (self.port == -1 or 0 < self.port < 65536):
@@ -109,6 +114,7 @@ class NatsServer:
         self.host = self.config.host
         self.port: int | None = None
         self.monitor_port: int | None = None
+        self.leaf_port: int | None = None  # s-host: where hosts' leaf connections arrive
         self.log_tail: list[str] = []
         #: Denied publishes/subscriptions per user, read from the server's own log: the
         #: server is the enforcer, so its word cannot be suppressed by a plugin.
@@ -226,6 +232,18 @@ class NatsServer:
             config["http"] = f"{self.host}:-1"
         if self.config.max_payload is not None:
             config["max_payload"] = self.config.max_payload
+        # s-host: leaf nodes. Once known, the leaf port is kept (hosts redial the same address).
+        if self.config.leaf_listen is not None:
+            address, _, port = self.config.leaf_listen.rpartition(":")
+            if self.leaf_port is not None:
+                port = str(self.leaf_port)
+            config["leafnodes"] = {"listen": f"{address}:{port}"}
+        if self.config.leaf_remotes:
+            config["leafnodes"] = {
+                # A lost hub is redialled every second: a host is back as soon as the hub is.
+                "reconnect": "1s",
+                "remotes": [{"url": url} for url in self.config.leaf_remotes],
+            }
         return config
 
     def _read_until_ready(self) -> None:
@@ -260,6 +278,8 @@ class NatsServer:
                         self.port = int(match.group(2))
                     elif match := _MONITOR.search(line):
                         self.monitor_port = int(match.group(2))
+                    elif match := _LEAF.search(line):
+                        self.leaf_port = int(match.group(2))
                     elif _READY in line and self.port is not None:
                         return
 

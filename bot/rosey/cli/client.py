@@ -17,7 +17,7 @@ __all__ = ["ask", "connect", "control"]
 SOURCE = "rosey-cli"
 
 
-async def connect(info: RuntimeInfo) -> EventBus:
+async def connect(info: RuntimeInfo, *, inbox_prefix: str = CORE_INBOX_PREFIX) -> EventBus:
     """A bus connection to the instance ``info`` describes, as the core identity it wrote down."""
     # Against an operator's server the credentials are in the URL, or a token in NATS_TOKEN.
     token = None if info.user else os.getenv("NATS_TOKEN") or None
@@ -28,7 +28,7 @@ async def connect(info: RuntimeInfo) -> EventBus:
         user=info.user,
         password=info.password,
         connect_timeout=3.0,
-        inbox_prefix=CORE_INBOX_PREFIX,
+        inbox_prefix=inbox_prefix,  # s-host: a remote plugin answers only into its host's inbox
     )
     await bus.connect()
     return bus

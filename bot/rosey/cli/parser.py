@@ -11,6 +11,7 @@ from bot.rosey.cli import commands
 from bot.rosey.cli import plugin_envs as plugin_envs_cli
 from bot.rosey.cli import storage as storage_cli
 from bot.rosey.cli.author import add_author_commands
+from bot.rosey.cli.host_parser import add_host_commands  # s-host
 from bot.rosey.cli.log_format import LOG_FORMATS
 from bot.rosey.cli.review import add_review_parser
 
@@ -243,4 +244,5 @@ def build_parser() -> argparse.ArgumentParser:
     shutdown.set_defaults(func=commands.cmd_shutdown)
     nats_config.set_defaults(func=commands.cmd_nats_config)
     add_author_commands(sub, common)  # rosey new, rosey test, rosey dev (issue 15)
+    add_host_commands(sub, common)  # s-host: rosey host, rosey hosts credentials NAME (issue 16)
     return parser

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bot.rosey.core.event_bus import EventBus
@@ -37,6 +37,9 @@ FOLLOW_LEASE_SECONDS = 15.0
 SOURCE = "rosey-control"
 
 StatusReport = Callable[[], RoseyStatus]
+#: s-host: the hub's forwarding of an action on a remote plugin to its host: ``(action, request)``
+#: -> the host's answer (awaitable), or None when the plugin is not on another host.
+RemoteAction = Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any]] | None]
 
 
 class ControlService:
@@ -49,6 +52,8 @@ class ControlService:
         status: StatusReport,
         *,
         shutdown: Callable[[], None] | None = None,
+        subject_prefix: str | None = None,
+        remote: RemoteAction | None = None,
     ) -> None:
         self.bus = bus
         self.supervisor = supervisor
@@ -57,19 +62,41 @@ class ControlService:
         self._followers: dict[str, float] = {}  # plugin -> lease expiry (monotonic)
         self._hooked = False
         self._pending: set[asyncio.Task[None]] = set()
+        handlers = {
+            "status": self._status,
+            "start": self._start,
+            "stop": self._stop,
+            "restart": self._restart,
+            "logs": self._logs,
+            "follow": self._follow,
+            "shutdown": self._shutdown_request,
+        }
+        # --- s-host: a host serves its hub on rosey.hosts.<host>.control.<action> (never shutdown);
+        # the hub forwards actions on a remote plugin to that plugin's host.
+        self._remote = remote
+        if subject_prefix is not None:
+            del handlers["shutdown"]
+        subject = (lambda a: f"{subject_prefix}.{a}") if subject_prefix is not None else Subjects.supervisor
         self._service = RequestService(
             bus,
-            {
-                Subjects.supervisor("status"): self._status,
-                Subjects.supervisor("start"): self._start,
-                Subjects.supervisor("stop"): self._stop,
-                Subjects.supervisor("restart"): self._restart,
-                Subjects.supervisor("logs"): self._logs,
-                Subjects.supervisor("follow"): self._follow,
-                Subjects.supervisor("shutdown"): self._shutdown_request,
-            },
+            {subject(action): self._routed(action, handler) for action, handler in handlers.items()},
             source=SOURCE,
         )
+
+    def _routed(
+        self, action: str, handler: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]:
+        if self._remote is None or action in ("status", "shutdown"):
+            return handler
+        remote = self._remote
+
+        async def serve(request: Mapping[str, Any]) -> dict[str, Any]:
+            forwarded = remote(action, request)
+            return await (forwarded if forwarded is not None else handler(request))
+
+        return serve
+
+    # --- end s-host
 
     async def start(self) -> None:
         await self._service.start()

@@ -164,8 +164,12 @@ class CoreRouter:
         on_outcome: Callable[[CommandOutcome], None] | None = None,
         files: ClaimFile | None = None,
         help: HelpCommand | None = None,
+        bus_for: Callable[[str], EventBus | None] | None = None,  # s-host
     ) -> None:
         self.bus = bus
+        # s-host: a plugin on another host is asked on the hub's connection for that host (the
+        # only inbox that host may answer into); None: this bus.
+        self._bus_for = bus_for
         self.config = config or RouterConfig()
         self.source = source
         self._known_plugins = known_plugins
@@ -299,7 +303,8 @@ class CoreRouter:
         waiter = _Waiter(asyncio.current_task())
         self._in_flight.setdefault(plugin, set()).add(waiter)
         try:
-            reply = await self.bus.request(subject, data, self.source, correlation_id, timeout=wait)
+            bus = (self._bus_for(plugin) if self._bus_for is not None else None) or self.bus  # s-host
+            reply = await bus.request(subject, data, self.source, correlation_id, timeout=wait)
         except asyncio.CancelledError:
             if waiter.crash_reason is None or (waiter.task is not None and waiter.task.uncancel() > 0):
                 raise  # cancelled by our caller, not (only) by the crash

@@ -164,6 +164,7 @@ class PluginStatus:
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "name",
+        "host",  # s-host: the machine it runs on (the hub's name for local plugins)
         "kind",
         "state",
         "pid",
@@ -204,6 +205,8 @@ class PluginStatus:
     #: ("read_paths /srv/x", "http GET https://api.example.org/ (why)"); it runs without them.
     not_granted: tuple[str, ...] = ()
     history: tuple[ResourceSample, ...] = field(default=())
+    #: s-host: the host it runs on as the hub names it; "(lost)" appended while that host is silent.
+    host: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", PluginState(self.state))
@@ -241,6 +244,8 @@ class PluginStatus:
             data["denied_by_nats"] = self.denied_by_nats
             data["last_denied"] = self.last_denied
         data["history"] = [sample.history_point() for sample in self.history]
+        if self.host is not None:  # s-host
+            data["host"] = self.host
         return data
 
     @classmethod
@@ -284,6 +289,7 @@ class PluginStatus:
                 for point in (history if isinstance(history, list) else [])
                 if isinstance(point, Mapping)
             ),
+            host=_str(data.get("host")),  # s-host
         )
 
 

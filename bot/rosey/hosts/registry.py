@@ -1,0 +1,155 @@
+"""The hub's view of its plugin hosts: who is connected, who is lost, what their plugins do.
+
+Each host sends a heartbeat every second (:mod:`bot.rosey.hosts.wire`). A host not heard from
+for ``heartbeat_timeout`` seconds is *lost*: its plugins' rows say so in ``rosey status`` and
+the router refuses their commands at once ("plugin 'x' is on host 'b', which is unreachable")
+instead of waiting for the command timeout. The state is computed from the time of the last
+heartbeat whenever someone asks (one dict lookup and a clock read per command); a small task
+only logs the transitions, so the operator's log says when a host went and came back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from enum import StrEnum
+
+from bot.rosey.broker.leaf import HOSTS_SUBJECT
+from bot.rosey.core.event_bus import EventBus, Subscription
+from bot.rosey.core.events import Event
+from bot.rosey.hosts.config import HostEntry
+from bot.rosey.hosts.wire import Heartbeat
+from bot.rosey.supervision.status import PluginState, PluginStatus, unavailable_reason
+
+__all__ = ["HostRegistry", "HostState"]
+
+logger = logging.getLogger(__name__)
+
+
+class HostState(StrEnum):
+    WAITING = "waiting"  # never heard from since the hub started
+    CONNECTED = "connected"
+    LOST = "lost"
+
+
+class HostRegistry:
+    """Heartbeats of the hosts declared in ``[hosts.*]``; everything else on the subject is ignored."""
+
+    def __init__(self, bus: EventBus, hosts: Mapping[str, HostEntry], *, timeout: float) -> None:
+        self.bus = bus
+        self.hosts = dict(hosts)
+        self.timeout = timeout
+        self._plugin_host = {plugin: entry.name for entry in hosts.values() for plugin in entry.plugins}
+        self._last: dict[str, float] = {}  # host -> monotonic time of its last heartbeat
+        self._beats: dict[str, Heartbeat] = {}
+        self._logged: dict[str, HostState] = {}
+        self._subscription: Subscription | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self.bus.subscribe(f"{HOSTS_SUBJECT}.*.heartbeat", self._on_heartbeat)
+        self._watch = asyncio.get_running_loop().create_task(self._log_transitions())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+
+    # ------------------------------------------------------------------ queries
+
+    def host_of(self, plugin: str) -> str | None:
+        return self._plugin_host.get(plugin)
+
+    def plugins(self) -> list[str]:
+        return list(self._plugin_host)
+
+    def state(self, host: str) -> HostState:
+        last = self._last.get(host)
+        if last is None:
+            return HostState.WAITING
+        return HostState.CONNECTED if time.monotonic() - last < self.timeout else HostState.LOST
+
+    def silent_for(self, host: str) -> float | None:
+        last = self._last.get(host)
+        return None if last is None else time.monotonic() - last
+
+    def why_unavailable(self, plugin: str) -> str | None:
+        """Said after "plugin 'x' ": why a remote plugin cannot take a command; None if it can (or
+        if it is not a remote plugin)."""
+        host = self._plugin_host.get(plugin)
+        if host is None:
+            return None
+        if self.state(host) is not HostState.CONNECTED:
+            return f"is on host '{host}', which is unreachable"
+        row = self._row(host, plugin)
+        if row is None:
+            return f"is not reported by host '{host}' (is it in that host's rosey.toml?)"
+        return unavailable_reason(row)
+
+    def rows(self) -> list[PluginStatus]:
+        """One status row per remote plugin, its host in the ``host`` column."""
+        rows: list[PluginStatus] = []
+        for host, entry in self.hosts.items():
+            state = self.state(host)
+            label = host if state is HostState.CONNECTED else f"{host} ({state.value})"
+            for plugin in entry.plugins:
+                row = self._row(host, plugin)
+                if row is None:
+                    reason = (
+                        f"host '{host}' has not connected since the hub started"
+                        if state is HostState.WAITING
+                        else f"not reported by host '{host}'"
+                    )
+                    row = PluginStatus(name=plugin, state=PluginState.STOPPED, reason=reason)
+                elif state is HostState.LOST:
+                    silent = self.silent_for(host) or 0.0
+                    row = replace(
+                        row, reason=f"host '{host}' silent for {silent:.0f} s (last known: {row.state})"
+                    )
+                rows.append(replace(row, host=label))
+        return rows
+
+    def summary(self) -> dict[str, str]:
+        return {host: self.state(host).value for host in self.hosts}
+
+    # ------------------------------------------------------------------ internals
+
+    def _row(self, host: str, plugin: str) -> PluginStatus | None:
+        beat = self._beats.get(host)
+        if beat is None:
+            return None
+        return next((row for row in beat.plugins if row.name == plugin), None)
+
+    async def _on_heartbeat(self, event: Event) -> None:
+        host = event.subject.split(".")[2]
+        entry = self.hosts.get(host)
+        if entry is None:  # the server lets only declared hosts publish here; a local test client may
+            return
+        self._beats[host] = Heartbeat.from_wire(host, event.data, entry.plugins)
+        self._last[host] = time.monotonic()
+        self._log_state(host)
+
+    def _log_state(self, host: str) -> None:
+        state = self.state(host)
+        if self._logged.get(host) is state:
+            return
+        self._logged[host] = state
+        if state is HostState.CONNECTED:
+            logger.info("host %s connected (%s)", host, ", ".join(self.hosts[host].plugins))
+        elif state is HostState.LOST:
+            logger.warning("host %s lost: no heartbeat for %.0f s", host, self.timeout)
+
+    async def _log_transitions(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeout / 6)
+            for host in self.hosts:
+                if host in self._last:
+                    self._log_state(host)

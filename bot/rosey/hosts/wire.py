@@ -1,0 +1,49 @@
+"""What a host tells the hub every second: ``rosey.hosts.<host>.heartbeat``.
+
+One message carries the host's process id and its plugins' status rows (the same
+``PluginStatus`` schema ``rosey status`` reads everywhere). The hub reads it with
+:meth:`Heartbeat.from_wire`, which never raises and keeps only the rows of the plugins the hub
+itself assigned to that host: a compromised host can say wrong things about its own plugins,
+never anything about another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.rosey.supervision.status import PluginStatus
+
+__all__ = ["Heartbeat"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat:
+    host: str
+    pid: int | None
+    plugins: tuple[PluginStatus, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"host": self.host, "pid": self.pid, "plugins": [p.to_dict() for p in self.plugins]}
+
+    @classmethod
+    def from_wire(cls, host: str, data: Mapping[str, Any], allowed: Collection[str]) -> Heartbeat:
+        """``host`` comes from the subject (which the hub's server lets only that host publish),
+        never from the payload; rows of plugins outside ``allowed`` are dropped."""
+        rows: list[PluginStatus] = []
+        raw = data.get("plugins")
+        for item in raw if isinstance(raw, list) else []:
+            if not isinstance(item, Mapping) or item.get("name") not in allowed:
+                continue
+            try:
+                row = PluginStatus.from_dict({**item, "history": []})
+            except (ValueError, TypeError):
+                continue
+            rows.append(row)
+        pid = data.get("pid")
+        return cls(
+            host=host,
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            plugins=tuple(rows),
+        )
