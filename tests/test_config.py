@@ -272,7 +272,11 @@ def test_programmatic_construction_is_validated_too() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "reason"),
     [
-        ("colour = 1\n", "colour", "unknown key; allowed keys: adapters, chat, nats, plugins, rosey"),
+        (
+            "colour = 1\n",
+            "colour",
+            "unknown key; allowed keys: adapters, chat, host, hosts, hub, nats, plugins, rosey",
+        ),
         ("[rosey]\ncolour = 1\n", "rosey.colour", "unknown key; allowed keys: command_timeout, entry_points"),
         (
             "[nats]\nport = 4222\n",

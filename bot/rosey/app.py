@@ -321,7 +321,9 @@ class RoseyApp:
             if denied:
                 last = self.server.last_violation.get(user) if self.server else None
                 status = dataclasses.replace(status, denied_by_nats=denied, last_denied=last)
-            plugins.append(dataclasses.replace(status, host=self.host_name))  # s-host: HOST column
+            if self.hub is not None or self.config.cluster.host is not None:  # s-host: HOST column
+                status = dataclasses.replace(status, host=self.host_name)
+            plugins.append(status)
         if self.hub is not None:  # s-host: plugins on other hosts, as their heartbeats say
             plugins.extend(self.hub.rows())
         return RoseyStatus(

@@ -525,7 +525,18 @@ class RoseyConfig:
 
 # ------------------------------------------------------------------------ loading
 
-_TOP_KEYS = ("adapters", "chat", "host", "hosts", "hub", "nats", "plugins", "rosey", "secrets", "web")
+_TOP_KEYS = (
+    "adapters",
+    "chat",
+    "nats",
+    "plugins",
+    "rosey",
+    "secrets",
+    "web",
+    "host",
+    "hosts",
+    "hub",
+)  # s-host
 _ROSEY_TABLE_KEYS = tuple(k.split(".", 1)[1] for k in _ROSEY_KEYS.values() if k.startswith("rosey."))
 _NATS_KEYS = ("max_payload", "monitor", "monitor_url", "url")
 _PLUGIN_KEYS = tuple(f.name for f in fields(PluginConfig) if f.name != "name")

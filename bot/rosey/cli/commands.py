@@ -136,7 +136,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
         print_json(data)
         return EXIT_OK
     status = RoseyStatus.from_dict(data)
-    print(table([plugin.to_dict() for plugin in status.plugins], PluginStatus.COLUMNS))
+    columns = PluginStatus.COLUMNS
+    if any(plugin.host for plugin in status.plugins):  # s-host: plugins on several machines
+        columns = (columns[0], "host", *columns[1:])
+    print(table([plugin.to_dict() for plugin in status.plugins], columns))
     sandboxes: dict[tuple[str, str], list[str]] = {}
     for plugin in status.plugins:
         if plugin.reason:

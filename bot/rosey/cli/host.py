@@ -179,6 +179,7 @@ def cmd_host(args: argparse.Namespace) -> int:
     from bot.rosey.cli.commands import setup_logging
 
     config = load_config(args.config)
+    logging.getLogger().handlers.clear()  # main() set "error" for the short commands; a host logs like run
     setup_logging(args.log_level or config.log_level)
     return asyncio.run(run_host(config))
 

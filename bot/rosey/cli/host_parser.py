@@ -37,7 +37,11 @@ def add_host_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         "--log-level", choices=["debug", "info", "warning", "error"], help="override [rosey] log_level"
     )
     host.set_defaults(func=_cmd_host)
-    hosts = sub.add_parser("hosts", help="the hub's plugin hosts: their credentials")
+    hosts = sub.add_parser(
+        "hosts",
+        help="the hub's plugin hosts: their credentials",
+        description="The hosts this hub declares in [hosts.NAME] (plugins on other machines).",
+    )
     hosts_sub = hosts.add_subparsers(dest="hosts_command", required=True, metavar="ACTION")
     creds = hosts_sub.add_parser(
         "credentials",

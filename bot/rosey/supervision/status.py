@@ -164,7 +164,6 @@ class PluginStatus:
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "name",
-        "host",  # s-host: the machine it runs on (the hub's name for local plugins)
         "kind",
         "state",
         "pid",
