@@ -1,0 +1,90 @@
+"""[hub], [hosts.NAME], [host] and the host's credentials file: checked before anything starts."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.rosey.broker.leaf import host_permissions
+from bot.rosey.config import load_config
+from bot.rosey.errors import ConfigError
+from tests.cli.conftest import rosey
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def write(directory: Path, text: str) -> Path:
+    (directory / "rosey.toml").write_text(text)
+    return directory / "rosey.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[hosts.b]\nplugins = []\n", "hosts.b.plugins"),
+        ('[hosts.B]\nplugins = ["x"]\n', "hosts.B"),
+        ('[hosts.b]\nplugins = ["x"]\n[hosts.c]\nplugins = ["x"]\n', "hosts.c.plugins"),
+        ('[hosts.b]\nplugins = ["x"]\n[plugins.x]\nenabled = true\n', "plugins.x"),
+        ('[hub]\nleaf_listen = "7422"\n', "hub.leaf_listen"),
+        ('[host]\nname = "b"\nhub = "nats-leaf://u:p@hub:7422"\ncredentials = "c"\n', "host.hub"),
+        ('[host]\nname = "b"\nhub = "nats://hub:7422"\ncredentials = "c"\n', "host.hub"),
+        ('[host]\nname = "b"\nhub = "nats-leaf://hub:7422"\n', "host.credentials"),
+    ],
+)
+def test_bad_cluster_tables_are_refused_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert f": {key}" in str(caught.value)
+
+
+def test_the_ceiling_is_the_hosts_plugins_subjects_only() -> None:
+    permissions = host_permissions("b", ["weather"])
+    assert set(permissions["publish"]["allow"]) == {
+        "rosey.commands.weather.result",
+        "rosey.commands.weather.error",
+        "rosey.plugins.weather.>",
+        "rosey.logs.weather",
+        "rosey.hosts.b.heartbeat",
+        "_INBOX.rosey_host_b.>",
+    }
+    assert set(permissions["subscribe"]["allow"]) == {
+        "rosey.commands.weather.execute",
+        "rosey.hosts.b.control.>",
+        "rosey.events.>",
+    }
+
+
+def mode_and_password(path: Path) -> tuple[int, str]:
+    return stat.S_IMODE(path.stat().st_mode), json.loads(path.read_text())["password"]
+
+
+async def test_credentials_are_written_0600_and_never_printed(tmp_path: Path) -> None:
+    write(tmp_path, '[hosts.b]\nplugins = ["weather"]\n')
+    code, out, err = await rosey("hosts", "credentials", "b", cwd=tmp_path)
+    assert code == 0, err
+    path = Path(out.strip())
+    mode, password = mode_and_password(path)
+    assert mode == 0o600
+    assert password not in out + err
+    # Asked again: the same file, the same password (the host's copy stays valid).
+    code, again, err = await rosey("hosts", "credentials", "b", cwd=tmp_path)
+    assert again == out and mode_and_password(path) == (0o600, password)
+    code, out, err = await rosey("hosts", "credentials", "nope", cwd=tmp_path)
+    assert code != 0 and "no host named 'nope'" in err
+
+
+async def test_a_host_refuses_credentials_others_can_read(tmp_path: Path) -> None:
+    creds = tmp_path / "b.credentials"
+    creds.write_text(json.dumps({"host": "b", "user": "host_b", "password": "secret-pw"}))
+    creds.chmod(0o644)
+    write(tmp_path, '[host]\nname = "b"\nhub = "nats-leaf://127.0.0.1:7422"\ncredentials = "b.credentials"\n')
+    code, out, err = await rosey("host", cwd=tmp_path)
+    assert code != 0
+    assert "chmod 600" in err and "secret-pw" not in out + err
+    creds.chmod(0o600)
+    write(tmp_path, '[host]\nname = "c"\nhub = "nats-leaf://127.0.0.1:7422"\ncredentials = "b.credentials"\n')
+    code, out, err = await rosey("host", cwd=tmp_path)
+    assert code != 0 and "credentials of host 'b', not 'c'" in err
