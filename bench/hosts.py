@@ -176,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     for side in ("local", "leaf"):
         row = result[side]
         where = "hub -> local plugin" if side == "local" else "hub -> plugin on leaf host"
-        print(
-            f"  {where:28} p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f}  p99 {row['p99_ms']:.3f}  n={row['n']}"
-        )
+        figures = f"p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f}  p99 {row['p99_ms']:.3f}"
+        print(f"  {where:28} {figures}  n={row['n']}")
     print(f"  leaf / local (p50): {result['ratio_p50']}x")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
