@@ -4,6 +4,7 @@ own nats-server on loopback, the host a leaf node of the hub under its leaf user
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from bot.rosey.broker.leaf import host_inbox_prefix
 from bot.rosey.cli.client import ask, connect
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
-from tests.cli.conftest import rosey
+from tests.cli.conftest import ROSEY, rosey, user_env
 from tests.hosts.conftest import Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -63,6 +64,38 @@ async def test_restart_and_logs_of_a_remote_plugin_go_through_its_host(cluster: 
         await bus.disconnect()
     row = {r["name"]: r for r in local["plugins"]}["far_echo"]
     assert (row["pid"] == new_pid and row["restarts"] == 0) or row["pid"] == new_pid
+
+
+async def test_logs_follow_of_a_remote_plugin_streams_from_its_host(cluster: Cluster) -> None:
+    await cluster.wait_host_label("far_echo", "b")
+    follow = await asyncio.create_subprocess_exec(
+        *ROSEY,
+        "logs",
+        "far_echo",
+        "-n",
+        "1",
+        "-f",
+        cwd=cluster.hub.workdir,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=user_env(),
+    )
+    assert follow.stdout is not None
+    try:
+        await asyncio.wait_for(follow.stdout.readline(), 15)  # the one recent line: following now
+        seen = ""
+        async with asyncio.timeout(20):
+            attempt = 0
+            while "far_echo heard live-" not in seen:
+                # The live subject's interest crosses the leaf asynchronously: say it again until heard.
+                attempt += 1
+                code, _, err = await rosey("send", "far_echo", f"live-{attempt}", cwd=cluster.hub.workdir)
+                assert code == 0, err
+                with contextlib.suppress(TimeoutError):
+                    seen += (await asyncio.wait_for(follow.stdout.readline(), 2)).decode()
+    finally:
+        follow.kill()
+        await follow.wait()
 
 
 async def test_a_lost_host_fails_fast_with_a_clear_reply_and_comes_back(cluster: Cluster) -> None:
