@@ -122,7 +122,9 @@ class RoseyApp:
         self.web: WebServer | None = None  # /healthz, /readyz, /metrics on 127.0.0.1 ([web])
         # The router's outcomes, with what it answers itself (!rosey, !help) under their own names.
         self.commands = CommandMetrics(
-            [spec.name for spec in self.catalog.specs] + [ADMIN_COMMAND, HELP_COMMAND]
+            [spec.name for spec in self.catalog.specs]
+            + list(config.cluster.remote_plugins)  # s-host: plugins on other hosts, by name too
+            + [ADMIN_COMMAND, HELP_COMMAND]
         )
         self.web_url: str | None = None
         self.operator_token = new_operator_token()  # the dashboard's buttons and logs; runtime file only
