@@ -88,3 +88,22 @@ async def test_a_host_refuses_credentials_others_can_read(tmp_path: Path) -> Non
     write(tmp_path, '[host]\nname = "c"\nhub = "nats-leaf://127.0.0.1:7422"\ncredentials = "b.credentials"\n')
     code, out, err = await rosey("host", cwd=tmp_path)
     assert code != 0 and "credentials of host 'b', not 'c'" in err
+
+
+def test_a_heartbeat_speaks_only_for_the_hosts_own_plugins_and_cannot_drive_the_terminal() -> None:
+    from bot.rosey.hosts.wire import Heartbeat
+
+    data = {
+        "pid": 7,
+        "plugins": [
+            {"name": "weather", "state": "failed", "reason": "\x1b[2J\x1b]0;pwned\x07gone", "host": "hub"},
+            {"name": "echo", "state": "running"},  # a hub-local plugin: not this host's to report
+            {"name": "trivia", "state": "no-such-state"},
+            "junk",
+        ],
+    }
+    beat = Heartbeat.from_wire("b", data, allowed=("weather", "trivia"))
+    assert [row.name for row in beat.plugins] == ["weather"]
+    row = beat.plugins[0]
+    assert "\x1b" not in (row.reason or "") and "\x07" not in (row.reason or "")
+    assert row.host is None and beat.pid == 7

@@ -53,6 +53,10 @@ class HostApp(RoseyApp):
                 "this configuration has no [host] table: `rosey host` needs name, hub and credentials "
                 "(see docs/operations-hosts.md)"
             )
+        if config.adapters:
+            raise CliError("a host runs plugins only: chat adapters belong in the hub's rosey.toml")
+        if config.cluster.hosts:
+            raise CliError("[hosts.*] belongs in the hub's rosey.toml, not a host's")
         if config.nats_url is not None:
             raise CliError("a host runs its own nats-server (a leaf node of the hub): remove [nats] url")
         self.side: HostSideConfig = config.cluster.host

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.rosey.supervision.status import PluginStatus
+from bot.rosey.terminal import printable
 
 __all__ = ["Heartbeat"]
 
@@ -36,8 +37,11 @@ class Heartbeat:
         for item in raw if isinstance(raw, list) else []:
             if not isinstance(item, Mapping) or item.get("name") not in allowed:
                 continue
+            # Its words reach the operator's terminal (`rosey status`): control characters escaped.
+            clean = {k: printable(v) if isinstance(v, str) else v for k, v in item.items()}
+            clean["not_granted"] = [printable(str(v)) for v in _list(item.get("not_granted"))]
             try:
-                row = PluginStatus.from_dict({**item, "history": []})
+                row = PluginStatus.from_dict({**clean, "history": [], "host": None})
             except (ValueError, TypeError):
                 continue
             rows.append(row)
@@ -47,3 +51,7 @@ class Heartbeat:
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
             plugins=tuple(rows),
         )
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
