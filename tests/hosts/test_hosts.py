@@ -266,3 +266,62 @@ async def test_the_ceiling_holds_for_a_hostile_plugin_on_the_host(tmp_path: Path
         assert running.hub.proc.returncode is None
     finally:
         await stop_cluster(running)
+
+
+async def _as_raw_leaf(address: str, creds: dict[str, str], subject: str, payload: bytes) -> bytes:
+    """Speak the leaf protocol with the host's credentials, send one message on ``subject``, and
+    return what the hub answered up to its PONG (accepted) or its closing the link (refused)."""
+    host, port = address.removeprefix("nats-leaf://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await reader.readline()  # INFO
+        hello = {"user": creds["user"], "pass": creds["password"], "name": "evil", "verbose": False}
+        writer.write(b"CONNECT " + json.dumps(hello).encode() + b"\r\nPING\r\n")
+        while not (await reader.readline()).startswith(b"PONG"):
+            pass
+        writer.write(b"LMSG %s %d\r\n%s\r\nPING\r\n" % (subject.encode(), len(payload), payload))
+        answer = b""
+        while not answer.endswith(b"PONG\r\n"):
+            line = await reader.readline()
+            if not line:
+                break  # the hub closed the link
+            if not line.startswith(b"LS"):  # interest announcements
+                answer += line
+        return answer
+    finally:
+        writer.close()
+
+
+async def test_the_hub_enforces_the_ceiling_on_a_host_that_runs_a_modified_server(cluster: Cluster) -> None:
+    """A compromised host need not run an honest nats-server: the test speaks the leaf protocol
+    itself with the host's credentials (sending needs no interest from the hub). The hub's server
+    refuses each forbidden message, closes the link, and says so in the hub's log."""
+    await cluster.wait_host_label("far_echo", "b")
+    hub = await cluster.hub_bus()
+    seen_on_hub: list[str] = []
+    allowed = "rosey.plugins.far_echo.marker"
+    await _collect(hub, [*HUB_FORBIDDEN_FOR_HOST, allowed], seen_on_hub)
+    creds = json.loads((cluster.host.workdir / "b.credentials").read_text())
+    leaf_url = (cluster.hub.workdir / ".rosey" / "hosts" / "leaf_url").read_text().strip()
+    async with asyncio.timeout(30):
+        for subject in (*HUB_FORBIDDEN_FOR_HOST, allowed):
+            payload = Event(subject=subject, data={"args": ["from-evil-leaf"]}, source="evil").to_bytes()
+            answer = await _as_raw_leaf(leaf_url, creds, subject, payload)
+            # The hub had routed it (or not) before answering; what it routed to our core connection
+            # arrives before the PONG of this flush.
+            await hub.flush()
+            if subject == allowed:
+                assert answer == b"PONG\r\n" and seen_on_hub == [allowed]
+            else:
+                assert b"Permissions Violation" in answer, answer
+                assert seen_on_hub == [], subject
+    log = cluster.hub.workdir / "rosey-run.log"
+    for _ in range(100):  # the server's word reaches the hub's log through its stderr: soon, not at once
+        text = log.read_text()
+        if "publish to 'rosey.commands.echo.execute'" in text:
+            break
+        await asyncio.sleep(0.1)
+    assert "NATS denied a host (leaf connection" in text
+    assert "publish to 'rosey.commands.echo.execute'" in text
+    code, out, err = await rosey("send", "echo", "count", cwd=cluster.hub.workdir)
+    assert code == 0 and "Echo #1" in out, out + err

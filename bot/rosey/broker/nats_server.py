@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 _LISTENING = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(rb"Starting http monitor on (\S+):(\d+)")
 _LEAF = re.compile(rb"Listening for leafnode connections on (\S+):(\d+)")  # s-host
+# s-host: a leaf connection (a host) denied beyond its ceiling; the line names no user, only the link:
+# ... 127.0.0.1:55724 - lid:6 - Publish Violation on "rosey.commands.echo.execute" - Check other side ...
+_LEAF_VIOLATION = re.compile(r'(\S+) - lid:(\d+) - (Publish|Subscription) Violation on "([^"]*)"')
 _READY = b"Server is ready"
 _DENIALS_LOGGED_PER_SECOND = 10  # per user; the rest are counted, and summed up in one line
 # e.g. ... - "$G/user:plugin_x" - Publish Violation - Subject "rosey.commands.y.execute"
@@ -115,6 +118,8 @@ class NatsServer:
         self.port: int | None = None
         self.monitor_port: int | None = None
         self.leaf_port: int | None = None  # s-host: where hosts' leaf connections arrive
+        self.leaf_violations = 0  # s-host: what the server refused a host, over all leaf connections
+        self.last_leaf_violation: str | None = None
         self.log_tail: list[str] = []
         #: Denied publishes/subscriptions per user, read from the server's own log: the
         #: server is the enforcer, so its word cannot be suppressed by a plugin.
@@ -296,6 +301,18 @@ class NatsServer:
                 self.last_violation[user] = f"{kind.lower()} {subject}"
                 if self._denials_to_log(user):
                     logger.warning("NATS denied %s: %s to %r", user, kind.lower(), subject)
+            elif match := _LEAF_VIOLATION.search(line):  # s-host
+                address, lid, kind, subject = match.groups()
+                self.leaf_violations += 1
+                self.last_leaf_violation = f"{kind.lower()} {subject}"
+                if self._denials_to_log(f"leaf:{lid}"):
+                    logger.warning(
+                        "NATS denied a host (leaf connection %s from %s): %s to %r",
+                        lid,
+                        address,
+                        kind.lower(),
+                        subject,
+                    )
             elif "[ERR]" in line or "[WRN]" in line:
                 logger.debug("nats-server: %s", line)
 
