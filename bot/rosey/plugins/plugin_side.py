@@ -79,6 +79,7 @@ HOST_ONLY = (
     "plugins.plugin_registry",
     "plugins.declared_requests",  # reads plugin source; the plugin side never needs it
     "grant_review",
+    "hosts",  # s-host: the hub's and a host's side of several machines
 )
 
 
