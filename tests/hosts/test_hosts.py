@@ -66,6 +66,22 @@ async def test_restart_and_logs_of_a_remote_plugin_go_through_its_host(cluster: 
     assert (row["pid"] == new_pid and row["restarts"] == 0) or row["pid"] == new_pid
 
 
+async def test_a_remote_plugin_crashing_mid_command_fails_it_at_once(cluster: Cluster) -> None:
+    """Its host's supervisor publishes the crash, which crosses to the hub: the command ends with
+    the crash reply, not at the 30 s command timeout (rosey() gives up after 15)."""
+    before = await cluster.wait_host_label("far_echo", "b")
+    code, out, err = await rosey("send", "far_echo", "crash", cwd=cluster.hub.workdir, timeout=15)
+    assert code == 1, out + err
+    assert "crash" in (out + err).lower()
+    async with asyncio.timeout(20):  # restarted on its host, seen from the hub
+        while True:
+            row = (await cluster.rows())["far_echo"]
+            if row["state"] == "running" and row["pid"] != before["pid"]:
+                break
+            await asyncio.sleep(0.2)
+    assert row["restarts"] >= 1
+
+
 async def test_logs_follow_of_a_remote_plugin_streams_from_its_host(cluster: Cluster) -> None:
     await cluster.wait_host_label("far_echo", "b")
     follow = await asyncio.create_subprocess_exec(

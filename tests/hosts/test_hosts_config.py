@@ -47,6 +47,7 @@ def test_the_ceiling_is_the_hosts_plugins_subjects_only() -> None:
         "rosey.commands.weather.error",
         "rosey.plugins.weather.>",
         "rosey.logs.weather",
+        "rosey.lifecycle.weather.crashed",
         "rosey.hosts.b.heartbeat",
         "_INBOX.rosey_host_b.>",
     }

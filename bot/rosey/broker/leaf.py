@@ -63,8 +63,8 @@ def host_permissions(host: str, plugins: Iterable[str]) -> dict[str, Any]:
     """The host's ceiling on the hub. ``publish`` is what may cross from the host into the hub,
     ``subscribe`` what may cross from the hub to the host.
 
-    Into the hub: its plugins' results and errors, their own events, their live output, its
-    heartbeat, and answers to the hub's requests to this host. To the host: commands for its
+    Into the hub: its plugins' results and errors, their own events, their live output, their
+    crash events, its heartbeat, and answers to the hub's requests to this host. To the host: commands for its
     plugins, the hub's control requests for this host, and normalized chat events (which every
     plugin may read anyway). Nothing else: not another plugin's commands or events, not
     ``rosey.supervisor.>``, not the services, not another host's subjects.
@@ -77,6 +77,9 @@ def host_permissions(host: str, plugins: Iterable[str]) -> dict[str, Any]:
             Subjects.plugin_command(plugin, "error"),
             Subjects.all_plugin_events(plugin),
             f"{LOGS_SUBJECT}.{plugin}",
+            # Its crashes, as its host's supervisor saw them: the hub's router fails the commands
+            # in flight at once. The host is trusted for its own plugins' facts, and only those.
+            Subjects.lifecycle(plugin, "crashed"),
         ]
         subscribe.append(Subjects.plugin_command(plugin, "execute"))
     publish += [host_heartbeat_subject(host), f"{host_inbox_prefix(host)}.>"]
