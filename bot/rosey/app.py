@@ -344,6 +344,7 @@ class RoseyApp:
         self.web_url = await self.web.start()
 
     def _nats_user(self, name: str) -> str:
+        name = name.split("#")[0]  # issue 16: a replica (echo#2) has its plugin's identity
         return adapter_user(name) if name in self._adapter_creds else plugin_user(name)
 
     async def _connect(self, name: str) -> EventBus:
@@ -443,6 +444,7 @@ class RoseyApp:
             zygote=self.zygote,
             record=self.record,
             site_dirs=own.site_dirs if own is not None else (),
+            replica=spec.replica,  # issue 16
             sandbox=sandbox_for(
                 self.config,
                 plugin,

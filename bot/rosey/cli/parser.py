@@ -12,6 +12,7 @@ from bot.rosey.cli import plugin_envs as plugin_envs_cli
 from bot.rosey.cli import storage as storage_cli
 from bot.rosey.cli.author import add_author_commands
 from bot.rosey.cli.log_format import LOG_FORMATS
+from bot.rosey.cli.reload import add_reload_parser  # issue 16
 from bot.rosey.cli.review import add_review_parser
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
@@ -243,4 +244,5 @@ def build_parser() -> argparse.ArgumentParser:
     shutdown.set_defaults(func=commands.cmd_shutdown)
     nats_config.set_defaults(func=commands.cmd_nats_config)
     add_author_commands(sub, common)  # rosey new, rosey test, rosey dev (issue 15)
+    add_reload_parser(sub, common)  # rosey reload [NAME] (issue 16)
     return parser

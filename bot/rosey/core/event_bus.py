@@ -97,6 +97,22 @@ class Subscription:
         else:
             await self._unsubscribe_now()
 
+    async def drain(self) -> None:
+        """Stop delivery after the messages the server sent already (issue 16: a replica leaving
+        its queue group hands no command over to nobody). Safe twice."""
+        if not self._active:
+            return
+        self._active = False
+        self._on_close(self)
+        if self._sub is None:
+            return
+        with contextlib.suppress(
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionDrainingError,
+            nats.errors.BadSubscriptionError,
+        ):
+            await self._sub.drain()  # type: ignore[no-untyped-call]
+
     async def _unsubscribe_now(self) -> None:
         if self._sub is None:
             return
