@@ -284,7 +284,12 @@ class PluginStartError(PluginError, RuntimeError):
 
 
 class PluginReloadError(PluginStartError):
-    """issue 16: the new version of a plugin did not get ready; the old one keeps serving."""
+    """issue 16: the new version of a plugin did not get ready; the old one keeps serving.
+    ``reason``: why the new version failed, in one line."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, reason: str = "") -> None:
+        super().__init__(message, plugin=plugin)
+        self.reason = reason or message
 
 
 class PluginCommandError(PluginError):

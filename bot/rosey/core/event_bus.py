@@ -102,16 +102,18 @@ class Subscription:
         its queue group hands no command over to nobody). Safe twice."""
         if not self._active:
             return
-        self._active = False
-        self._on_close(self)
-        if self._sub is None:
-            return
-        with contextlib.suppress(
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.BadSubscriptionError,
-        ):
-            await self._sub.drain()  # type: ignore[no-untyped-call]
+        try:
+            if self._sub is not None:
+                with contextlib.suppress(
+                    nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionDrainingError,
+                    nats.errors.BadSubscriptionError,
+                ):
+                    await self._sub.drain()  # type: ignore[no-untyped-call]
+        finally:
+            # Only now: the messages taken during the drain are still delivered.
+            self._active = False
+            self._on_close(self)
 
     async def _unsubscribe_now(self) -> None:
         if self._sub is None:

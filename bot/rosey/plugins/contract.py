@@ -79,6 +79,9 @@ class Env(StrEnum):
     # issue 16: this process is replica N of its plugin: it keeps the readiness pipe open after
     # READY as its command ledger (bot.rosey.plugins.ledger).
     REPLICA = "ROSEY_REPLICA"
+    # issue 16: join the command queue group only once on_start succeeded (the new version of a
+    # reload: a start that fails must not have taken commands it can no longer answer).
+    JOIN_AFTER_START = "ROSEY_JOIN_AFTER_START"
     PLUGIN_LOG_LEVEL = "ROSEY_PLUGIN_LOG_LEVEL"
     # An adapter process: its settings from [adapters.NAME] (JSON, no secrets) and its secrets
     # (JSON {"password": "..."}), both removed from the environment as the adapter starts.

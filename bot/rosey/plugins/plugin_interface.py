@@ -213,10 +213,8 @@ class PluginInterface(ABC):
         await self.event_bus.connect()
 
         command_subject = Subjects.plugin_command(name, "execute")
-        # The queue group makes an overlapping restart answer each command once, not twice.
-        self._command_subscription = await self.event_bus.subscribe(
-            command_subject, self._handle_command_wrapper, queue=f"plugin-{name}"
-        )
+        if not os.getenv(Env.JOIN_AFTER_START):  # issue 16: else run() joins after on_start
+            await self._join_command_group()
         if self.idempotent is True:
             self._ledger.idempotent()
         # Answered on the event loop itself: a loop blocked by plugin code stops answering, and
@@ -226,6 +224,14 @@ class PluginInterface(ABC):
             await self.event_bus.subscribe(f"{Subjects.control(name, 'ping')}.{replica}", self._answer_ping)
         await self.event_bus.flush()
         logger.debug("Plugin '%s' connected and subscribed to %s", name, command_subject)
+
+    async def _join_command_group(self) -> None:
+        """Take this plugin's commands: one queue group, so its processes (replicas, the old and
+        new version of a reload, an overlapping restart) each answer a command once, not twice."""
+        name = self.plugin_name
+        self._command_subscription = await self._bus().subscribe(
+            Subjects.plugin_command(name, "execute"), self._handle_command_wrapper, queue=f"plugin-{name}"
+        )
 
     async def disconnect(self) -> None:
         """Disconnect from NATS"""
@@ -496,6 +502,9 @@ class PluginInterface(ABC):
                 self._started = True
             finally:
                 self._start_finished.set()
+            if self._command_subscription is None:  # issue 16: Env.JOIN_AFTER_START
+                await self._join_command_group()
+                await self._bus().flush()
             await self.publish_event(
                 "started", {"plugin_name": self.plugin_name, "timestamp": asyncio.get_running_loop().time()}
             )

@@ -188,6 +188,8 @@ class PluginProcess:
         # issue 16: the commands this replica holds, read from its readiness pipe after READY.
         self.ledger = CommandLedger()
         self._ledger_fd: int | None = None
+        # issue 16: set for a reload's new version (and its restarts): see Env.JOIN_AFTER_START.
+        self.join_after_start = False
         if self.options.log_output:
             self.output.add_listener(LogForwarder(output_logger, self.plugin_name))
 
@@ -348,6 +350,7 @@ class PluginProcess:
                 **({Env.PARENT_PID: str(parent_pid)} if parent_pid is not None else {}),
                 **({Env.SANDBOX: self.options.sandbox.to_json()} if self.options.sandbox else {}),
                 **({Env.REPLICA: str(self.options.replica)} if self.options.replica is not None else {}),
+                **({Env.JOIN_AFTER_START: "1"} if self.join_after_start else {}),
                 **(
                     {Env.SITE_DIRS: os.pathsep.join(self.options.site_dirs)} if self.options.site_dirs else {}
                 ),

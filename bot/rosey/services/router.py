@@ -298,6 +298,7 @@ class CoreRouter:
         # measured -42 µs p50); the mark tells that cancel from one by our own caller.
         waiter = _Waiter(asyncio.current_task(), correlation_id)
         self._in_flight.setdefault(plugin, set()).add(waiter)
+        crashed: str | None = None
         try:
             while True:
                 try:
@@ -309,7 +310,8 @@ class CoreRouter:
                     ):
                         raise  # cancelled by our caller, not (only) by the crash
                     if not waiter.resend:
-                        raise _Crashed(waiter.crash_reason) from None
+                        crashed = waiter.crash_reason
+                        break
                     # --- issue 16: its replica died holding it, and the plugin says its commands
                     # are idempotent: once more, to the replicas left in the queue group.
                     logger.info(
@@ -319,20 +321,20 @@ class CoreRouter:
                         extra={"plugin": plugin, "correlation_id": correlation_id},
                     )
                     waiter.crash_reason, waiter.resend, waiter.resent = None, False, True
-        except _Crashed as crashed:
-            reason = crashed.reason
-            logger.warning(
-                "plugin %s crashed during command %s: %s",
-                plugin,
-                correlation_id,
-                reason,
-                extra={"plugin": plugin, "correlation_id": correlation_id},
-            )
-            return outcome(
-                OutcomeKind.CRASHED,
-                f"plugin '{plugin}' crashed while handling your command ({reason})",
-                {"reason": reason},
-            )
+            if crashed is not None:
+                reason = crashed
+                logger.warning(
+                    "plugin %s crashed during command %s: %s",
+                    plugin,
+                    correlation_id,
+                    reason,
+                    extra={"plugin": plugin, "correlation_id": correlation_id},
+                )
+                return outcome(
+                    OutcomeKind.CRASHED,
+                    f"plugin '{plugin}' crashed while handling your command ({reason})",
+                    {"reason": reason},
+                )
         except NoResponders:
             return self._no_responders(plugin, outcome)
         except RequestTimeout:
@@ -616,14 +618,6 @@ class _Waiter:
         self.crash_reason: str | None = None
         self.resend = False
         self.resent = False
-
-
-class _Crashed(Exception):
-    """Inside execute(): the process holding the command died (and it is not re-sent)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _reply_for(

@@ -379,6 +379,7 @@ class Supervisor:
                 f"plugin '{plugin.name}': the new version cannot be started: {exc}; {keeps}",
                 plugin=plugin.spec.name,
             ) from exc
+        new.join_after_start = True  # a version that fails on_start takes no command with it
         new.output.add_listener(functools.partial(self._forward_output, plugin.name))
         new.limit_output(_output_rate(plugin.spec.limits), on_flood=lambda reason: new.kill_tree())
         await self._check_grants(plugin, new)
@@ -392,6 +393,7 @@ class Supervisor:
             raise PluginReloadError(
                 f"plugin '{plugin.name}': the new version failed to start: {why}; {keeps}",
                 plugin=plugin.spec.name,
+                reason=why,
             ) from exc
         if plugin.process is not old or not old.is_running() or not plugin.want_running:
             await new.stop(self.config.stop_timeout)  # the old one ended meanwhile: its lifecycle decides
