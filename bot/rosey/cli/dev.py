@@ -25,7 +25,7 @@ from bot.rosey.dev_reload import DevReloader, ReloadOutcome, ReloadResult, watch
 from bot.rosey.errors import CliError
 from bot.rosey.plugins.plugin_registry import PluginRegistry
 
-__all__ = ["cmd_dev", "dev_config"]
+__all__ = ["cmd_dev", "dev_config", "watcher"]
 
 
 def _shown(path: Path) -> str:
@@ -98,7 +98,9 @@ def _new_file(path: Path) -> None:
     )
 
 
-def _watcher(config: RoseyConfig) -> Callable[[RoseyApp], Awaitable[None]]:
+def watcher(config: RoseyConfig) -> Callable[[RoseyApp], Awaitable[None]]:
+    """Reload each plugin on save while the bot runs (``rosey dev``, ``rosey run --watch``)."""
+
     async def watch(app: RoseyApp) -> None:
         assert app.supervisor is not None
         plugins = watched_plugins(app.catalog.specs, config.plugin_dirs, config.base_dir)
@@ -111,7 +113,7 @@ def _watcher(config: RoseyConfig) -> Callable[[RoseyApp], Awaitable[None]]:
             where = ", ".join(_shown(root) + "/" for root in roots) or "nothing"
             print(
                 f"rosey dev: watching {len(plugins)} plugin(s) ({names}) in {where}; "
-                "saving a file restarts its plugin",
+                "saving a file reloads its plugin",
                 flush=True,
             )
 
@@ -126,4 +128,4 @@ def cmd_dev(args: argparse.Namespace) -> int:
     config = dev_config(args.path, args.config)
     setup_logging(args.log_level or config.log_level)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": our line says more
-    return asyncio.run(run_forever(config, chat=not args.no_chat, companion=_watcher(config)))
+    return asyncio.run(run_forever(config, chat=not args.no_chat, companion=watcher(config)))

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="text (default, for people) or json: one object per line (time, level, component, plugin, "
         "message, correlation_id) for log aggregators",
     )
+    run.add_argument(  # issue 16
+        "--watch",
+        action="store_true",
+        help="reload a plugin when its file is saved (checked first; the running version serves until "
+        "the new one is ready, and keeps serving if it fails to start)",
+    )
     run.set_defaults(func=commands.cmd_run)
 
     send = sub.add_parser(

@@ -41,9 +41,9 @@ def add_reload_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="With NAME: start the plugin's new version beside the running one (each replica in "
         "turn), wait until it is ready, move its commands to it, then let the old one finish its "
         "commands in flight and stop. If the new version fails to start, the old one keeps serving "
-        "and the error is printed (exit 1). Without NAME: re-read rosey.toml; start new plugins, stop "
-        "removed ones, and apply changed settings at each plugin's next start; a file with an error "
-        "changes nothing.",
+        "and the error is printed in one line (exit status 2). Without NAME: re-read rosey.toml; "
+        "start new plugins, stop removed ones, and apply changed settings at each plugin's next "
+        "start; a file with an error changes nothing.",
     )
     reload.add_argument("name", nargs="?", help="plugin name, e.g. echo (default: the configuration)")
     reload.add_argument(
