@@ -14,6 +14,7 @@ broker's own per-connection counters (``/connz``) are read for flood detection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -37,9 +38,10 @@ from bot.rosey.broker.identities import (
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
-from bot.rosey.config import Launcher, RoseyConfig
+from bot.rosey.config import Launcher, RoseyConfig, load_config
+from bot.rosey.config_reload import compare as compare_catalogs  # issue 16
 from bot.rosey.core.event_bus import EventBus, redact_url
-from bot.rosey.errors import PluginStartError
+from bot.rosey.errors import PluginStartError, RoseyError
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grant_review import review_plugin, start_notice
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
@@ -200,7 +202,11 @@ class RoseyApp:
         await self.relay.start()
         self.control_bus = await self._connect("rosey-control")
         self.control = ControlService(
-            self.control_bus, self.supervisor, self.status, shutdown=self._on_shutdown
+            self.control_bus,
+            self.supervisor,
+            self.status,
+            shutdown=self._on_shutdown,
+            reload_config=self.reload_config,  # issue 16
         )
         await self.control.start()
         if self.config.web.enabled:  # before the plugins: /healthz answers while they start
@@ -398,6 +404,54 @@ class RoseyApp:
 
             self._probe = probe()
         return self._probe
+
+    # --- issue 16: `rosey reload` (no NAME) applies a changed rosey.toml (see config_reload.py)
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read rosey.toml: start new plugins, stop removed ones, give changed ones their new
+        settings from their next start, restart those with another number of replicas. A file
+        that does not load (or NATS refusing the new users) changes nothing: RoseyError, why."""
+        assert self.supervisor is not None
+        try:
+            config = load_config(self.config.source, base_dir=self.config.base_dir)
+            catalog = await asyncio.to_thread(build_catalog, config)
+        except RoseyError as exc:
+            raise RoseyError(f"rosey.toml not applied (nothing changed): {exc}") from exc
+        # Adapters and the [rosey]/[nats]/[web]/[chat] tables are not reloaded: said in the report.
+        catalog = dataclasses.replace(
+            catalog, adapters=self.catalog.adapters, adapter_configs=self.catalog.adapter_configs
+        )
+        changes = compare_catalogs(self.catalog, catalog)
+        old_catalog, old_creds = self.catalog, dict(self._plugin_creds)
+        self.catalog = catalog
+        for name in changes.added:
+            self._plugin_creds[name] = Credentials(user=plugin_user(name))
+        if self.server is not None:  # new users (and changed grants) need the server's new file
+            try:
+                await asyncio.to_thread(self.server.reload, self._server_config(self.config.state_dir))
+            except RoseyError as exc:
+                self.catalog, self._plugin_creds = old_catalog, old_creds
+                raise RoseyError(f"rosey.toml not applied (nothing changed): {exc}") from exc
+        self.config = dataclasses.replace(self.config, plugins=config.plugins)
+        report: dict[str, Any] = changes.to_dict()
+        failed: dict[str, str] = {}
+        for name in (*changes.removed, *changes.regrouped):
+            await self.supervisor.stop(name)
+            self.supervisor.remove(name)
+        for spec in catalog.specs:
+            if spec.name in changes.changed:
+                self.supervisor.replace_spec(spec)
+            elif spec.name in (*changes.added, *changes.regrouped):
+                self.supervisor.add(spec)
+                if spec.enabled:
+                    try:
+                        await self.supervisor.start(spec.name)
+                    except PluginStartError as exc:
+                        failed[spec.name] = str(exc).strip().splitlines()[0]
+        report["failed"] = failed
+        logger.info("rosey.toml reloaded: %s", report)
+        return report
+
+    # --- end of issue 16
 
     def _server_config(self, state_dir: Path) -> NatsServerConfig:
         users = [NatsUser(user=self._core.user, password=self._core.password)]

@@ -73,5 +73,7 @@ async def test_run_watch_reloads_on_save_and_keeps_the_old_version_when_the_new_
         assert (await run.send("hello", "Di"))[1] == "Hi, Di!\n"
         code, _, err = await rosey("reload", "nosuch", cwd=project)
         assert code != 0 and "no plugin named 'nosuch'" in err
+        code, out, err = await rosey("reload", cwd=project)  # the configuration: unchanged
+        assert code == 0 and out == "rosey.toml: nothing changed\n", (code, out, err)
     finally:
         await stop(run)

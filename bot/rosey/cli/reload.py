@@ -12,7 +12,7 @@ from bot.rosey.supervision.status import PluginStatus
 
 __all__ = ["add_reload_parser", "cmd_reload"]
 
-EXIT_OK = 0
+EXIT_OK, EXIT_PLUGIN_ERROR = 0, 1
 
 
 async def cmd_reload(args: argparse.Namespace) -> int:
@@ -25,12 +25,21 @@ async def cmd_reload(args: argparse.Namespace) -> int:
             print(f"{plugin.name}: reloaded, {plugin.state}" + (f" (pid {plugin.pid})" if plugin.pid else ""))
         return EXIT_OK
     report = reply.get("config", {})
-    for key, what in (("started", "started"), ("stopped", "stopped"), ("changed", "changed (next start)")):
+    kinds = (
+        ("started", "started"),
+        ("stopped", "stopped (removed from rosey.toml)"),
+        ("changed", "new settings, applied at its next start"),
+        ("restarted", "restarted with its new number of replicas"),
+    )
+    for key, what in kinds:
         for name in report.get(key, []):
-            print(f"{name}: {what}")
-    if not any(report.get(key) for key in ("started", "stopped", "changed")):
+            if name not in report.get("failed", {}):
+                print(f"{name}: {what}")
+    for name, why in report.get("failed", {}).items():
+        print(f"{name}: failed to start: {why}")
+    if not any(report.get(key) for key, _ in kinds):
         print("rosey.toml: nothing changed")
-    return EXIT_OK
+    return EXIT_PLUGIN_ERROR if report.get("failed") else EXIT_OK
 
 
 def add_reload_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -99,6 +99,7 @@ class ManagedPlugin:
     disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
     kills: dict[str, int] = field(default_factory=dict)  # watchdog kills since the bot started, by cause
     not_granted: tuple[str, ...] = ()  # requested in its source, not granted, as of its last start
+    rebuild: bool = False  # issue 16: its settings changed; the next start builds a new process
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
@@ -205,6 +206,20 @@ class Supervisor:
             added.append(managed)
         self.groups[spec.name] = [m.name for m in added]
         return added
+
+    def remove(self, name: str) -> None:
+        """issue 16: forget a stopped plugin (every replica): it left the configuration."""
+        for member in self.members(name):
+            if member.want_running:
+                raise ValueError(f"plugin {member.name!r} is still running")
+            del self.plugins[member.name]
+        self.groups.pop(name, None)
+
+    def replace_spec(self, spec: PluginSpec) -> None:
+        """issue 16: ``spec``'s settings for its plugin from its next start on (same replicas)."""
+        for member in self.members(spec.name):
+            member.spec = dataclasses.replace(spec, replica=member.spec.replica)
+            member.rebuild = True
 
     def members(self, name: str) -> list[ManagedPlugin]:
         """issue 16: the processes ``name`` stands for: every replica of a plugin, or one replica
@@ -480,7 +495,9 @@ class Supervisor:
         """One run: start, wait for ready, wait for exit. How it ended and how long it lasted."""
         self._transition(plugin, PluginState.STARTING)
         plugin.kill_reason = None
-        if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
+        # One PluginProcess per plugin: its output survives restarts (a new one after its settings changed).
+        if plugin.process is None or plugin.rebuild:
+            plugin.rebuild = False
             try:
                 plugin.process = self._factory(plugin.spec)
             except Exception as exc:  # a configuration the process cannot be built from
