@@ -40,6 +40,7 @@ from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
 from bot.rosey.config import Launcher, RoseyConfig, load_config
 from bot.rosey.config_reload import compare as compare_catalogs  # issue 16
+from bot.rosey.config_reload import needs_full_restart  # issue 16
 from bot.rosey.core.event_bus import EventBus, redact_url
 from bot.rosey.errors import PluginStartError, RoseyError
 from bot.rosey.files_config import parse_file_limits
@@ -421,6 +422,11 @@ class RoseyApp:
             catalog, adapters=self.catalog.adapters, adapter_configs=self.catalog.adapter_configs
         )
         changes = compare_catalogs(self.catalog, catalog)
+        if start_only := needs_full_restart(self.catalog, catalog, self.config.command_timeout):
+            raise RoseyError(
+                f"rosey.toml not applied (nothing changed): {', '.join(start_only)} "
+                "take effect only when the bot starts; restart it (rosey shutdown, rosey run)"
+            )
         old_catalog, old_creds = self.catalog, dict(self._plugin_creds)
         self.catalog = catalog
         for name in changes.added:

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.rosey.catalog import Catalog
+from bot.rosey.config import PluginConfig
 
-__all__ = ["ConfigChanges", "compare"]
+__all__ = ["ConfigChanges", "compare", "needs_full_restart"]
+
+#: Settings the bot reads once, at its start (the router's access rules and timeouts, the storage,
+#: HTTP and files services' grants): a reload that changes them, or adds a plugin that sets them,
+#: is refused as a whole, rather than leave a plugin open that the file says is restricted.
+START_ONLY = ("platforms", "channels", "min_role", "command_timeout", "storage", "http", "files")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,3 +58,13 @@ def compare(old: Catalog, new: Catalog) -> ConfigChanges:
         changed=tuple(changed),
         regrouped=tuple(regrouped),
     )
+
+
+def needs_full_restart(old: Catalog, new: Catalog, default_timeout: float) -> list[str]:
+    """``plugin.setting`` for each start-only setting (:data:`START_ONLY`) ``new`` changes, or sets
+    for a plugin it adds; empty when the reload may go ahead."""
+    found = []
+    for name, config in sorted(new.configs.items()):
+        before = old.configs.get(name) or PluginConfig(name=name, command_timeout=default_timeout)
+        found += [f"{name}.{key}" for key in START_ONLY if getattr(config, key) != getattr(before, key)]
+    return found

@@ -50,6 +50,15 @@ async def test_config_reload_starts_new_stops_removed_and_keeps_all_on_a_bad_fil
     assert (await rosey.command("canary", "hi")).ok
     assert (await rosey.command("worker", "pid")).kind is OutcomeKind.UNKNOWN
 
+    # A new plugin restricted to a channel: the router reads access rules at start only, so the
+    # reload is refused rather than leave it open to every channel.
+    config_file.write_text(good + toml_table("plugins.worker", {"path": str(WORKER), "channels": ["#staff"]}))
+    reply = await _reload(rosey)
+    assert (
+        reply["ok"] is False and "worker.channels" in reply["error"] and "nothing changed" in reply["error"]
+    )
+    assert (await rosey.command("worker", "pid")).kind is OutcomeKind.UNKNOWN
+
     # A new plugin: started, with its own NATS user, and answering.
     config_file.write_text(good + toml_table("plugins.worker", {"path": str(WORKER), "replicas": 2}))
     reply = await _reload(rosey)

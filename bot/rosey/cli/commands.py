@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.log_level, args.log_format)
     companion = None
     if getattr(args, "watch", False):  # --- issue 16: rosey run --watch reloads a plugin on save
-        from bot.rosey.cli.dev import watcher
+        from bot.rosey.cli.watch import watcher
 
         companion = watcher(config)
     return asyncio.run(
