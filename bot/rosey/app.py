@@ -14,6 +14,7 @@ broker's own per-connection counters (``/connz``) are read for flood detection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -37,9 +38,11 @@ from bot.rosey.broker.identities import (
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
-from bot.rosey.config import Launcher, RoseyConfig
+from bot.rosey.config import Launcher, RoseyConfig, load_config
+from bot.rosey.config_reload import compare as compare_catalogs  # issue 16
+from bot.rosey.config_reload import needs_full_restart  # issue 16
 from bot.rosey.core.event_bus import EventBus, redact_url
-from bot.rosey.errors import PluginStartError
+from bot.rosey.errors import PluginStartError, RoseyError
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.grant_review import review_plugin, start_notice
 from bot.rosey.grants import adapter_sandbox, plugin_url, sandbox_for
@@ -225,6 +228,7 @@ class RoseyApp:
             self.status,
             shutdown=self._on_shutdown,
             remote=hub.remote_action if hub is not None else None,  # s-host
+            reload_config=self.reload_config,  # issue 16
         )
         await self.control.start()
         if self.config.web.enabled:  # before the plugins: /healthz answers while they start
@@ -374,6 +378,7 @@ class RoseyApp:
         self.web_url = await self.web.start()
 
     def _nats_user(self, name: str) -> str:
+        name = name.split("#")[0]  # issue 16: a replica (echo#2) has its plugin's identity
         return adapter_user(name) if name in self._adapter_creds else plugin_user(name)
 
     async def _connect(self, name: str, *, inbox_prefix: str = CORE_INBOX_PREFIX) -> EventBus:
@@ -428,6 +433,59 @@ class RoseyApp:
             self._probe = probe()
         return self._probe
 
+    # --- issue 16: `rosey reload` (no NAME) applies a changed rosey.toml (see config_reload.py)
+    async def reload_config(self) -> dict[str, Any]:
+        """Re-read rosey.toml: start new plugins, stop removed ones, give changed ones their new
+        settings from their next start, restart those with another number of replicas. A file
+        that does not load (or NATS refusing the new users) changes nothing: RoseyError, why."""
+        assert self.supervisor is not None
+        try:
+            config = load_config(self.config.source, base_dir=self.config.base_dir)
+            catalog = await asyncio.to_thread(build_catalog, config)
+        except RoseyError as exc:
+            raise RoseyError(f"rosey.toml not applied (nothing changed): {exc}") from exc
+        # Adapters and the [rosey]/[nats]/[web]/[chat] tables are not reloaded: said in the report.
+        catalog = dataclasses.replace(
+            catalog, adapters=self.catalog.adapters, adapter_configs=self.catalog.adapter_configs
+        )
+        changes = compare_catalogs(self.catalog, catalog)
+        if start_only := needs_full_restart(self.catalog, catalog, self.config.command_timeout):
+            raise RoseyError(
+                f"rosey.toml not applied (nothing changed): {', '.join(start_only)} "
+                "take effect only when the bot starts; restart it (rosey shutdown, rosey run)"
+            )
+        old_catalog, old_creds = self.catalog, dict(self._plugin_creds)
+        self.catalog = catalog
+        for name in changes.added:
+            self._plugin_creds[name] = Credentials(user=plugin_user(name))
+        if self.server is not None:  # new users (and changed grants) need the server's new file
+            try:
+                await asyncio.to_thread(self.server.reload, self._server_config(self.config.state_dir))
+            except RoseyError as exc:
+                self.catalog, self._plugin_creds = old_catalog, old_creds
+                raise RoseyError(f"rosey.toml not applied (nothing changed): {exc}") from exc
+        self.config = dataclasses.replace(self.config, plugins=config.plugins)
+        report: dict[str, Any] = changes.to_dict()
+        failed: dict[str, str] = {}
+        for name in (*changes.removed, *changes.regrouped):
+            await self.supervisor.stop(name)
+            self.supervisor.remove(name)
+        for spec in catalog.specs:
+            if spec.name in changes.changed:
+                self.supervisor.replace_spec(spec)
+            elif spec.name in (*changes.added, *changes.regrouped):
+                self.supervisor.add(spec)
+                if spec.enabled:
+                    try:
+                        await self.supervisor.start(spec.name)
+                    except PluginStartError as exc:
+                        failed[spec.name] = str(exc).strip().splitlines()[0]
+        report["failed"] = failed
+        logger.info("rosey.toml reloaded: %s", report)
+        return report
+
+    # --- end of issue 16
+
     def _server_config(self, state_dir: Path) -> NatsServerConfig:
         users = [NatsUser(user=self._core.user, password=self._core.password)]
         for spec in self.catalog.specs:
@@ -476,6 +534,7 @@ class RoseyApp:
             zygote=self.zygote,
             record=self.record,
             site_dirs=own.site_dirs if own is not None else (),
+            replica=spec.replica,  # issue 16
             sandbox=sandbox_for(
                 self.config,
                 plugin,

@@ -178,6 +178,7 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
                 limits=plugin_config.limits,
                 source=source,
                 load_error=load_errors.get(name),
+                replicas=plugin_config.replicas,  # issue 16
             )
         )
     adapters = {name: a for name, a in config.adapters.items() if a.is_process}

@@ -45,7 +45,7 @@ from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
 from bot.rosey.storage_config import parse_storage_limits
-from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, Limits, RestartPolicy
+from bot.rosey.supervision.spec import DEFAULT_CPU_WINDOW_SECONDS, MAX_REPLICAS, Limits, RestartPolicy
 from bot.rosey.web_config import WebConfig, parse_web
 
 __all__ = [
@@ -241,6 +241,7 @@ def _check_monitor_url(key: str, url: object) -> None:
 # NATS connection cannot start; below 32 MB an idle plugin (~25 MB resident) is killed at once.
 _PLUGIN_INTS = dict(
     max_concurrency=1,
+    replicas=1,  # issue 16
     max_memory_mb=32,
     max_open_files=16,
     max_processes=0,
@@ -275,6 +276,8 @@ class PluginConfig:
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     max_concurrency: int = 100
+    # issue 16: processes of this plugin in one NATS queue group (same user, same sandbox).
+    replicas: int = 1
     max_memory_mb: int = 256
     max_cpu_percent: float = 90.0
     cpu_window_seconds: float = DEFAULT_CPU_WINDOW_SECONDS
@@ -334,6 +337,8 @@ class PluginConfig:
         put("restart", _enum(key("restart"), RestartPolicy, self.restart))
         for number, minimum in _PLUGIN_INTS.items():
             put(number, _int(key(number), getattr(self, number), minimum=minimum))
+        if self.replicas > MAX_REPLICAS:  # issue 16
+            raise _fail(key("replicas"), f"must be at most {MAX_REPLICAS}, got {self.replicas}")
         if self.command and self.max_processes > 0:
             # Allowing processes would let it execute every readable file, and the PID namespace
             # that comes with it makes the kernel refuse the runtime's threads (EINVAL on clone).
@@ -708,6 +713,7 @@ enabled = true
 restart = "on-failure"            # never | on-failure | always
 command_timeout = 10.0            # overrides [rosey].command_timeout
 max_concurrency = 100             # commands in flight inside the plugin; 1 = one at a time
+# replicas = 1                    # processes serving its commands (one queue group), issue 16
 max_memory_mb = 256
 max_cpu_percent = 90.0            # sustained over cpu_window_seconds; 100 = one full core
 cpu_window_seconds = {DEFAULT_CPU_WINDOW_SECONDS}

@@ -7,10 +7,11 @@ plugin's main file gets the registry's static check (a plugin class, its literal
 the running version keeps serving.
 
 What the check cannot see (an import error, an exception in ``__init__`` or ``on_start``)
-shows when the new process starts. Without a zero-downtime reload (old and new side by side),
-the old process is already stopped by then: the plugin stays down, reported in one line, and
-the next save tries again. The supervisor's automatic restarts are stopped for it meanwhile,
-so the same traceback does not scroll by on every backoff.
+shows when the new process starts. The new process starts beside the running one
+(``Supervisor.reload``, issue 16): if it fails, the old one keeps serving, the failure is
+reported in one line, and the next save tries again. A plugin that was down already is started
+afresh; if that fails it stays down (its automatic restarts stopped, so the same traceback does
+not scroll by on every backoff) until the next save.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from watchfiles import Change, PythonFilter, awatch
 
-from bot.rosey.errors import PluginStartError
+from bot.rosey.errors import PluginReloadError, PluginStartError
 from bot.rosey.plugins.plugin_registry import inspect_plugin_file
 from bot.rosey.supervision.spec import PluginSpec, ProcessKind
 from bot.rosey.supervision.supervisor import Supervisor
@@ -138,6 +139,7 @@ class ReloadOutcome(StrEnum):
     RELOADED = "reloaded"  # the new version is running and answering
     REJECTED = "rejected"  # the static check failed: the old version keeps serving
     FAILED = "failed"  # the new version did not start: the plugin is down until the next save
+    KEPT = "kept"  # issue 16: the new version did not start beside the old one, which keeps serving
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +166,9 @@ class ReloadResult:
             case ReloadOutcome.REJECTED:
                 serving = "the running version keeps serving"
                 return f"rosey dev: {self.plugin} not reloaded, {serving}: {self.reason}"
+            case ReloadOutcome.KEPT:
+                serving = "the running version keeps serving"
+                return f"rosey dev: {self.plugin} failed to start: {self.reason}; {serving}"
             case _:
                 return (
                     f"rosey dev: {self.plugin} failed to start: {self.reason}; it is down until the next save"
@@ -237,7 +242,12 @@ class DevReloader:
             # passed the same check, so the spec may be started now.
             managed.spec = dataclasses.replace(managed.spec, load_error=None)
         try:
-            await self.supervisor.restart(name)
+            # issue 16: the new version beside the old; the old one keeps serving if it fails.
+            await self.supervisor.reload(name)
+        except PluginReloadError as exc:
+            return result(
+                ReloadOutcome.KEPT, exc.reason.strip().splitlines()[0] if exc.reason.strip() else str(exc)
+            )
         except PluginStartError as exc:
             reason = managed.last_exit or managed.failure_reason or str(exc)
             if managed.want_running:

@@ -37,6 +37,7 @@ for callers who do not know Rosey's names::
         +-- PluginNotConnected      RuntimeError
         +-- PluginNameMismatch      RuntimeError      .declared
         +-- PluginStartError        RuntimeError
+        |   +-- PluginReloadError   (issue 16: the old version keeps serving)
         +-- PluginCommandError
         +-- HostModuleRefused       ImportError       .module
         +-- PluginHintWarning       UserWarning
@@ -90,6 +91,7 @@ __all__ = [
     "PluginNotConnected",
     "PluginNotFound",
     "PluginNotStarted",
+    "PluginReloadError",
     "PluginStartError",
     "ProgramNotRunnable",
     "RequestTimeout",
@@ -279,6 +281,15 @@ class PluginNameMismatch(PluginError, RuntimeError):
 
 class PluginStartError(PluginError, RuntimeError):
     """A plugin process could not be spawned, or died or timed out before it reported ready."""
+
+
+class PluginReloadError(PluginStartError):
+    """issue 16: the new version of a plugin did not get ready; the old one keeps serving.
+    ``reason``: why the new version failed, in one line."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, reason: str = "") -> None:
+        super().__init__(message, plugin=plugin)
+        self.reason = reason or message
 
 
 class PluginCommandError(PluginError):

@@ -73,6 +73,7 @@ def plugin_permissions(
     subscribe = [
         Subjects.plugin_command(plugin, "execute"),
         Subjects.control(plugin, "ping"),
+        f"{Subjects.control(plugin, 'ping')}.>",  # issue 16: each replica's own ping (ping.<N>)
         Subjects.EVENTS_ALL,
         f"_INBOX.{user}.>",
         *extra_subscribe,

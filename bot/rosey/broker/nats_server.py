@@ -128,6 +128,8 @@ class NatsServer:
         self._denial_log: dict[str, tuple[float, int, int]] = {}  # user -> since, logged, not logged
         self._own_work_dir: tempfile.TemporaryDirectory[str] | None = None
         self._drain: threading.Thread | None = None
+        self._reloaded = threading.Event()  # issue 16: the server's log said how a reload went
+        self._reload_error: str | None = None
 
     # ------------------------------------------------------------------ addresses
 
@@ -199,6 +201,35 @@ class NatsServer:
         self._terminate(timeout)
         self._join_drain()
         self.start()
+
+    def reload(self, config: NatsServerConfig, timeout: float = 5.0) -> bool:
+        """issue 16: apply ``config`` (users and permissions) to the running server without a
+        restart: the file is rewritten and the server told with SIGHUP. Returns False when nothing
+        changed. Raises NatsServerError when the server refuses the file or does not confirm in
+        ``timeout`` (it then keeps the configuration it had). The server disconnects the users whose
+        entry changed (they reconnect by themselves) and drops replies still owed to them."""
+        if self.process is None or not self.is_running():
+            raise NatsServerError("the NATS server is not running")
+        config_path = self._work_dir() / "nats-server.conf"
+        previous, old_text = self.config, config_path.read_text()
+        self.config = config
+        text = json.dumps(self._render_config(self._work_dir()), indent=2)
+        if old_text == text:
+            return False
+        self._reloaded.clear()
+        self._reload_error = None
+        config_path.write_text(text)
+        os.kill(self.process.pid, signal.SIGHUP)
+        problem = None
+        if not self._reloaded.wait(timeout):
+            problem = f"nats-server did not confirm its configuration reload within {timeout:g}s"
+        elif self._reload_error is not None:
+            problem = f"nats-server refused the new configuration: {self._reload_error}"
+        if problem is not None:  # the server kept its old configuration: so does the file
+            self.config = previous
+            config_path.write_text(old_text)
+            raise NatsServerError(problem)
+        return True
 
     def _join_drain(self) -> None:
         # The drain thread ends at EOF, which the server's exit produces.
@@ -313,6 +344,11 @@ class NatsServer:
                         kind.lower(),
                         subject,
                     )
+            elif "Reloaded server configuration" in line:  # issue 16
+                self._reloaded.set()
+            elif "[ERR]" in line and "reload" in line.lower():
+                self._reload_error = line.split("[ERR]", 1)[1].strip()
+                self._reloaded.set()
             elif "[ERR]" in line or "[WRN]" in line:
                 logger.debug("nats-server: %s", line)
 

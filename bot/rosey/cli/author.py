@@ -72,8 +72,9 @@ def add_author_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="run the bot with the console chat and restart a plugin whenever its file is saved",
         description="Like `rosey run`, plus a watcher: saving a plugin's file checks it (syntax, "
         "plugin class, name; nothing is run) and restarts that plugin within a second. A file "
-        "that fails the check leaves the running version serving; a new version that fails to "
-        "start (import error, exception in on_start) leaves the plugin down until the next save. "
+        "that fails the check leaves the running version serving; the new version starts beside it "
+        "(rosey reload), so one that fails to start (import error, exception in on_start) leaves the "
+        "running version serving too. "
         "PATH: a plugin file or directory (run that plugin only), or a project directory "
         "(default: the current one).",
     )

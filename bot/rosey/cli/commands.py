@@ -76,9 +76,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     setup_logging(args.log_level or config.log_level, args.log_format)
+    companion = None
+    if getattr(args, "watch", False):  # --- issue 16: rosey run --watch reloads a plugin on save
+        from bot.rosey.cli.watch import watcher
+
+        companion = watcher(config)
     return asyncio.run(
         run_forever(
-            config, nats_url=args.nats_url, chat=not args.no_chat, json_logs=args.log_format == "json"
+            config,
+            nats_url=args.nats_url,
+            chat=not args.no_chat,
+            json_logs=args.log_format == "json",
+            companion=companion,
         )
     )
 

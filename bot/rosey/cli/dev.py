@@ -14,14 +14,11 @@ import asyncio
 import dataclasses
 import logging
 import os
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.rosey.app import RoseyApp
 from bot.rosey.cli.commands import setup_logging
+from bot.rosey.cli.watch import watcher  # issue 16: shared with rosey run --watch
 from bot.rosey.config import CONFIG_FILENAME, PluginConfig, RoseyConfig, load_config
-from bot.rosey.dev_reload import DevReloader, ReloadOutcome, ReloadResult, watched_plugins
 from bot.rosey.errors import CliError
 from bot.rosey.plugins.plugin_registry import PluginRegistry
 
@@ -84,46 +81,10 @@ def dev_config(path: str | None, config_file: str | None) -> RoseyConfig:
     return dataclasses.replace(config, plugin_dirs=(target,))
 
 
-def _report(result: ReloadResult) -> None:
-    stream = sys.stdout if result.outcome is ReloadOutcome.RELOADED else sys.stderr
-    print(result.line(), file=stream, flush=True)
-
-
-def _new_file(path: Path) -> None:
-    print(
-        f"rosey dev: {_shown(path)} belongs to no running plugin; "
-        "a new plugin runs once `rosey dev` is restarted",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _watcher(config: RoseyConfig) -> Callable[[RoseyApp], Awaitable[None]]:
-    async def watch(app: RoseyApp) -> None:
-        assert app.supervisor is not None
-        plugins = watched_plugins(app.catalog.specs, config.plugin_dirs, config.base_dir)
-        reloader = DevReloader(
-            app.supervisor, plugins, report=_report, watch_dirs=config.plugin_dirs, on_unknown=_new_file
-        )
-
-        def ready(roots: list[Path]) -> None:
-            names = ", ".join(p.name for p in plugins) or "none"
-            where = ", ".join(_shown(root) + "/" for root in roots) or "nothing"
-            print(
-                f"rosey dev: watching {len(plugins)} plugin(s) ({names}) in {where}; "
-                "saving a file restarts its plugin",
-                flush=True,
-            )
-
-        await reloader.watch(on_ready=ready)
-
-    return watch
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
     from bot.rosey.cli.run import run_forever
 
     config = dev_config(args.path, args.config)
     setup_logging(args.log_level or config.log_level)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": our line says more
-    return asyncio.run(run_forever(config, chat=not args.no_chat, companion=_watcher(config)))
+    return asyncio.run(run_forever(config, chat=not args.no_chat, companion=watcher(config)))

@@ -13,6 +13,7 @@ from bot.rosey.cli import storage as storage_cli
 from bot.rosey.cli.author import add_author_commands
 from bot.rosey.cli.host_parser import add_host_commands  # s-host
 from bot.rosey.cli.log_format import LOG_FORMATS
+from bot.rosey.cli.reload import add_reload_parser  # issue 16
 from bot.rosey.cli.review import add_review_parser
 
 __all__ = ["RoseyArgumentParser", "build_parser", "positive_seconds"]
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default, for people) or json: one object per line (time, level, component, plugin, "
         "message, correlation_id) for log aggregators",
+    )
+    run.add_argument(  # issue 16
+        "--watch",
+        action="store_true",
+        help="reload a plugin when its file is saved (checked first; the running version serves until "
+        "the new one is ready, and keeps serving if it fails to start)",
     )
     run.set_defaults(func=commands.cmd_run)
 
@@ -245,4 +252,5 @@ def build_parser() -> argparse.ArgumentParser:
     nats_config.set_defaults(func=commands.cmd_nats_config)
     add_author_commands(sub, common)  # rosey new, rosey test, rosey dev (issue 15)
     add_host_commands(sub, common)  # s-host: rosey host, rosey hosts credentials NAME (issue 16)
+    add_reload_parser(sub, common)  # rosey reload [NAME] (issue 16)
     return parser

@@ -97,6 +97,24 @@ class Subscription:
         else:
             await self._unsubscribe_now()
 
+    async def drain(self) -> None:
+        """Stop delivery after the messages the server sent already (issue 16: a replica leaving
+        its queue group hands no command over to nobody). Safe twice."""
+        if not self._active:
+            return
+        try:
+            if self._sub is not None:
+                with contextlib.suppress(
+                    nats.errors.ConnectionClosedError,
+                    nats.errors.ConnectionDrainingError,
+                    nats.errors.BadSubscriptionError,
+                ):
+                    await self._sub.drain()  # type: ignore[no-untyped-call]
+        finally:
+            # Only now: the messages taken during the drain are still delivered.
+            self._active = False
+            self._on_close(self)
+
     async def _unsubscribe_now(self) -> None:
         if self._sub is None:
             return

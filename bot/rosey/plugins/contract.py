@@ -76,6 +76,12 @@ class Env(StrEnum):
     SITE_DIRS = "ROSEY_SITE_DIRS"
     # Operator settings the SDK honours.
     MAX_CONCURRENCY = "ROSEY_MAX_CONCURRENCY"
+    # issue 16: this process is replica N of its plugin: it keeps the readiness pipe open after
+    # READY as its command ledger (bot.rosey.plugins.ledger).
+    REPLICA = "ROSEY_REPLICA"
+    # issue 16: join the command queue group only once on_start succeeded (the new version of a
+    # reload: a start that fails must not have taken commands it can no longer answer).
+    JOIN_AFTER_START = "ROSEY_JOIN_AFTER_START"
     PLUGIN_LOG_LEVEL = "ROSEY_PLUGIN_LOG_LEVEL"
     # An adapter process: its settings from [adapters.NAME] (JSON, no secrets) and its secrets
     # (JSON {"password": "..."}), both removed from the environment as the adapter starts.
@@ -123,7 +129,8 @@ def notify_ready() -> bool:
     try:
         fd = int(raw)
         os.write(fd, READY_MESSAGE)
-        os.close(fd)
+        if not os.environ.get(Env.REPLICA):  # a replica's ledger goes on on this pipe (issue 16)
+            os.close(fd)
     except (ValueError, OSError):
         return False
     return True
@@ -176,6 +183,7 @@ def watch_ready(
     ready_read: int,
     on_launch: Callable[[LaunchReport], None] | None = None,
     on_start_begun: Callable[[], None] | None = None,
+    on_other: Callable[[bytes], None] | None = None,
 ) -> asyncio.Future[bool]:
     """The runner's side: a future that becomes True when READY arrives on ``ready_read``, False
     when the pipe closes without it (or carries something that is not this protocol). Cancel the
@@ -184,7 +192,7 @@ def watch_ready(
     ``on_launch`` gets the launcher's report if, and only if, it is the pipe's first line: plugin
     code runs after the launcher wrote it, so a report anywhere else is the plugin's forgery and is
     ignored, as is any other line before READY. ``on_start_begun`` is called when the SDK says
-    it calls ``on_start``.
+    it calls ``on_start``. ``on_other`` gets any other bytes (a replica's ledger, issue 16).
     """
     import asyncio
 
@@ -206,7 +214,11 @@ def watch_ready(
             if on_start_begun is not None:
                 on_start_begun()
             return False
-        return line == READY_MESSAGE
+        if line == READY_MESSAGE:
+            return True
+        if on_other is not None:  # issue 16: a replica's ledger lines (commands taken before READY)
+            on_other(line)
+        return False
 
     def on_readable() -> None:
         try:
@@ -223,6 +235,8 @@ def watch_ready(
             line = bytes(pending[: end + 1])
             del pending[: end + 1]
             if on_line(line):
+                if pending and on_other is not None:  # read with READY: the ledger's (issue 16)
+                    on_other(bytes(pending))
                 answer.set_result(True)
                 return
         if len(pending) > _MAX_LINE:

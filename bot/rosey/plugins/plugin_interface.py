@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bot.rosey.core.chat import FileRef
-from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus
+from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import PayloadTooLarge, PluginNameMismatch, PluginNotConnected
@@ -42,6 +42,7 @@ from bot.rosey.plugins.contract import (
 from bot.rosey.plugins.files_client import FilesClient
 from bot.rosey.plugins.hints import HINT_EVENT, Hint
 from bot.rosey.plugins.http_client import HttpClient
+from bot.rosey.plugins.ledger import LedgerWriter
 from bot.rosey.plugins.loop_watch import LoopWatch
 from bot.rosey.plugins.permissions import Requests  # requested vs granted permissions (issue 15)
 from bot.rosey.plugins.storage_client import StorageClient
@@ -97,6 +98,10 @@ class PluginInterface(ABC):
     #: literally: ``requests = Requests(...)``. It grants nothing by itself; the host reads it
     #: from source and reports what rosey.toml did not grant (see ``plugins/permissions.py``).
     requests: ClassVar[Requests | None] = None
+    #: issue 16: True when running one of this plugin's commands twice does no harm. With
+    #: ``replicas`` > 1, the commands a dying replica held are then re-sent once to a surviving
+    #: replica instead of answered with the crash.
+    idempotent: ClassVar[bool] = False
 
     def __init__(self, nats_url: str | None = None, nats_token: str | None = None):
         """
@@ -126,6 +131,9 @@ class PluginInterface(ABC):
         self._command_table: CommandTable | None = None  # declared commands, read in connect()
         # Says where a command blocks the event loop for over a second (bot.rosey.plugins.loop_watch).
         self._loop_watch = LoopWatch(_code_dir(type(self)), on_hint=self._publish_hint)
+        # issue 16: a replica's command ledger (a no-op for a plugin's only process).
+        self._ledger = LedgerWriter.from_environment()
+        self._command_subscription: Subscription | None = None
 
     # ========== Abstract Methods (Plugin Author Implements) ==========
 
@@ -205,13 +213,25 @@ class PluginInterface(ABC):
         await self.event_bus.connect()
 
         command_subject = Subjects.plugin_command(name, "execute")
-        # The queue group makes an overlapping restart answer each command once, not twice.
-        await self.event_bus.subscribe(command_subject, self._handle_command_wrapper, queue=f"plugin-{name}")
+        if not os.getenv(Env.JOIN_AFTER_START):  # issue 16: else run() joins after on_start
+            await self._join_command_group()
+        if self.idempotent is True:
+            self._ledger.idempotent()
         # Answered on the event loop itself: a loop blocked by plugin code stops answering, and
         # the supervisor's liveness check notices.
         await self.event_bus.subscribe(Subjects.control(name, "ping"), self._answer_ping)
+        if replica := os.getenv(Env.REPLICA):  # issue 16: this replica's own liveness ping
+            await self.event_bus.subscribe(f"{Subjects.control(name, 'ping')}.{replica}", self._answer_ping)
         await self.event_bus.flush()
         logger.debug("Plugin '%s' connected and subscribed to %s", name, command_subject)
+
+    async def _join_command_group(self) -> None:
+        """Take this plugin's commands: one queue group, so its processes (replicas, the old and
+        new version of a reload, an overlapping restart) each answer a command once, not twice."""
+        name = self.plugin_name
+        self._command_subscription = await self._bus().subscribe(
+            Subjects.plugin_command(name, "execute"), self._handle_command_wrapper, queue=f"plugin-{name}"
+        )
 
     async def disconnect(self) -> None:
         """Disconnect from NATS"""
@@ -224,6 +244,7 @@ class PluginInterface(ABC):
     async def _handle_command_wrapper(self, event: Event) -> None:
         """Start the command in its own task, so a slow command does not hold up the next one."""
         if event.reply and event.correlation_id:
+            self._ledger.take(event.correlation_id)  # issue 16: before anything can go wrong
             self._reply_to[event.correlation_id] = event.reply
             if len(self._reply_to) > _MAX_PENDING_REPLIES:
                 self._reply_to.popitem(last=False)
@@ -346,6 +367,8 @@ class PluginInterface(ABC):
         )
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
         subjects = (event.subject, reply) if reply else (event.subject,)
+        if reply:
+            self._ledger.done(correlation_id)  # issue 16
         try:
             # The documented .result subject for observers, and the requester's inbox: one encoding
             # for both.
@@ -479,6 +502,9 @@ class PluginInterface(ABC):
                 self._started = True
             finally:
                 self._start_finished.set()
+            if self._command_subscription is None:  # issue 16: Env.JOIN_AFTER_START
+                await self._join_command_group()
+                await self._bus().flush()
             await self.publish_event(
                 "started", {"plugin_name": self.plugin_name, "timestamp": asyncio.get_running_loop().time()}
             )
@@ -504,6 +530,13 @@ class PluginInterface(ABC):
 
     async def _shutdown(self, grace: float = 3.0) -> None:
         logger.debug("Plugin '%s' stopping", self.plugin_name)
+        # issue 16: leave the queue group first and take what NATS already sent (a drain), so the
+        # other processes of the group (a replica, the new version of a reload) get every later
+        # command and none is lost in between.
+        subscription, self._command_subscription = self._command_subscription, None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(subscription.drain(), grace)
         if self._in_flight:
             _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in pending:

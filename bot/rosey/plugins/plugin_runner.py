@@ -42,6 +42,7 @@ from bot.rosey.core.event_bus import DEFAULT_NATS_URL
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import PluginNotStarted, PluginStartError
 from bot.rosey.plugins.contract import Env, LaunchReport, watch_ready
+from bot.rosey.plugins.ledger import CommandLedger
 from bot.rosey.plugins.process.budget import OutputBudget, OutputRate
 from bot.rosey.plugins.process.child_exit import ExitWatcher, ForeignChild, describe_exit
 from bot.rosey.plugins.process.environment import minimal_environment
@@ -109,6 +110,9 @@ class ProcessOptions:
     # Spawned with -S and added by the launcher once the sandbox is on, so that no .pth file of
     # the plugin's packages runs before it. Set with the environment's interpreter (python_executable).
     site_dirs: tuple[str, ...] = ()
+    # issue 16: replica N of its plugin (None: its only process). A replica keeps a command ledger
+    # on its readiness pipe (see bot.rosey.plugins.ledger).
+    replica: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "site_dirs", tuple(self.site_dirs))
@@ -181,6 +185,11 @@ class PluginProcess:
         self._output_rate: OutputRate | None = None
         self._on_output_flood: Callable[[str], None] | None = None
         self._budget: OutputBudget | None = None
+        # issue 16: the commands this replica holds, read from its readiness pipe after READY.
+        self.ledger = CommandLedger()
+        self._ledger_fd: int | None = None
+        # issue 16: set for a reload's new version (and its restarts): see Env.JOIN_AFTER_START.
+        self.join_after_start = False
         if self.options.log_output:
             self.output.add_listener(LogForwarder(output_logger, self.plugin_name))
 
@@ -203,6 +212,8 @@ class PluginProcess:
         (self.data_dir / "tmp").mkdir(exist_ok=True)
         self.returncode = None
         self.launch_report = None
+        self._close_ledger()
+        self.ledger.clear()
         self._spawned_wall = time.time()
         spawned_at = time.monotonic()  # ready_seconds counts the launch itself too
         ready_read, ready_write = os.pipe()
@@ -250,8 +261,14 @@ class PluginProcess:
             self.kill_tree()  # whoever gave up on this start must not leave a process behind
             for pipe, _stream in pipes[len(self._pipes) :]:
                 pipe.close()  # not handed to a reader yet
+            os.close(ready_read)
             raise
-        finally:
+        except BaseException:
+            os.close(ready_read)
+            raise
+        if ready and self.options.replica is not None:
+            self._watch_ledger(ready_read)  # issue 16: the pipe goes on as the command ledger
+        else:
             os.close(ready_read)
         if not ready:
             await self._raise_start_failure()
@@ -332,6 +349,8 @@ class PluginProcess:
                 Env.READY_FD: str(ready_fd),
                 **({Env.PARENT_PID: str(parent_pid)} if parent_pid is not None else {}),
                 **({Env.SANDBOX: self.options.sandbox.to_json()} if self.options.sandbox else {}),
+                **({Env.REPLICA: str(self.options.replica)} if self.options.replica is not None else {}),
+                **({Env.JOIN_AFTER_START: "1"} if self.join_after_start else {}),
                 **(
                     {Env.SITE_DIRS: os.pathsep.join(self.options.site_dirs)} if self.options.site_dirs else {}
                 ),
@@ -377,7 +396,12 @@ class PluginProcess:
     async def _wait_ready(self, ready_read: int) -> bool:
         """True once the child wrote READY; False if it exited, closed the pipe or timed out."""
         self._in_on_start = False
-        answer = watch_ready(ready_read, on_launch=self._on_launch, on_start_begun=self._on_start_begun)
+        answer = watch_ready(
+            ready_read,
+            on_launch=self._on_launch,
+            on_start_begun=self._on_start_begun,
+            on_other=self.ledger.feed if self.options.replica is not None else None,
+        )
         assert self._exit is not None
         exit_task: asyncio.Future[Any] = asyncio.ensure_future(self._exit.wait())
         racers: set[asyncio.Future[Any]] = {answer, exit_task}
@@ -393,6 +417,41 @@ class PluginProcess:
             answer.cancel()  # stops watching the pipe (a no-op once answered)
             exit_task.cancel()
         return answer in done and answer.result()
+
+    # ------------------------------------------------------------------ issue 16: the ledger
+
+    def _watch_ledger(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._ledger_fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._read_ledger)
+
+    def _read_ledger(self) -> None:
+        """Everything the replica wrote so far; at end of file (it died) the pipe is closed."""
+        fd = self._ledger_fd
+        while fd is not None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_ledger()
+                return
+            self.ledger.feed(data)
+
+    def _close_ledger(self) -> None:
+        fd, self._ledger_fd = self._ledger_fd, None
+        if fd is not None:
+            with contextlib.suppress(RuntimeError):  # no loop any more (interpreter shutdown)
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def open_commands(self) -> tuple[str, ...]:
+        """issue 16: the commands this replica took and did not answer, with every line it wrote
+        before now read (call it once the process is dead, for the exact set)."""
+        self._read_ledger()
+        return self.ledger.open()
 
     def _on_launch(self, report: LaunchReport) -> None:
         self.launch_report = report

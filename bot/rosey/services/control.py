@@ -54,11 +54,13 @@ class ControlService:
         shutdown: Callable[[], None] | None = None,
         subject_prefix: str | None = None,
         remote: RemoteAction | None = None,
+        reload_config: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.bus = bus
         self.supervisor = supervisor
         self._status_report = status
         self._shutdown = shutdown  # asks the running bot to stop, as Ctrl-C does
+        self._reload_config = reload_config  # issue 16: `rosey reload` with no name
         self._followers: dict[str, float] = {}  # plugin -> lease expiry (monotonic)
         self._hooked = False
         self._pending: set[asyncio.Task[None]] = set()
@@ -67,6 +69,7 @@ class ControlService:
             "start": self._start,
             "stop": self._stop,
             "restart": self._restart,
+            "reload": self._reload,  # issue 16
             "logs": self._logs,
             "follow": self._follow,
             "shutdown": self._shutdown_request,
@@ -126,6 +129,19 @@ class ControlService:
         name = str(request["name"])
         await self.supervisor.restart(name)
         return {"plugin": self.supervisor.get(name).status(history=0).to_dict()}
+
+    async def _reload(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """issue 16: the new version beside the old (see Supervisor.reload); with no name, the
+        configuration (see ``reload_config``, given by the app)."""
+        name = request.get("name")
+        if name is None:
+            if self._reload_config is None:
+                raise RoseyError(
+                    "this Rosey cannot re-read its configuration (it was not started by `rosey run`)"
+                )
+            return {"config": await self._reload_config()}
+        await self.supervisor.reload(str(name))
+        return {"plugins": [m.status(history=0).to_dict() for m in self.supervisor.members(str(name))]}
 
     async def _shutdown_request(self, _: Mapping[str, Any]) -> dict[str, Any]:
         """Stop the whole bot, in the same order as Ctrl-C; the reply leaves before the stop begins."""

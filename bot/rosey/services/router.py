@@ -300,27 +300,46 @@ class CoreRouter:
 
         # A crash event cancels this very task (no second task, no race: bench/PROFILE.md
         # measured -42 µs p50); the mark tells that cancel from one by our own caller.
-        waiter = _Waiter(asyncio.current_task())
+        waiter = _Waiter(asyncio.current_task(), correlation_id)
         self._in_flight.setdefault(plugin, set()).add(waiter)
+        crashed: str | None = None
         try:
-            bus = (self._bus_for(plugin) if self._bus_for is not None else None) or self.bus  # s-host
-            reply = await bus.request(subject, data, self.source, correlation_id, timeout=wait)
-        except asyncio.CancelledError:
-            if waiter.crash_reason is None or (waiter.task is not None and waiter.task.uncancel() > 0):
-                raise  # cancelled by our caller, not (only) by the crash
-            reason = waiter.crash_reason
-            logger.warning(
-                "plugin %s crashed during command %s: %s",
-                plugin,
-                correlation_id,
-                reason,
-                extra={"plugin": plugin, "correlation_id": correlation_id},
-            )
-            return outcome(
-                OutcomeKind.CRASHED,
-                f"plugin '{plugin}' crashed while handling your command ({reason})",
-                {"reason": reason},
-            )
+            while True:
+                try:
+                    bus = (self._bus_for(plugin) if self._bus_for is not None else None) or self.bus  # s-host
+                    reply = await bus.request(subject, data, self.source, correlation_id, timeout=wait)
+                    break
+                except asyncio.CancelledError:
+                    if waiter.crash_reason is None or (
+                        waiter.task is not None and waiter.task.uncancel() > 0
+                    ):
+                        raise  # cancelled by our caller, not (only) by the crash
+                    if not waiter.resend:
+                        crashed = waiter.crash_reason
+                        break
+                    # --- issue 16: its replica died holding it, and the plugin says its commands
+                    # are idempotent: once more, to the replicas left in the queue group.
+                    logger.info(
+                        "plugin %s: replica died during command %s; sent again",
+                        plugin,
+                        correlation_id,
+                        extra={"plugin": plugin, "correlation_id": correlation_id},
+                    )
+                    waiter.crash_reason, waiter.resend, waiter.resent = None, False, True
+            if crashed is not None:
+                reason = crashed
+                logger.warning(
+                    "plugin %s crashed during command %s: %s",
+                    plugin,
+                    correlation_id,
+                    reason,
+                    extra={"plugin": plugin, "correlation_id": correlation_id},
+                )
+                return outcome(
+                    OutcomeKind.CRASHED,
+                    f"plugin '{plugin}' crashed while handling your command ({reason})",
+                    {"reason": reason},
+                )
         except NoResponders:
             return self._no_responders(plugin, outcome)
         except RequestTimeout:
@@ -581,21 +600,29 @@ class CoreRouter:
             # command is in flight that it is not about; that command learns "not running" itself.
             return
         reason = crash.reason or "no reason given"
+        held = None if crash.in_flight is None else frozenset(crash.in_flight)  # issue 16: a replica's
         logger.debug("plugin %s crashed (%s); failing %d command(s)", plugin, reason, len(waiting))
         for waiter in list(waiting):
+            if held is not None and waiter.correlation_id not in held:
+                continue  # held by another replica, which still serves it
             if waiter.crash_reason is None and waiter.task is not None:
                 waiter.crash_reason = reason
+                waiter.resend = held is not None and crash.idempotent and not waiter.resent
                 waiter.task.cancel()
 
 
 class _Waiter:
-    """One execute() in flight: its task, and why a crash cancelled it (if one did)."""
+    """One execute() in flight: its task, and why a crash cancelled it (if one did); issue 16: its
+    correlation id (a replica's crash names the ones it held) and whether it is to be re-sent."""
 
-    __slots__ = ("crash_reason", "task")
+    __slots__ = ("correlation_id", "crash_reason", "resend", "resent", "task")
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+    def __init__(self, task: asyncio.Task[Any] | None, correlation_id: str = "") -> None:
         self.task = task
+        self.correlation_id = correlation_id
         self.crash_reason: str | None = None
+        self.resend = False
+        self.resent = False
 
 
 def _reply_for(

@@ -43,6 +43,12 @@ def _state(value: object) -> PluginState | None:
         return None
 
 
+def _ids(value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(item for item in value if isinstance(item, str))
+
+
 @dataclass(frozen=True, kw_only=True)
 class LifecycleEvent:
     """``plugin`` went from ``previous`` to ``state``.
@@ -63,6 +69,11 @@ class LifecycleEvent:
     restarts: int = 0
     pid: int | None = None
     timestamp: float = field(default_factory=time.time)
+    #: issue 16: the replica the change is about (None: the plugin's only process); on ``crashed``,
+    #: the correlation ids of the commands it held, and whether they may be re-sent.
+    replica: int | None = None
+    in_flight: tuple[str, ...] | None = None
+    idempotent: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", PluginState(self.state))
@@ -81,6 +92,9 @@ class LifecycleEvent:
             "restarts": self.restarts,
             "pid": self.pid,
             "timestamp": self.timestamp,
+            "replica": self.replica,
+            "in_flight": None if self.in_flight is None else list(self.in_flight),
+            "idempotent": self.idempotent,
         }
 
     @classmethod
@@ -98,6 +112,9 @@ class LifecycleEvent:
             restarts=_int(data.get("restarts")) or 0,
             pid=_int(data.get("pid")),
             timestamp=_float(data.get("timestamp")) or 0.0,
+            replica=_int(data.get("replica")),
+            in_flight=_ids(data.get("in_flight")),
+            idempotent=data.get("idempotent") is True,
         )
 
 

@@ -15,10 +15,19 @@ from pathlib import Path
 from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError
 
-__all__ = ["DEFAULT_CPU_WINDOW_SECONDS", "Limits", "PluginSpec", "ProcessKind", "RestartPolicy"]
+__all__ = [
+    "DEFAULT_CPU_WINDOW_SECONDS",
+    "MAX_REPLICAS",
+    "Limits",
+    "PluginSpec",
+    "ProcessKind",
+    "RestartPolicy",
+]
 
 #: The span over which ``max_cpu_percent`` must be exceeded by every sample before a plugin is killed.
 DEFAULT_CPU_WINDOW_SECONDS = 10.0
+#: issue 16: the most processes one plugin may run (each costs a process and a NATS connection).
+MAX_REPLICAS = 16
 
 
 class RestartPolicy(StrEnum):
@@ -118,9 +127,20 @@ class PluginSpec:
     #: the supervisor shows it as failed with this reason and never starts a process.
     load_error: str | None = None
     kind: ProcessKind = ProcessKind.PLUGIN
+    #: issue 16: how many processes serve this plugin's commands (one NATS queue group), and,
+    #: on the copy the supervisor gives each process, which of them this one is (1-based; None
+    #: for a plugin with a single process).
+    replicas: int = 1
+    replica: int | None = None
 
     def __post_init__(self) -> None:
-        validate_plugin_name(self.name)  # it becomes a token of the plugin's subjects
+        validate_plugin_name(self.name)
+        if not isinstance(self.replicas, int) or not 1 <= self.replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, got {self.replicas!r}")
+        if self.replica is not None and not 1 <= self.replica <= self.replicas:
+            raise ValueError(
+                f"replica must be 1..{self.replicas}, got {self.replica!r}"
+            )  # it becomes a token of the plugin's subjects
         object.__setattr__(self, "restart", RestartPolicy(self.restart))
         object.__setattr__(self, "kind", ProcessKind(self.kind))
         if not isinstance(self.limits, Limits):

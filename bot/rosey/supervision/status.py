@@ -203,6 +203,8 @@ class PluginStatus:
     #: What the plugin's source requests and rosey.toml does not grant, as found at its last start
     #: ("read_paths /srv/x", "http GET https://api.example.org/ (why)"); it runs without them.
     not_granted: tuple[str, ...] = ()
+    #: issue 16: which replica of its plugin this row is (1-based); None: the plugin's only process.
+    replica: int | None = None
     history: tuple[ResourceSample, ...] = field(default=())
     #: s-host: the host it runs on as the hub names it; "(lost)" appended while that host is silent.
     host: str | None = None
@@ -239,6 +241,8 @@ class PluginStatus:
             "kills": dict(self.kills),
             "not_granted": list(self.not_granted),
         }
+        if self.replica is not None:  # issue 16: only rows of a plugin with replicas carry it
+            data["replica"] = self.replica
         if self.denied_by_nats:
             data["denied_by_nats"] = self.denied_by_nats
             data["last_denied"] = self.last_denied
@@ -277,6 +281,7 @@ class PluginStatus:
             denied_by_nats=_int(data.get("denied_by_nats")),
             last_denied=_str(data.get("last_denied")),
             cpu_seconds=_float(data.get("cpu_seconds")),
+            replica=_int(data.get("replica")),
             kills={str(k): v for k, v in _mapping(data.get("kills")).items() if _int(v) is not None},
             not_granted=tuple(
                 item

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.errors import PluginNotFound, PluginStartError
+from bot.rosey.errors import PluginNotFound, PluginReloadError, PluginStartError
 from bot.rosey.plugins.contract import PingReply
 from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.plugins.process.budget import OutputRate
@@ -77,6 +78,8 @@ StartCheck = Callable[[PluginSpec], StartNotice]
 class ManagedPlugin:
     spec: PluginSpec
     process: PluginProcess | None = None
+    #: issue 16: its name in the supervisor (``echo``; ``echo#2`` for a plugin's second replica).
+    key: str = ""
     _state: PluginState = PluginState.STOPPED
     restarts: int = 0
     crashes_in_a_row: int = 0  # since the last stable run; the restart decision's streak ...
@@ -96,12 +99,13 @@ class ManagedPlugin:
     disk: DiskUsage | None = None  # the watchdog's last measurement of its data dir
     kills: dict[str, int] = field(default_factory=dict)  # watchdog kills since the bot started, by cause
     not_granted: tuple[str, ...] = ()  # requested in its source, not granted, as of its last start
+    rebuild: bool = False  # issue 16: its settings changed; the next start builds a new process
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every state change
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.key or self.spec.name
 
     @property
     def state(self) -> PluginState:
@@ -133,6 +137,7 @@ class ManagedPlugin:
         launched_by = current.launched_by if current is not None else None
         return PluginStatus(
             name=self.name,
+            replica=self.spec.replica,
             state=self.state,
             kind=self.spec.kind.value,
             pid=self.process.pid if running and self.process else None,
@@ -174,20 +179,55 @@ class Supervisor:
         self.config = config or SupervisorConfig()
         self._factory = factory
         self.plugins: dict[str, ManagedPlugin] = {}
+        #: issue 16: plugin name -> the keys of its processes (``echo``, ``echo#2``, ...).
+        self.groups: dict[str, list[str]] = {}
         for spec in specs:
-            if spec.name in self.plugins:
-                raise ValueError(f"plugin {spec.name!r} is defined twice")
-            state = PluginState.STOPPED if spec.enabled else PluginState.DISABLED
-            managed = ManagedPlugin(spec=spec, _state=state)
-            if spec.load_error is not None and spec.enabled:
-                managed._state = PluginState.FAILED  # nothing to start: say why from the start
-                managed.failure_reason = f"failed to load: {spec.load_error}"
-            self.plugins[spec.name] = managed
+            self.add(spec)
         self._first_ready: dict[str, asyncio.Future[None]] = {}
         self._output_listeners: list[OutputListener] = []
         self.events = LifecyclePublisher(bus, source="rosey-supervisor")
         #: Before each start of a plugin: its requests against its grants (None: not checked).
         self.start_check: StartCheck | None = None
+
+    def add(self, spec: PluginSpec) -> list[ManagedPlugin]:
+        """Manage ``spec`` (stopped until started): one entry per replica (issue 16)."""
+        if spec.name in self.groups:
+            raise ValueError(f"plugin {spec.name!r} is defined twice")
+        added = []
+        for replica in range(1, spec.replicas + 1):
+            key = spec.name if replica == 1 else f"{spec.name}#{replica}"
+            one = dataclasses.replace(spec, replica=replica) if spec.replicas > 1 else spec
+            state = PluginState.STOPPED if spec.enabled else PluginState.DISABLED
+            managed = ManagedPlugin(spec=one, key=key, _state=state)
+            if spec.load_error is not None and spec.enabled:
+                managed._state = PluginState.FAILED  # nothing to start: say why from the start
+                managed.failure_reason = f"failed to load: {spec.load_error}"
+            self.plugins[key] = managed
+            added.append(managed)
+        self.groups[spec.name] = [m.name for m in added]
+        return added
+
+    def remove(self, name: str) -> None:
+        """issue 16: forget a stopped plugin (every replica): it left the configuration."""
+        for member in self.members(name):
+            if member.want_running:
+                raise ValueError(f"plugin {member.name!r} is still running")
+            del self.plugins[member.name]
+        self.groups.pop(name, None)
+
+    def replace_spec(self, spec: PluginSpec) -> None:
+        """issue 16: ``spec``'s settings for its plugin from its next start on (same replicas)."""
+        for member in self.members(spec.name):
+            member.spec = dataclasses.replace(spec, replica=member.spec.replica)
+            member.rebuild = True
+
+    def members(self, name: str) -> list[ManagedPlugin]:
+        """issue 16: the processes ``name`` stands for: every replica of a plugin, or one replica
+        by its key (``echo#2``)."""
+        keys = self.groups.get(name)
+        if keys is None:
+            return [self.get(name)]
+        return [self.plugins[key] for key in keys]
 
     def add_output_listener(self, listener: OutputListener) -> None:
         """Call ``listener(plugin_name, line)`` for every output line of every plugin, across restarts."""
@@ -203,13 +243,15 @@ class Supervisor:
         """Why plugin ``name`` cannot take a command right now, in words for the user; None if it
         can (or is unknown here). The router asks before every command: while the plugin runs this
         is one dict lookup and one comparison."""
-        plugin = self.plugins.get(name)
-        if (
-            plugin is None
-            or plugin.state is PluginState.RUNNING
-            or plugin.spec.kind is not ProcessKind.PLUGIN
-        ):
+        keys = self.groups.get(name)
+        if keys is None:
             return None
+        plugin = self.plugins[keys[0]]
+        if plugin.state is PluginState.RUNNING or plugin.spec.kind is not ProcessKind.PLUGIN:
+            return None
+        for key in keys[1:]:  # issue 16: one running replica serves
+            if self.plugins[key].state is PluginState.RUNNING:
+                return None
         return unavailable_reason(plugin.status(history=0))
 
     def get(self, name: str) -> ManagedPlugin:
@@ -222,8 +264,8 @@ class Supervisor:
     def names(self, kind: ProcessKind | None = None) -> list[str]:
         """Every managed process's name, or those of one ``kind`` (plugins, adapters)."""
         if kind is None:
-            return list(self.plugins)
-        return [name for name, plugin in self.plugins.items() if plugin.spec.kind is kind]
+            return list(self.groups)
+        return [name for name, keys in self.groups.items() if self.plugins[keys[0]].spec.kind is kind]
 
     def running(self) -> list[ManagedPlugin]:
         return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
@@ -248,7 +290,7 @@ class Supervisor:
 
     async def start_all(self) -> dict[str, PluginStartError | None]:
         """Start every enabled plugin in parallel; return name -> None (ready) or why it did not start."""
-        names = [p.name for p in self.plugins.values() if p.spec.enabled]
+        names = [name for name, keys in self.groups.items() if self.plugins[keys[0]].spec.enabled]
         results = await asyncio.gather(*(self.start(n) for n in names), return_exceptions=True)
         outcome: dict[str, PluginStartError | None] = {}
         for name, result in zip(names, results, strict=True):
@@ -258,11 +300,22 @@ class Supervisor:
         return outcome
 
     async def start(self, name: str) -> None:
-        """Start (or re-enable) a plugin and wait for its first ready or its first failure.
+        """Start (or re-enable) a plugin (every replica) and wait for its first ready or its first
+        failure.
 
         Raises :class:`PluginStartError` when that first start fails (it is retried per policy).
         """
-        plugin = self.get(name)
+        members = self.members(name)
+        if len(members) > 1:
+            results = await asyncio.gather(*(self._start_one(m) for m in members), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            return
+        await self._start_one(members[0])
+
+    async def _start_one(self, plugin: ManagedPlugin) -> None:
+        name = plugin.name
         if plugin.want_running and plugin.task is not None and not plugin.task.done():
             return
         if plugin.spec.load_error is not None:  # retrying cannot help: the file itself is broken
@@ -296,7 +349,10 @@ class Supervisor:
         self._give_up(plugin, f"supervision failed: {exc!r}")
 
     async def stop(self, name: str) -> None:
-        plugin = self.get(name)
+        """Stop a plugin (every replica, in parallel) or one replica by its key."""
+        await asyncio.gather(*(self._stop_one(m) for m in self.members(name)))
+
+    async def _stop_one(self, plugin: ManagedPlugin) -> None:
         plugin.want_running = False
         plugin.wake.set()
         process = plugin.process
@@ -310,13 +366,73 @@ class Supervisor:
         self._transition(plugin, final, reason="stop requested")
 
     async def restart(self, name: str) -> None:
-        await self.stop(name)
-        await self.start(name)
+        """Stop then start; replicas one by one, so the others serve meanwhile (issue 16)."""
+        for member in self.members(name):
+            await self._stop_one(member)
+            await self._start_one(member)
+
+    async def reload(self, name: str) -> None:
+        """issue 16: the new version of each replica beside the old, one replica at a time: start
+        it, wait for ready (it joins the queue group), then stop the old one, which leaves the
+        group, finishes its commands in flight and exits. Raises :class:`PluginReloadError` (the
+        old process keeps serving) when a new one does not get ready."""
+        for member in self.members(name):
+            await self._reload_one(member)
+
+    async def _reload_one(self, plugin: ManagedPlugin) -> None:
+        old = plugin.process
+        if plugin.state is not PluginState.RUNNING or old is None or not old.is_running():
+            # Nothing serves that could keep serving: a plain restart says how the start went.
+            await self._stop_one(plugin)
+            await self._start_one(plugin)
+            return
+        keeps = f"the old one (pid {old.pid}) keeps serving"
+        try:
+            new = self._factory(plugin.spec)
+        except Exception as exc:  # a configuration the process cannot be built from
+            raise PluginReloadError(
+                f"plugin '{plugin.name}': the new version cannot be started: {exc}; {keeps}",
+                plugin=plugin.spec.name,
+            ) from exc
+        new.join_after_start = True  # a version that fails on_start takes no command with it
+        new.output.add_listener(functools.partial(self._forward_output, plugin.name))
+        new.limit_output(_output_rate(plugin.spec.limits), on_flood=lambda reason: new.kill_tree())
+        await self._check_grants(plugin, new)
+        try:
+            await new.start()
+        except (PluginStartError, OSError) as exc:
+            why = new.start_failure or new.last_exit or str(exc)
+            logger.error(
+                "plugin '%s' reload failed: %s; %s", plugin.name, why, keeps, extra={"plugin": plugin.name}
+            )
+            raise PluginReloadError(
+                f"plugin '{plugin.name}': the new version failed to start: {why}; {keeps}",
+                plugin=plugin.spec.name,
+                reason=why,
+            ) from exc
+        if plugin.process is not old or not old.is_running() or not plugin.want_running:
+            await new.stop(self.config.stop_timeout)  # the old one ended meanwhile: its lifecycle decides
+            raise PluginReloadError(
+                f"plugin '{plugin.name}': the old process ended during the reload; the new one was stopped",
+                plugin=plugin.spec.name,
+            )
+        # The new one is subscribed (ready): hand over, then let the old one drain and stop.
+        new.limit_output(_output_rate(plugin.spec.limits), on_flood=functools.partial(self.kill, plugin.name))
+        plugin.process = new
+        plugin.ready_ms = (new.ready_seconds or 0.0) * 1000
+        logger.info(
+            "plugin '%s' reloaded: pid %s serves, pid %s drains",
+            plugin.name,
+            new.pid,
+            old.pid,
+            extra={"plugin": plugin.name},
+        )
+        await old.stop(self.config.stop_timeout)
 
     async def stop_all(self) -> None:
         """Stop every plugin in parallel (each gets SIGTERM, so its on_stop runs), then hand the
         last lifecycle events to the bus."""
-        await asyncio.gather(*(self.stop(n) for n in self.plugins), return_exceptions=True)
+        await asyncio.gather(*(self._stop_one(p) for p in self.plugins.values()), return_exceptions=True)
         await self.events.flush()
 
     def kill(self, name: str, reason: str) -> None:
@@ -379,7 +495,9 @@ class Supervisor:
         """One run: start, wait for ready, wait for exit. How it ended and how long it lasted."""
         self._transition(plugin, PluginState.STARTING)
         plugin.kill_reason = None
-        if plugin.process is None:  # one PluginProcess per plugin: its output survives restarts
+        # One PluginProcess per plugin: its output survives restarts (a new one after its settings changed).
+        if plugin.process is None or plugin.rebuild:
+            plugin.rebuild = False
             try:
                 plugin.process = self._factory(plugin.spec)
             except Exception as exc:  # a configuration the process cannot be built from
@@ -428,6 +546,10 @@ class Supervisor:
         self._transition(plugin, PluginState.RUNNING)
         self._resolve_first(plugin, None)
         returncode = await process.wait()
+        while plugin.process is not None and plugin.process is not process:
+            # issue 16: reloaded; the old process ended after handing over to the new one.
+            process = plugin.process
+            returncode = await process.wait()
         ran_for = time.monotonic() - started
         if not plugin.want_running:
             plugin.last_exit = describe_exit(returncode)
@@ -508,9 +630,16 @@ class Supervisor:
         if previous is None or self.bus is None:
             return
         process = plugin.process
+        # issue 16: a replica's crash names the commands it held, so the router fails (or re-sends)
+        # those and no other; a plugin's only process fails all its commands in flight, as before.
+        replica = plugin.spec.replica
+        crashed = state is PluginState.CRASHED and replica is not None and process is not None
         self.events.emit(
             LifecycleEvent(
-                plugin=plugin.name,
+                plugin=plugin.spec.name,
+                replica=replica,
+                in_flight=process.open_commands() if crashed and process is not None else None,
+                idempotent=bool(crashed and process is not None and process.ledger.idempotent),
                 state=state,
                 previous=previous,
                 reason=reason,

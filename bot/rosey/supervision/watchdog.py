@@ -266,7 +266,9 @@ class Watchdog:
 
         def one(plugin: ManagedPlugin) -> None:
             # Without history: the event says "now"; ``rosey status`` has the recent past.
-            pending.append((Subjects.lifecycle(plugin.name, "stats"), plugin.status(history=0).to_dict()))
+            pending.append(
+                (Subjects.lifecycle(plugin.spec.name, "stats"), plugin.status(history=0).to_dict())
+            )
 
         async def flush() -> None:
             for subject, data in pending:
@@ -336,7 +338,7 @@ class Watchdog:
         started = time.monotonic()
         try:
             reply = await self.bus.request(
-                Subjects.control(plugin.name, "ping"),
+                _ping_subject(plugin),
                 {},
                 "rosey-supervisor",
                 timeout=self.config.ping_timeout,
@@ -392,3 +394,9 @@ async def _in_chunks(
         # Sleep until the next chunk's slot (at least one loop iteration).
         await asyncio.sleep(max(0.0, began + (n + 1) * step - time.monotonic()) if spread > 0 else 0)
     return busy
+
+
+def _ping_subject(plugin: ManagedPlugin) -> str:
+    """The subject one process answers pings on: a replica's own (issue 16), else the plugin's."""
+    subject = Subjects.control(plugin.spec.name, "ping")
+    return subject if plugin.spec.replica is None else f"{subject}.{plugin.spec.replica}"
