@@ -60,8 +60,10 @@ __all__ = [
     "RoseyConfig",
     "SandboxMode",
     "WebConfig",
+    "env_name_problem",
     "example_config",
     "load_config",
+    "subject_problem",
 ]
 
 CONFIG_FILENAME = "rosey.toml"
@@ -162,12 +164,14 @@ def _paths(key: str, value: object) -> tuple[Path, ...]:
     return tuple(value)
 
 
-def _env_name(name: str) -> str | None:
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` is no environment variable name, or None (also for declared requests)."""
     return None if _ENV_NAME.fullmatch(name) else "must be an environment variable name"
 
 
-def _subject(subject: str) -> str | None:
-    """A subject usable in a NATS permission: non-empty tokens, ``*``/``>`` whole tokens, ``>`` last."""
+def subject_problem(subject: str) -> str | None:
+    """Why ``subject`` is not usable in a NATS permission (non-empty tokens, ``*``/``>`` whole
+    tokens, ``>`` last), or None; declared requests are checked with it too."""
     tokens = subject.split(".")
     for position, token in enumerate(tokens):
         if (
@@ -187,7 +191,7 @@ def _subscribe_grant(subject: str) -> str | None:
     would also block ``a.b.*`` itself: no grant means "exactly one more level". Exact subjects
     or an explicit ``>`` say what they give.
     """
-    if reason := _subject(subject):
+    if reason := subject_problem(subject):
         return reason
     if subject.split(".")[-1] == "*":
         stem = subject[:-1]
@@ -353,8 +357,8 @@ class PluginConfig:
             put(rate, _int(key(rate), getattr(self, rate), minimum=minimum))
         put("max_publish_rate", _float(key("max_publish_rate"), self.max_publish_rate))
         put("max_publish_bytes_rate", _float(key("max_publish_bytes_rate"), self.max_publish_bytes_rate))
-        put("env", _strings(key("env"), self.env, _env_name))
-        put("publish", _strings(key("publish"), self.publish, _subject))
+        put("env", _strings(key("env"), self.env, env_name_problem))
+        put("publish", _strings(key("publish"), self.publish, subject_problem))
         put("subscribe", _strings(key("subscribe"), self.subscribe, _subscribe_grant))
         put("network", _strings(key("network"), self.network, _host_port))
         put("read_paths", _paths(key("read_paths"), self.read_paths))

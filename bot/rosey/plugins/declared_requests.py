@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bot.rosey.config import env_name_problem, subject_problem
 from bot.rosey.errors import GatewayRefused
 from bot.rosey.gateway_config import METHODS, Target, parse_target
 from bot.rosey.plugins.plugin_registry import parse_source, plugin_class_chain
@@ -47,7 +47,6 @@ _LIMIT_KEYS = {
 _LIST_FIELDS = ("read_paths", "write_paths", "network", "events", "publish", "env")
 _REQUESTS_FIELDS = (*_LIST_FIELDS, "http", "storage", "files", "max_processes")
 _CALLS = ("Requests", "Http", "Storage", "Files")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,23 +312,6 @@ def _host_port(entry: str) -> str | None:
     return None
 
 
-def _subject(subject: str) -> str | None:
-    tokens = subject.split(".")
-    for position, token in enumerate(tokens):
-        if (
-            not token
-            or any(c.isspace() for c in token)
-            or (("*" in token or ">" in token) and token not in ("*", ">"))
-            or (token == ">" and position != len(tokens) - 1)
-        ):
-            return "must be a NATS subject (tokens separated by '.', '*' or a final '>')"
-    return None
-
-
-def _env(name: str) -> str | None:
-    return None if _ENV_NAME.fullmatch(name) else "must be an environment variable name"
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, _Call):
         return f"{value.name}(...)"
@@ -353,7 +335,7 @@ def _check(call: _Call) -> tuple[DeclaredRequests, list[str]]:
                     Path(os.path.normpath(p)) for p in checker.checked(name, items, _absolute)
                 )
             else:
-                check = {"network": _host_port, "env": _env}.get(name, _subject)
+                check = {"network": _host_port, "env": env_name_problem}.get(name, subject_problem)
                 values[name] = tuple(dict.fromkeys(checker.checked(name, items, check)))
         elif name == "http":
             values[name] = tuple(checker.http(value))
