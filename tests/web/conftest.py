@@ -11,6 +11,7 @@ from tests.cli.conftest import RunningRosey
 
 PLUGIN = """
 import os
+import time
 from pathlib import Path
 
 from bot.rosey.core.events import Event
@@ -29,8 +30,11 @@ class {cls}(PluginInterface):
         args = event.data.get("args") or []
         if args and args[0] == "fail":
             raise RuntimeError("asked to fail")
-        else:
-            await self.publish_result({{"message": "ok " + " ".join(args)}}, event.correlation_id)
+        if args and args[0] == "spin":  # 50 ms of CPU: more than one clock tick, whatever the host
+            began = time.process_time()
+            while time.process_time() - began < 0.05:
+                pass
+        await self.publish_result({{"message": "ok " + " ".join(args)}}, event.correlation_id)
 
 
 if __name__ == "__main__":

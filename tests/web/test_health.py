@@ -42,9 +42,11 @@ async def test_unready_while_a_plugin_is_failed_ready_after_rosey_start(tmp_path
         assert unready.status_code == 503, unready.text
         body = unready.json()
         assert body["ready"] is False
+        source = (tmp_path / "plugins" / "flaky.py").read_text().splitlines()
+        line = next(n for n, text in enumerate(source, 1) if "first start fails on purpose" in text)
         assert body["reasons"] == [
             "plugin 'flaky' is failed: failed to start: RuntimeError: first start fails on purpose"
-            " (plugins/flaky.py:18)"
+            f" (plugins/flaky.py:{line})"
         ], body
 
         code, _, err = await rosey("start", "flaky", cwd=tmp_path)

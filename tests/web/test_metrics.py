@@ -101,14 +101,20 @@ async def test_metrics_of_a_known_run(tmp_path: Path) -> None:
         assert first.value("rosey_plugin_info", plugin="echo", kind="plugin") == 1
         assert "process_cpu_seconds_total" in {name for name, _ in first.samples}  # the bot's own
 
-        # Three commands through `rosey send`, one of them answered with an error: the plugin's
-        # own counters, reported on its liveness pings.
-        for args in (["a"], ["b"], ["fail"]):
+        # Three commands through `rosey send`, one of them answered with an error and one that
+        # spends 50 ms of CPU (a plugin forked from the zygote may not have used a clock tick yet):
+        # the plugin's own counters, reported on its liveness pings; CPU from the host's sweep.
+        for args in (["a"], ["spin"], ["fail"]):
             code, _, err = await rosey("send", "echo", *args, cwd=tmp_path)
             assert code == (1 if args == ["fail"] else 0), err
-        sent = await scrape_until(url, lambda s: s.value("rosey_plugin_commands_total", plugin="echo") == 3)
+        sent = await scrape_until(
+            url,
+            lambda s: (
+                s.value("rosey_plugin_commands_total", plugin="echo") == 3
+                and (s.value("rosey_plugin_cpu_seconds_total", plugin="echo") or 0) >= 0.05
+            ),
+        )
         assert sent.value("rosey_plugin_command_errors_total", plugin="echo") == 1
-        assert (sent.value("rosey_plugin_cpu_seconds_total", plugin="echo") or 0) > 0
         assert (sent.value("rosey_plugin_resident_memory_bytes", plugin="echo") or 0) > 5 * 1024 * 1024
 
         # Chat commands through the router: one answered, one for a plugin nobody runs, and two
