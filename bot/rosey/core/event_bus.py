@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from bot.rosey.core.events import Event, new_id
+from bot.rosey.core.nats_client import FastClient
 from bot.rosey.errors import (
     BusNotConnected,
     InvalidSubject,
@@ -50,6 +51,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_NATS_URL = "nats://localhost:4222"
+FASTPATH_ENV = "ROSEY_NATS_FASTPATH"
 
 Handler = Callable[[Event], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -210,7 +212,9 @@ class EventBus:
             options["password"] = self._password or ""
         if self._inbox_prefix:
             options["inbox_prefix"] = self._inbox_prefix
-        nc = Client()
+        # issue 17: one event-loop iteration less on each side of a command; ROSEY_NATS_FASTPATH=0
+        # is stock nats-py (the benchmark's A/B, and a way out should a nats-py release break it).
+        nc = Client() if os.environ.get(FASTPATH_ENV) == "0" else FastClient()
         servers = ", ".join(redact_url(s) for s in self.servers)
         action = f"connect to NATS at {servers} within {self._connect_timeout:g}s"
         try:
@@ -291,6 +295,12 @@ class EventBus:
     async def publish_event_to(self, event: Event, subjects: Sequence[str]) -> None:
         """Publish one event on several subjects, encoding it once (the wire format has no subject)."""
         payload = event.to_bytes()
+        nc = self.client
+        if isinstance(nc, FastClient):  # issue 17: and in one socket write
+            with nc.one_write():
+                for subject in subjects:
+                    await self._publish_raw(subject, payload, None)
+            return
         for subject in subjects:
             await self._publish_raw(subject, payload, None)
 
@@ -368,22 +378,39 @@ class EventBus:
                 prefix = f"{self._inbox_prefix or '_INBOX'}.{new_id()}."
                 nc = self.client
                 with _NatsErrors(self, "request"):
-                    await nc.subscribe(prefix + "*", cb=self._on_reply)
+                    sub = await nc.subscribe(prefix + "*", cb=self._on_reply)
+                if isinstance(nc, FastClient):  # a reply resolves its request in the read loop
+                    nc.take_inline(sub, self._take_reply)
                 self._reply_prefix = prefix
         return self._reply_prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        assert self._reply_prefix is not None
-        future = self._replies.pop(msg.subject[len(self._reply_prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        self._take_reply(msg)
+
+    def _take_reply(self, msg: Msg) -> bool:
+        prefix = self._reply_prefix
+        if prefix is not None:
+            future = self._replies.pop(msg.subject[len(prefix) :], None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+        return True
 
     # ---------------------------------------------------------------- subscribing
 
-    async def subscribe(self, subject: str, handler: Handler, queue: str | None = None) -> Subscription:
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        queue: str | None = None,
+        *,
+        inline: Callable[[Event], bool] | None = None,
+    ) -> Subscription:
         """Deliver every event on ``subject`` to ``handler``, one at a time, in order.
 
-        A handler that must not hold up the next message should start a task itself.
+        A handler that must not hold up the next message should start a task itself. ``inline``
+        (issue 17), a sync function, is offered each event first, right where the connection
+        reads it: it takes it (True) or leaves it to ``handler`` (False); order is kept, and it
+        must neither block nor raise (an exception is logged and counted, the event dropped).
         """
 
         subscription = Subscription(subject, queue, self._subscriptions.discard)
@@ -413,9 +440,31 @@ class EventBus:
             finally:
                 _delivering.reset(token)
 
+        def take(msg: Msg) -> bool:
+            if not subscription.active:
+                return True  # dropped, as deliver() drops it
+            try:
+                event = Event.from_bytes(msg.data, msg.subject, msg.reply)
+            except MalformedEvent as exc:
+                self.stats.malformed += 1
+                logger.warning("dropped malformed message on %s: %s", msg.subject, exc)
+                return True
+            assert inline is not None
+            token = _delivering.set(subscription)
+            try:
+                return inline(event)
+            except Exception:
+                self.stats.handler_errors += 1
+                logger.exception("handler for %s failed on event %s", subject, event.id)
+                return True
+            finally:
+                _delivering.reset(token)
+
         nc = self.client
         with _NatsErrors(self, "subscribe to", subject=subject):
             subscription._sub = await nc.subscribe(subject, queue=queue or "", cb=deliver)
+        if inline is not None and isinstance(nc, FastClient):
+            nc.take_inline(subscription._sub, take)
         self._subscriptions.add(subscription)
         return subscription
 

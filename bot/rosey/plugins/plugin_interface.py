@@ -230,7 +230,10 @@ class PluginInterface(ABC):
         new version of a reload, an overlapping restart) each answer a command once, not twice."""
         name = self.plugin_name
         self._command_subscription = await self._bus().subscribe(
-            Subjects.plugin_command(name, "execute"), self._handle_command_wrapper, queue=f"plugin-{name}"
+            Subjects.plugin_command(name, "execute"),
+            self._handle_command_wrapper,
+            queue=f"plugin-{name}",
+            inline=self._take_command,  # issue 17
         )
 
     async def disconnect(self) -> None:
@@ -243,17 +246,38 @@ class PluginInterface(ABC):
 
     async def _handle_command_wrapper(self, event: Event) -> None:
         """Start the command in its own task, so a slow command does not hold up the next one."""
+        self._note_request(event)
+        await self._command_slots().acquire()  # back-pressure: stop reading commands when all are busy
+        self._start_command(event)
+
+    # --- issue 17: the command path without the subscription task's extra loop iteration
+    def _take_command(self, event: Event) -> bool:
+        """Start the command right where the connection read it, if a slot is free (the event bus
+        keeps the order); else decline it to ``_handle_command_wrapper``, which waits for one."""
+        if not _try_acquire(self._command_slots()):
+            return False
+        self._note_request(event)
+        self._start_command(event)
+        return True
+
+    def _note_request(self, event: Event) -> None:
         if event.reply and event.correlation_id:
             self._ledger.take(event.correlation_id)  # issue 16: before anything can go wrong
             self._reply_to[event.correlation_id] = event.reply
             if len(self._reply_to) > _MAX_PENDING_REPLIES:
                 self._reply_to.popitem(last=False)
+
+    def _command_slots(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._effective_concurrency())
-        await self._slots.acquire()  # back-pressure: stop reading commands when all slots are busy
+        return self._slots
+
+    def _start_command(self, event: Event) -> None:
         task = asyncio.create_task(self._run_command(event))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    # --- end issue 17
 
     def _effective_concurrency(self) -> int:
         """The class's ``max_concurrency``, lowered (never raised) by the operator's config."""
@@ -366,7 +390,8 @@ class PluginInterface(ABC):
             correlation_id=correlation_id,
         )
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
-        subjects = (event.subject, reply) if reply else (event.subject,)
+        # The requester's inbox first: the server forwards in order, and it is the one waiting.
+        subjects = (reply, event.subject) if reply else (event.subject,)
         if reply:
             self._ledger.done(correlation_id)  # issue 16
         try:
@@ -385,7 +410,7 @@ class PluginInterface(ABC):
                 source=f"plugin-{self.plugin_name}",
                 correlation_id=correlation_id,
             )
-            await bus.publish_event_to(error, (error.subject, reply) if reply else (error.subject,))
+            await bus.publish_event_to(error, (reply, error.subject) if reply else (error.subject,))
 
     async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:
         """
@@ -570,6 +595,20 @@ class PluginInterface(ABC):
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+
+
+def _try_acquire(slots: asyncio.Semaphore) -> bool:
+    """Take a slot without waiting (asyncio's Semaphore has no acquire_nowait): its acquire()
+    returns without suspending whenever the semaphore is not locked, so drive it by hand."""
+    if slots.locked():
+        return False
+    acquiring = slots.acquire()
+    try:
+        acquiring.send(None)
+    except StopIteration:
+        return True
+    acquiring.close()  # it would have waited after all (cannot happen when unlocked): no slot
+    return False
 
 
 def _code_dir(plugin_class: type) -> str | None:
