@@ -108,7 +108,9 @@ async def test_unread_commands_of_an_idempotent_plugin_are_answered_by_a_live_re
 
 
 @pytest.mark.asyncio
-async def test_another_plugin_cannot_answer_a_replicas_barrier(start_rosey: StartRosey, launcher: str) -> None:
+async def test_another_plugin_cannot_answer_a_replicas_barrier(
+    start_rosey: StartRosey, launcher: str
+) -> None:
     """Hostile: ``spy`` tries to subscribe to the worker's barrier subjects and claim every command,
     which would leave the worker's lost commands to the timeout. NATS refuses its subscription."""
     rosey = await start_rosey(

@@ -49,7 +49,7 @@ def barrier_subject(plugin: str, replica: int | str) -> str:
 
 
 async def barrier_reply(
-    data: dict[str, Any], ledger: LedgerWriter, commands: Subscription | None
+    data: dict[str, Any], ledger: LedgerWriter, commands: Subscription | None, *, catch_up: float = CATCH_UP
 ) -> BarrierReply:
     """The answer to a barrier carrying ``data`` (``{"ids": [...]}``), once every command this
     process read before it has reached ``ledger``."""
@@ -60,7 +60,7 @@ async def barrier_reply(
         # Everything read before the barrier: the connection's reader queued it for the command
         # subscription before it queued the barrier for this one.
         target = commands.received()
-        deadline = time.monotonic() + CATCH_UP
+        deadline = time.monotonic() + catch_up
         while commands.handed_over() < target:
             if time.monotonic() >= deadline:
                 complete = False

@@ -7,7 +7,7 @@ writes one line per command it takes (``T <correlation id>``) and one per comman
 (``D <correlation id>``); the host reads them as they come. A pipe survives its writer: what
 the replica wrote before SIGKILL is still there to read when the supervisor sees it dead, so the
 open set is exact up to the commands NATS delivered to its socket that it never read (those
-it never ran either; they meet the command timeout).
+it never ran either; the router's barrier finds them: plugins/barrier.py).
 
 The lines come from plugin code's process, so the host trusts them with nothing but the fate
 of that plugin's own commands; the open set is bounded (:data:`MAX_OPEN`).
