@@ -29,7 +29,7 @@ __all__ = ["BARRIER_ACTION", "BarrierReply", "barrier_reply", "barrier_subject"]
 #: already subscribe to (broker/identities.py), so no permission changes.
 BARRIER_ACTION = "barrier"
 #: How long a replica waits for its command handler to catch up before saying it could not.
-CATCH_UP = 0.5
+CATCH_UP = 1.5
 _POLL = 0.002
 #: Candidates read from one request: the router sends at most the commands it has in flight.
 MAX_ASKED = 20_000

@@ -38,7 +38,7 @@ __all__ = ["BARRIER_TIMEOUT", "BarrierVerdict", "ReplicaBarrier"]
 logger = logging.getLogger(__name__)
 
 #: How long a live replica has to answer; its commands meanwhile wait as they would anyway.
-BARRIER_TIMEOUT = 1.0
+BARRIER_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
