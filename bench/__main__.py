@@ -20,7 +20,8 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
             (bench/scale.py; ARGS="--scale --scale-sizes 10,100" for a subset)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
-Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"   |   make bench ARGS="--scale"
+Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
+           make bench ARGS="--scale"   (the scale curve alone)
            python -m bench --compare OLD.json --current NEW.json   (compare only, no run)
 """
 

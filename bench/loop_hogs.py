@@ -29,6 +29,8 @@ from typing import Any
 
 from bench.scale import _toml
 
+DASHBOARD = str(Path(__file__).resolve().parent / "dashboard.py")
+
 
 def _describe(handle: asyncio.Handle) -> str:
     callback = getattr(handle, "_callback", None)
@@ -116,7 +118,7 @@ async def main(count: int, window: float, client: bool) -> dict[str, Any]:
                 raise RuntimeError(f"{len(bad)} plugins failed to start")
             freeze_startup_objects()
             if client and app.web_url is not None:
-                dash = str(Path(__file__).resolve().parent / "dashboard.py")
+                dash = DASHBOARD
                 watcher = await asyncio.create_subprocess_exec(
                     sys.executable, dash, "--client", app.web_url, str(work / ".rosey"),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -148,7 +150,9 @@ async def main(count: int, window: float, client: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--plugins", type=int, default=100)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--client", action="store_true", help="a dashboard client on the event stream")

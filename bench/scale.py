@@ -199,7 +199,9 @@ def _child(count: int, window: float, commands: int) -> dict[str, Any]:
     argv = [sys.executable, SELF, "--child", str(count), "--window", str(window), "--commands", str(commands)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=600 + 3 * window)
     if done.returncode != 0:
-        raise RuntimeError(f"{count} plugins: round failed ({done.returncode}): {done.stderr.decode()[-1500:]}")
+        raise RuntimeError(
+            f"{count} plugins: round failed ({done.returncode}): {done.stderr.decode()[-1500:]}"
+        )
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return result
 
@@ -241,7 +243,7 @@ def table(result: dict[str, Any]) -> str:
         cells = []
         for key, _, fmt in COLUMNS:
             value = result.get(f"n{count}.{key}")
-            cells.append(fmt.format(value) if isinstance(value, (int, float)) else "–")
+            cells.append(fmt.format(value) if isinstance(value, (int, float)) else "-")
         rows.append(f"| {count:,} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

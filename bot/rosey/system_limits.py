@@ -21,9 +21,9 @@ from pathlib import Path
 
 __all__ = [
     "FDS_BASE",
-    "STATUS_BYTES_PER_PLUGIN",
     "FDS_PER_PLUGIN",
     "PIDS_PER_PLUGIN",
+    "STATUS_BYTES_PER_PLUGIN",
     "LimitsReport",
     "max_payload_for",
     "prepare_for",
@@ -101,7 +101,8 @@ def _raise_open_files(needed: int) -> tuple[int, int, str | None]:
             soft,
             after,
             f"open files: {needed:,} needed, the hard limit is {hard:,}: raise it "
-            f"(`ulimit -Hn {needed}` as root before `rosey run`, or LimitNOFILE={needed} in its systemd unit)",
+            f"(`ulimit -Hn {needed}` as root before `rosey run`, "
+            f"or LimitNOFILE={needed} in its systemd unit)",
         )
     return soft, after, None
 

@@ -45,10 +45,10 @@ from bot.rosey.supervision.restart import (
 from bot.rosey.supervision.spec import Limits, PluginSpec, ProcessKind
 from bot.rosey.supervision.status import (
     STATUS_HISTORY,
-    history_per_plugin,
     PluginState,
     PluginStatus,
     ResourceSample,
+    history_per_plugin,
     kill_cause,
     unavailable_reason,
 )
