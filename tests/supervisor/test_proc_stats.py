@@ -224,3 +224,19 @@ def test_descriptors_are_counted_when_asked_and_the_last_count_repeated_otherwis
         stop(child)
         if child.stdin is not None:
             child.stdin.close()
+
+
+def test_the_watchdog_trusts_the_kernel_with_open_files_only_where_the_launcher_applied_rlimits() -> None:
+    """s-thousand: with the sandbox's rlimits applied (the launcher's report) the kernel holds the
+    plugin under RLIMIT_NOFILE and the watchdog counts descriptors only every few sweeps; without
+    them (no sandbox, or rlimits failed) it must count on every sweep to enforce the limit itself."""
+    from bot.rosey.plugins.contract import LaunchReport
+    from bot.rosey.supervision.watchdog import _kernel_caps_fds
+
+    def process(report: LaunchReport | None) -> PluginProcess:
+        return cast(PluginProcess, SimpleNamespace(launch_report=report))
+
+    assert _kernel_caps_fds(process(LaunchReport(sandbox=("rlimits", "seccomp"))))
+    assert not _kernel_caps_fds(process(LaunchReport(sandbox=("seccomp",))))  # rlimits failed
+    assert not _kernel_caps_fds(process(LaunchReport(sandbox=None)))  # no sandbox asked for
+    assert not _kernel_caps_fds(process(None))  # not reported (yet)

@@ -32,6 +32,7 @@ from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import BusNotConnected, MalformedEvent
 from bot.rosey.plugins.contract import PingReply
+from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.supervision.disk import DiskGuard, DiskWatch
 from bot.rosey.supervision.loop_lag import LoopLag
 from bot.rosey.supervision.proc_stats import ProcStat
@@ -50,8 +51,9 @@ SWEEP_CHUNK = 10  # plugins per event-loop step during a sweep, a ping round or 
 #: Share of an interval its chunks are spread over (the rest is slack for a late loop).
 SPREAD = 0.8
 #: A plugin's open descriptors are counted every this many sweeps (a ``listdir`` of its
-#: ``/proc/PID/fd``, half a reading's cost), every sweep when it has an open-files limit: the
-#: kernel enforces the sandbox's RLIMIT_NOFILE anyway, the count is for ``rosey status``.
+#: ``/proc/PID/fd``, half a reading's cost or more), and every sweep when it has an open-files
+#: limit that the kernel does not enforce (no sandbox rlimits): where the sandbox applied its
+#: RLIMIT_NOFILE the count cannot pass the limit, it is only shown in ``rosey status``.
 FD_COUNT_EVERY = 5
 
 _T = TypeVar("_T")
@@ -240,7 +242,9 @@ class Watchdog:
             if proc is not None:
                 proc.close()
             proc = self._procs[plugin.name] = ProcStat(pid)
-        count_fds = bool(plugin.spec.limits.max_open_files) or self.sweeps % FD_COUNT_EVERY == 0
+        count_fds = self.sweeps % FD_COUNT_EVERY == 0 or (
+            bool(plugin.spec.limits.max_open_files) and not _kernel_caps_fds(process)
+        )
         reading = proc.read(count_fds=count_fds)
         if reading is None:  # exiting: its exit is the supervisor's news, not a sample
             return
@@ -485,6 +489,14 @@ async def _in_chunks(
         # Sleep until the next chunk's slot (at least one loop iteration).
         await asyncio.sleep(max(0.0, began + (n + 1) * step - time.monotonic()) if spread > 0 else 0)
     return busy
+
+
+def _kernel_caps_fds(process: PluginProcess) -> bool:
+    """Whether the kernel holds the process to its open-files limit: its launcher applied the
+    sandbox's rlimits (RLIMIT_NOFILE among them) before plugin code ran, as it reported on the
+    readiness pipe (the launcher's word, not the plugin's)."""
+    report = process.launch_report
+    return report is not None and report.sandbox is not None and "rlimits" in report.sandbox
 
 
 def _ping_subject(plugin: ManagedPlugin) -> str:
