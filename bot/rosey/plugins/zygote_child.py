@@ -142,6 +142,9 @@ def _preload() -> None:
     import bot.rosey.plugins.sandbox.userns  # noqa: F401
 
     _warm_up()
+    from bot.rosey.plugins import zygote_warmup  # issue 17: an event loop and a connection, once
+
+    zygote_warmup.rehearse()
     gc.freeze()
 
 
