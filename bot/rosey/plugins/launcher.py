@@ -175,7 +175,8 @@ def run_target(target: argparse.Namespace) -> None:
     """Apply the sandbox named by ``ROSEY_SANDBOX``, then run the plugin: what every plugin process does.
 
     The caller has already tied the process's life to its parent; nothing else may run between
-    the sandbox and the plugin, and the process must still be single-threaded here.
+    the sandbox and the plugin, and the process must still be single-threaded here. Once the
+    plugin has stopped, the process ends here (:func:`exit_without_teardown`).
     """
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
     applied = report.applied if report is not None else None

@@ -404,6 +404,6 @@ def main() -> None:
         return
     target = _become_plugin(forked)
     del forked
-    # From here on this is a plugin process. Exceptions and SystemExit propagate to the
-    # interpreter, which prints, flushes, runs atexit and exits exactly as for a spawned one.
+    # From here on this is a plugin process, which ends exactly as a spawned one: in run_target
+    # once the plugin has stopped, or by the interpreter for what run_target lets propagate.
     launcher.run_target(target)
