@@ -3,8 +3,8 @@
 Three pairs on one server, blocks interleaved (rotating which goes first), so that the machine's
 noise hits all three alike:
 
-  fast   CoreRouter.execute -> sandboxed plugin, both sides on Rosey's FastClient (the default)
-  stock  the same code with ``ROSEY_NATS_FASTPATH=0`` on both sides (stock nats-py client)
+  fast   CoreRouter.execute -> sandboxed plugin, both sides on FastClient (``ROSEY_NATS_FASTPATH=1``)
+  stock  the same code on the stock nats-py client (the default)
   raw    nats-py request/reply to bench/raw_responder.py
 
 For each: p50 of sequential round trips, commands/s at 10 and 100 in flight, and CPU µs per
@@ -35,19 +35,21 @@ Op = Callable[[], Awaitable[None]]
 async def _run(rounds: int, block: int, window: float) -> None:
     async with bench_env(names=(RT_PLUGIN, RAW_NAME, STOCK_PLUGIN)) as env:
         assert env.router is not None
-        fast_plugin = env.plugin(RT_PLUGIN)
+        fast_plugin = env.plugin(RT_PLUGIN, extra_env={FASTPATH_ENV: "1"})
         stock_plugin = env.plugin(STOCK_PLUGIN, extra_env={FASTPATH_ENV: "0"})
         await fast_plugin.start()
         await stock_plugin.start()
         responder = await env.start_raw_responder()
-        os.environ[FASTPATH_ENV] = "0"
+        os.environ[FASTPATH_ENV] = "1"
         try:
-            stock_bus = EventBus(env.url, name="bench-stock", user=env.core.user, password=env.core.password)
-            await stock_bus.connect()
+            fast_bus = EventBus(env.url, name="bench-fast", user=env.core.user, password=env.core.password)
+            await fast_bus.connect()
         finally:
             del os.environ[FASTPATH_ENV]
+        stock_bus = EventBus(env.url, name="bench-stock", user=env.core.user, password=env.core.password)
+        await stock_bus.connect()
         stock_router = CoreRouter(stock_bus, RouterConfig(command_timeout=10.0))
-        fast_router = env.router
+        fast_router = CoreRouter(fast_bus, RouterConfig(command_timeout=10.0))
         _fast_op, raw_op, close = await make_ops(env)
 
         async def fast() -> None:
@@ -99,6 +101,7 @@ async def _run(rounds: int, block: int, window: float) -> None:
         finally:
             await close()
             await stock_bus.disconnect()
+            await fast_bus.disconnect()
             await fast_plugin.stop()
             await stock_plugin.stop()
     raw_p50 = median(seq["raw"])

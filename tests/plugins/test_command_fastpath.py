@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.event_bus import FASTPATH_ENV, EventBus
 from bot.rosey.plugins.plugin_runner import PluginProcess, ProcessOptions
 from bot.rosey.services.router import CoreRouter
 
@@ -16,12 +16,16 @@ pytestmark = pytest.mark.timeout(60)
 SERIAL = Path(__file__).parent / "fixtures" / "serial_plugin.py"
 
 
+@pytest.mark.parametrize("fast", ["1", "0"])  # FastClient in the plugin (ROSEY_NATS_FASTPATH), or stock
 @pytest.mark.parametrize("limit", [1, 3])
-async def test_commands_start_in_order_and_within_the_limit(nats_url: str, limit: int) -> None:
+async def test_commands_start_in_order_and_within_the_limit(nats_url: str, limit: int, fast: str) -> None:
     bus = EventBus(nats_url, name="test")
     await bus.connect()
     plugin = PluginProcess(
-        "serial", SERIAL, nats_url, options=ProcessOptions(extra_env={"SERIAL_MAX": str(limit)})
+        "serial",
+        SERIAL,
+        nats_url,
+        options=ProcessOptions(extra_env={"SERIAL_MAX": str(limit), FASTPATH_ENV: fast}),
     )
     try:
         await plugin.start()

@@ -226,9 +226,10 @@ class EventBus:
             options["password"] = self._password or ""
         if self._inbox_prefix:
             options["inbox_prefix"] = self._inbox_prefix
-        # issue 17: one event-loop iteration less on each side of a command; ROSEY_NATS_FASTPATH=0
-        # is stock nats-py (the benchmark's A/B, and a way out should a nats-py release break it).
-        nc = Client() if os.environ.get(FASTPATH_ENV) == "0" else FastClient()
+        # issue 17: ROSEY_NATS_FASTPATH=1 takes a reply or a command in the read loop and writes at
+        # once when the loop is idle (core/nats_client.py). Opt-in: on a quiet machine it measured
+        # no gain over stock nats-py (bench/fastpath_ab.py; /work/notes/s-fastpath-profile.md).
+        nc = FastClient() if os.environ.get(FASTPATH_ENV) == "1" else Client()
         servers = ", ".join(redact_url(s) for s in self.servers)
         action = f"connect to NATS at {servers} within {self._connect_timeout:g}s"
         try:
