@@ -15,7 +15,9 @@ Stock nats-py costs every message two extra event-loop iterations beyond the soc
   declines it); a declined message, one with headers, and every message behind one still queued
   or being handled go nats-py's way, so the order of delivery is kept.
 
-Measured in ``bench/PROFILE.md`` (s-fastpath): both sides of a command skip an iteration each.
+Opt-in (``ROSEY_NATS_FASTPATH=1``, see ``EventBus.connect``): each side of a command skips an
+iteration, but on a quiet machine that measured no gain in CPU or p50 over stock nats-py
+(``python -m bench.fastpath_ab``: fewer messages per socket write offset the saved steps).
 Only private parts of nats-py 2.x are used (``_process_msg``, ``_flush_pending``, ``_pending``,
 ``_subs``, ``_transport``); ``tests/core/test_nats_client.py`` pins them, so an upgrade that
 moves them fails there, not in production.
