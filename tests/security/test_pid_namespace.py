@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ async def all_gone(pids: set[int]) -> set[int]:
     return {pid for pid, ok in zip(pids, gone, strict=True) if not ok}
 
 
-def killed_for(prefix: str) -> object:
+def killed_for(prefix: str) -> Callable[[ManagedPlugin], bool]:
     def killed(plugin: ManagedPlugin) -> bool:
         return plugin.last_exit is not None and plugin.last_exit.startswith(prefix)
 
