@@ -48,7 +48,11 @@ async def measure(runs: int) -> dict[str, list[float]]:
         async def once(index: int, launcher: str, pidns: bool) -> tuple[float, float]:
             data_dir = Path(tmp) / f"{launcher}-{pidns}-{index}"
             policy = SandboxPolicy.for_plugin(
-                plugin_file=echo, data_dir=data_dir, nats_port=port, allow_subprocess=True, pid_namespace=pidns
+                plugin_file=echo,
+                data_dir=data_dir,
+                nats_port=port,
+                allow_subprocess=True,
+                pid_namespace=pidns,
             )
             options = ProcessOptions(data_dir=data_dir, sandbox=policy, log_output=False, launcher=launcher)
             plugin = PluginProcess("echo", echo, nats_url=server.url, options=options)
@@ -70,7 +74,35 @@ async def measure(runs: int) -> dict[str, list[float]]:
                 key = f"{launcher} pid_namespace={'on' if pidns else 'off'}"
                 results.setdefault(f"{key} ready ms", []).append(ready)
                 results.setdefault(f"{key} tree USS MB", []).append(uss)
+        results["pidns.restrict() in a zygote-like fork ms"] = restrict_times(runs * 4, Path(tmp))
     return results
+
+
+def restrict_times(runs: int, tmp: Path) -> list[float]:
+    """The layer alone: ``pidns.restrict()`` in forks of a process that imported what a plugin
+    imports (as a zygote child does), from the call to its return in the process running the plugin."""
+    import os
+    import time
+
+    from bot.rosey.plugins import zygote_child
+    from bot.rosey.plugins.sandbox import SandboxPolicy, pidns
+
+    zygote_child._preload()
+    policy = SandboxPolicy.for_plugin(plugin_file=None, data_dir=tmp, nats_port=4222, allow_subprocess=True)
+    times = []
+    for _ in range(runs):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            started = time.perf_counter()
+            pidns.restrict(policy)
+            os.write(write_end, str(time.perf_counter() - started).encode())
+            os._exit(0)
+        os.close(write_end)
+        times.append(float(os.read(read_end, 100)) * 1000)
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    return times
 
 
 def run_in(tree: Path, runs: int) -> dict[str, list[float]]:
@@ -109,12 +141,14 @@ def main() -> None:
         for name in trees if i % 2 == 0 else reversed(list(trees)):
             for key, samples in run_in(trees[name], args.runs).items():
                 merged[name].setdefault(key, []).extend(samples)
-    print(f"pid-ns A/B, {args.rounds} alternating rounds x {args.runs} starts per variant ({sys.version.split()[0]})")
-    print(f"  {'median':45} {'other':>9} {'this':>9} {'ratio':>7}")
+    version = sys.version.split()[0]
+    print(f"pid-ns A/B, {args.rounds} alternating rounds x {args.runs} starts per variant ({version})")
+    print(f"  {'':45} {'median':>19} {'min':>19}")
+    print(f"  {'':45} {'other':>9} {'this':>9} {'other':>9} {'this':>9} {'ratio of medians':>17}")
     for key in merged["this"]:
-        other = statistics.median(merged["other"].get(key, [float("nan")]))
-        this = statistics.median(merged["this"][key])
-        print(f"  {key:45} {other:9.2f} {this:9.2f} {this / other:7.2f}")
+        other, this = merged["other"].get(key, [float("nan")]), merged["this"][key]
+        a, b = statistics.median(other), statistics.median(this)
+        print(f"  {key:45} {a:9.2f} {b:9.2f} {min(other):9.2f} {min(this):9.2f} {b / a:17.2f}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from bot.rosey.config import load_config
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.contract import ExitCode
 from bot.rosey.plugins.sandbox import SandboxPolicy, mountns
-from bot.rosey.plugins.sandbox.pidns import is_namespace_init
+from bot.rosey.plugins.sandbox.pidns import is_namespace_init, plugin_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -274,6 +274,7 @@ def test_children_die_with_the_plugin_in_their_pid_namespace(tmp_path: Path, con
         # and the pid it reports for its own child is that namespace's.
         if contained:
             assert plugin is not None and nspids[plugin][1][-1] == "2", nspids.get(plugin or 0)
+            assert plugin_process(proc.pid) == plugin  # what the runner measures
             (child_pid,) = [
                 pid for pid, (ppid, ns) in nspids.items() if ppid == plugin and ns[-1] == str(facts["child"])
             ]

@@ -105,7 +105,7 @@ def plugin_process(supervised_pid: int, proc: str = "/proc") -> int | None:
         with open(f"{proc}/{supervised_pid}/task/{supervised_pid}/children") as f:
             children = [int(pid) for pid in f.read().split()]
     except (OSError, ValueError):
-        return None
+        children = _children_by_scan(supervised_pid, proc)  # a kernel without CONFIG_PROC_CHILDREN
     found = []
     for pid in children:
         try:
@@ -116,6 +116,20 @@ def plugin_process(supervised_pid: int, proc: str = "/proc") -> int | None:
         if not is_namespace_init(status):
             found.append(pid)
     return found[0] if len(found) == 1 else None
+
+
+def _children_by_scan(parent: int, proc: str) -> list[int]:
+    children = []
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            try:
+                with open(f"{proc}/{entry}/stat") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                    children.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return children
 
 
 def _namespace_init(supervised: int) -> NoReturn:
