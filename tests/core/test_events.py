@@ -146,3 +146,91 @@ def test_non_finite_numbers_are_not_serializable() -> None:
     """``NaN``/``Infinity`` are not JSON (RFC 8259): a non-Python consumer would reject the event."""
     with pytest.raises(TypeError):
         Event(subject="rosey.events.x", data={"ratio": float("nan")}).to_bytes()
+
+
+# ---------------------------------------------------------------- issue 17: orjson, same rules
+
+
+def _stdlib_bytes(event: Event) -> bytes:
+    """What the envelope was before orjson: the stdlib's encoding of the same fields."""
+    envelope = {
+        "v": event.version,
+        "id": event.id,
+        "type": event.event_type,
+        "source": event.source,
+        "ts": event.timestamp,
+        "cid": event.correlation_id,
+        "data": event.data,
+    }
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"args": ["hi"], "user": "console", "channel": "console"},
+        {"text": "héllo ✓ 🎲", "n": -3, "f": 0.1, "neg": -0.0, "big": 2**63 - 1, "t": True},
+        {"none": None, "word": "null", "nested": [{"a": None}]},  # orjson's NaN is "null": the stdlib decides
+        {
+            1: "int keys",
+            2.5: "float keys",
+            None: "none key",
+            False: "bool key",
+        },  # orjson refuses; stdlib converts
+        {"huge": 2**70, "neg_huge": -(2**70)},  # past 64 bits: the stdlib writes them exactly
+        {"deep": [[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]},
+    ],
+)
+def test_encoding_reads_back_as_the_stdlib_encoding_does(data: dict[Any, Any]) -> None:
+    for cid in ("c-1", None):
+        event = Event(subject="rosey.events.x", data=data, source="s", correlation_id=cid)
+        assert json.loads(event.to_bytes()) == json.loads(_stdlib_bytes(event))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("cid", ["c-1", None])
+def test_non_finite_numbers_are_refused_anywhere_in_data(value: float, cid: str | None) -> None:
+    """orjson would write them as ``null``; the envelope refuses them, as it always did."""
+    for data in ({"x": value}, {"x": [1, {"y": value}]}, {"x": None, "y": value}):
+        with pytest.raises(TypeError, match="not JSON-serializable"):
+            Event(subject="rosey.events.x", data=data, correlation_id=cid).to_bytes()
+
+
+def test_values_json_cannot_hold_are_refused_as_before() -> None:
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    for value in (datetime.datetime(2026, 12, 2), datetime.date(2026, 12, 2), Point(1), b"raw", {1, 2}):
+        with pytest.raises(TypeError, match="not JSON-serializable"):
+            Event(subject="rosey.events.x", data={"v": value}).to_bytes()
+    with pytest.raises(TypeError, match="not JSON-serializable"):
+        Event(subject="rosey.events.x", data={(1, 2): "tuple key"}).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"data":{"n":123456789012345678901234567890}}',  # orjson would read a float
+        b'{"data":{"n":-9223372036854775809}}',
+        b'{"data":{"x":NaN,"y":Infinity}}',  # not JSON, but the stdlib reads it: kept as it was
+        b'{"data":{"s":"\\ud800"}}',  # a lone surrogate
+        b'{"data":{"big":1e400}}',
+        b'\xef\xbb\xbf{"data":{"bom":1}}',
+        b'{"data":{"a":1,"a":2}}',
+    ],
+)
+def test_decoding_reads_what_the_stdlib_reads(payload: bytes) -> None:
+    event = Event.from_bytes(payload, "rosey.events.x")
+    expected = json.loads(payload)["data"]
+    assert json.dumps(event.data, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert all(type(event.data[k]) is type(expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"[1]", b'{"data":[1]}', b"\xff\xfe", b"[" * 100_000])
+def test_decoding_refuses_what_the_stdlib_refuses(payload: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        Event.from_bytes(payload, "rosey.events.x")

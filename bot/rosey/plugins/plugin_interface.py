@@ -384,7 +384,8 @@ class PluginInterface(ABC):
             correlation_id=correlation_id,
         )
         reply = self._reply_to.pop(correlation_id, None) if correlation_id else None
-        subjects = (event.subject, reply) if reply else (event.subject,)
+        # The requester's inbox first: the server forwards in order, and it is the one waiting.
+        subjects = (reply, event.subject) if reply else (event.subject,)
         if reply:
             self._ledger.done(correlation_id)  # issue 16
         try:
@@ -403,7 +404,7 @@ class PluginInterface(ABC):
                 source=f"plugin-{self.plugin_name}",
                 correlation_id=correlation_id,
             )
-            await bus.publish_event_to(error, (error.subject, reply) if reply else (error.subject,))
+            await bus.publish_event_to(error, (reply, error.subject) if reply else (error.subject,))
 
     async def publish_event(self, event_name: str, data: dict[str, Any]) -> None:
         """
