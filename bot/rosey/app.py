@@ -516,6 +516,7 @@ class RoseyApp:
             monitor=self.config.nats_monitor,
             max_payload=self.config.nats_max_payload,
             leaf_listen=self.hub.leaf_listen if self.hub is not None else None,  # s-host
+            leaf_tls=self.hub.leaf_tls if self.hub is not None else None,  # s-spread
         )
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:

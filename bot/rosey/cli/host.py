@@ -78,7 +78,10 @@ class HostApp(RoseyApp):
     def _server_config(self, state_dir: Path) -> NatsServerConfig:
         # No JetStream here: storage is a hub service (and two JetStream domains would need naming).
         return dataclasses.replace(
-            super()._server_config(state_dir), jetstream=False, leaf_remotes=(self.leaf_url,)
+            super()._server_config(state_dir),
+            jetstream=False,
+            leaf_remotes=(self.leaf_url,),
+            leaf_remote_ca=self.side.ca,  # s-spread: verify the hub's leaf TLS certificate
         )
 
     async def start(self) -> dict[str, PluginStartError | None]:

@@ -51,6 +51,12 @@ class HubSide:
         hub = self.cluster.hub
         return f"{hub.leaf_address}:{hub.leaf_port}"
 
+    @property
+    def leaf_tls(self) -> tuple[Path, Path] | None:
+        """s-spread: the leaf port's certificate and key (None: plain TCP)."""
+        hub = self.cluster.hub
+        return (hub.leaf_tls_cert, hub.leaf_tls_key) if hub.leaf_tls_cert and hub.leaf_tls_key else None
+
     def nats_users(self) -> list[NatsUser]:
         """One leaf user per host, its grants its plugins' subjects; credentials made once, kept."""
         users = []
