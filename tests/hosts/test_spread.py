@@ -227,3 +227,50 @@ async def test_a_plugin_spread_over_two_hosts_survives_losing_one_under_load(
         assert "is on hosts 'b', 'c', which are unreachable" in reply["text"], reply
     finally:
         await stop_spread(spread)
+
+
+async def test_on_the_hub_too_the_hubs_replica_takes_every_command_and_the_host_takes_over(
+    tmp_path: Path,
+) -> None:
+    """``[hub] also_runs``: NATS gives a queue group's messages to members on the hub's own server
+    first, so the host's replica is a standby: it serves once the hub's is stopped, and the plugin
+    is not "unavailable" meanwhile."""
+    hub_dir, host_dir = tmp_path / "hub", tmp_path / "b"
+    hub_dir.mkdir()
+    host_dir.mkdir()
+    text = HUB_TOML.replace("[hub]\n", f'[hub]\nalso_runs = ["{PLUGIN}"]\n')
+    text = text.replace(f'[hosts.c]\nplugins = ["{PLUGIN}"]\n', "")
+    text += f'\n[plugins.{PLUGIN}]\npath = "{FIXTURES / "spread_echo.py"}"\n'
+    (hub_dir / "rosey.toml").write_text(text)
+    hub = await start_run(hub_dir)
+    state = hub_dir / ".rosey" / "hosts"
+    shutil.copy(state / "b.credentials", host_dir / "b.credentials")
+    (host_dir / "b.credentials").chmod(0o600)
+    (host_dir / "rosey.toml").write_text(host_toml("b", (state / "leaf_url").read_text().strip(), 1))
+    host = Host(host_dir, name="b")
+    await host.start()
+    spread = Spread(Cluster(hub, host), host)
+    try:
+        await spread.listen()
+        rows = await spread.wait_rows(Counter({"hub": 1, "b": 1}))
+        pids = {r["host"]: r["pid"] for r in rows}
+
+        async def answered_by(n: int) -> Counter[int]:
+            got: Counter[int] = Counter()
+            for _ in range(n):
+                reply = await spread.ask(f"!{PLUGIN} x")
+                assert reply["kind"] == "result", reply
+                got[int(str(reply["text"]).split()[1])] += 1
+            return got
+
+        assert await answered_by(20) == Counter({pids["hub"]: 20})  # local members first
+        code, _, err = await rosey("stop", PLUGIN, cwd=hub_dir)  # the hub's own replica
+        assert code == 0, err
+        assert await answered_by(20) == Counter({pids["b"]: 20})
+        code, _, err = await rosey("start", PLUGIN, cwd=hub_dir)
+        assert code == 0, err
+        rows = await spread.wait_rows(Counter({"hub": 1, "b": 1}))
+        again = next(r["pid"] for r in rows if r["host"] == "hub")
+        assert again != pids["hub"] and await answered_by(5) == Counter({again: 5})
+    finally:
+        await stop_cluster(spread.cluster)
