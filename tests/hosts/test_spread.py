@@ -274,3 +274,43 @@ async def test_on_the_hub_too_the_hubs_replica_takes_every_command_and_the_host_
         assert again != pids["hub"] and await answered_by(5) == Counter({again: 5})
     finally:
         await stop_cluster(spread.cluster)
+
+
+async def test_only_the_hosts_carrying_a_spread_plugin_may_answer_into_its_inbox(tmp_path: Path) -> None:
+    """The hub grants ``_INBOX.rosey_spread_<p>`` to the hosts that carry ``p`` and to no other: a
+    host d (another plugin only) speaking the leaf protocol itself is refused by the hub's server
+    and nothing reaches the hub; host b's identical message is delivered."""
+    import json
+
+    from bot.rosey.hosts.spread import spread_inbox_prefix
+    from tests.hosts.test_hosts import _as_raw_leaf
+
+    hub_dir = tmp_path / "hub"
+    hub_dir.mkdir()
+    (hub_dir / "rosey.toml").write_text(HUB_TOML + '\n[hosts.d]\nplugins = ["other"]\n')
+    hub = await start_run(hub_dir)
+    cluster = Cluster(hub, Host(tmp_path))
+    try:
+        bus = await cluster.hub_bus()
+        seen: list[str] = []
+
+        async def record(event: Event) -> None:
+            seen.append(event.source)
+
+        subject = f"{spread_inbox_prefix(PLUGIN)}.forged.1"
+        await bus.subscribe(f"{spread_inbox_prefix(PLUGIN)}.>", record)
+        await bus.flush()
+        state = hub_dir / ".rosey" / "hosts"
+        leaf_url = (state / "leaf_url").read_text().strip()
+        async with asyncio.timeout(30):
+            for host in ("d", "b"):
+                creds = json.loads((state / f"{host}.credentials").read_text())
+                payload = Event(subject=subject, data={"message": "forged"}, source=f"leaf-{host}").to_bytes()
+                answer = await _as_raw_leaf(leaf_url, creds, subject, payload)
+                await bus.flush()
+                if host == "d":
+                    assert b"Permissions Violation" in answer and seen == [], (answer, seen)
+                else:
+                    assert answer == b"PONG\r\n" and seen == ["leaf-b"], (answer, seen)
+    finally:
+        await stop_cluster(cluster)
