@@ -623,7 +623,10 @@ class CoreRouter:
                 waiter.task.cancel()
         # --- s-inflight (issue 16): what NATS handed the dead replica but it never read is in no
         # ledger; a barrier through the live replicas finds it (services/replica_barrier.py).
-        if held is not None and crash.replica is not None and plugin:
+        # s-spread: not for a plugin on other hosts: the barrier subjects do not cross the leaf
+        # (every number would say "no responders", and a live host's commands be failed).
+        remote = self._bus_for is not None and plugin is not None and self._bus_for(plugin) is not None
+        if held is not None and crash.replica is not None and plugin and not remote:
             rest = [w.correlation_id for w in waiting if w.crash_reason is None and w.correlation_id]
             self._barrier.after_crash(
                 plugin,
