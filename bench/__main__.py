@@ -4,7 +4,8 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   rt        command round trip and commands/s (1, 10, 100 in flight) vs raw nats-py request/reply
             (and again with uvloop on every side, in a child process, if uvloop is importable)
   cold      plugin cold start (sandbox on) vs ``python -c "import nats; connect; subscribe; flush"``
-  fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
+  fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50; 100 plugins
+            nothing -> all ready and their stop (zygote launcher)
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
   irc       IRC end to end (real `rosey run`, miniircd): !echo round trip vs a bot written directly

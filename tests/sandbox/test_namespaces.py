@@ -26,7 +26,7 @@ from bot.rosey.config import load_config
 from bot.rosey.errors import ConfigError
 from bot.rosey.plugins.contract import ExitCode
 from bot.rosey.plugins.sandbox import SandboxPolicy, mountns
-from bot.rosey.plugins.sandbox.pidns import is_namespace_init
+from bot.rosey.plugins.sandbox.pidns import is_namespace_init, plugin_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -254,18 +254,32 @@ def test_children_die_with_the_plugin_in_their_pid_namespace(tmp_path: Path, con
     try:
         assert proc.stdout is not None
         facts = json.loads(proc.stdout.readline())
-        child_pid = facts["child"]
         assert facts["state"] == ("applied" if contained else "not requested"), facts
-        inits = []
+        inits, plugin, nspids = [], None, {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
                     status = Path(f"/proc/{entry}/status").read_text()
                 except OSError:
                     continue
-                if f"PPid:\t{proc.pid}\n" in status and is_namespace_init(status):
-                    inits.append(int(entry))
+                fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+                nspids[int(entry)] = (int(fields["PPid"]), fields["NSpid"].split())
+                if f"PPid:\t{proc.pid}\n" in status:
+                    if is_namespace_init(status):
+                        inits.append(int(entry))
+                    else:
+                        plugin = int(entry)
         assert len(inits) == (1 if contained else 0), inits
+        # The plugin's code runs in a child of the started process, inside the namespace (pid 2),
+        # and the pid it reports for its own child is that namespace's.
+        if contained:
+            assert plugin is not None and nspids[plugin][1][-1] == "2", nspids.get(plugin or 0)
+            assert plugin_process(proc.pid) == plugin  # what the runner measures
+            (child_pid,) = [
+                pid for pid, (ppid, ns) in nspids.items() if ppid == plugin and ns[-1] == str(facts["child"])
+            ]
+        else:
+            child_pid = facts["child"]
         os.kill(proc.pid, signal.SIGKILL)  # the plugin dies, as when the supervisor dies
         proc.communicate(timeout=10)
         assert gone_within(child_pid, 5.0 if contained else 0.2) is contained

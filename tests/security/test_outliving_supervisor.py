@@ -121,7 +121,7 @@ async def leave_children(workdir: Path, status: dict[str, Any], pids: dict[str, 
         pids["zygote"] = status["launcher"]["zygote_pid"]
     assert (await send(workdir, "canary", "before"))["message"] == "canary #1: before"
     stubborn = await send(workdir, "forker", "stubborn")
-    pids["stubborn child"] = int(stubborn["pid"])
+    pids["stubborn child"] = host_pid(pids["plugin forker"], stubborn)
     detached = await send(workdir, "forker", "detached")
     pids["orphaned grandchild"] = host_pid(pids["plugin forker"], detached)
     assert (await send(workdir, "canary", "after"))["message"] == "canary #2: after"

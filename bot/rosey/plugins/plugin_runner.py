@@ -51,7 +51,7 @@ from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
 from bot.rosey.plugins.sandbox import SandboxPolicy
-from bot.rosey.plugins.sandbox.pidns import is_namespace_init
+from bot.rosey.plugins.sandbox.pidns import is_namespace_init, plugin_process
 from bot.rosey.process_record import ProcessRecord, ProcessRole
 
 # Launcher, LAUNCHER_ENV and default_launcher are defined in process.launchers, re-exported here
@@ -172,6 +172,9 @@ class PluginProcess:
         # line before plugin code ran (None: not reported yet, or not by Rosey's launcher).
         self.launch_report: LaunchReport | None = None
         self.psutil_process: psutil.Process | None = None
+        # s-pidns: the process running the plugin's code, when it is not the supervised one (the
+        # pid-ns layer runs it in a PID namespace below it): what CPU and memory are read from.
+        self._measured: psutil.Process | None = None
         self.output = OutputBuffer(self.options.output_lines)
         self.returncode: int | None = None
         self.ready_seconds: float | None = None  # spawn -> ready, of the last start
@@ -212,6 +215,7 @@ class PluginProcess:
         (self.data_dir / "tmp").mkdir(exist_ok=True)
         self.returncode = None
         self.launch_report = None
+        self._measured = None
         self._close_ledger()
         self.ledger.clear()
         self._spawned_wall = time.time()
@@ -455,6 +459,23 @@ class PluginProcess:
 
     def _on_launch(self, report: LaunchReport) -> None:
         self.launch_report = report
+        # s-pidns: with the PID namespace the plugin's code runs in a child of the supervised
+        # process (which only relays signals and the exit): measure that one.
+        if report.sandbox and "pid-ns" in report.sandbox and self.process is not None:
+            pid = plugin_process(self.process.pid)
+            if pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    measured = psutil.Process(pid)
+                    measured.cpu_percent(None)  # prime, as for the supervised process
+                    self._measured = measured
+
+    @property
+    def measured_pid(self) -> int | None:
+        """The process whose CPU and memory are the plugin's: the supervised one, or the plugin
+        process in its PID namespace (s-pidns, see ``sandbox.pidns``)."""
+        if self._measured is not None:
+            return self._measured.pid
+        return self.pid
 
     async def _raise_start_failure(self) -> None:
         assert self.process is not None and self._exit is not None
@@ -546,13 +567,17 @@ class PluginProcess:
     def descendants(self) -> list[psutil.Process]:
         """Every process the plugin started (raises psutil.Error if the plugin is gone).
 
-        Leaves out the init of the plugin's PID namespace: the sandbox starts it, before any
-        plugin code, so that the plugin's children die with the plugin (see ``sandbox.pidns``).
+        Leaves out the init of the plugin's PID namespace and the plugin process in it: the
+        sandbox starts them, before any plugin code, so that the plugin's children die with the
+        plugin (see ``sandbox.pidns``).
         """
         if self.psutil_process is None:
             return []
         found = []
+        measured = self._measured.pid if self._measured is not None else None
         for child in self.psutil_process.children(recursive=True):
+            if child.pid == measured:
+                continue
             try:
                 with open(f"/proc/{child.pid}/status") as f:
                     status = f.read()
@@ -597,12 +622,12 @@ class PluginProcess:
         """
         if not self.is_running() or self.psutil_process is None:
             return {"running": False, "pid": None, "last_exit": self.last_exit}
-        proc = self.psutil_process
+        proc = self._measured or self.psutil_process  # s-pidns: the process running the plugin's code
         try:
             memory = proc.memory_info()
             stats: dict[str, Any] = {
                 "running": True,
-                "pid": proc.pid,
+                "pid": self.psutil_process.pid,
                 "cpu_percent": proc.cpu_percent(None),
                 "memory_mb": memory.rss / _MB,
                 "memory_percent": 100.0 * memory.rss / _total_memory(),

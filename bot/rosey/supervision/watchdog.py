@@ -234,7 +234,7 @@ class Watchdog:
         process = plugin.process
         if plugin.state is not PluginState.RUNNING or process is None or not process.is_running():
             return
-        pid = process.pid
+        pid = process.measured_pid  # the process running the plugin's code (see sandbox.pidns)
         if pid is None:
             return
         proc = self._procs.get(plugin.name)
@@ -266,7 +266,7 @@ class Watchdog:
         for name, proc in list(self._procs.items()):
             plugin = self.supervisor.plugins.get(name)
             process = plugin.process if plugin is not None else None
-            if process is None or process.pid != proc.pid or not process.is_running():
+            if process is None or process.measured_pid != proc.pid or not process.is_running():
                 proc.close()
                 del self._procs[name]
 

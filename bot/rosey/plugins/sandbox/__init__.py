@@ -5,7 +5,8 @@ The runner serializes a :class:`SandboxPolicy` into ``ROSEY_SANDBOX``; the launc
 
 0. while still privileged: a private file-system view holding only the granted paths
    (``mount-ns``), and, for a plugin allowed to create processes, a PID namespace that the
-   kernel empties when the plugin dies (``pid-ns``);
+   kernel empties when the plugin dies (``pid-ns``): from there on the plugin's code runs in a
+   child born inside it, while the process the runner started relays signals and the exit;
 1. rlimits: open files, file size, no core dumps, optional address space;
 2. capabilities: a root plugin drops every capability (bounding, ambient, effective...);
 3. no_new_privs: no privilege gain across execve; lets the next two work without privileges;
