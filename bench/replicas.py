@@ -9,22 +9,30 @@ temporary directory; commands go through a CoreRouter on its own connection, as 
 * reload: ``Supervisor.reload`` (what ``rosey reload NAME`` asks for) while ~200 commands/s flow:
   the call's duration (new process ready + handover + old one drained) and the time from the call
   to the first answer by the new version; failed or lost commands are counted (expected: 0).
+* ``--cli-reload`` (s-spread): the same, measured THROUGH THE CLI, against real ``rosey run``
+  processes, one per launcher, side by side, rounds alternating: from the start of the
+  ``rosey reload cpu`` command to the first answer by the new version (a probe asks back to back,
+  one in flight, from the hub's core identity), and to the command's exit; ``rosey status`` (the
+  same CLI start and one control round trip) as the baseline the CLI itself costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bot.rosey.app import RoseyApp
+from bot.rosey.broker.identities import CORE_INBOX_PREFIX
 from bot.rosey.config import LAUNCHER_ENV, STATE_DIR_ENV, load_config
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.runtime import read_runtime
@@ -158,8 +166,144 @@ async def reload_figures(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+# --- s-spread: reload measured through the CLI, against real `rosey run` processes
+
+ROSEY = [sys.executable, "-m", "bot.rosey"]
+
+
+async def _rosey_run(workdir: Path, launcher: str) -> tuple[asyncio.subprocess.Process, EventBus]:
+    shutil.copy(PLUGIN, workdir / "cpu.py")
+    (workdir / "rosey.toml").write_text(
+        f'[rosey]\nlauncher = "{launcher}"\nentry_points = false\nplugin_dirs = []\n'
+        f'log_level = "warning"\n[plugins.cpu]\npath = "{workdir / "cpu.py"}"\n[web]\nenabled = false\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", STATE_DIR_ENV, LAUNCHER_ENV)}
+    with (workdir / "rosey-run.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *ROSEY, "run", "--no-chat", cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
+        )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    if not line.startswith(b"Rosey ready"):
+        proc.kill()
+        raise RuntimeError(f"rosey run ({launcher}) did not get ready: {line!r}; see {workdir}/rosey-run.log")
+    info = read_runtime(workdir / ".rosey")
+    bus = EventBus(info.nats_url, user=info.user, password=info.password, inbox_prefix=CORE_INBOX_PREFIX)
+    await bus.connect()
+    return proc, bus
+
+
+async def _cli(workdir: Path, *args: str) -> tuple[float, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", STATE_DIR_ENV, LAUNCHER_ENV)}
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *ROSEY, *args, cwd=workdir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    _, err = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"rosey {' '.join(args)}: {err.decode().strip()}")
+    return time.perf_counter() - started, proc.returncode or 0
+
+
+async def _cli_reload_round(workdir: Path, bus: EventBus, version: int) -> tuple[float, float, int, int]:
+    """(command start -> first answer by ``version``, command start -> its exit, probes, failed)."""
+    text = PLUGIN.read_text().replace("VERSION = 1", f"VERSION = {version}")
+    await asyncio.to_thread((workdir / "cpu.py").write_text, text)
+    data = {"args": ["0.2"], "user": "bench", "channel": "bench"}
+    seen: list[float] = []
+    new_version = asyncio.Event()
+    probes = failed = 0
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        nonlocal probes, failed
+        while not stop.is_set():
+            probes += 1
+            try:
+                reply = await bus.request(
+                    "rosey.commands.cpu.execute", data, "bench", f"probe-{probes}", timeout=10
+                )
+            except Exception:  # counted: a reload must not fail a command
+                failed += 1
+                await asyncio.sleep(0.01)  # a refused request returns at once: do not spin
+                continue
+            if reply.data.get("version") == version and not seen:
+                seen.append(time.perf_counter())
+                new_version.set()
+
+    prober = asyncio.create_task(probe())
+    await asyncio.sleep(0.2)  # the probe's steady state first
+    started = time.perf_counter()
+    cli, _ = await _cli(workdir, "reload", "cpu")
+    await asyncio.wait_for(new_version.wait(), 30)
+    stop.set()
+    await prober
+    return seen[0] - started, cli, probes, failed
+
+
+async def cli_reload_figures(args: argparse.Namespace) -> dict[str, Any]:
+    launchers = ("zygote", "spawn")
+    work = Path(tempfile.mkdtemp(prefix="rosey-bench-cli-reload-"))
+    running: dict[str, tuple[asyncio.subprocess.Process, EventBus]] = {}
+    serving: dict[str, list[float]] = {name: [] for name in launchers}
+    exits: dict[str, list[float]] = {name: [] for name in launchers}
+    baseline: dict[str, list[float]] = {name: [] for name in launchers}
+    probes = dict.fromkeys(launchers, 0)
+    failed = dict.fromkeys(launchers, 0)
+    try:
+        for name in launchers:
+            (work / name).mkdir()
+            running[name] = await _rosey_run(work / name, name)
+        for round_ in range(args.rounds):
+            order = launchers if round_ % 2 == 0 else launchers[::-1]
+            for name in order:
+                first, cli, sent, lost = await _cli_reload_round(work / name, running[name][1], round_ + 2)
+                serving[name].append(first)
+                exits[name].append(cli)
+                probes[name] += sent
+                failed[name] += lost
+                baseline[name].append((await _cli(work / name, "status"))[0])
+    finally:
+        for proc, bus in running.values():
+            with contextlib.suppress(Exception):
+                await bus.disconnect()
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def ms(values: list[float]) -> float:
+        return round(statistics.median(values) * 1000, 1)
+
+    figures: dict[str, Any] = {"rounds": args.rounds}
+    print(f"`rosey reload cpu` against real `rosey run`s, medians of {args.rounds} rounds, alternating:")
+    for name in launchers:
+        figures[name] = {
+            "to_new_version_serving_ms": ms(serving[name]),
+            "cli_exit_ms": ms(exits[name]),
+            "cli_status_baseline_ms": ms(baseline[name]),
+            "probes": probes[name],
+            "failed": failed[name],
+        }
+        row = figures[name]
+        print(
+            f"  {name:6}: new version serving {row['to_new_version_serving_ms']} ms after the command "
+            f"started; command exits at {row['cli_exit_ms']} ms (`rosey status`: "
+            f"{row['cli_status_baseline_ms']} ms); {row['probes']} probes, {row['failed']} failed"
+        )
+    return figures
+
+
+# --- end s-spread
+
+
 async def main(args: argparse.Namespace) -> None:
     os.environ.pop(STATE_DIR_ENV, None)
+    if args.cli_reload:  # s-spread
+        print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+        await cli_reload_figures(args)
+        return
     os.environ[LAUNCHER_ENV] = args.launcher
     logging.basicConfig(level=logging.ERROR)
     print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
@@ -174,6 +318,11 @@ def cli() -> None:
     parser.add_argument("--in-flight", type=int, default=32, help="commands outstanding (default 32)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per replica count (default 5)")
     parser.add_argument("--rounds", type=int, default=5, help="reloads (default 5)")
+    parser.add_argument(
+        "--cli-reload",
+        action="store_true",
+        help="only the reload through `rosey reload NAME` against real `rosey run`s (both launchers)",
+    )
     asyncio.run(main(parser.parse_args()))
 
 

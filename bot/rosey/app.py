@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,10 @@ class RoseyApp:
             await self.hub.start(self.bus, lambda name, inbox: self._connect(name, inbox_prefix=inbox))
         hub = self.hub
 
-        self.supervisor = Supervisor(self.bus, self.catalog.all_specs, self._make_process)
+        specs: Sequence[PluginSpec] = self.catalog.all_specs  # s-spread
+        if hub is not None:  # s-spread: the hub's own processes of a spread plugin keep a ledger
+            specs = hub.local_specs(specs)
+        self.supervisor = Supervisor(self.bus, specs, self._make_process)
         self.supervisor.start_check = self._grant_notice  # requested vs granted, once per start
         self.log_files = PluginLogFiles(state_dir / "logs")  # output outlives the bot: `rosey logs`
         self.supervisor.add_output_listener(self.log_files.write)
@@ -206,7 +209,7 @@ class RoseyApp:
             ),
             known_plugins=lambda: supervisor.names(ProcessKind.PLUGIN) + (hub.plugins() if hub else []),
             why_unavailable=(
-                (lambda name: supervisor.why_unavailable(name) or hub.why_unavailable(name))
+                (lambda name: hub.why_unavailable(name, supervisor.why_unavailable))  # s-host, s-spread
                 if hub is not None
                 else supervisor.why_unavailable
             ),
@@ -222,6 +225,11 @@ class RoseyApp:
             help=ChatHelp(self.catalog.commands, lambda: supervisor.names(ProcessKind.PLUGIN), chat.prefix),
         )
         await self.router.start()
+        if hub is not None:  # s-spread: a lost host's commands end at once
+            router = self.router
+            hub.attach(
+                lambda p, before: router.in_flight_ids(p, sent_before=before), lambda: supervisor.plugins
+            )
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
         # through the relay, which checks them and stamps their platform.
         self.relay = ChatRelay(
@@ -518,6 +526,7 @@ class RoseyApp:
             # s-thousand: room for the status of every plugin in one reply
             max_payload=max_payload_for(len(self.catalog.all_specs), self.config.nats_max_payload),
             leaf_listen=self.hub.leaf_listen if self.hub is not None else None,  # s-host
+            leaf_tls=self.hub.leaf_tls if self.hub is not None else None,  # s-spread
         )
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:

@@ -517,12 +517,19 @@ class RoseyConfig:
                 )
         put("adapters", MappingProxyType(dict(self.adapters)))
         parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
-        # s-host: a plugin runs either here or on one host, never both.
+        # s-host: a plugin runs either here or on hosts, never both ... s-spread: unless [hub] also_runs
+        # names it (then the hub runs its own replicas of it too, from its [plugins.NAME] table).
+        also_runs = self.cluster.hub.also_runs
         for remote, host in self.cluster.remote_plugins.items():
-            if remote in self.plugins and self.cluster.host is None:
+            if remote in self.plugins and self.cluster.host is None and remote not in also_runs:
                 raise _fail(
-                    _dotted("plugins", remote), f"plugin {remote!r} is on host {host!r} ([hosts.{host}])"
+                    _dotted("plugins", remote),
+                    f"plugin {remote!r} is on host {host!r} ([hosts.{host}]); to run it here too, "
+                    "list it in [hub] also_runs",
                 )
+        for name in also_runs:
+            if name not in self.plugins:
+                raise _fail("hub.also_runs", f"plugin {name!r} needs a [plugins.{name}] table on the hub")
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""

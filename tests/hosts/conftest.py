@@ -66,9 +66,10 @@ subscribe = {EVIL_SUBSCRIBE!r}
 
 
 class Host:
-    def __init__(self, workdir: Path, launcher: str | None = None) -> None:
+    def __init__(self, workdir: Path, launcher: str | None = None, name: str = "b") -> None:
         self.workdir = workdir
         self.launcher = launcher
+        self.name = name  # s-spread: hosts b and c
         self.proc: asyncio.subprocess.Process | None = None
         self.ready_line = ""
 
@@ -86,7 +87,7 @@ class Host:
             )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-        if not line.startswith(b"Rosey host b ready"):
+        if not line.startswith(f"Rosey host {self.name} ready".encode()):
             self.proc.kill()
             await self.proc.wait()
             raise AssertionError(f"rosey host did not get ready: {line!r}\n{self.log()}")

@@ -26,7 +26,14 @@ def write(directory: Path, text: str) -> Path:
     [
         ("[hosts.b]\nplugins = []\n", "hosts.b.plugins"),
         ('[hosts.B]\nplugins = ["x"]\n', "hosts.B"),
-        ('[hosts.b]\nplugins = ["x"]\n[hosts.c]\nplugins = ["x"]\n', "hosts.c.plugins"),
+        # s-spread: a plugin on several hosts is allowed; on the hub too only through [hub] also_runs
+        ('[hub]\nalso_runs = ["x"]\n[plugins.x]\nenabled = true\n', "hub.also_runs"),
+        ('[hub]\nalso_runs = ["x"]\n[hosts.b]\nplugins = ["x"]\n', "hub.also_runs"),
+        ('[hub]\nalso_runs = "x"\n', "hub.also_runs"),
+        ('[hosts.hub]\nplugins = ["x"]\n', "hosts.hub"),
+        ('[hub]\nleaf_tls_cert = "rosey.toml"\n', "hub.leaf_tls_key"),
+        ('[hub]\nleaf_tls_cert = "nope.pem"\nleaf_tls_key = "nope.key"\n', "hub.leaf_tls_cert"),
+        ('[host]\nname = "b"\nhub = "nats-leaf://hub:7422"\ncredentials = "c"\nca = "no.pem"\n', "host.ca"),
         ('[hosts.b]\nplugins = ["x"]\n[plugins.x]\nenabled = true\n', "plugins.x"),
         ('[hub]\nleaf_listen = "7422"\n', "hub.leaf_listen"),
         ('[host]\nname = "b"\nhub = "nats-leaf://u:p@hub:7422"\ncredentials = "c"\n', "host.hub"),
@@ -108,3 +115,26 @@ def test_a_heartbeat_speaks_only_for_the_hosts_own_plugins_and_cannot_drive_the_
     row = beat.plugins[0]
     assert "\x1b" not in (row.reason or "") and "\x07" not in (row.reason or "")
     assert row.host is None and beat.pid == 7
+
+
+def test_a_plugin_spread_over_hosts_and_the_hub_is_accepted_and_each_host_may_answer_it(
+    tmp_path: Path,
+) -> None:
+    """s-spread: listed for b and c (and run by the hub too): each carrier may answer into the
+    plugin's own inbox; a host that does not carry it may not."""
+    from bot.rosey.hosts.hub import HubSide
+
+    text = (
+        '[hub]\nalso_runs = ["x"]\n[hosts.b]\nplugins = ["x", "y"]\n[hosts.c]\nplugins = ["x"]\n'
+        '[hosts.d]\nplugins = ["z"]\n[plugins.x]\nenabled = true\n'
+    )
+    config = load_config(write(tmp_path, text))
+    cluster = config.cluster
+    assert cluster.hosts_of("x") == ("b", "c") and cluster.is_spread("x")
+    assert not cluster.is_spread("y") and not cluster.is_spread("z")
+    users = {u.user: u.permissions for u in HubSide(cluster, tmp_path / ".rosey").nats_users()}
+    assert users["host_b"] is not None and users["host_c"] is not None and users["host_d"] is not None
+    assert "_INBOX.rosey_spread_x.>" in users["host_b"]["publish"]["allow"]
+    assert "_INBOX.rosey_spread_x.>" in users["host_c"]["publish"]["allow"]
+    assert not any("spread" in s for s in users["host_d"]["publish"]["allow"])
+    assert "_INBOX.rosey_spread_y.>" not in users["host_b"]["publish"]["allow"]

@@ -41,6 +41,9 @@ _LEAF = re.compile(rb"Listening for leafnode connections on (\S+):(\d+)")  # s-h
 # s-host: a leaf connection (a host) denied beyond its ceiling; the line names no user, only the link:
 # ... 127.0.0.1:55724 - lid:6 - Publish Violation on "rosey.commands.echo.execute" - Check other side ...
 _LEAF_VIOLATION = re.compile(r'(\S+) - lid:(\d+) - (Publish|Subscription) Violation on "([^"]*)"')
+# s-spread: a leaf connection whose TLS handshake failed (either side: a host that does not trust
+# the hub's certificate, a hub a host could not verify); the host redials and fails each second.
+_LEAF_TLS = re.compile(r"(\S+) - lid:\d+ - TLS leafnode handshake error: (.*)")
 _READY = b"Server is ready"
 _DENIALS_LOGGED_PER_SECOND = 10  # per user; the rest are counted, and summed up in one line
 # e.g. ... - "$G/user:plugin_x" - Publish Violation - Subject "rosey.commands.y.execute"
@@ -99,6 +102,9 @@ class NatsServerConfig:
     # a host dials out to its hub (nats-leaf:// URLs with the host's credentials).
     leaf_listen: str | None = None
     leaf_remotes: tuple[str, ...] = field(default=(), repr=False)
+    # s-spread: TLS on the leaf port: the hub's certificate and key; the CA a host checks it with.
+    leaf_tls: tuple[Path, Path] | None = None
+    leaf_remote_ca: Path | None = None
 
     def __post_init__(self) -> None:
         if not (self.port == -1 or 0 < self.port < 65536):
@@ -120,6 +126,7 @@ class NatsServer:
         self.leaf_port: int | None = None  # s-host: where hosts' leaf connections arrive
         self.leaf_violations = 0  # s-host: what the server refused a host, over all leaf connections
         self.last_leaf_violation: str | None = None
+        self.leaf_tls_failures = 0  # s-spread: failed TLS handshakes on leaf connections
         self.log_tail: list[str] = []
         #: Denied publishes/subscriptions per user, read from the server's own log: the
         #: server is the enforcer, so its word cannot be suppressed by a plugin.
@@ -274,11 +281,16 @@ class NatsServer:
             if self.leaf_port is not None:
                 port = str(self.leaf_port)
             config["leafnodes"] = {"listen": f"{address}:{port}"}
+            if self.config.leaf_tls is not None:  # s-spread: every leaf connection is TLS
+                cert, key = self.config.leaf_tls
+                config["leafnodes"]["tls"] = {"cert_file": str(cert), "key_file": str(key)}
         if self.config.leaf_remotes:
+            # s-spread: with a CA, the host checks the hub's certificate against it (and only it).
+            tls = {"tls": {"ca_file": str(self.config.leaf_remote_ca)}} if self.config.leaf_remote_ca else {}
             config["leafnodes"] = {
                 # A lost hub is redialled every second: a host is back as soon as the hub is.
                 "reconnect": "1s",
-                "remotes": [{"url": url} for url in self.config.leaf_remotes],
+                "remotes": [{"url": url, **tls} for url in self.config.leaf_remotes],
             }
         return config
 
@@ -344,6 +356,10 @@ class NatsServer:
                         kind.lower(),
                         subject,
                     )
+            elif match := _LEAF_TLS.search(line):  # s-spread
+                self.leaf_tls_failures += 1
+                if self._denials_to_log("leaf-tls"):
+                    logger.warning("leaf connection with %s: TLS handshake failed: %s", *match.groups())
             elif "Reloaded server configuration" in line:  # issue 16
                 self._reloaded.set()
             elif "[ERR]" in line and "reload" in line.lower():

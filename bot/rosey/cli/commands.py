@@ -25,7 +25,11 @@ from bot.rosey.core.event_bus import redact_url
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import CliError, ConfigError, NoResponders, NotRunning, RequestTimeout
-from bot.rosey.hosts.status import CORE_INBOX_PREFIX, host_inbox_prefix, unreachable_reason  # s-host
+from bot.rosey.hosts.status import (  # s-host, s-spread
+    command_inbox_prefix,
+    plugin_reasons,
+    unreachable_reason,
+)
 from bot.rosey.plugin_logs import read_plugin_log
 from bot.rosey.runtime import read_runtime
 from bot.rosey.services.gateway_audit import gateway_log
@@ -95,9 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_send(args: argparse.Namespace) -> int:
     config = _config(args)
     info = read_runtime(config.state_dir)
-    # s-host: a plugin on another host answers only into that host's inbox on the hub
-    host = config.cluster.host_of(args.name.lower())
-    bus = await connect(info, inbox_prefix=host_inbox_prefix(host) if host else CORE_INBOX_PREFIX)
+    # s-host: a plugin on another host answers only into that host's inbox on the hub (s-spread: a
+    # plugin on several machines into its own)
+    bus = await connect(info, inbox_prefix=command_inbox_prefix(config.cluster, args.name.lower()))
     try:
         known: list[str] | None = None
         reasons: dict[str, str | None] = {}
@@ -107,7 +111,9 @@ async def cmd_send(args: argparse.Namespace) -> int:
             )
             plugins = RoseyStatus.from_dict(status.data).plugins
             known = [plugin.name for plugin in plugins]
-            reasons = {p.name: unreachable_reason(p) or unavailable_reason(p) for p in plugins}  # s-host
+            reasons = plugin_reasons(  # s-spread: several rows per plugin
+                plugins, lambda p: unreachable_reason(p) or unavailable_reason(p)
+            )
         router = CoreRouter(
             bus,
             RouterConfig(command_timeout=args.timeout or config.command_timeout),

@@ -31,10 +31,12 @@ from bot.rosey.config import Launcher, RoseyConfig, load_config
 from bot.rosey.errors import CliError, PluginStartError, RoseyError
 from bot.rosey.hosts.agent import HeartbeatSender
 from bot.rosey.hosts.config import HostSideConfig
+from bot.rosey.hosts.spread import HeldService  # s-spread
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
 from bot.rosey.runtime import RuntimeInfo, write_runtime
 from bot.rosey.services.control import ControlService
+from bot.rosey.supervision.spec import PluginSpec, ProcessKind  # s-spread
 from bot.rosey.supervision.status import PluginStatus
 from bot.rosey.supervision.supervisor import Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
@@ -64,6 +66,7 @@ class HostApp(RoseyApp):
         super().__init__(config)
         self.hub_control: ControlService | None = None
         self.heartbeat: HeartbeatSender | None = None
+        self.held: HeldService | None = None  # s-spread
 
     @property
     def leaf_url(self) -> str:
@@ -75,7 +78,10 @@ class HostApp(RoseyApp):
     def _server_config(self, state_dir: Path) -> NatsServerConfig:
         # No JetStream here: storage is a hub service (and two JetStream domains would need naming).
         return dataclasses.replace(
-            super()._server_config(state_dir), jetstream=False, leaf_remotes=(self.leaf_url,)
+            super()._server_config(state_dir),
+            jetstream=False,
+            leaf_remotes=(self.leaf_url,),
+            leaf_remote_ca=self.side.ca,  # s-spread: verify the hub's leaf TLS certificate
         )
 
     async def start(self) -> dict[str, PluginStartError | None]:
@@ -95,7 +101,7 @@ class HostApp(RoseyApp):
             self.record.started(ProcessRole.NATS_SERVER, "nats-server", self.server.pid)
         self.nats_url = self.server.url
         self.bus = await self._connect("rosey-host-core")
-        self.supervisor = Supervisor(self.bus, self.catalog.all_specs, self._make_process)
+        self.supervisor = Supervisor(self.bus, self._ledger_specs(), self._make_process)  # s-spread
         self.supervisor.start_check = self._grant_notice
         from bot.rosey.plugin_logs import PluginLogFiles
 
@@ -114,6 +120,10 @@ class HostApp(RoseyApp):
             subject_prefix=f"{HOSTS_SUBJECT}.{self.side.name}.control",
         )
         await self.hub_control.start()
+        # s-spread: the hub asks which commands this host's replicas hold when another host is lost.
+        supervisor = self.supervisor
+        self.held = HeldService(self.control_bus, self.side.name, lambda: supervisor.plugins)
+        await self.held.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-host-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -143,7 +153,20 @@ class HostApp(RoseyApp):
             await self.heartbeat.stop()
         if self.hub_control is not None:
             await self.hub_control.stop()
+        if self.held is not None:  # s-spread
+            await self.held.stop()
         await super().stop()
+
+    def _ledger_specs(self) -> list[PluginSpec]:
+        """s-spread: every Python plugin here keeps a command ledger, as a replica does (the hub may
+        spread it over hosts): its crash names the commands it held, so the hub fails only those."""
+        foreign = {name for name, plugin in self.config.plugins.items() if plugin.command}
+        return [
+            dataclasses.replace(s, replica=1)
+            if s.kind is ProcessKind.PLUGIN and s.replica is None and s.name not in foreign
+            else s
+            for s in self.catalog.all_specs
+        ]
 
     def _rows(self) -> list[PluginStatus]:
         assert self.supervisor is not None

@@ -179,6 +179,7 @@ def _row(plugin: PluginStatus) -> dict[str, Text]:
     errors = plugin.command_errors
     return {
         "NAME": Text(printable(plugin.name), style="bold"),
+        "HOST": Text(printable(plugin.host or "-")),  # s-spread
         "KIND": Text(printable(plugin.kind)),
         "STATE": Text(plugin.state.value, style=_STATE_STYLES.get(plugin.state, "")),
         "PID": Text(_or_dash(plugin.pid)),
@@ -194,6 +195,13 @@ def _row(plugin: PluginStatus) -> dict[str, Text]:
     }
 
 
+def _all_columns(rows: list[dict[str, Text]]) -> list[str]:
+    """s-spread: COLUMNS, with HOST after NAME when some row has a host (a hub with ``[hosts.*]``)."""
+    if any(row["HOST"].plain != "-" for row in rows):
+        return [COLUMNS[0], "HOST", *COLUMNS[1:]]
+    return list(COLUMNS)
+
+
 def _title(column: str, sort: SortKey) -> str:
     if column != _SORTED_COLUMN[sort]:
         return column
@@ -207,7 +215,7 @@ def _fit(rows: list[dict[str, Text]], sort: SortKey, width: int | None) -> tuple
     ``_DROP_ORDER``) until the rest fit; LAST EXIT is cut short (to no less than
     ``_LAST_EXIT_MIN``) before any column is dropped.
     """
-    columns = list(COLUMNS)
+    columns = _all_columns(rows)
     if width is None:
         return columns, None
 
@@ -251,7 +259,7 @@ def _table(plugins: list[PluginStatus], sort: SortKey, width: int | None) -> tup
         )
     for row in rows:
         table.add_row(*(row[column] for column in columns))
-    return table, len(COLUMNS) - len(columns)
+    return table, len(_all_columns(rows)) - len(columns)
 
 
 def _reasons(plugins: list[PluginStatus]) -> Text | None:

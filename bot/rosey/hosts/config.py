@@ -60,6 +60,26 @@ def _known(table: Mapping[str, Any], allowed: tuple[str, ...], key: str) -> None
             raise _fail(f"{key}.{name}", f"unknown key (known: {', '.join(allowed)})")
 
 
+def _plugin_names(key: str, plugins: object) -> None:
+    if not isinstance(plugins, tuple | list) or not all(isinstance(p, str) for p in plugins):
+        raise _fail(key, f"must be a list of plugin names, got {plugins!r}")
+    for plugin in plugins:
+        try:
+            validate_plugin_name(plugin)
+        except InvalidSubject as exc:
+            raise _fail(key, str(exc)) from None
+
+
+def _file(key: str, value: object, base: Path) -> Path:
+    """s-spread: a file named in the config (relative to the config's directory) that must exist."""
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"must be a path, got {value!r}")
+    path = (base / Path(value).expanduser()).resolve()
+    if not path.is_file():
+        raise _fail(key, f"no such file: {path}")
+    return path
+
+
 def _table(value: object, key: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -79,9 +99,22 @@ class HubConfig:
     name: str = DEFAULT_HUB_NAME
     leaf_listen: str = DEFAULT_LEAF_LISTEN
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    # --- s-spread: plugins listed for hosts that the hub runs too (its own [plugins.NAME] table);
+    # TLS on the leaf port (both files, or neither).
+    also_runs: tuple[str, ...] = ()
+    leaf_tls_cert: Path | None = None
+    leaf_tls_key: Path | None = None
+    # --- end s-spread
 
     def __post_init__(self) -> None:
         _host_name("hub.name", self.name)
+        # --- s-spread
+        _plugin_names("hub.also_runs", self.also_runs)
+        object.__setattr__(self, "also_runs", tuple(dict.fromkeys(self.also_runs)))
+        if (self.leaf_tls_cert is None) != (self.leaf_tls_key is None):
+            missing = "hub.leaf_tls_key" if self.leaf_tls_key is None else "hub.leaf_tls_cert"
+            raise _fail(missing, "TLS on the leaf port needs both leaf_tls_cert and leaf_tls_key")
+        # --- end s-spread
         address, sep, port = self.leaf_listen.rpartition(":") if isinstance(self.leaf_listen, str) else "::"
         if not sep or not address or not port.isdigit() or int(port) > 65535:
             raise _fail("hub.leaf_listen", f"must be 'address:port' (port 0: any), got {self.leaf_listen!r}")
@@ -112,11 +145,7 @@ class HostEntry:
         _host_name(key, self.name)
         if not isinstance(self.plugins, tuple | list) or not self.plugins:
             raise _fail(f"{key}.plugins", "must list the plugins this host runs, e.g. ['weather']")
-        for plugin in self.plugins:
-            try:
-                validate_plugin_name(plugin)
-            except InvalidSubject as exc:
-                raise _fail(f"{key}.plugins", str(exc)) from None
+        _plugin_names(f"{key}.plugins", self.plugins)
         object.__setattr__(self, "plugins", tuple(dict.fromkeys(self.plugins)))
 
 
@@ -128,6 +157,7 @@ class HostSideConfig:
     hub: str  # nats-leaf://address:port, without credentials (those are in `credentials`)
     credentials: Path
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    ca: Path | None = None  # s-spread: verify the hub's leaf TLS certificate against this CA
 
     def __post_init__(self) -> None:
         _host_name("host.name", self.name)
@@ -166,45 +196,69 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hosts", MappingProxyType(dict(self.hosts)))
-        seen: dict[str, str] = {}
-        for entry in self.hosts.values():
-            for plugin in entry.plugins:
-                if plugin in seen:
-                    raise _fail(
-                        f"hosts.{entry.name}.plugins",
-                        f"plugin {plugin!r} is already on host {seen[plugin]!r}; a plugin runs on one host",
-                    )
-                seen[plugin] = entry.name
+        # s-spread: a plugin listed for several hosts is spread over them (one queue group).
+        remote = self.remote_plugins
+        for plugin in self.hub.also_runs:
+            if plugin not in remote:
+                raise _fail(
+                    "hub.also_runs",
+                    f"plugin {plugin!r} is not listed for any host; a plugin only on the hub needs only "
+                    "its [plugins.NAME] table",
+                )
+        if self.hub.name in self.hosts:
+            raise _fail(f"hosts.{self.hub.name}", f"{self.hub.name!r} is the hub's own name ([hub] name)")
 
     def host_of(self, plugin: str) -> str | None:
-        """The host that runs ``plugin``, or None when it is not a remote plugin."""
-        for entry in self.hosts.values():
-            if plugin in entry.plugins:
-                return entry.name
-        return None
+        """The (first) host that runs ``plugin``, or None when it is not a remote plugin."""
+        hosts = self.hosts_of(plugin)
+        return hosts[0] if hosts else None
+
+    def hosts_of(self, plugin: str) -> tuple[str, ...]:
+        """s-spread: every host that runs ``plugin`` (its replicas on each), in the file's order."""
+        return tuple(entry.name for entry in self.hosts.values() if plugin in entry.plugins)
+
+    def is_spread(self, plugin: str) -> bool:
+        """s-spread: ``plugin`` runs on more than one machine (several hosts, or hosts and the hub)."""
+        return len(self.hosts_of(plugin)) + (plugin in self.hub.also_runs) > 1
 
     @property
     def remote_plugins(self) -> dict[str, str]:
-        """Remote plugin -> its host."""
-        return {plugin: entry.name for entry in self.hosts.values() for plugin in entry.plugins}
+        """Remote plugin -> its (first) host."""
+        plugins: dict[str, str] = {}
+        for entry in self.hosts.values():
+            for plugin in entry.plugins:
+                plugins.setdefault(plugin, entry.name)
+        return plugins
 
 
 def parse_cluster(hub: object, hosts: object, host: object, base: Path) -> ClusterConfig:
     """The ``[hub]``, ``[hosts.*]`` and ``[host]`` tables, validated (paths against ``base``)."""
-    hub_table = _table(hub, "hub")
-    _known(hub_table, ("name", "leaf_listen", "heartbeat_timeout"), "hub")
+    hub_table = dict(_table(hub, "hub"))
+    _known(
+        hub_table,
+        ("name", "leaf_listen", "heartbeat_timeout", "also_runs", "leaf_tls_cert", "leaf_tls_key"),
+        "hub",
+    )
+    # --- s-spread
+    if "also_runs" in hub_table:
+        _plugin_names("hub.also_runs", hub_table["also_runs"])
+        hub_table["also_runs"] = tuple(hub_table["also_runs"])
+    for key in ("leaf_tls_cert", "leaf_tls_key"):
+        if key in hub_table:
+            hub_table[key] = _file(f"hub.{key}", hub_table[key], base)
+    # --- end s-spread
     entries: dict[str, HostEntry] = {}
     for name, table in _table(hosts, "hosts").items():
         table = _table(table, f"hosts.{name}")
         _known(table, ("plugins",), f"hosts.{name}")
         plugins = table.get("plugins")
-        if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-            raise _fail(f"hosts.{name}.plugins", f"must be a list of plugin names, got {plugins!r}")
+        _plugin_names(f"hosts.{name}.plugins", plugins)
+        assert isinstance(plugins, list | tuple)
         entries[name] = HostEntry(name=name, plugins=tuple(plugins))
     side: HostSideConfig | None = None
     if host is not None:
         table = _table(host, "host")
-        _known(table, ("name", "hub", "credentials", "heartbeat_interval"), "host")
+        _known(table, ("name", "hub", "credentials", "heartbeat_interval", "ca"), "host")
         for required in ("name", "hub", "credentials"):
             if required not in table:
                 raise _fail(f"host.{required}", "is required in a rosey host's [host] table")
@@ -216,5 +270,6 @@ def parse_cluster(hub: object, hosts: object, host: object, base: Path) -> Clust
             hub=table["hub"],
             credentials=(base / Path(credentials).expanduser()).resolve(),
             heartbeat_interval=table.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL),
+            ca=_file("host.ca", table["ca"], base) if "ca" in table else None,  # s-spread
         )
     return ClusterConfig(hub=HubConfig(**hub_table), hosts=entries, host=side)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import StrEnum
 
@@ -43,7 +43,13 @@ class HostRegistry:
         self.bus = bus
         self.hosts = dict(hosts)
         self.timeout = timeout
-        self._plugin_host = {plugin: entry.name for entry in hosts.values() for plugin in entry.plugins}
+        # s-spread: a plugin may be on several hosts (its replicas spread over them).
+        self._plugin_hosts: dict[str, tuple[str, ...]] = {}
+        for entry in hosts.values():
+            for plugin in entry.plugins:
+                self._plugin_hosts[plugin] = (*self._plugin_hosts.get(plugin, ()), entry.name)
+        #: s-spread: told (host, when it was last heard from) when a connected host becomes lost.
+        self.on_lost: Callable[[str, float], None] | None = None
         self._last: dict[str, float] = {}  # host -> monotonic time of its last heartbeat
         self._beats: dict[str, Heartbeat] = {}
         self._logged: dict[str, HostState] = {}
@@ -66,10 +72,18 @@ class HostRegistry:
     # ------------------------------------------------------------------ queries
 
     def host_of(self, plugin: str) -> str | None:
-        return self._plugin_host.get(plugin)
+        hosts = self._plugin_hosts.get(plugin)
+        return hosts[0] if hosts else None
+
+    def hosts_of(self, plugin: str) -> tuple[str, ...]:
+        return self._plugin_hosts.get(plugin, ())
 
     def plugins(self) -> list[str]:
-        return list(self._plugin_host)
+        return list(self._plugin_hosts)
+
+    def last_heard(self, host: str) -> float | None:
+        """s-spread: the monotonic time of ``host``'s last heartbeat (None: never heard)."""
+        return self._last.get(host)
 
     def state(self, host: str) -> HostState:
         last = self._last.get(host)
@@ -84,15 +98,27 @@ class HostRegistry:
     def why_unavailable(self, plugin: str) -> str | None:
         """Said after "plugin 'x' ": why a remote plugin cannot take a command; None if it can (or
         if it is not a remote plugin)."""
-        host = self._plugin_host.get(plugin)
-        if host is None:
+        hosts = self._plugin_hosts.get(plugin, ())
+        if not hosts:
             return None
+        # s-spread: on several hosts, it serves while any of them has a replica that does.
+        reasons = [self._why_on(host, plugin) for host in hosts]
+        if any(reason is None for reason in reasons):
+            return None
+        down = [host for host in hosts if self.state(host) is not HostState.CONNECTED]
+        if len(down) == len(hosts) and len(hosts) > 1:
+            listed = ", ".join(f"'{h}'" for h in hosts)
+            return f"is on hosts {listed}, which are unreachable"
+        return reasons[0]
+
+    def _why_on(self, host: str, plugin: str) -> str | None:
         if self.state(host) is not HostState.CONNECTED:
             return f"is on host '{host}', which is unreachable"
-        row = self._row(host, plugin)
-        if row is None:
+        rows = self._rows(host, plugin)
+        if not rows:
             return f"is not reported by host '{host}' (is it in that host's rosey.toml?)"
-        return unavailable_reason(row)
+        reasons = [unavailable_reason(row) for row in rows]
+        return None if any(reason is None for reason in reasons) else reasons[0]
 
     def rows(self) -> list[PluginStatus]:
         """One status row per remote plugin, its host in the ``host`` column."""
@@ -101,20 +127,21 @@ class HostRegistry:
             state = self.state(host)
             label = host if state is HostState.CONNECTED else f"{host} ({state.value})"
             for plugin in entry.plugins:
-                row = self._row(host, plugin)
-                if row is None:
+                found = self._rows(host, plugin)  # s-spread: one row per replica on that host
+                if not found:
                     reason = (
                         f"host '{host}' has not connected since the hub started"
                         if state is HostState.WAITING
                         else f"not reported by host '{host}'"
                     )
-                    row = PluginStatus(name=plugin, state=PluginState.STOPPED, reason=reason)
-                elif state is HostState.LOST:
-                    silent = self.silent_for(host) or 0.0
-                    row = replace(
-                        row, reason=f"host '{host}' silent for {silent:.0f} s (last known: {row.state})"
-                    )
-                rows.append(replace(row, host=label))
+                    found = [PluginStatus(name=plugin, state=PluginState.STOPPED, reason=reason)]
+                for row in found:
+                    if state is HostState.LOST:
+                        silent = self.silent_for(host) or 0.0
+                        row = replace(
+                            row, reason=f"host '{host}' silent for {silent:.0f} s (last known: {row.state})"
+                        )
+                    rows.append(replace(row, host=label))
         return rows
 
     def summary(self) -> dict[str, str]:
@@ -122,11 +149,12 @@ class HostRegistry:
 
     # ------------------------------------------------------------------ internals
 
-    def _row(self, host: str, plugin: str) -> PluginStatus | None:
+    def _rows(self, host: str, plugin: str) -> list[PluginStatus]:
+        """Every row of ``plugin`` on ``host``: ``x``, ``x#2``... (one per replica)."""
         beat = self._beats.get(host)
         if beat is None:
-            return None
-        return next((row for row in beat.plugins if row.name == plugin), None)
+            return []
+        return [row for row in beat.plugins if row.name.split("#")[0] == plugin]
 
     async def _on_heartbeat(self, event: Event) -> None:
         host = event.subject.split(".")[2]
@@ -139,9 +167,15 @@ class HostRegistry:
 
     def _log_state(self, host: str) -> None:
         state = self.state(host)
-        if self._logged.get(host) is state:
+        previous = self._logged.get(host)
+        if previous is state:
             return
         self._logged[host] = state
+        if state is HostState.LOST and previous is HostState.CONNECTED and self.on_lost is not None:
+            try:  # s-spread: the hub ends the commands that were on it
+                self.on_lost(host, self._last[host])
+            except Exception:  # the registry keeps watching whatever a listener does
+                logger.exception("host %s: handling its loss failed", host)
         if state is HostState.CONNECTED:
             logger.info("host %s connected (%s)", host, ", ".join(self.hosts[host].plugins))
         elif state is HostState.LOST:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from bot.rosey.broker.identities import CORE_INBOX_PREFIX
 from bot.rosey.broker.leaf import host_inbox_prefix
+from bot.rosey.hosts.config import ClusterConfig
+from bot.rosey.hosts.spread import spread_inbox_prefix
 from bot.rosey.supervision.status import PluginStatus
 
-__all__ = ["CORE_INBOX_PREFIX", "host_inbox_prefix", "unreachable_reason"]
+__all__ = [
+    "CORE_INBOX_PREFIX",
+    "command_inbox_prefix",
+    "host_inbox_prefix",
+    "plugin_reasons",
+    "unreachable_reason",
+]
 
 _UNREACHABLE = ("(lost)", "(waiting)")
 
@@ -18,3 +28,27 @@ def unreachable_reason(status: PluginStatus) -> str | None:
     if not host.endswith(_UNREACHABLE):
         return None
     return f"is on host '{host.rsplit(' ', 1)[0]}', which is unreachable"
+
+
+# --- s-spread
+
+
+def command_inbox_prefix(cluster: ClusterConfig, plugin: str) -> str:
+    """The inbox a CLI on the hub asks ``plugin`` from: the only one its host(s) may answer into."""
+    if cluster.is_spread(plugin):
+        return spread_inbox_prefix(plugin)
+    host = cluster.host_of(plugin)
+    return host_inbox_prefix(host) if host else CORE_INBOX_PREFIX
+
+
+def plugin_reasons(
+    rows: Iterable[PluginStatus], reason: Callable[[PluginStatus], str | None]
+) -> dict[str, str | None]:
+    """Plugin name -> why it cannot take a command (None: it can). A plugin's several rows (replicas,
+    on several hosts: the same name more than once) serve while any of them does."""
+    reasons: dict[str, str | None] = {}
+    for row in rows:
+        name, why = row.name.split("#")[0], reason(row)
+        if name not in reasons or why is None:
+            reasons[name] = why
+    return reasons

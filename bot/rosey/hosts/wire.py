@@ -35,7 +35,9 @@ class Heartbeat:
         rows: list[PluginStatus] = []
         raw = data.get("plugins")
         for item in raw if isinstance(raw, list) else []:
-            if not isinstance(item, Mapping) or item.get("name") not in allowed:
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                continue
+            if str(item["name"]).split("#")[0] not in allowed:  # s-spread: replicas are "x#2"
                 continue
             # Its words reach the operator's terminal (`rosey status`): control characters escaped.
             clean = {k: printable(v) if isinstance(v, str) else v for k, v in item.items()}

@@ -596,6 +596,11 @@ class CoreRouter:
             )
         return OutcomeKind.RESULT, text
 
+    def in_flight_ids(self, plugin: str, *, sent_before: float) -> set[str]:
+        """s-spread: the correlation ids of ``plugin``'s commands in flight that were sent before
+        ``sent_before`` (monotonic); the hub ends those a lost host held (a crash event names them)."""
+        return {w.correlation_id for w in self._in_flight.get(plugin, ()) if w.started < sent_before}
+
     async def _on_plugin_crashed(self, event: Event) -> None:
         plugin = Subjects.plugin_of(event.subject)
         waiting = self._in_flight.get(plugin or "")
@@ -618,7 +623,10 @@ class CoreRouter:
                 waiter.task.cancel()
         # --- s-inflight (issue 16): what NATS handed the dead replica but it never read is in no
         # ledger; a barrier through the live replicas finds it (services/replica_barrier.py).
-        if held is not None and crash.replica is not None and plugin:
+        # s-spread: not for a plugin on other hosts: the barrier subjects do not cross the leaf
+        # (every number would say "no responders", and a live host's commands be failed).
+        remote = self._bus_for is not None and plugin is not None and self._bus_for(plugin) is not None
+        if held is not None and crash.replica is not None and plugin and not remote:
             rest = [w.correlation_id for w in waiting if w.crash_reason is None and w.correlation_id]
             self._barrier.after_crash(
                 plugin,
@@ -643,11 +651,12 @@ class _Waiter:
     """One execute() in flight: its task, and why a crash cancelled it (if one did); issue 16: its
     correlation id (a replica's crash names the ones it held) and whether it is to be re-sent."""
 
-    __slots__ = ("correlation_id", "crash_reason", "resend", "resent", "task")
+    __slots__ = ("correlation_id", "crash_reason", "resend", "resent", "started", "task")
 
     def __init__(self, task: asyncio.Task[Any] | None, correlation_id: str = "") -> None:
         self.task = task
         self.correlation_id = correlation_id
+        self.started = time.monotonic()  # s-spread: a lost host's commands were sent before it went
         self.crash_reason: str | None = None
         self.resend = False
         self.resent = False

@@ -64,7 +64,7 @@ def _row(plugin: PluginStatus, rates: CommandRates, host: str) -> dict[str, Any]
         "kind": plugin.kind,
         "state": plugin.state.value,
         "pid": plugin.pid,
-        "host": host,
+        "host": plugin.host or host,  # s-spread: a remote plugin's row names its host
         "restarts": plugin.restarts,
         "last_exit": plugin.last_exit,
         "reason": plugin.reason,
