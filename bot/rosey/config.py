@@ -40,7 +40,11 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError, ProgramNotRunnable
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
-from bot.rosey.hosts.config import ClusterConfig, parse_cluster  # s-host: [hub], [hosts.*], [host]
+from bot.rosey.hosts.config import (  # s-host: [hub], [hosts.*], [host]
+    HUB_SIDE_KEYS,  # s-remote
+    ClusterConfig,
+    parse_cluster,
+)
 from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
@@ -63,6 +67,7 @@ __all__ = [
     "env_name_problem",
     "example_config",
     "load_config",
+    "plugin_keys_set",  # s-remote
     "subject_problem",
 ]
 
@@ -517,12 +522,17 @@ class RoseyConfig:
                 )
         put("adapters", MappingProxyType(dict(self.adapters)))
         parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
-        # s-host: a plugin runs either here or on one host, never both.
+        # s-host: a plugin runs either here or on one host, never both. s-remote: the hub's
+        # [plugins.NAME] of a plugin on a host says only what the hub applies (HUB_SIDE_KEYS).
         for remote, host in self.cluster.remote_plugins.items():
             if remote in self.plugins and self.cluster.host is None:
-                raise _fail(
-                    _dotted("plugins", remote), f"plugin {remote!r} is on host {host!r} ([hosts.{host}])"
-                )
+                for key in plugin_keys_set(self.plugins[remote], self.command_timeout):
+                    if key not in HUB_SIDE_KEYS:
+                        raise _fail(
+                            _dotted("plugins", remote, key),
+                            f"plugin {remote!r} is on host {host!r} ([hosts.{host}]): {key} belongs in "
+                            f"that host's rosey.toml; here only {', '.join(HUB_SIDE_KEYS)}",
+                        )
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
@@ -530,6 +540,17 @@ class RoseyConfig:
         if configured is not None:
             return configured
         return PluginConfig(name=name, command_timeout=self.command_timeout)
+
+
+# --- s-remote
+def plugin_keys_set(plugin: PluginConfig, command_timeout: float) -> list[str]:
+    """The ``[plugins.NAME]`` keys of ``plugin`` that differ from their defaults (``command_timeout``:
+    the file's global one): what its table says, whichever side (hub or host) reads it."""
+    default = PluginConfig(name=plugin.name, command_timeout=command_timeout)
+    return [f.name for f in fields(PluginConfig) if getattr(plugin, f.name) != getattr(default, f.name)]
+
+
+# --- end s-remote
 
 
 # ------------------------------------------------------------------------ loading
