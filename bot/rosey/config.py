@@ -528,11 +528,7 @@ class RoseyConfig:
             if remote in self.plugins and self.cluster.host is None:
                 for key in plugin_keys_set(self.plugins[remote], self.command_timeout):
                     if key not in HUB_SIDE_KEYS:
-                        raise _fail(
-                            _dotted("plugins", remote, key),
-                            f"plugin {remote!r} is on host {host!r} ([hosts.{host}]): {key} belongs in "
-                            f"that host's rosey.toml; here only {', '.join(HUB_SIDE_KEYS)}",
-                        )
+                        raise _fail(_dotted("plugins", remote, key), _remote_key_problem(remote, host, key))
 
     def plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.NAME]`` settings, or the defaults (with the global command timeout) if none."""
@@ -543,6 +539,13 @@ class RoseyConfig:
 
 
 # --- s-remote
+def _remote_key_problem(plugin: str, host: str, key: str) -> str:
+    return (
+        f"plugin {plugin!r} is on host {host!r} ([hosts.{host}]): {key} belongs in that host's "
+        f"rosey.toml; here only what the hub applies to it: {', '.join(HUB_SIDE_KEYS)}"
+    )
+
+
 def plugin_keys_set(plugin: PluginConfig, command_timeout: float) -> list[str]:
     """The ``[plugins.NAME]`` keys of ``plugin`` that differ from their defaults (``command_timeout``:
     the file's global one): what its table says, whichever side (hub or host) reads it."""
@@ -640,9 +643,14 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         launcher = _enum(f"{LAUNCHER_ENV} (environment)", Launcher, override.lower())
     command_timeout = _float("rosey.command_timeout", rosey.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
     configured: dict[str, PluginConfig] = {}
+    cluster = parse_cluster(raw.get("hub"), raw.get("hosts"), raw.get("host"), base)  # s-host
     for name, table in plugins.items():
         if not isinstance(table, dict):
             raise _fail(_dotted("plugins", name), f"must be a table, got {table!r}")
+        if (host := cluster.remote_plugins.get(name)) is not None and cluster.host is None:  # s-remote
+            for key in table:
+                if key not in HUB_SIDE_KEYS:
+                    raise _fail(_dotted("plugins", name, key), _remote_key_problem(name, host, key))
         configured[name] = _plugin(name, table, base, command_timeout)
     return RoseyConfig(
         source=source,
@@ -663,7 +671,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         chat=parse_chat(raw.get("chat")),
         secrets=parse_secrets(raw.get("secrets"), base),
         web=parse_web(raw.get("web")),
-        cluster=parse_cluster(raw.get("hub"), raw.get("hosts"), raw.get("host"), base),  # s-host
+        cluster=cluster,  # s-host
     )
 
 

@@ -149,7 +149,7 @@ class Remote:
         return self.hub.workdir
 
     async def send(self, plugin: str, *args: str) -> dict[str, Any]:
-        code, out, err = await rosey("send", plugin, *args, "--json", cwd=self.hub_dir)
+        code, out, err = await rosey("send", plugin, *args, "--json", cwd=self.hub_dir, timeout=60)
         assert code == 0, (plugin, args, out, err)
         answer: dict[str, Any] = json.loads(out)
         return answer
