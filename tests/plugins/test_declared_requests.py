@@ -255,3 +255,30 @@ def test_the_sdk_classes_check_their_types() -> None:
 
 def test_a_plugin_that_declares_nothing_is_unchanged() -> None:
     assert PluginInterface.requests is None
+
+
+def test_both_readers_pick_the_class_the_module_runs(tmp_path: Path) -> None:
+    """Two classes claim the same plugin name: the one ``run_plugin`` starts is what runs, so both
+    static readers (requests here, commands) read that one; without a ``run_plugin`` call, the
+    later definition."""
+    from bot.rosey.plugins.declared_commands import read_declared_commands
+
+    two = """
+        class Old(PluginInterface):
+            \"\"\"The old one.\"\"\"
+            plugin_name = "p"
+            requests = Requests(env=["OLD"])
+
+        class New(PluginInterface):
+            \"\"\"The new one.\"\"\"
+            plugin_name = "p"
+            requests = Requests(env=["NEW"])
+        """
+    two = textwrap.dedent(two)
+    started_old = plugin(tmp_path, two + '\nif __name__ == "__main__":\n    run_plugin(Old)\n', name="a.py")
+    later = plugin(tmp_path, two, name="b.py")
+    for path, expected in ((started_old, "OLD"), (later, "NEW")):
+        requests = read_declared_requests(path, plugin_name="p").requests
+        assert requests is not None and requests.env == (expected,), path
+        summary = read_declared_commands("p", path).summary
+        assert summary == f"The {expected.lower()} one.", path

@@ -211,18 +211,27 @@ def parse_source(path: Path) -> ast.Module:
 
 
 def find_plugin_class(tree: ast.Module, plugin: str, class_name: str | None = None) -> ast.ClassDef | None:
-    """The class node of plugin ``plugin`` in ``tree``: ``class_name`` when given (an entry point
-    names it), else the plugin class whose literal ``plugin_name`` is ``plugin``, else the
-    module's only concrete plugin class. None when reading cannot tell."""
-    nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    scans = _scan_classes(tree)
-    if class_name is not None:
-        return nodes.get(class_name)
-    plugins = [name for name, scan in scans.items() if scan.is_plugin and not scan.subclassed]
-    named = [name for name in plugins if scans[name].plugin_name == plugin]
-    if named:
-        return nodes[named[-1]]  # the last definition wins, as at run time
-    return nodes[plugins[0]] if len(plugins) == 1 else None
+    """The class node of plugin ``plugin`` in ``tree`` (see :func:`plugin_class_chain`, whose
+    first element it is). None when reading cannot tell."""
+    chain = plugin_class_chain(tree, plugin_name=plugin, class_name=class_name)
+    return chain[0] if chain else None
+
+
+def _run_plugin_target(tree: ast.Module) -> str | None:
+    """The class a module-level ``run_plugin(Name)`` call starts (inside ``if __name__ ==
+    "__main__":`` as the docs write it, or bare): at run time that class is the plugin."""
+    for stmt in tree.body:
+        body = stmt.body if isinstance(stmt, ast.If) else [stmt]
+        for inner in body:
+            call = inner.value if isinstance(inner, ast.Expr) else None
+            if (
+                isinstance(call, ast.Call)
+                and _tail(call.func) == "run_plugin"
+                and call.args
+                and isinstance(call.args[0], ast.Name)
+            ):
+                return call.args[0].id
+    return None
 
 
 def shown_path(path: Path) -> str:
@@ -238,10 +247,13 @@ def plugin_class_chain(
 ) -> list[ast.ClassDef]:
     """The plugin class of ``tree`` and its same-module bases, in attribute lookup order.
 
-    The class is ``class_name`` when given (an entry point names it), else the plugin class whose
-    literal ``plugin_name`` is ``plugin_name``, else the module's only plugin class that nothing
-    subclasses. [] when there is no such class. Bases from other modules cannot be read and are
-    left out; bases are searched first base first, depth first, as ``plugin_name`` is.
+    The class is ``class_name`` when given (an entry point names it), else the one the module's
+    ``run_plugin(...)`` call starts (what runs), else the plugin class whose literal ``plugin_name``
+    is ``plugin_name`` (the last such definition), else the module's only plugin class that nothing
+    subclasses. [] when there is no such class. Every static reader of plugin source (declared
+    commands, declared requests) picks its class here, so they never disagree. Bases from other
+    modules cannot be read and are left out; bases are searched first base first, depth first,
+    as ``plugin_name`` is.
     """
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
     scans = _scan_classes(tree)
@@ -249,7 +261,13 @@ def plugin_class_chain(
     if chosen is None and class_name is None:
         plugins = [n for n, scan in scans.items() if scan.is_plugin and not scan.subclassed]
         named = [n for n in plugins if plugin_name is not None and scans[n].plugin_name == plugin_name]
-        chosen = named[0] if named else (plugins[0] if len(plugins) == 1 else None)
+        started = _run_plugin_target(tree)
+        if started in scans and scans[started].is_plugin:
+            chosen = started
+        elif named:
+            chosen = named[-1]  # a later definition of the same plugin replaces an earlier one
+        elif len(plugins) == 1:
+            chosen = plugins[0]
     chain: list[ast.ClassDef] = []
 
     def visit(name: str) -> None:
