@@ -4,7 +4,8 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   rt        command round trip and commands/s (1, 10, 100 in flight) vs raw nats-py request/reply
             (and again with uvloop on every side, in a child process, if uvloop is importable)
   cold      plugin cold start (sandbox on) vs ``python -c "import nats; connect; subscribe; flush"``
-  fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50
+  fleet50   50 plugins nothing -> all ready, USS, crash -> detected/serving, stop of 50; 100 plugins
+            nothing -> all ready and their stop (zygote launcher)
             (per launcher, when ProcessOptions has a ``launcher`` field)
   fleet100  100 idle plugins: Watchdog.sweep time, loop lag during sweeps, supervisor CPU
   irc       IRC end to end (real `rosey run`, miniircd): !echo round trip vs a bot written directly
@@ -15,9 +16,13 @@ Sections, in order (each ratio is measured side by side, A/B interleaved, in thi
   dashboard 100 idle plugins under the real RoseyApp (zygote, sandbox, watchdog, web) with one dashboard
             client: the bot's CPU and its event loop's lag at rest, beside an idle loop's (bench/dashboard.py;
             ARGS="--baseline REV" also measures REV's code, interleaved: before/after in one run)
+  scale     only with --scale (instead of the sections above): 10, 100, 500 and 1,000 idle plugins
+            under the real RoseyApp: ready, memory, CPU and loop lag at rest, command p50, stop
+            (bench/scale.py; ARGS="--scale --scale-sizes 10,100" for a subset)
 
 Results: bench/results/<timestamp>.json and bench/results/latest.json.
 Examples:  make bench   |   make bench ARGS="--compare bench/results/latest.json"
+           make bench ARGS="--scale"   (the scale curve alone)
            python -m bench --compare OLD.json --current NEW.json   (compare only, no run)
 """
 
@@ -37,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard, files, fleet, gateway, report, roundtrip, storage
+from bench import dashboard, files, fleet, gateway, report, roundtrip, scale, storage
 from bench.harness import (
     BENCH_DIR,
     REPO_ROOT,
@@ -97,6 +102,15 @@ async def run(
     quick = args.quick
     measured: dict[str, Any] = {}
     sections = args.only or SECTIONS
+    if args.scale:  # the curve alone: it takes minutes and wants the machine to itself
+        _progress(f"scale curve: {', '.join(map(str, args.scale_sizes))} idle plugins under RoseyApp")
+        try:
+            values = await scale.measure(quick=quick, sizes=args.scale_sizes)
+        except Exception as exc:
+            failures["scale"] = f"{type(exc).__name__}: {str(exc).strip()[-600:]}"
+        else:
+            measured.update({f"scale.{k}": v for k, v in values.items()})
+        return measured
 
     async def section(prefix: str, what: str, work: Awaitable[dict[str, Any]]) -> None:
         _progress(what)
@@ -190,6 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GIT_REF",
         help="dashboard section: also measure this revision's bot (git archive), interleaved",
     )
+    parser.add_argument(
+        "--scale", action="store_true", help="run only the scale curve (10, 100, 500, 1000 idle plugins)"
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        type=lambda s: tuple(int(n) for n in s.split(",")),
+        default=scale.SIZES,
+        metavar="N,N,...",
+        help="with --scale: the plugin counts (default 10,100,500,1000)",
+    )
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.only and (bad := set(args.only) - set(SECTIONS)):
@@ -229,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "launchers": [label for label, _ in variants],
         "default_launcher": default,
         "quick": args.quick,
-        "sections": args.only or list(SECTIONS),
+        "sections": ["scale"] if args.scale else args.only or list(SECTIONS),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "wall_seconds": round(wall, 1),
@@ -245,7 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{', QUICK' if args.quick else ''})"
     )
     print(title)
-    print(report.table(figures))
+    if args.scale:
+        curve = {k.removeprefix("scale."): v for k, v in measured.items() if k.startswith("scale.")}
+        if curve:
+            print(scale.table(curve))
+    else:
+        print(report.table(figures))
     misses = [f.label for f in figures if f.passed is False]
     print(
         f"\n{sum(f.passed is True for f in figures)} PASS, {len(misses)} MISS; "

@@ -193,6 +193,15 @@ async def fleet50(
         for table in (ready, uss, stop, crash):
             table.pop(label, None)
     out: dict[str, Any] = {}
+    # issue 17: twice the fleet, zygote only (100 spawned interpreters take ~15-30 s here).
+    zygote = [(label, launcher) for label, launcher in variants if label == "zygote" and label in ready]
+    for label, launcher in zygote:
+        try:
+            big = await fleet_ready_stop(env, launcher, 2 * count, cycles)
+        except Exception as exc:
+            failures[f"fleet50.{label}.{2 * count}"] = f"{type(exc).__name__}: {str(exc).strip()[-600:]}"
+        else:
+            out[f"ready{2 * count}_s_{label}"], out[f"stop{2 * count}_s_{label}"] = big
     for label in ready:
         out[f"ready{count}_s_{label}"] = median(ready[label])
         out[f"uss_mb_{label}"] = median(uss[label])
@@ -204,6 +213,30 @@ async def fleet50(
         out[f"crash_serving_ms_{label}"] = median([c[2] for c in crash[label]]) * 1000
         out[f"crash_restart_ready_ms_{label}"] = median([c[3] for c in crash[label]]) * 1000
     return out
+
+
+async def fleet_ready_stop(env: BenchEnv, launcher: Any, count: int, rounds: int) -> tuple[float, float]:
+    """Medians over ``rounds`` of: ``count`` plugins from nothing to all ready, and their stop."""
+    ready: list[float] = []
+    stop: list[float] = []
+    for _ in range(rounds):
+        supervisor = make_supervisor(env, count, launcher)
+        try:
+            t0 = time.perf_counter()
+            results = await supervisor.start_all()
+            ready.append(time.perf_counter() - t0)
+            failed = {n: e for n, e in results.items() if e is not None}
+            if failed:
+                name, error = next(iter(failed.items()))
+                raise RuntimeError(f"{len(failed)} plugins failed to start, e.g. {name}: {error}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await supervisor.stop_all()
+            raise
+        t0 = time.perf_counter()
+        await supervisor.stop_all()
+        stop.append(time.perf_counter() - t0)
+    return median(ready), median(stop)
 
 
 async def _fleet50_cycle(

@@ -78,6 +78,7 @@ from bot.rosey.supervision.status import (
 )
 from bot.rosey.supervision.supervisor import StartNotice, Supervisor
 from bot.rosey.supervision.watchdog import Watchdog
+from bot.rosey.system_limits import LimitsReport, max_payload_for, prepare_for  # s-thousand
 from bot.rosey.web.auth import new_operator_token
 from bot.rosey.web.dashboard import Dashboard
 from bot.rosey.web.server import WebServer, build_web_app
@@ -133,6 +134,7 @@ class RoseyApp:
         self.web_url: str | None = None
         self.operator_token = new_operator_token()  # the dashboard's buttons and logs; runtime file only
         self.dashboard: Dashboard | None = None
+        self.system_limits: LimitsReport | None = None  # s-thousand: what start raised, what it could not
         self._started = False  # every plugin's first start has ended (ready or not)
         self.nats_url = ""
         self.started_at = time.time()
@@ -164,6 +166,11 @@ class RoseyApp:
         # Then what a killed predecessor left running in this state dir (the lock proves none runs).
         end_leftovers(state_dir)
         self.record = ProcessRecord(state_dir)
+        # --- s-thousand: descriptors for every plugin, before the zygote and nats-server inherit them
+        self.system_limits = prepare_for(len(self.catalog.all_specs))
+        for problem in self.system_limits.problems:
+            logger.warning("system limit too low for %d plugins: %s", len(self.catalog.all_specs), problem)
+        # --- end s-thousand
         for problem in self.catalog.problems:
             logger.warning("%s", problem)
         if self.config.launcher is Launcher.ZYGOTE and zygote_supported():
@@ -236,6 +243,7 @@ class RoseyApp:
             self.supervisor,
             self.status,
             shutdown=self._on_shutdown,
+            status_without_history=lambda: self.status(history=0),  # s-thousand
             remote=hub.remote_action if hub is not None else None,  # s-host
             reload_config=self.reload_config,  # issue 16
         )
@@ -326,11 +334,12 @@ class RoseyApp:
             self.log_files.close()
         self._lock.release()
 
-    def status(self) -> RoseyStatus:
+    def status(self, *, history: int | None = None) -> RoseyStatus:
+        """``history``: resource samples per plugin (None: the supervisor's default share; s-thousand)."""
         assert self.supervisor is not None
         violations = self.server.violations if self.server is not None else {}
         plugins = []
-        for status in self.supervisor.status():
+        for status in self.supervisor.status(history=history):
             user = self._nats_user(status.name)
             denied = violations.get(user)
             if denied:
@@ -372,7 +381,7 @@ class RoseyApp:
         bus, relay, supervisor = self.bus, self.relay, self.supervisor
         assert supervisor is not None
         sources = WebSources(
-            status=self.status,
+            status=lambda: self.status(history=0),  # s-thousand: the web keeps its own history
             nats_connected=lambda: bus is not None and bus.is_connected,
             started=lambda: self._started,
             commands=self.commands.snapshot,
@@ -516,7 +525,8 @@ class RoseyApp:
             store_dir=state_dir / "jetstream",
             users=tuple(users),
             monitor=self.config.nats_monitor,
-            max_payload=self.config.nats_max_payload,
+            # s-thousand: room for the status of every plugin in one reply
+            max_payload=max_payload_for(len(self.catalog.all_specs), self.config.nats_max_payload),
             leaf_listen=self.hub.leaf_listen if self.hub is not None else None,  # s-host
         )
 

@@ -61,8 +61,8 @@ async def _kill_one_under_load(start_rosey: StartRosey, launcher: str, path: Pat
     await load.until(lambda lo: len(lo.outcomes) >= 300, timeout=30)  # ~1.5 s at 200/s in all
     outcomes = await load.stop()
     # Core NATS hands a message to the dying connection in the instant between its last read and
-    # the server seeing it closed: such a command never reached plugin code, and meets the
-    # timeout (see /work/notes/s-scale.md). Check that every timed-out command is one of those.
+    # the server seeing it closed: such a command never reached plugin code, and is in no ledger.
+    # s-inflight: the router's barrier finds it; none meets the timeout any more.
     seen = {
         line.text.split()[1]
         for plugin in (first, second)
@@ -71,17 +71,15 @@ async def _kill_one_under_load(start_rosey: StartRosey, launcher: str, path: Pat
         if line.text.startswith("took ")
     }
     lost = [o for o in outcomes if o.kind is OutcomeKind.TIMEOUT]
-    assert not [o for o in lost if o.correlation_id in seen], "a command plugin code took timed out"
-    assert len(lost) <= 2, lost
-    outcomes = [o for o in outcomes if o.kind is not OutcomeKind.TIMEOUT]
-    return rosey, outcomes, crashes, victim, first.process.pid, restarted
+    assert not lost, lost
+    return rosey, outcomes, crashes, victim, first.process.pid, restarted, seen
 
 
 @pytest.mark.asyncio
 async def test_replica_killed_under_load_fails_only_its_own_commands(
     start_rosey: StartRosey, launcher: str
 ) -> None:
-    rosey, outcomes, crashes, victim, survivor, restarted = await _kill_one_under_load(
+    rosey, outcomes, crashes, victim, survivor, restarted, seen = await _kill_one_under_load(
         start_rosey, launcher, WORKER
     )
     (crash,) = crashes
@@ -91,15 +89,17 @@ async def test_replica_killed_under_load_fails_only_its_own_commands(
     by_kind: dict[OutcomeKind, list[str]] = {}
     for outcome in outcomes:
         by_kind.setdefault(outcome.kind, []).append(outcome.correlation_id)
-    # Exactly the commands the dead replica held got the crash reply; everything else succeeded.
+    # The commands the dead replica held got the crash reply, and (s-inflight) those NATS had handed
+    # it that plugin code never read; everything else succeeded.
     assert set(by_kind) <= {OutcomeKind.RESULT, OutcomeKind.CRASHED}, [
         o for o in outcomes if o.kind not in (OutcomeKind.RESULT, OutcomeKind.CRASHED)
     ]
-    assert set(by_kind[OutcomeKind.CRASHED]) == held
+    unread = set(by_kind[OutcomeKind.CRASHED]) - held
+    assert held <= set(by_kind[OutcomeKind.CRASHED]) and not unread & seen, (held, unread)
     crashed = [o for o in outcomes if o.kind is OutcomeKind.CRASHED]
     assert all(o.elapsed < 5.0 for o in crashed)  # at once, not at the 10 s timeout
     ok = [o for o in outcomes if o.ok]
-    assert len(ok) + len(held) == len(outcomes) >= 250
+    assert len(ok) + len(held) + len(unread) == len(outcomes) >= 250
     assert {o.data["pid"] for o in ok} <= {victim, survivor, restarted}
     row = rosey.row("worker#2")
     assert row["replica"] == 2 and row["pid"] == restarted and row["restarts"] == 1
@@ -108,7 +108,7 @@ async def test_replica_killed_under_load_fails_only_its_own_commands(
 
 @pytest.mark.asyncio
 async def test_idempotent_plugin_resends_a_dead_replicas_commands(start_rosey: StartRosey) -> None:
-    _rosey, outcomes, crashes, victim, _survivor, _restarted = await _kill_one_under_load(
+    _rosey, outcomes, crashes, victim, _survivor, _restarted, _seen = await _kill_one_under_load(
         start_rosey, "zygote", IDEMPOTENT
     )
     (crash,) = crashes

@@ -193,3 +193,50 @@ def test_a_plugin_far_below_its_quota_has_its_write_counter_read_less_often(
         clock[0] += 0.1
         assert near.check_now("near", process, 8, children=False) is None
     assert len(reads) == 3 + 4
+
+
+def test_descriptors_are_counted_when_asked_and_the_last_count_repeated_otherwise() -> None:
+    """s-thousand: the watchdog skips the fd listdir on most sweeps; a skipped count is the last one,
+    never a made-up one, and the first reading always counts."""
+    code = (
+        "import os, sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\n"
+        "fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(20)]\nprint('opened', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        proc = ProcStat(child.pid)
+        first = proc.read(count_fds=False)  # nothing counted yet: counts anyway
+        assert first is not None and first.num_fds == psutil.Process(child.pid).num_fds()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "opened"
+        skipped = proc.read(count_fds=False)
+        assert skipped is not None and skipped.num_fds == first.num_fds
+        counted = proc.read(count_fds=True)
+        assert counted is not None and counted.num_fds == first.num_fds + 20
+        proc.close()
+    finally:
+        stop(child)
+        if child.stdin is not None:
+            child.stdin.close()
+
+
+def test_the_watchdog_trusts_the_kernel_with_open_files_only_where_the_launcher_applied_rlimits() -> None:
+    """s-thousand: with the sandbox's rlimits applied (the launcher's report) the kernel holds the
+    plugin under RLIMIT_NOFILE and the watchdog counts descriptors only every few sweeps; without
+    them (no sandbox, or rlimits failed) it must count on every sweep to enforce the limit itself."""
+    from bot.rosey.plugins.contract import LaunchReport
+    from bot.rosey.supervision.watchdog import _kernel_caps_fds
+
+    def process(report: LaunchReport | None) -> PluginProcess:
+        return cast(PluginProcess, SimpleNamespace(launch_report=report))
+
+    assert _kernel_caps_fds(process(LaunchReport(sandbox=("rlimits", "seccomp"))))
+    assert not _kernel_caps_fds(process(LaunchReport(sandbox=("seccomp",))))  # rlimits failed
+    assert not _kernel_caps_fds(process(LaunchReport(sandbox=None)))  # no sandbox asked for
+    assert not _kernel_caps_fds(process(None))  # not reported (yet)

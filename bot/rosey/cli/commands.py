@@ -107,7 +107,9 @@ async def cmd_send(args: argparse.Namespace) -> int:
         known: list[str] | None = None
         reasons: dict[str, str | None] = {}
         with contextlib.suppress(NoResponders, RequestTimeout):
-            status = await bus.request(Subjects.supervisor("status"), {}, "rosey-cli", timeout=5.0)
+            status = await bus.request(  # names and states only: no history (s-thousand)
+                Subjects.supervisor("status"), {"history": False}, "rosey-cli", timeout=5.0
+            )
             plugins = RoseyStatus.from_dict(status.data).plugins
             known = [plugin.name for plugin in plugins]
             reasons = {p.name: unreachable_reason(p) or unavailable_reason(p) for p in plugins}  # s-host
@@ -145,7 +147,8 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    data = await control(_config(args), "status", {})
+    # The table shows no history: only --json asks for it (s-thousand: 1,000 plugins' is large)
+    data = await control(_config(args), "status", {} if args.json else {"history": False})
     if args.json:
         print_json(data)
         return EXIT_OK

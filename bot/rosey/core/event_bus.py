@@ -125,6 +125,20 @@ class Subscription:
         ):
             await self._sub.unsubscribe()
 
+    # --- s-inflight (issue 16): a replica's barrier waits until its handler saw what came before it.
+    def handed_over(self) -> int:
+        """Messages the connection read for this subscription and handed to its handler (or dropped
+        as a slow consumer) so far; the rest wait in the subscription's queue."""
+        if self._sub is None:
+            return 0
+        return self._sub.delivered - self._sub.pending_msgs
+
+    def received(self) -> int:
+        """Messages the connection read from the server for this subscription so far."""
+        return 0 if self._sub is None else self._sub.delivered
+
+    # --- end s-inflight
+
     def __repr__(self) -> str:
         return f"Subscription({self.subject!r}, queue={self.queue!r}, active={self._active})"
 

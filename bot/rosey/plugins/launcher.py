@@ -25,12 +25,14 @@ argv with :func:`parse_target` and calls :func:`run_target` once its process is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import runpy
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from bot.rosey import linux
 from bot.rosey.errors import HostModuleRefused
@@ -173,7 +175,8 @@ def run_target(target: argparse.Namespace) -> None:
     """Apply the sandbox named by ``ROSEY_SANDBOX``, then run the plugin: what every plugin process does.
 
     The caller has already tied the process's life to its parent; nothing else may run between
-    the sandbox and the plugin, and the process must still be single-threaded here.
+    the sandbox and the plugin, and the process must still be single-threaded here. Once the
+    plugin has stopped, the process ends here (:func:`exit_without_teardown`).
     """
     report = apply_from_environment()  # before any plugin code: a no-op unless the runner set ROSEY_SANDBOX
     applied = report.applied if report is not None else None
@@ -204,6 +207,49 @@ def run_target(target: argparse.Namespace) -> None:
         sys.stderr.write(format_plugin_exception(exc))
         sys.stderr.flush()
         sys.exit(ExitCode.PLUGIN_FAILED)
+    except SystemExit as exc:  # run_plugin's own exit codes (a failed or interrupted plugin)
+        if exc.code is None or isinstance(exc.code, int):
+            exit_without_teardown(exc.code or 0)
+        raise  # anything else is printed by the interpreter, as for any Python program
+    exit_without_teardown(ExitCode.OK)
+
+
+# ---------------------------------------------------------------------- issue 17: the way out
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the plugin process once its plugin has stopped, without tearing the interpreter down.
+
+    Tearing it down frees every object of every module one by one: in a child of the zygote that
+    writes to, so copies, nearly every page it shares with the zygote, and in a spawned plugin it
+    walks ~20 MB of objects. With 50 plugins stopping at once that took ~3/4 of the stop (0.9 s
+    against 0.23 s here; issue 17). What a normal exit does that a plugin can observe is kept, in
+    its order: other threads are waited for (while any is alive the normal exit runs instead),
+    then the ``atexit`` functions (logging's flush among them), then files still open for writing
+    are flushed, then stdout and stderr (a failure there exits 120, as CPython does). Not kept:
+    ``__del__`` of objects still alive at exit, which Python does not promise either.
+    """
+    import threading  # loaded already (asyncio imports it)
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    import atexit
+    import gc
+    import io
+
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():  # the plugin's objects (the zygote's are frozen, not listed)
+        if isinstance(obj, io.BufferedWriter | io.BufferedRandom | io.TextIOWrapper):
+            with contextlib.suppress(Exception):
+                if not obj.closed and obj.writable():
+                    obj.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except Exception:
+            code = code or 120
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

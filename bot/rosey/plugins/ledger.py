@@ -7,7 +7,7 @@ writes one line per command it takes (``T <correlation id>``) and one per comman
 (``D <correlation id>``); the host reads them as they come. A pipe survives its writer: what
 the replica wrote before SIGKILL is still there to read when the supervisor sees it dead, so the
 open set is exact up to the commands NATS delivered to its socket that it never read (those
-it never ran either; they meet the command timeout).
+it never ran either; the router's barrier finds them: plugins/barrier.py).
 
 The lines come from plugin code's process, so the host trusts them with nothing but the fate
 of that plugin's own commands; the open set is bounded (:data:`MAX_OPEN`).
@@ -18,7 +18,8 @@ Both ends live here (the standard library only: plugin processes import it).
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 
 from bot.rosey.plugins.contract import Env
 
@@ -31,6 +32,9 @@ DONE = b"D "
 IDEMPOTENT_LINE = b"IDEMPOTENT\n"
 #: Open commands kept per replica; beyond it the oldest are forgotten (they meet the timeout).
 MAX_OPEN = 10_000
+#: s-inflight: answered commands a replica still remembers for a barrier (see plugins/barrier.py):
+#: its answer may still be on its way to the router when the router asks.
+RECENT_DONE = 1024
 _MAX_ID = 128
 
 
@@ -39,6 +43,11 @@ class LedgerWriter:
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
+        # s-inflight: the same facts in memory, for the barrier's answer (plugins/barrier.py); kept
+        # even when the pipe breaks, since the router asks this process, not the host.
+        self._tracking = fd is not None
+        self._open: set[str] = set()
+        self._recent: deque[str] = deque(maxlen=RECENT_DONE)
 
     @classmethod
     def from_environment(cls) -> LedgerWriter:
@@ -57,12 +66,22 @@ class LedgerWriter:
             self.fd = None
 
     def take(self, correlation_id: str | None) -> None:
-        if correlation_id and _usable(correlation_id):
+        if self._tracking and correlation_id and _usable(correlation_id):
+            self._open.add(correlation_id)
+            if len(self._open) > MAX_OPEN:  # the host forgets these too: the bound is the same
+                self._open.pop()
             self._write(TAKE + correlation_id.encode() + b"\n")
 
     def done(self, correlation_id: str | None) -> None:
-        if correlation_id and _usable(correlation_id):
+        if self._tracking and correlation_id and _usable(correlation_id):
+            self._open.discard(correlation_id)
+            self._recent.append(correlation_id)
             self._write(DONE + correlation_id.encode() + b"\n")
+
+    def holds(self, correlation_ids: Iterable[str]) -> list[str]:
+        """s-inflight: those of ``correlation_ids`` this replica took (open, or answered lately)."""
+        recent = set(self._recent)
+        return [cid for cid in correlation_ids if cid in self._open or cid in recent]
 
     def idempotent(self) -> None:
         self._write(IDEMPOTENT_LINE)

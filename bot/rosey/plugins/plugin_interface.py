@@ -28,6 +28,7 @@ from bot.rosey.core.event_bus import DEFAULT_NATS_URL, EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects, validate_plugin_name
 from bot.rosey.errors import PayloadTooLarge, PluginNameMismatch, PluginNotConnected
+from bot.rosey.plugins.barrier import barrier_reply, barrier_subject  # s-inflight
 from bot.rosey.plugins.command_stats import CommandStats
 from bot.rosey.plugins.commands import Args, Command, CommandTable, command, prefix_of, route_command
 from bot.rosey.plugins.contract import (
@@ -222,6 +223,8 @@ class PluginInterface(ABC):
         await self.event_bus.subscribe(Subjects.control(name, "ping"), self._answer_ping)
         if replica := os.getenv(Env.REPLICA):  # issue 16: this replica's own liveness ping
             await self.event_bus.subscribe(f"{Subjects.control(name, 'ping')}.{replica}", self._answer_ping)
+            # s-inflight: the router's barrier after another replica died (plugins/barrier.py).
+            await self.event_bus.subscribe(barrier_subject(name, replica), self._answer_barrier)
         await self.event_bus.flush()
         logger.debug("Plugin '%s' connected and subscribed to %s", name, command_subject)
 
@@ -317,6 +320,21 @@ class PluginInterface(ABC):
                 data=reply.to_wire(),
                 source=f"plugin-{self.plugin_name}",
                 event_type="pong",
+            ),
+        )
+
+    async def _answer_barrier(self, event: Event) -> None:
+        """s-inflight (issue 16): which of the router's commands this replica holds."""
+        if not event.reply or self.event_bus is None:
+            return
+        reply = await barrier_reply(event.data, self._ledger, self._command_subscription)
+        await self.event_bus.respond(
+            event,
+            Event(
+                subject=event.reply,
+                data=dict(reply),
+                source=f"plugin-{self.plugin_name}",
+                event_type="barrier",
             ),
         )
 

@@ -26,6 +26,7 @@ PLUGIN_PROCESS_SIDE = (
     "plugins.http_client",
     "plugins.launcher",
     "plugins.zygote_child",
+    "plugins.zygote_warmup",  # issue 17
     "plugins.contract",
     "plugins.command_stats",
     "plugins.commands",

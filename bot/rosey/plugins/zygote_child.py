@@ -142,6 +142,9 @@ def _preload() -> None:
     import bot.rosey.plugins.sandbox.userns  # noqa: F401
 
     _warm_up()
+    from bot.rosey.plugins import zygote_warmup  # issue 17: an event loop and a connection, once
+
+    zygote_warmup.rehearse()
     gc.freeze()
 
 
@@ -401,6 +404,6 @@ def main() -> None:
         return
     target = _become_plugin(forked)
     del forked
-    # From here on this is a plugin process. Exceptions and SystemExit propagate to the
-    # interpreter, which prints, flushes, runs atexit and exits exactly as for a spawned one.
+    # From here on this is a plugin process, which ends exactly as a spawned one: in run_target
+    # once the plugin has stopped, or by the interpreter for what run_target lets propagate.
     launcher.run_target(target)

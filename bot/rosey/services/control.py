@@ -55,10 +55,13 @@ class ControlService:
         subject_prefix: str | None = None,
         remote: RemoteAction | None = None,
         reload_config: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        status_without_history: StatusReport | None = None,
     ) -> None:
         self.bus = bus
         self.supervisor = supervisor
         self._status_report = status
+        # s-thousand: built without the history rather than built with it and then stripped
+        self._status_light = status_without_history
         self._shutdown = shutdown  # asks the running bot to stop, as Ctrl-C does
         self._reload_config = reload_config  # issue 16: `rosey reload` with no name
         self._followers: dict[str, float] = {}  # plugin -> lease expiry (monotonic)
@@ -110,9 +113,11 @@ class ControlService:
     # ------------------------------------------------------------------ actions
 
     async def _status(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        status = self._status_report()
         if request.get("history") is False:  # rosey top: no plots, so no history to encode
-            status = status.without_history()
+            light = self._status_light
+            status = light() if light is not None else self._status_report().without_history()
+        else:
+            status = self._status_report()
         return status.to_dict()
 
     async def _start(self, request: Mapping[str, Any]) -> dict[str, Any]:

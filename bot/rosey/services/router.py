@@ -40,6 +40,7 @@ from bot.rosey.errors import (
 )
 from bot.rosey.plugins.declared_commands import HELP_COMMAND
 from bot.rosey.services.access import AccessPolicy
+from bot.rosey.services.replica_barrier import BarrierVerdict, ReplicaBarrier  # s-inflight
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -185,6 +186,11 @@ class CoreRouter:
         # Per plugin, one future per execute() in flight; a crash event resolves them all.
         self._in_flight: dict[str, set[_Waiter]] = {}
         self._chat_tasks: set[asyncio.Task[None]] = set()
+        # s-inflight (issue 16): finds the commands a dead replica was handed but never read.
+        self._barrier = ReplicaBarrier(
+            lambda plugin: (self._bus_for(plugin) if self._bus_for is not None else None) or self.bus,
+            source=source,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,6 +214,7 @@ class CoreRouter:
         subscriptions, self._subscriptions = self._subscriptions, []
         for subscription in subscriptions:
             await subscription.unsubscribe()
+        await self._barrier.close()  # s-inflight
         tasks = set(self._chat_tasks)
         for task in tasks:
             task.cancel()
@@ -609,6 +616,27 @@ class CoreRouter:
                 waiter.crash_reason = reason
                 waiter.resend = held is not None and crash.idempotent and not waiter.resent
                 waiter.task.cancel()
+        # --- s-inflight (issue 16): what NATS handed the dead replica but it never read is in no
+        # ledger; a barrier through the live replicas finds it (services/replica_barrier.py).
+        if held is not None and crash.replica is not None and plugin:
+            rest = [w.correlation_id for w in waiting if w.crash_reason is None and w.correlation_id]
+            self._barrier.after_crash(
+                plugin,
+                crash.replica,
+                rest,
+                lambda verdict: self._fail_lost(verdict, reason, idempotent=crash.idempotent),
+            )
+
+    def _fail_lost(self, verdict: BarrierVerdict, reason: str, *, idempotent: bool) -> None:
+        """s-inflight: the crash reply (or one re-send) for the commands the barrier found lost."""
+        lost = frozenset(verdict.lost)
+        for waiter in list(self._in_flight.get(verdict.plugin, ())):
+            if waiter.correlation_id in lost and waiter.crash_reason is None and waiter.task is not None:
+                waiter.crash_reason = reason
+                waiter.resend = idempotent and not waiter.resent
+                waiter.task.cancel()
+
+    # --- end s-inflight
 
 
 class _Waiter:

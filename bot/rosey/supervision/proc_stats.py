@@ -5,7 +5,9 @@ The watchdog reads every plugin once a second. Through psutil that is five calls
 parsing a ``/proc`` file: ~65 µs per process on an idle machine, 200+ µs on a loaded one, so a
 sweep of 100 plugins held the event loop for 7-25 ms. Here one ``pread`` of ``/proc/PID/stat``
 (kept open) gives CPU time, threads and resident memory, and one ``listdir`` of ``/proc/PID/fd``
-(also kept open) the descriptors: ~15 µs per process.
+(also kept open) the descriptors: ~15 µs per process, of which the ``listdir`` is half; the
+watchdog counts descriptors every :data:`~bot.rosey.supervision.watchdog.FD_COUNT_EVERY` sweeps
+only (s-thousand), unless the plugin has an open-files limit.
 
 The kept descriptors also make the reading safe against pid reuse: once the process is gone,
 reading them fails (ESRCH/ENOENT) even if a new process got the same pid, so a dead plugin is
@@ -72,12 +74,17 @@ class ProcStat:
         self._stat: int | None = None
         self._fds: int | None = None
         self._last: tuple[float, float] | None = None  # (monotonic, cpu seconds) of the last reading
+        self._last_fds: int | None = None
         with contextlib.suppress(OSError):
             self._stat = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
             self._fds = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def read(self) -> ProcReading | None:
-        """The process's figures now, or None once it is gone (or was never readable)."""
+    def read(self, *, count_fds: bool = True) -> ProcReading | None:
+        """The process's figures now, or None once it is gone (or was never readable).
+
+        ``count_fds=False`` skips the ``listdir`` of its descriptors (half the cost of a reading)
+        and repeats the last count: the watchdog counts them every few sweeps only, unless a
+        limit depends on it."""
         if self._stat is None:
             return None
         try:
@@ -94,10 +101,10 @@ class ProcStat:
         if self._last is not None and now > self._last[0]:
             percent = 100.0 * (cpu - self._last[1]) / (now - self._last[0])
         self._last = (now, cpu)
-        fds: int | None = None
-        if self._fds is not None:
+        fds: int | None = self._last_fds
+        if self._fds is not None and (count_fds or fds is None):
             with contextlib.suppress(OSError):
-                fds = len(os.listdir(self._fds))
+                fds = self._last_fds = len(os.listdir(self._fds))
         return ProcReading(
             pid=self.pid,
             cpu_percent=max(0.0, percent),

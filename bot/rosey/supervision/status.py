@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 __all__ = [
     "KILL_CAUSES",
     "STATUS_HISTORY",
+    "STATUS_HISTORY_BUDGET",
     "LauncherStatus",
     "NatsStatus",
     "PluginState",
@@ -24,12 +25,22 @@ __all__ = [
     "ResourceSample",
     "RoseyStatus",
     "WatchdogStatus",
+    "history_per_plugin",
     "kill_cause",
     "unavailable_reason",
 ]
 
 #: Resource samples kept in a plugin's status: one per watchdog sweep, so about the last minute.
 STATUS_HISTORY = 60
+#: Samples in a whole status, all plugins together (s-thousand): a status of 1,000 plugins with 60
+#: samples each is 1.4 MB of JSON, over nats-server's default max_payload (1 MB), and encoding it
+#: held the bot's loop for ~50 ms. With more than 50 plugins each gets a share of this budget.
+STATUS_HISTORY_BUDGET = 3000
+
+
+def history_per_plugin(plugins: int) -> int:
+    """Resource samples per plugin in a status of ``plugins`` plugins (at least 2: a trend)."""
+    return min(STATUS_HISTORY, max(2, STATUS_HISTORY_BUDGET // max(1, plugins)))
 
 
 class PluginState(StrEnum):

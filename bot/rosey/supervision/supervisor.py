@@ -48,6 +48,7 @@ from bot.rosey.supervision.status import (
     PluginState,
     PluginStatus,
     ResourceSample,
+    history_per_plugin,
     kill_cause,
     unavailable_reason,
 )
@@ -270,8 +271,11 @@ class Supervisor:
     def running(self) -> list[ManagedPlugin]:
         return [p for p in self.plugins.values() if p.process is not None and p.process.is_running()]
 
-    def status(self) -> list[PluginStatus]:
-        return [p.status() for p in self.plugins.values()]
+    def status(self, *, history: int | None = None) -> list[PluginStatus]:
+        """Every plugin's row; ``history`` samples each (default: each one's share of
+        ``STATUS_HISTORY_BUDGET``, so that the status of 1,000 plugins stays small)."""
+        per_plugin = history_per_plugin(len(self.plugins)) if history is None else history
+        return [p.status(history=per_plugin) for p in self.plugins.values()]
 
     async def wait_for_state(
         self, name: str, predicate: Callable[[ManagedPlugin], bool], timeout: float

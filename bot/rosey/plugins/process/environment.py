@@ -7,6 +7,7 @@ TMPDIR, and the variables its configuration explicitly grants.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = ["PASSTHROUGH", "minimal_environment", "sdk_root"]
 PASSTHROUGH: tuple[str, ...] = (Env.LANG, Env.LC_ALL, Env.LC_CTYPE, Env.TZ)
 
 
+@functools.cache  # a constant of this process, asked for at every plugin start
 def sdk_root() -> Path:
     """The directory holding the ``bot`` package, so the SDK imports even from a source tree."""
     return Path(__file__).resolve().parents[4]

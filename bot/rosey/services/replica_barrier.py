@@ -1,0 +1,162 @@
+"""issue 16 (s-inflight): the commands a dead replica had been handed but never read.
+
+A dead replica's ledger names the commands its plugin code took (the supervisor's ``crashed``
+event carries them, and the router fails or re-sends those at once). Core NATS has no delivery
+acknowledgement, so a command the server handed to the replica in the instant it died (in its
+socket, or read by nats-py but not yet by the SDK) is in no ledger, and used to meet the command
+timeout.
+
+The router's barrier finds them without any cost per command: after the crash, it sends one
+request to each replica's own barrier subject (plugins/barrier.py), on the connection that sent
+the commands. NATS delivers the messages of one connection to another in the order they were
+sent, so each live replica reads every command sent to it before the barrier before the barrier
+itself, and it answers once its SDK has recorded them. A command that was in flight before the
+barrier, and that no live replica holds, was on the dead one (or was lost by NATS): it gets the
+crash reply now (or is sent again, once, for an idempotent plugin).
+
+Every replica number is asked (``1..MAX_REPLICAS``): the router does not know how many a plugin
+has, and a number nobody serves answers "no responders" at once. A replica that does not answer
+in full within :data:`BARRIER_TIMEOUT` (hung, stopped, its handler held by back-pressure) decides
+nothing: the commands no answering replica holds are then left to the command timeout, as
+before, rather than failed while that replica may still answer them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.rosey.core.event_bus import EventBus
+from bot.rosey.errors import NoResponders, RoseyError
+from bot.rosey.plugins.barrier import barrier_subject
+from bot.rosey.supervision.spec import MAX_REPLICAS
+
+__all__ = ["BARRIER_TIMEOUT", "BarrierVerdict", "ReplicaBarrier"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a live replica has to answer; its commands meanwhile wait as they would anyway.
+BARRIER_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarrierVerdict:
+    """What one barrier found among the commands in flight when a replica of ``plugin`` died."""
+
+    plugin: str
+    replica: int
+    #: On the dead replica (no live one holds them): the crash reply, or one re-send.
+    lost: tuple[str, ...]
+    #: Not held by any replica that answered, but some replica did not answer in full: left alone.
+    undecided: tuple[str, ...]
+    #: The replica numbers whose answer was missing or incomplete.
+    silent: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if set(self.lost) & set(self.undecided):
+            raise ValueError("a command cannot be both lost and undecided")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Answer:
+    replica: int
+    held: frozenset[str]
+    decisive: bool  # answered in full, or nobody serves that number
+
+
+class ReplicaBarrier:
+    """The router's side: one barrier per replica crash, in a task of its own."""
+
+    def __init__(
+        self, bus_for: Callable[[str], EventBus], *, source: str, timeout: float = BARRIER_TIMEOUT
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self._bus_for = bus_for
+        self._source = source
+        self._timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def after_crash(
+        self,
+        plugin: str,
+        replica: int,
+        candidates: Sequence[str],
+        settle: Callable[[BarrierVerdict], None],
+    ) -> None:
+        """Find which of ``candidates`` (commands in flight to ``plugin``, sent before now, not in
+        the dead replica's ledger) were on replica ``replica``, and hand the verdict to ``settle``."""
+        if not candidates:
+            return
+        task = asyncio.create_task(self._run(plugin, replica, tuple(candidates), settle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(
+        self, plugin: str, replica: int, candidates: tuple[str, ...], settle: Callable[[BarrierVerdict], None]
+    ) -> None:
+        try:
+            verdict = await self.verdict(plugin, replica, candidates)
+        except Exception:  # a failed barrier leaves the commands to their timeout, as before
+            logger.exception("plugin %s: the barrier after replica %d died failed", plugin, replica)
+            return
+        if verdict.lost:
+            logger.info(
+                "plugin %s: replica %d died with %d command(s) it had not read yet",
+                plugin,
+                replica,
+                len(verdict.lost),
+                extra={"plugin": plugin},
+            )
+        if verdict.undecided:
+            logger.warning(
+                "plugin %s: replica(s) %s did not answer the barrier after replica %d died; "
+                "%d command(s) are left to the command timeout",
+                plugin,
+                ", ".join(map(str, verdict.silent)),
+                replica,
+                len(verdict.undecided),
+                extra={"plugin": plugin},
+            )
+        settle(verdict)
+
+    async def verdict(self, plugin: str, replica: int, candidates: tuple[str, ...]) -> BarrierVerdict:
+        """Ask every replica number; see the module's docstring."""
+        bus = self._bus_for(plugin)
+        # Every candidate's command was written to this connection before the crash event was
+        # handled (the router writes a command before it awaits anything), so each barrier follows.
+        answers = await asyncio.gather(
+            *(self._ask(bus, plugin, number, candidates) for number in range(1, MAX_REPLICAS + 1))
+        )
+        held = frozenset().union(*(answer.held for answer in answers))
+        silent = tuple(answer.replica for answer in answers if not answer.decisive)
+        unheld = tuple(cid for cid in candidates if cid not in held)
+        if silent:
+            return BarrierVerdict(plugin=plugin, replica=replica, lost=(), undecided=unheld, silent=silent)
+        return BarrierVerdict(plugin=plugin, replica=replica, lost=unheld, undecided=(), silent=())
+
+    async def _ask(self, bus: EventBus, plugin: str, number: int, candidates: tuple[str, ...]) -> _Answer:
+        try:
+            reply = await bus.request(
+                barrier_subject(plugin, number),
+                {"ids": list(candidates)},
+                self._source,
+                timeout=self._timeout,
+                event_type="barrier",
+            )
+        except RoseyError as exc:
+            # NoResponders: nobody serves that number, so nobody there holds anything. Anything else
+            # (a timeout, the bus down, a malformed answer): that number decides nothing.
+            return _Answer(replica=number, held=frozenset(), decisive=isinstance(exc, NoResponders))
+        raw = reply.data.get("held")
+        held = frozenset(cid for cid in raw if isinstance(cid, str)) if isinstance(raw, list) else frozenset()
+        return _Answer(replica=number, held=held, decisive=reply.data.get("complete") is True)
