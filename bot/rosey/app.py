@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections import ChainMap  # s-remote
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from bot.rosey.broker.identities import (
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
 from bot.rosey.broker.traffic import TrafficMonitor, why_no_flood_detection
 from bot.rosey.catalog import Catalog, build_catalog
-from bot.rosey.config import Launcher, RoseyConfig, load_config
+from bot.rosey.config import Launcher, PluginConfig, RoseyConfig, load_config
 from bot.rosey.config_reload import compare as compare_catalogs  # issue 16
 from bot.rosey.config_reload import needs_full_restart  # issue 16
 from bot.rosey.core.event_bus import EventBus, redact_url
@@ -188,8 +189,11 @@ class RoseyApp:
             self.nats_url = self.external_url
         self.bus = await self._connect("rosey-core")
         if self.hub is not None:  # s-host: before the router, which asks it about remote plugins
-            await self.hub.start(self.bus, lambda name, inbox: self._connect(name, inbox_prefix=inbox))
+            await self.hub.start(
+                self.bus, lambda name, inbox: self._connect(name, inbox_prefix=inbox), self.server
+            )
         hub = self.hub
+        configs = self._hub_side_configs()  # s-remote: the hub's own plugins and those on hosts
 
         specs: Sequence[PluginSpec] = self.catalog.all_specs  # s-spread
         if hub is not None:  # s-spread: the hub's own processes of a spread plugin keep a ledger
@@ -205,7 +209,7 @@ class RoseyApp:
             RouterConfig(
                 prefix=chat.prefix,
                 command_timeout=self.config.command_timeout,
-                timeouts={n: c.command_timeout for n, c in self.catalog.configs.items()},
+                timeouts={n: c.command_timeout for n, c in configs.items()},  # s-remote: configs
             ),
             known_plugins=lambda: supervisor.names(ProcessKind.PLUGIN) + (hub.plugins() if hub else []),
             why_unavailable=(
@@ -215,14 +219,19 @@ class RoseyApp:
             ),
             bus_for=hub.bus_for if hub is not None else None,  # s-host
             access=AccessPolicy(
-                rules={n: c.access for n, c in self.catalog.configs.items() if c.access is not None},
+                rules={n: c.access for n, c in configs.items() if c.access is not None},  # s-remote
                 admins=chat.admins,
                 admin_role=chat.admin_role,
             ),
             admin=ChatAdmin(supervisor, self.status, chat.prefix),
             on_outcome=self.commands.record,
             files=lambda plugin, raw, to: self.files.claim(plugin, raw, to) if self.files else None,
-            help=ChatHelp(self.catalog.commands, lambda: supervisor.names(ProcessKind.PLUGIN), chat.prefix),
+            help=ChatHelp(
+                # s-remote: a remote plugin's commands, as its host reads them from its source
+                ChainMap(self.catalog.commands, hub.declared) if hub is not None else self.catalog.commands,
+                lambda: supervisor.names(ProcessKind.PLUGIN) + (hub.plugins() if hub else []),
+                chat.prefix,
+            ),
         )
         await self.router.start()
         if hub is not None:  # s-spread: a lost host's commands end at once
@@ -251,7 +260,7 @@ class RoseyApp:
             await self._start_web()
         # Storage before the plugins: their on_start may read what they stored last time.
         self.storage_bus = await self._connect("rosey-storage")
-        limits = {n: parse_storage_limits(n, c.storage) for n, c in self.catalog.configs.items()}
+        limits = {n: parse_storage_limits(n, c.storage) for n, c in configs.items()}  # s-remote: configs
         self.storage = StorageService(self.storage_bus, limits, server=redact_url(self.nats_url))
         await self.storage.start()
         self.gateway_bus = await self._connect("rosey-http")
@@ -261,7 +270,7 @@ class RoseyApp:
         self.files = FilesService(
             self.files_bus,
             state_dir / "files",
-            {n: parse_file_limits(n, c.files) for n, c in self.catalog.configs.items()},
+            {n: parse_file_limits(n, c.files) for n, c in configs.items()},  # s-remote: configs
             self.catalog.adapter_configs.keys(),
         )
         await self.files.start()
@@ -371,6 +380,7 @@ class RoseyApp:
             ),
             storage=self.storage.usage() if self.storage is not None else {},
             gateway=self.gateway.status() if self.gateway is not None else {},
+            hosts=self.hub.hosts_status() if self.hub is not None else {},  # s-remote
         )
 
     # ------------------------------------------------------------------ internals
@@ -528,6 +538,14 @@ class RoseyApp:
             leaf_listen=self.hub.leaf_listen if self.hub is not None else None,  # s-host
             leaf_tls=self.hub.leaf_tls if self.hub is not None else None,  # s-spread
         )
+
+    def _hub_side_configs(self) -> dict[str, PluginConfig]:
+        """s-remote: ``[plugins.NAME]`` of every plugin the router and services serve: the hub's own,
+        and (on a hub) those on hosts, whose hub-side settings are in this file too."""
+        configs = dict(self.catalog.configs)
+        if self.hub is not None:
+            configs.update(self.hub.plugin_configs(self.config))
+        return configs
 
     def _make_process(self, spec: PluginSpec) -> PluginProcess:
         if spec.kind is ProcessKind.ADAPTER:

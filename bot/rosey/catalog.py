@@ -126,7 +126,19 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
             module_files[name] = info.file
     load_errors: dict[str, str] = {}  # plugins that cannot run at all: shown as failed, with why
     bare: list[str] = []  # [plugins.NAME] tables that only tune a plugin found elsewhere
+    # s-remote: on the hub, a plugin of [hosts.*] runs on its host only: its [plugins.NAME] here
+    # holds the hub's part (its services' grants, who may run it), and a file of that name found
+    # here is not started.
+    # s-spread: a plugin of [hub] also_runs runs here too (the hub's own replicas).
+    cluster = config.cluster
+    remote = (
+        {p: h for p, h in cluster.remote_plugins.items() if p not in cluster.hub.also_runs}
+        if cluster.host is None
+        else {}
+    )
     for name, plugin in config.plugins.items():
+        if name in remote:
+            continue
         if plugin.path is not None:
             # The same file discovered in a plugin directory under its own plugin_name must not
             # start a second time: the configured entry is the one that runs.
@@ -153,6 +165,10 @@ def build_catalog(config: RoseyConfig, registry: PluginRegistry | None = None) -
         if name not in found:  # a discovered file that does not even parse
             found[name] = (file, None, "directory")
             load_errors[name] = problem
+    for name in remote:  # s-remote
+        if found.pop(name, None) is not None:
+            where = f"host {remote[name]!r} ([hosts])"
+            problems.append(f"plugin {name!r} found here is on {where}: not started here")
     if not found:
         logger.info("no plugins configured or discovered; running the bundled echo example")
         found["echo"] = (ECHO_EXAMPLE, None, "example")

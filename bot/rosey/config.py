@@ -40,7 +40,11 @@ from bot.rosey.core.subjects import validate_plugin_name
 from bot.rosey.errors import ConfigError, ProgramNotRunnable
 from bot.rosey.files_config import parse_file_limits
 from bot.rosey.gateway_config import parse_http_grants
-from bot.rosey.hosts.config import ClusterConfig, parse_cluster  # s-host: [hub], [hosts.*], [host]
+from bot.rosey.hosts.config import (  # s-host: [hub], [hosts.*], [host]
+    HUB_SIDE_KEYS,  # s-remote
+    ClusterConfig,
+    parse_cluster,
+)
 from bot.rosey.plugins.process.foreign import resolve_program
 from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher
 from bot.rosey.services.access import CommandAccess  # re-exported: `[rosey] launcher`
@@ -63,6 +67,7 @@ __all__ = [
     "env_name_problem",
     "example_config",
     "load_config",
+    "plugin_keys_set",  # s-remote
     "subject_problem",
 ]
 
@@ -519,14 +524,14 @@ class RoseyConfig:
         parse_http_grants(self.plugins, self.secrets)  # [plugins.NAME.http]: rules, limits, secrets known
         # s-host: a plugin runs either here or on hosts, never both ... s-spread: unless [hub] also_runs
         # names it (then the hub runs its own replicas of it too, from its [plugins.NAME] table).
+        # s-remote: otherwise the hub's [plugins.NAME] of a plugin on a host says only what the hub
+        # applies (HUB_SIDE_KEYS).
         also_runs = self.cluster.hub.also_runs
         for remote, host in self.cluster.remote_plugins.items():
             if remote in self.plugins and self.cluster.host is None and remote not in also_runs:
-                raise _fail(
-                    _dotted("plugins", remote),
-                    f"plugin {remote!r} is on host {host!r} ([hosts.{host}]); to run it here too, "
-                    "list it in [hub] also_runs",
-                )
+                for key in plugin_keys_set(self.plugins[remote], self.command_timeout):
+                    if key not in HUB_SIDE_KEYS:
+                        raise _fail(_dotted("plugins", remote, key), _remote_key_problem(remote, host, key))
         for name in also_runs:
             if name not in self.plugins:
                 raise _fail("hub.also_runs", f"plugin {name!r} needs a [plugins.{name}] table on the hub")
@@ -537,6 +542,24 @@ class RoseyConfig:
         if configured is not None:
             return configured
         return PluginConfig(name=name, command_timeout=self.command_timeout)
+
+
+# --- s-remote
+def _remote_key_problem(plugin: str, host: str, key: str) -> str:
+    return (
+        f"plugin {plugin!r} is on host {host!r} ([hosts.{host}]): {key} belongs in that host's "
+        f"rosey.toml; here only what the hub applies to it: {', '.join(HUB_SIDE_KEYS)}"
+    )
+
+
+def plugin_keys_set(plugin: PluginConfig, command_timeout: float) -> list[str]:
+    """The ``[plugins.NAME]`` keys of ``plugin`` that differ from their defaults (``command_timeout``:
+    the file's global one): what its table says, whichever side (hub or host) reads it."""
+    default = PluginConfig(name=plugin.name, command_timeout=command_timeout)
+    return [f.name for f in fields(PluginConfig) if getattr(plugin, f.name) != getattr(default, f.name)]
+
+
+# --- end s-remote
 
 
 # ------------------------------------------------------------------------ loading
@@ -626,9 +649,15 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         launcher = _enum(f"{LAUNCHER_ENV} (environment)", Launcher, override.lower())
     command_timeout = _float("rosey.command_timeout", rosey.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
     configured: dict[str, PluginConfig] = {}
+    cluster = parse_cluster(raw.get("hub"), raw.get("hosts"), raw.get("host"), base)  # s-host
     for name, table in plugins.items():
         if not isinstance(table, dict):
             raise _fail(_dotted("plugins", name), f"must be a table, got {table!r}")
+        host = cluster.remote_plugins.get(name)
+        if host is not None and cluster.host is None and name not in cluster.hub.also_runs:  # s-remote
+            for key in table:
+                if key not in HUB_SIDE_KEYS:
+                    raise _fail(_dotted("plugins", name, key), _remote_key_problem(name, host, key))
         configured[name] = _plugin(name, table, base, command_timeout)
     return RoseyConfig(
         source=source,
@@ -649,7 +678,7 @@ def _build(raw: Mapping[str, Any], source: Path | None, base: Path) -> RoseyConf
         chat=parse_chat(raw.get("chat")),
         secrets=parse_secrets(raw.get("secrets"), base),
         web=parse_web(raw.get("web")),
-        cluster=parse_cluster(raw.get("hub"), raw.get("hosts"), raw.get("host"), base),  # s-host
+        cluster=cluster,  # s-host
     )
 
 

@@ -57,11 +57,18 @@ def test_the_ceiling_is_the_hosts_plugins_subjects_only() -> None:
         "rosey.lifecycle.weather.crashed",
         "rosey.hosts.b.heartbeat",
         "_INBOX.rosey_host_b.>",
+        # s-remote: its plugins' own services, and its plugins' declared commands
+        "rosey.services.storage.weather.>",
+        "rosey.services.http.weather.>",
+        "rosey.services.files.weather.>",
+        "rosey.hosts.b.commands",
     }
+    assert permissions["publish"]["deny"] == ["rosey.services.files.*.fetch"]  # s-remote
     assert set(permissions["subscribe"]["allow"]) == {
         "rosey.commands.weather.execute",
         "rosey.hosts.b.control.>",
         "rosey.events.>",
+        "_INBOX.plugin_weather.>",  # s-remote: the services' answers
     }
 
 

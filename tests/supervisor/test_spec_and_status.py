@@ -273,6 +273,7 @@ def test_rosey_status_keys_and_round_trip() -> None:
         "watchdog",
         "storage",
         "gateway",
+        "hosts",  # s-remote: per host, on a hub
     ]
     assert data["gateway"] == {}  # no plugin used the HTTP gateway
     assert list(data["nats"]) == ["url", "embedded", "pid", "monitor_url", "flood_detection"]

@@ -23,22 +23,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.rosey.broker.identities import FILES_FETCH_ANY, plugin_user
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import ConfigError
 
 __all__ = [
     "HOSTS_SUBJECT",
+    "PLUGIN_SERVICES",
     "LeafCredentials",
     "ensure_credentials",
+    "host_commands_subject",
     "host_control_subject",
     "host_heartbeat_subject",
     "host_inbox_prefix",
     "host_permissions",
     "host_user",
+    "plugin_service_requests",
     "read_credentials",
 ]
 
-HOSTS_SUBJECT = "rosey.hosts"  # rosey.hosts.<host>.heartbeat, rosey.hosts.<host>.control.<action>
+#: rosey.hosts.<host>.heartbeat, .commands (s-remote), rosey.hosts.<host>.control.<action>
+HOSTS_SUBJECT = "rosey.hosts"
 LOGS_SUBJECT = "rosey.logs"  # the control service's live output (rosey logs -f)
 
 
@@ -55,6 +60,11 @@ def host_heartbeat_subject(host: str) -> str:
     return f"{HOSTS_SUBJECT}.{host}.heartbeat"
 
 
+def host_commands_subject(host: str) -> str:
+    """s-remote: where host ``host`` says what its plugins declare (see hosts/declared.py)."""
+    return f"{HOSTS_SUBJECT}.{host}.commands"
+
+
 def host_control_subject(host: str, action: str) -> str:
     return f"{HOSTS_SUBJECT}.{host}.control.{action}"
 
@@ -64,10 +74,12 @@ def host_permissions(host: str, plugins: Iterable[str]) -> dict[str, Any]:
     ``subscribe`` what may cross from the hub to the host.
 
     Into the hub: its plugins' results and errors, their own events, their live output, their
-    crash events, its heartbeat, and answers to the hub's requests to this host. To the host: commands for its
-    plugins, the hub's control requests for this host, and normalized chat events (which every
-    plugin may read anyway). Nothing else: not another plugin's commands or events, not
-    ``rosey.supervisor.>``, not the services, not another host's subjects.
+    crash events, their requests to the hub's services in their own names, its heartbeat and
+    its plugins' declared commands, and answers to the hub's requests to this host. To the
+    host: commands for its plugins, the services' answers into its plugins' own inboxes, the
+    hub's control requests for this host, and normalized chat events (which every plugin may
+    read anyway). Nothing else: not another plugin's commands, events or services, not
+    ``rosey.supervisor.>``, not another host's subjects.
     """
     publish: list[str] = []
     subscribe: list[str] = []
@@ -80,14 +92,41 @@ def host_permissions(host: str, plugins: Iterable[str]) -> dict[str, Any]:
             # Its crashes, as its host's supervisor saw them: the hub's router fails the commands
             # in flight at once. The host is trusted for its own plugins' facts, and only those.
             Subjects.lifecycle(plugin, "crashed"),
+            # --- s-remote: its requests to the hub's services (storage, http, files) in its own
+            # name, as on the hub: rosey.services.<service>.<plugin>.<op>, never another's.
+            *plugin_service_requests(plugin),
         ]
-        subscribe.append(Subjects.plugin_command(plugin, "execute"))
+        subscribe += [
+            Subjects.plugin_command(plugin, "execute"),
+            # The services' answers: into the plugin's own inbox (``allow_responses`` does not
+            # cross a leaf connection; the services answer only into the asker's own inbox).
+            f"_INBOX.{plugin_user(plugin)}.>",
+        ]
+        # --- end s-remote
     publish += [host_heartbeat_subject(host), f"{host_inbox_prefix(host)}.>"]
+    publish.append(host_commands_subject(host))  # s-remote: its plugins' declared commands
     subscribe += [f"{HOSTS_SUBJECT}.{host}.control.>", Subjects.EVENTS_ALL]
     return {
-        "publish": {"allow": list(dict.fromkeys(publish))},
+        # s-remote: fetching a stored file is for the hub's adapters only, as for a local plugin.
+        "publish": {"allow": list(dict.fromkeys(publish)), "deny": [FILES_FETCH_ANY]},
         "subscribe": {"allow": list(dict.fromkeys(subscribe))},
     }
+
+
+#: s-remote: the hub's services a plugin calls in its own name (storage, the HTTP gateway, files).
+PLUGIN_SERVICES = ("storage", "http", "files")
+
+
+def plugin_service_requests(plugin: str) -> list[str]:
+    """s-remote: ``rosey.services.<service>.<plugin>.>`` for each of :data:`PLUGIN_SERVICES`.
+
+    Spelled so for nats-server 2.15 (verified): the hub's server tells a leaf that it wants a
+    subject (its services subscribe ``rosey.services.<service>.*.*``) only when that subscription
+    covers an allowed subject, and it does not see ``*.*`` cover an allow holding a ``*``
+    (``...<plugin>.*``, ``rosey.services.*.<plugin>.>``): the requests would find no responder.
+    ``.>`` adds nothing a service answers (they take ``rosey.services.<service>.<name>.<op>`` only).
+    """
+    return [f"{Subjects.SERVICES}.{service}.{plugin}.>" for service in PLUGIN_SERVICES]
 
 
 @dataclass(frozen=True, kw_only=True)

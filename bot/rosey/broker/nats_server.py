@@ -24,6 +24,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ class NatsServer:
         self.leaf_violations = 0  # s-host: what the server refused a host, over all leaf connections
         self.last_leaf_violation: str | None = None
         self.leaf_tls_failures = 0  # s-spread: failed TLS handshakes on leaf connections
+        # s-remote: told (connection id, "publish SUBJECT") of each, from the log's thread.
+        self.on_leaf_violation: Callable[[int, str], None] | None = None
         self.log_tail: list[str] = []
         #: Denied publishes/subscriptions per user, read from the server's own log: the
         #: server is the enforcer, so its word cannot be suppressed by a plugin.
@@ -348,6 +351,8 @@ class NatsServer:
                 address, lid, kind, subject = match.groups()
                 self.leaf_violations += 1
                 self.last_leaf_violation = f"{kind.lower()} {subject}"
+                if self.on_leaf_violation is not None:  # s-remote: which host it was
+                    self.on_leaf_violation(int(lid), self.last_leaf_violation)
                 if self._denials_to_log(f"leaf:{lid}"):
                     logger.warning(
                         "NATS denied a host (leaf connection %s from %s): %s to %r",

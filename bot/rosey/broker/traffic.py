@@ -82,7 +82,13 @@ class ConnectionCount:
 
 
 async def read_connz(
-    monitor_url: str, *, state: str = "open", limit: int = 1024, offset: int = 0, timeout: float = 2.0
+    monitor_url: str,
+    *,
+    state: str = "open",
+    limit: int = 1024,
+    offset: int = 0,
+    timeout: float = 2.0,
+    cid: int | None = None,  # s-remote: that one connection only (leaf connections too)
 ) -> tuple[list[ConnectionCount], int]:
     """One page of ``/connz?auth=true``: the connections and the server's total for ``state``.
 
@@ -95,6 +101,8 @@ async def read_connz(
     path = f"{parts.path.rstrip('/')}/connz?auth=true&state={state}&limit={limit}&offset={offset}"
     if state == "closed":
         path += "&sort=stop"  # most recently closed first
+    if cid is not None:  # s-remote
+        path += f"&cid={int(cid)}"
     request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}:{port}\r\n\r\n".encode()
     try:
         async with asyncio.timeout(timeout):

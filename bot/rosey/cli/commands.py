@@ -27,6 +27,7 @@ from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import CliError, ConfigError, NoResponders, NotRunning, RequestTimeout
 from bot.rosey.hosts.status import (  # s-host, s-spread
     command_inbox_prefix,
+    denial_lines,  # s-remote
     plugin_reasons,
     unreachable_reason,
 )
@@ -171,6 +172,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     for (layers, source), names in sandboxes.items():
         # Says where the value comes from: never the plugin's own claim.
         print(f"sandbox {layers}: {', '.join(names)} ({PluginStatus.SANDBOX_SOURCES.get(source, source)})")
+    for line in denial_lines(status.hosts):  # s-remote: what the hub's NATS refused each host
+        print(line)
     kind = "embedded" if status.nats.embedded else "external"
     print(f"NATS {redact_url(status.nats.url)} ({kind}); rosey pid {status.pid}")
     if status.nats.flood_detection and status.nats.flood_detection != "on":
@@ -221,6 +224,10 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
         declared = catalog.commands.get(str(row["name"]))
         row["commands"] = declared.as_dict(prefix) if declared is not None else []
     # --- end of issue 15
+    if config.cluster.host is None:  # s-remote: a hub's plugins on hosts, as their hosts reported them
+        from bot.rosey.hosts.declared import remote_plugin_rows
+
+        rows += remote_plugin_rows(config.cluster, config.state_dir, prefix)
     if args.json:
         print_json({"plugins": rows, "problems": list(catalog.problems)})
     else:

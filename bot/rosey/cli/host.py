@@ -1,7 +1,9 @@
 """``rosey host``: plugins on another machine, under the hub's ceiling; ``rosey hosts credentials``.
 
 A host is ``rosey run`` without the parts that belong to the hub (router, chat relay, adapters'
-services, storage, HTTP gateway, files, web): its own nats-server, a leaf node of the hub's,
+services, storage, HTTP gateway, files, web): its plugins' requests to the services cross to the
+hub's (s-remote), whose grants for them are in the hub's rosey.toml, so a host's ``[plugins.NAME]``
+may not say them. Its own nats-server, a leaf node of the hub's,
 with one NATS user per plugin as ``rosey run`` makes them; the same supervisor, launcher,
 sandbox, limits, restarts and logs; and two more things: a control service on
 ``rosey.hosts.<host>.control.<action>`` for the hub (``rosey restart|logs NAME`` there), and a
@@ -27,10 +29,10 @@ from urllib.parse import quote, urlsplit
 from bot.rosey.app import RoseyApp
 from bot.rosey.broker.leaf import HOSTS_SUBJECT, ensure_credentials, read_credentials
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig
-from bot.rosey.config import Launcher, RoseyConfig, load_config
+from bot.rosey.config import Launcher, RoseyConfig, load_config, plugin_keys_set
 from bot.rosey.errors import CliError, PluginStartError, RoseyError
 from bot.rosey.hosts.agent import HeartbeatSender
-from bot.rosey.hosts.config import HostSideConfig
+from bot.rosey.hosts.config import HUB_SIDE_KEYS, HostSideConfig
 from bot.rosey.hosts.spread import HeldService  # s-spread
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
@@ -61,6 +63,14 @@ class HostApp(RoseyApp):
             raise CliError("[hosts.*] belongs in the hub's rosey.toml, not a host's")
         if config.nats_url is not None:
             raise CliError("a host runs its own nats-server (a leaf node of the hub): remove [nats] url")
+        # s-remote: the hub's router and services apply these, from the hub's file (one place).
+        for name, plugin in config.plugins.items():
+            for key in plugin_keys_set(plugin, config.command_timeout):
+                if key in HUB_SIDE_KEYS:
+                    raise CliError(
+                        f"plugins.{name}.{key}: the hub applies this to a plugin on a host; "
+                        f"set it in the hub's rosey.toml ([plugins.{name}] there), not the host's"
+                    )
         self.side: HostSideConfig = config.cluster.host
         self.credentials = read_credentials(self.side.credentials, host=self.side.name)
         super().__init__(config)
@@ -130,7 +140,11 @@ class HostApp(RoseyApp):
         self.watchdog.start()
         self._start_flood_detection()
         self.heartbeat = HeartbeatSender(
-            self.control_bus, self.side.name, self._rows, interval=self.side.heartbeat_interval
+            self.control_bus,
+            self.side.name,
+            self._rows,
+            interval=self.side.heartbeat_interval,
+            commands=lambda: self.catalog.commands,  # s-remote: for the hub's !help
         )
         self.heartbeat.start()
         self._started = True

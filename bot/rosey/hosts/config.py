@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "DEFAULT_HUB_NAME",
     "DEFAULT_LEAF_LISTEN",
+    "HUB_SIDE_KEYS",
     "ClusterConfig",
     "HostEntry",
     "HostSideConfig",
@@ -35,6 +36,10 @@ DEFAULT_LEAF_LISTEN = "127.0.0.1:7422"  # nats-server's own default leaf port
 #: A host silent this long is "lost": three missed heartbeats (one a second).
 DEFAULT_HEARTBEAT_TIMEOUT = 3.0
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
+#: s-remote: what the hub applies to a plugin wherever it runs (its router: who may run it, its
+#: command timeout; its services: storage, HTTP gateway, files), so the hub's ``[plugins.NAME]``
+#: says them for a plugin on a host, and the host's file may not (one place of truth).
+HUB_SIDE_KEYS = ("storage", "http", "files", "platforms", "channels", "min_role", "command_timeout")
 _HOST_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 

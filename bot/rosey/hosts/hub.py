@@ -4,6 +4,11 @@ Before the NATS server starts: each declared host's leaf user (its ceiling) with
 kept in the state directory, and the leaf listener. Once the core is connected: the heartbeat
 registry, and one core connection per host whose inbox prefix is that host's, for the router's
 commands to its plugins and the control service's actions on them.
+
+s-remote: what the hub applies to a remote plugin is said in the hub's own ``[plugins.NAME]``
+(:meth:`HubSide.plugin_configs`: its services' grants, who may run it), the commands its host
+reports are ``!help``'s (:attr:`HubSide.declared`), and the server's leaf denials are attributed
+to hosts (:class:`~bot.rosey.hosts.denials.LeafDenials`).
 """
 
 from __future__ import annotations
@@ -15,13 +20,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bot.rosey.broker.leaf import LeafCredentials, ensure_credentials, host_inbox_prefix, host_permissions
-from bot.rosey.broker.nats_server import NatsUser
+from bot.rosey.broker.leaf import (
+    LeafCredentials,
+    ensure_credentials,
+    host_inbox_prefix,
+    host_permissions,
+    host_user,
+)
+from bot.rosey.broker.nats_server import NatsServer, NatsUser
+from bot.rosey.config import PluginConfig, RoseyConfig
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.hosts.config import ClusterConfig
+from bot.rosey.hosts.declared import write_commands_file
+from bot.rosey.hosts.denials import UNATTRIBUTED, LeafDenials
 from bot.rosey.hosts.registry import HostRegistry, HostState
 from bot.rosey.hosts.remote_control import RemoteControl
 from bot.rosey.hosts.spread import LossHandler, held_by, spread_inbox_prefix
+from bot.rosey.plugins.declared_commands import PluginCommands
 from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import PluginStatus
 
@@ -45,6 +60,9 @@ class HubSide:
         # inbox every host carrying it may answer into; the hub's reaction to a lost host.
         self.spread_buses: dict[str, EventBus] = {}
         self.loss: LossHandler | None = None
+        # s-remote: remote plugin -> its declared commands, as its host last said (for !help).
+        self.declared: dict[str, PluginCommands] = {}
+        self.denials: LeafDenials | None = None
 
     @property
     def leaf_listen(self) -> str:
@@ -78,8 +96,15 @@ class HubSide:
         (self.state_dir / "hosts" / "leaf_url").write_text(url + "\n")
         logger.info("hosts connect to %s (%s)", url, ", ".join(self.cluster.hosts))
 
-    async def start(self, core_bus: EventBus, connect: Connect) -> None:
+    async def start(self, core_bus: EventBus, connect: Connect, server: NatsServer | None = None) -> None:
+        if server is not None:  # s-remote: leaf denials, attributed to hosts
+            users = {host_user(name): name for name in self.cluster.hosts}
+            self.denials = LeafDenials(server.monitor_url, users)
+            self.denials.start()
+            server.on_leaf_violation = self.denials.record
         self.registry = HostRegistry(core_bus, self.cluster.hosts, timeout=self.cluster.hub.heartbeat_timeout)
+        self.registry.declared = self.declared  # s-remote: one dict, filled by the registry
+        self.registry.on_commands = self._keep_commands
         await self.registry.start()
         for name in self.cluster.hosts:
             self.buses[name] = await connect(f"rosey-host-{name}", host_inbox_prefix(name))
@@ -123,6 +148,8 @@ class HubSide:
     async def stop(self) -> None:
         if self.loss is not None:
             await self.loss.stop()
+        if self.denials is not None:
+            await self.denials.stop()
         if self.registry is not None:
             await self.registry.stop()
         for bus in [*self.buses.values(), *self.spread_buses.values()]:
@@ -158,3 +185,32 @@ class HubSide:
 
     def remote_action(self, action: str, request: Any) -> Awaitable[dict[str, Any]] | None:
         return self.remote(action, request) if self.remote is not None else None
+
+    # ------------------------------------------------------------------ s-remote
+
+    def plugin_configs(self, config: RoseyConfig) -> dict[str, PluginConfig]:
+        """Each remote plugin's ``[plugins.NAME]`` in the hub's file (or the defaults): what the
+        hub's router and services apply to it, exactly as to a plugin of its own."""
+        return {name: config.plugin(name) for name in self.cluster.remote_plugins}
+
+    def hosts_status(self) -> dict[str, dict[str, Any]]:
+        """Per host: its state and what the hub's NATS server refused it (``rosey status``)."""
+        hosts: dict[str, dict[str, Any]] = {}
+        for name in self.cluster.hosts:
+            row: dict[str, Any] = {"state": self.registry.state(name).value if self.registry else "waiting"}
+            denied = self.denials.of(name) if self.denials is not None else None
+            if denied is not None:
+                row["denied_by_nats"] = denied.count
+                row["last_denied"] = denied.last
+            hosts[name] = row
+        if self.denials is not None and self.denials.unattributed:
+            why = self.denials.why_unattributed
+            hosts[UNATTRIBUTED] = {"denied_by_nats": self.denials.unattributed, "why": why}
+        return hosts
+
+    def _keep_commands(self, host: str, declared: Mapping[str, PluginCommands]) -> None:
+        """For ``rosey plugins list`` on the hub, which reads no plugin of a host."""
+        try:
+            write_commands_file(self.state_dir, host, declared)
+        except OSError as exc:
+            logger.warning("host %s: its plugins' commands not kept for `rosey plugins list`: %s", host, exc)

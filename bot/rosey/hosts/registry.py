@@ -22,7 +22,9 @@ from bot.rosey.broker.leaf import HOSTS_SUBJECT
 from bot.rosey.core.event_bus import EventBus, Subscription
 from bot.rosey.core.events import Event
 from bot.rosey.hosts.config import HostEntry
+from bot.rosey.hosts.declared import declared_from_wire
 from bot.rosey.hosts.wire import Heartbeat
+from bot.rosey.plugins.declared_commands import PluginCommands
 from bot.rosey.supervision.status import PluginState, PluginStatus, unavailable_reason
 
 __all__ = ["HostRegistry", "HostState"]
@@ -55,9 +57,18 @@ class HostRegistry:
         self._logged: dict[str, HostState] = {}
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
+        # --- s-remote: the remote plugins' declared commands (plugin -> them), as their hosts last
+        # said; ``on_commands(host, its plugins' commands)`` when that changes.
+        self.declared: dict[str, PluginCommands] = {}
+        self.on_commands: Callable[[str, Mapping[str, PluginCommands]], None] | None = None
+        self._raw_commands: dict[str, object] = {}
+        self._commands_subscription: Subscription | None = None
 
     async def start(self) -> None:
         self._subscription = await self.bus.subscribe(f"{HOSTS_SUBJECT}.*.heartbeat", self._on_heartbeat)
+        self._commands_subscription = await self.bus.subscribe(  # s-remote
+            f"{HOSTS_SUBJECT}.*.commands", self._on_commands
+        )
         self._watch = asyncio.get_running_loop().create_task(self._log_transitions())
 
     async def stop(self) -> None:
@@ -65,9 +76,10 @@ class HostRegistry:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+        for subscription in (self._subscription, self._commands_subscription):
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     # ------------------------------------------------------------------ queries
 
@@ -164,6 +176,25 @@ class HostRegistry:
         self._beats[host] = Heartbeat.from_wire(host, event.data, entry.plugins)
         self._last[host] = time.monotonic()
         self._log_state(host)
+
+    async def _on_commands(self, event: Event) -> None:
+        """s-remote: a host's plugins' declared commands; the same message again costs one compare."""
+        host = event.subject.split(".")[2]
+        entry = self.hosts.get(host)
+        if entry is None or event.data == self._raw_commands.get(host):
+            return
+        self._raw_commands[host] = event.data
+        declared, problems = declared_from_wire(event.data, entry.plugins, host=host)
+        for problem in problems:
+            logger.warning("%s", problem)
+        for plugin in entry.plugins:
+            if plugin in declared:
+                self.declared[plugin] = declared[plugin]
+            else:
+                self.declared.pop(plugin, None)
+        logger.info("host %s: declared commands of %s", host, ", ".join(declared) or "none of its plugins")
+        if self.on_commands is not None:
+            self.on_commands(host, declared)
 
     def _log_state(self, host: str) -> None:
         state = self.state(host)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from bot.rosey.broker.identities import CORE_INBOX_PREFIX
 from bot.rosey.broker.leaf import host_inbox_prefix
 from bot.rosey.hosts.config import ClusterConfig
+from bot.rosey.hosts.denials import UNATTRIBUTED
 from bot.rosey.hosts.spread import spread_inbox_prefix
 from bot.rosey.supervision.status import PluginStatus
+from bot.rosey.terminal import printable
 
 __all__ = [
     "CORE_INBOX_PREFIX",
     "command_inbox_prefix",
+    "denial_lines",
     "host_inbox_prefix",
     "plugin_reasons",
     "unreachable_reason",
@@ -52,3 +56,24 @@ def plugin_reasons(
         if name not in reasons or why is None:
             reasons[name] = why
     return reasons
+
+
+def denial_lines(hosts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """s-remote: ``host b: 3 messages denied by NATS (last: publish 'rosey.commands.echo.execute')``
+    for each host the hub's server refused something, from ``rosey status``'s ``hosts``."""
+    lines = []
+    for host, row in hosts.items():
+        count = row.get("denied_by_nats")
+        if not isinstance(count, int) or count <= 0:
+            continue
+        if host == UNATTRIBUTED:
+            why = row.get("why")
+            lines.append(
+                f"leaf connections: {count} messages denied by NATS, not attributed to a host"
+                + (f" ({printable(str(why))})" if why else "")
+            )
+            continue
+        last = row.get("last_denied")
+        shown = f" (last: {printable(str(last))})" if last else ""
+        lines.append(f"host {printable(host)}: {count} messages denied by NATS{shown}")
+    return lines

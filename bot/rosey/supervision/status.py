@@ -377,6 +377,9 @@ class RoseyStatus:
     storage: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: The HTTP gateway's counters per plugin (requests, completed, refused, limited, failed, bytes).
     gateway: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: s-remote: on a hub, per host: its state, and what the hub's NATS server refused it
+    #: (``denied_by_nats``, ``last_denied``); "?": refusals no host could be named for (``why``).
+    hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(self.plugins))
@@ -401,6 +404,7 @@ class RoseyStatus:
             "watchdog": self.watchdog.to_dict(),
             "storage": {name: dict(usage) for name, usage in self.storage.items()},
             "gateway": {plugin: dict(counters) for plugin, counters in self.gateway.items()},
+            "hosts": {host: dict(row) for host, row in self.hosts.items()},  # s-remote
         }
 
     @classmethod
@@ -421,6 +425,7 @@ class RoseyStatus:
             watchdog=WatchdogStatus.from_dict(_mapping(data.get("watchdog"))),
             storage={k: dict(_mapping(v)) for k, v in _mapping(data.get("storage")).items()},
             gateway={str(k): dict(_mapping(v)) for k, v in _mapping(data.get("gateway")).items()},
+            hosts={str(k): dict(_mapping(v)) for k, v in _mapping(data.get("hosts")).items()},  # s-remote
         )
 
 
