@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import logging
 from collections import OrderedDict
 from typing import Any, ClassVar
@@ -64,6 +65,14 @@ from bot.rosey.adapters.outbox import DeliveryFailed
 from bot.rosey.core.chat import ChatEventType, ChatUser, OutgoingMessage, Role
 
 __all__ = ["DEFAULT_API_BASE", "DiscordAdapter"]
+
+
+# discord.py reads and writes the gateway's JSON with orjson whenever orjson is importable, and it
+# is (Rosey's envelope uses it). orjson refuses what the stdlib reads (an escaped lone surrogate,
+# "\ud800"), and discord.py then drops the session on one odd message: keep the stdlib here, the
+# codec discord.py uses without orjson (the adapter cleans such text itself).
+setattr(discord.utils, "_from_json", json.loads)  # noqa: B010 (a private name: kept out of mypy's view)
+setattr(discord.utils, "_to_json", lambda obj: json.dumps(obj, separators=(",", ":"), ensure_ascii=True))  # noqa: B010
 
 logger = logging.getLogger(__name__)
 
