@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,18 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def measure(rounds: int, per_round: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="rosey-bench-hosts-"))
+@contextlib.asynccontextmanager
+async def hub_and_host(plugin: str, prefix: str) -> AsyncIterator[tuple[EventBus, EventBus]]:
+    """A hub (`rosey run`) running ``plugin`` (source with a ``{name}`` field) as ``near`` and a
+    host b (`rosey host`, a leaf of the hub) running it as ``far``, both real processes with their
+    own nats-servers in a temporary directory; yields the hub's core connection and its connection
+    for host b (as the router asks each), once b's first heartbeat arrived. Everything it started
+    is stopped and removed on exit."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     hub_dir, host_dir = work / "hub", work / "host"
     for directory, name in ((hub_dir, "near"), (host_dir, "far")):
         (directory / "plugins").mkdir(parents=True)
-        (directory / "plugins" / f"{name}.py").write_text(PLUGIN.format(name=name))
+        (directory / "plugins" / f"{name}.py").write_text(plugin.format(name=name))
     (hub_dir / "rosey.toml").write_text(
         '[rosey]\nentry_points = false\n[hub]\nleaf_listen = "127.0.0.1:0"\n'
         '[hosts.b]\nplugins = ["far"]\n[web]\nenabled = false\n'
@@ -117,37 +124,12 @@ async def measure(rounds: int, per_round: int) -> dict[str, Any]:
         )
         procs.append(await _start([*ROSEY, "host"], host_dir, b"Rosey host b ready"))
         info = read_runtime(hub_dir / ".rosey")
-        for prefix in (CORE_INBOX_PREFIX, host_inbox_prefix("b")):
-            bus = EventBus(info.nats_url, user=info.user, password=info.password, inbox_prefix=prefix)
+        for inbox_prefix in (CORE_INBOX_PREFIX, host_inbox_prefix("b")):
+            bus = EventBus(info.nats_url, user=info.user, password=info.password, inbox_prefix=inbox_prefix)
             await bus.connect()
             buses.append(bus)
-        near_bus, far_bus = buses
-        await _wait_heartbeat(near_bus)
-        data = {"args": ["ping"], "user": "bench", "channel": "bench"}
-
-        async def once(bus: EventBus, plugin: str) -> float:
-            started = time.perf_counter()
-            reply = await bus.request(f"rosey.commands.{plugin}.execute", data, "bench", "cid", timeout=10)
-            elapsed = time.perf_counter() - started
-            if reply.data.get("message") != "ping":
-                raise RuntimeError(f"{plugin} answered {reply.data!r}")
-            return elapsed
-
-        for _ in range(50):  # warm-up: connections, interest across the leaf, both plugins' caches
-            await once(near_bus, "near")
-            await once(far_bus, "far")
-        near: list[float] = []
-        far: list[float] = []
-        for index in range(rounds):
-            order = [(near_bus, "near", near), (far_bus, "far", far)]
-            if index % 2:
-                order.reverse()
-            for bus, plugin, samples in order:
-                for _ in range(per_round):
-                    samples.append(await once(bus, plugin))
-        result = {"local": _percentiles(near), "leaf": _percentiles(far)}
-        result["ratio_p50"] = round(result["leaf"]["p50_ms"] / result["local"]["p50_ms"], 2)
-        return result
+        await _wait_heartbeat(buses[0])
+        yield buses[0], buses[1]
     finally:
         for bus in buses:
             with contextlib.suppress(Exception):
@@ -161,6 +143,51 @@ async def measure(rounds: int, per_round: int) -> dict[str, Any]:
                     proc.kill()
                     await proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def near_vs_far(
+    once: Callable[[EventBus, str], Awaitable[float]],
+    buses: tuple[EventBus, EventBus],
+    *,
+    rounds: int,
+    per_round: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """``once(bus, plugin)`` for ``near`` and ``far`` in alternating rounds (which side goes first
+    flips each round, so both see the same machine load), after ``warmup`` of each; the
+    percentiles of each side and the ratio of medians."""
+    near_bus, far_bus = buses
+    for _ in range(warmup):
+        await once(near_bus, "near")
+        await once(far_bus, "far")
+    near: list[float] = []
+    far: list[float] = []
+    for index in range(rounds):
+        order = [(near_bus, "near", near), (far_bus, "far", far)]
+        if index % 2:
+            order.reverse()
+        for bus, plugin, samples in order:
+            for _ in range(per_round):
+                samples.append(await once(bus, plugin))
+    result: dict[str, Any] = {"local": _percentiles(near), "leaf": _percentiles(far)}
+    result["ratio_p50"] = round(result["leaf"]["p50_ms"] / result["local"]["p50_ms"], 2)
+    return result
+
+
+async def measure(rounds: int, per_round: int) -> dict[str, Any]:
+    data = {"args": ["ping"], "user": "bench", "channel": "bench"}
+
+    async def once(bus: EventBus, plugin: str) -> float:
+        started = time.perf_counter()
+        reply = await bus.request(f"rosey.commands.{plugin}.execute", data, "bench", "cid", timeout=10)
+        elapsed = time.perf_counter() - started
+        if reply.data.get("message") != "ping":
+            raise RuntimeError(f"{plugin} answered {reply.data!r}")
+        return elapsed
+
+    async with hub_and_host(PLUGIN, "rosey-bench-hosts-") as buses:
+        # warm-up: connections, interest across the leaf, both plugins' caches
+        return await near_vs_far(once, buses, rounds=rounds, per_round=per_round, warmup=50)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.hosts import ROSEY, _percentiles, _start, _wait_heartbeat
-from bot.rosey.broker.identities import CORE_INBOX_PREFIX
-from bot.rosey.broker.leaf import host_inbox_prefix
+from bench.hosts import hub_and_host, near_vs_far
 from bot.rosey.core.event_bus import EventBus
-from bot.rosey.runtime import read_runtime
 
 PLUGIN = """
 from bot.rosey.plugins.plugin_interface import PluginInterface
@@ -48,73 +41,21 @@ class Reader(PluginInterface):
 
 
 async def measure(rounds: int, per_round: int, gets: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="rosey-bench-remote-storage-"))
-    hub_dir, host_dir = work / "hub", work / "host"
-    for directory, name in ((hub_dir, "near"), (host_dir, "far")):
-        (directory / "plugins").mkdir(parents=True)
-        (directory / "plugins" / f"{name}.py").write_text(PLUGIN.format(name=name))
-    (hub_dir / "rosey.toml").write_text(
-        '[rosey]\nentry_points = false\n[hub]\nleaf_listen = "127.0.0.1:0"\n'
-        '[hosts.b]\nplugins = ["far"]\n[web]\nenabled = false\n'
-    )
-    procs: list[asyncio.subprocess.Process] = []
-    buses: list[EventBus] = []
-    try:
-        procs.append(await _start([*ROSEY, "run", "--no-chat"], hub_dir, b"Rosey ready"))
-        state = hub_dir / ".rosey" / "hosts"
-        shutil.copy(state / "b.credentials", host_dir / "b.credentials")
-        (host_dir / "b.credentials").chmod(0o600)
-        leaf = (state / "leaf_url").read_text().strip()
-        (host_dir / "rosey.toml").write_text(
-            "[rosey]\nentry_points = false\n"
-            f'[host]\nname = "b"\nhub = "{leaf}"\ncredentials = "b.credentials"\n'
-        )
-        procs.append(await _start([*ROSEY, "host"], host_dir, b"Rosey host b ready"))
-        info = read_runtime(hub_dir / ".rosey")
-        for prefix in (CORE_INBOX_PREFIX, host_inbox_prefix("b")):
-            bus = EventBus(info.nats_url, user=info.user, password=info.password, inbox_prefix=prefix)
-            await bus.connect()
-            buses.append(bus)
-        near_bus, far_bus = buses
-        await _wait_heartbeat(near_bus)
-        data = {"args": [str(gets)], "user": "bench", "channel": "bench"}
+    data = {"args": [str(gets)], "user": "bench", "channel": "bench"}
 
-        async def once(bus: EventBus, plugin: str) -> float:
-            started = time.perf_counter()
-            reply = await bus.request(f"rosey.commands.{plugin}.execute", data, "bench", "cid", timeout=30)
-            elapsed = time.perf_counter() - started
-            if reply.data.get("message") != "ok":
-                raise RuntimeError(f"{plugin} answered {reply.data!r}")
-            return elapsed / gets
+    async def once(bus: EventBus, plugin: str) -> float:
+        started = time.perf_counter()
+        reply = await bus.request(f"rosey.commands.{plugin}.execute", data, "bench", "cid", timeout=30)
+        elapsed = time.perf_counter() - started
+        if reply.data.get("message") != "ok":
+            raise RuntimeError(f"{plugin} answered {reply.data!r}")
+        return elapsed / gets
 
-        for _ in range(5):  # warm-up: connections, interest across the leaf, the bucket
-            await once(near_bus, "near")
-            await once(far_bus, "far")
-        near: list[float] = []
-        far: list[float] = []
-        for index in range(rounds):
-            order = [(near_bus, "near", near), (far_bus, "far", far)]
-            if index % 2:
-                order.reverse()
-            for bus, plugin, samples in order:
-                for _ in range(per_round):
-                    samples.append(await once(bus, plugin))
-        result: dict[str, Any] = {"local": _percentiles(near), "leaf": _percentiles(far), "gets": gets}
-        result["ratio_p50"] = round(result["leaf"]["p50_ms"] / result["local"]["p50_ms"], 2)
-        return result
-    finally:
-        for bus in buses:
-            with contextlib.suppress(Exception):
-                await bus.disconnect()
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+    async with hub_and_host(PLUGIN, "rosey-bench-remote-storage-") as buses:
+        # warm-up: connections, interest across the leaf, the bucket
+        result = await near_vs_far(once, buses, rounds=rounds, per_round=per_round, warmup=5)
+    result["gets"] = gets
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
