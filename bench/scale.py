@@ -37,59 +37,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.dashboard import _lag_probe, _percentile, _toml
+from bench.dashboard import _thread_cpu as _cpu_per_thread
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-IDLE_PLUGIN = HERE / "plugins" / "idle_plugin.py"
-SELF = str(Path(__file__).resolve())
 SIZES = (10, 100, 500, 1000)
 LAG_TICK = 0.005
 _MB = 1024 * 1024
 
 
-def _toml(state: Path, count: int) -> str:
-    lines = [
-        "[rosey]",
-        f"state_dir = {json.dumps(str(state))}",
-        "entry_points = false",
-        "plugin_dirs = []",
-        'launcher = "zygote"',
-        "",
-        "[nats]",
-        "monitor = false",
-        "",
-        "[web]",
-        "enabled = true",
-        "port = 0",
-        "",
-    ]
-    for i in range(count):
-        lines += [f"[plugins.p{i}]", f"path = {json.dumps(str(IDLE_PLUGIN))}", ""]
-    return "\n".join(lines)
-
-
 def _thread_cpu() -> float:
-    total = 0
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
-
-
-async def _lag_probe(duration: float, tick: float) -> list[float]:
-    clock = time.perf_counter
-    late = []
-    stop_at = clock() + duration
-    while clock() < stop_at:
-        t0 = clock()
-        await asyncio.sleep(tick)
-        late.append(clock() - t0 - tick)
-    return late
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+    """CPU seconds of all this process's threads together."""
+    return sum(_cpu_per_thread().values())
 
 
 def _memory(pids: list[int]) -> tuple[float, float, int]:
@@ -163,7 +123,13 @@ async def bot_round(count: int, window: float, commands: int) -> dict[str, Any]:
             await asyncio.sleep(window)
             out["cpu_percent"] = 100 * (_thread_cpu() - cpu0) / (time.perf_counter() - wall0)
             floor = await asyncio.create_subprocess_exec(
-                sys.executable, SELF, "--floor", str(window), stdout=asyncio.subprocess.PIPE
+                sys.executable,
+                "-m",
+                "bench.scale",
+                "--floor",
+                str(window),
+                cwd=REPO,
+                stdout=asyncio.subprocess.PIPE,
             )
             late = await _lag_probe(window, LAG_TICK)
             floor_late = json.loads((await floor.communicate())[0].decode())
@@ -196,7 +162,17 @@ async def bot_round(count: int, window: float, commands: int) -> dict[str, Any]:
 
 
 def _child(count: int, window: float, commands: int) -> dict[str, Any]:
-    argv = [sys.executable, SELF, "--child", str(count), "--window", str(window), "--commands", str(commands)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.scale",
+        "--child",
+        str(count),
+        "--window",
+        str(window),
+        "--commands",
+        str(commands),
+    ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=600 + 3 * window)
     if done.returncode != 0:
         raise RuntimeError(
