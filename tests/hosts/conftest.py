@@ -35,6 +35,18 @@ plugins = ["far_echo", "evil"]
 enabled = false
 """
 
+#: A configured but disabled IRC adapter: a test speaks for it with the hub's core identity.
+DISABLED_IRC = """\
+[adapters.irc]
+type = "irc"
+enabled = false
+server = "127.0.0.1"
+port = 6667
+tls = false
+nick = "rosey"
+channels = ["#rosey"]
+"""
+
 EVIL_PUBLISH = [
     "rosey.commands.echo.execute",
     "rosey.supervisor.shutdown",

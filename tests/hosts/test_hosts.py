@@ -16,7 +16,7 @@ from bot.rosey.cli.client import ask, connect
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from tests.cli.conftest import ROSEY, rosey, user_env
-from tests.hosts.conftest import Cluster, start_cluster, stop_cluster
+from tests.hosts.conftest import DISABLED_IRC, Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,10 +140,7 @@ async def test_the_hubs_router_answers_chat_from_the_host_and_refuses_fast_when_
 ) -> None:
     """A chat line through the running hub's relay and router (not the CLI's router): answered by
     the plugin on the host; refused at once, in words, while the host is lost."""
-    # A configured (disabled) IRC adapter: the test speaks for it with the hub's core identity.
-    irc = '\n[adapters.irc]\ntype = "irc"\nenabled = false\nserver = "127.0.0.1"\nport = 6667\n'
-    irc += 'tls = false\nnick = "rosey"\nchannels = ["#rosey"]\n'
-    running = await start_cluster(tmp_path, hub_extra=irc)
+    running = await start_cluster(tmp_path, hub_extra="\n" + DISABLED_IRC)
     try:
         await running.wait_host_label("far_echo", "b")
         bus = await running.hub_bus()

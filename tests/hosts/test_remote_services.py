@@ -29,7 +29,7 @@ from bot.rosey.plugins.storage_client import StorageClient
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 from tests.cli.conftest import ROSEY, RunningRosey, rosey, start_run, user_env
 from tests.gateway.http_server import LoopbackServer, start_server
-from tests.hosts.conftest import FIXTURES
+from tests.hosts.conftest import DISABLED_IRC, FIXTURES
 from tests.hosts.test_hosts import _as_raw_leaf
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
@@ -64,15 +64,7 @@ allow = [{{ url = "{granted.url("/far/")}", allow_private = true }}]
 [plugins.far_store.files]
 max_bytes = 4096
 
-[adapters.irc]
-type = "irc"
-enabled = false
-server = "127.0.0.1"
-port = 6667
-tls = false
-nick = "rosey"
-channels = ["#rosey"]
-
+{DISABLED_IRC}
 [web]
 enabled = false
 """
