@@ -51,7 +51,7 @@ from bot.rosey.plugins.process.launchers import LAUNCHER_ENV, Launcher, default_
 from bot.rosey.plugins.process.output import LogForwarder, OutputBuffer, PipeReader, capture_pipe
 from bot.rosey.plugins.process.zygote import Zygote, shared_zygote
 from bot.rosey.plugins.sandbox import SandboxPolicy
-from bot.rosey.plugins.sandbox.pidns import is_namespace_init, plugin_process
+from bot.rosey.plugins.sandbox.pidns import pid_is_namespace_init, plugin_process
 from bot.rosey.process_record import ProcessRecord, ProcessRole
 
 # Launcher, LAUNCHER_ENV and default_launcher are defined in process.launchers, re-exported here
@@ -576,14 +576,7 @@ class PluginProcess:
         found = []
         measured = self._measured.pid if self._measured is not None else None
         for child in self.psutil_process.children(recursive=True):
-            if child.pid == measured:
-                continue
-            try:
-                with open(f"/proc/{child.pid}/status") as f:
-                    status = f.read()
-            except OSError:
-                continue  # gone meanwhile
-            if not is_namespace_init(status):
+            if child.pid != measured and pid_is_namespace_init(child.pid) is False:  # None: gone meanwhile
                 found.append(child)
         return found
 

@@ -94,6 +94,16 @@ def is_namespace_init(status_text: str) -> bool:
     return False
 
 
+def pid_is_namespace_init(pid: int, proc: str = "/proc") -> bool | None:
+    """Whether process ``pid`` is the init of a nested PID namespace (see :func:`is_namespace_init`);
+    None when it is gone."""
+    try:
+        with open(f"{proc}/{pid}/status") as f:
+            return is_namespace_init(f.read())
+    except OSError:
+        return None
+
+
 def plugin_process(supervised_pid: int, proc: str = "/proc") -> int | None:
     """Host side: the pid of the process running the plugin's code below ``supervised_pid``, or None.
 
@@ -106,15 +116,7 @@ def plugin_process(supervised_pid: int, proc: str = "/proc") -> int | None:
             children = [int(pid) for pid in f.read().split()]
     except (OSError, ValueError):
         children = _children_by_scan(supervised_pid, proc)  # a kernel without CONFIG_PROC_CHILDREN
-    found = []
-    for pid in children:
-        try:
-            with open(f"{proc}/{pid}/status") as f:
-                status = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        if not is_namespace_init(status):
-            found.append(pid)
+    found = [pid for pid in children if pid_is_namespace_init(pid, proc) is False]  # None: gone meanwhile
     return found[0] if len(found) == 1 else None
 
 
