@@ -131,7 +131,10 @@ async def test_disk_watch_walks_at_start_and_again_only_when_writes_could_cross_
         return await real_measure(root, **options)
 
     monkeypatch.setattr(disk, "measure", counted)
-    process = cast(PluginProcess, SimpleNamespace(pid=os.getpid(), data_dir=tmp_path, psutil_process=None))
+    process = cast(
+        PluginProcess,
+        SimpleNamespace(pid=os.getpid(), measured_pid=os.getpid(), data_dir=tmp_path, psutil_process=None),
+    )
     watch = DiskWatch()
     assert await watch.check("p", process, 8, children=False) is None
     assert len(walks) == 1  # a new process is measured at once

@@ -131,7 +131,10 @@ async def test_the_disk_guard_freezes_a_process_over_its_quota_and_hands_the_kil
     """On its own thread; the loop hears of it through ``on_over``, the process is stopped at once."""
     writer = start_writer(tmp_path)
     assert writer.stdin is not None
-    process = cast(PluginProcess, SimpleNamespace(pid=writer.pid, data_dir=tmp_path, psutil_process=None))
+    process = cast(
+        PluginProcess,
+        SimpleNamespace(pid=writer.pid, measured_pid=writer.pid, data_dir=tmp_path, psutil_process=None),
+    )
     spec = PluginSpec(name="w", path=tmp_path / "w.py", limits=Limits(max_disk_mb=8))
     target = SimpleNamespace(name="w", process=process, spec=spec, disk=None)
     loop = asyncio.get_running_loop()
@@ -158,6 +161,47 @@ async def test_the_disk_guard_freezes_a_process_over_its_quota_and_hands_the_kil
         stop(writer)
 
 
+async def test_between_full_passes_the_guard_reads_plugins_near_their_quota_and_wakes_for_new_ones(
+    tmp_path: Path,
+) -> None:
+    """Full passes 30 s apart: a process launched meanwhile is measured when :meth:`wake` is
+    called, and one writing toward its quota is caught by the quick passes that follow its
+    headroom (a 0.1 s pass let 346 MB past a 64 MB quota on this machine's page cache)."""
+    writer = start_writer(tmp_path)
+    assert writer.stdin is not None
+    process = cast(
+        PluginProcess,
+        SimpleNamespace(pid=writer.pid, measured_pid=writer.pid, data_dir=tmp_path, psutil_process=None),
+    )
+    spec = PluginSpec(name="w", path=tmp_path / "w.py", limits=Limits(max_disk_mb=8))
+    target = SimpleNamespace(name="w", process=process, spec=spec, disk=None)
+    targets: list[DiskTarget] = []
+    loop = asyncio.get_running_loop()
+    over: asyncio.Future[str] = loop.create_future()
+
+    def on_over(name: str, pid: int, reason: str) -> None:
+        if not over.done():
+            over.set_result(reason)
+
+    guard = DiskGuard(DiskWatch(), lambda: list(targets), on_over, loop=loop, interval=30)
+    guard.start()
+    try:
+        assert await until(lambda: guard.passes == 1, 5)  # the first full pass: nothing to measure
+        targets.append(cast(DiskTarget, target))
+        guard.wake()  # as the watchdog does when a plugin process reports its launch
+        assert await until(lambda: target.disk is not None, 5)
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        reason = await asyncio.wait_for(over, 20)
+        assert reason.startswith("disk ") and reason.endswith("> limit 8 MB"), reason
+        assert await until(lambda: process_state(writer.pid) == "T", 5)
+        assert guard.passes == 2 and guard.quick_passes > 0  # the wake's pass, then quick ones only
+        assert target.disk is not None and 8 * MB < target.disk.bytes < (8 + 320) * MB
+    finally:
+        await asyncio.to_thread(guard.stop)
+        stop(writer)
+
+
 def test_a_plugin_far_below_its_quota_has_its_write_counter_read_less_often(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,7 +218,10 @@ def test_a_plugin_far_below_its_quota_has_its_write_counter_read_less_often(
         return real_written(*args)
 
     monkeypatch.setattr(disk, "_written", counted)
-    process = cast(PluginProcess, SimpleNamespace(pid=os.getpid(), data_dir=tmp_path, psutil_process=None))
+    process = cast(
+        PluginProcess,
+        SimpleNamespace(pid=os.getpid(), measured_pid=os.getpid(), data_dir=tmp_path, psutil_process=None),
+    )
     watch = DiskWatch()
     assert watch.check_now("far", process, 1024, children=False) is None  # walked: a new process
     assert watch.check_now("far", process, 1024, children=False) is None

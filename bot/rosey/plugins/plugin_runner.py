@@ -171,6 +171,8 @@ class PluginProcess:
         # What the launcher applied in the current process, read from the readiness pipe's first
         # line before plugin code ran (None: not reported yet, or not by Rosey's launcher).
         self.launch_report: LaunchReport | None = None
+        #: Called (on the loop) once the launcher's report is read: the process exists, sandboxed.
+        self.on_launched: Callable[[], None] | None = None
         self.psutil_process: psutil.Process | None = None
         # s-pidns: the process running the plugin's code, when it is not the supervised one (the
         # pid-ns layer runs it in a PID namespace below it): what CPU and memory are read from.
@@ -468,6 +470,8 @@ class PluginProcess:
                     measured = psutil.Process(pid)
                     measured.cpu_percent(None)  # prime, as for the supervised process
                     self._measured = measured
+        if self.on_launched is not None:
+            self.on_launched()
 
     @property
     def measured_pid(self) -> int | None:

@@ -18,10 +18,14 @@ never visits more than ``quota / block + 1`` entries). :class:`DiskWatch` walks 
 when it may have crossed its quota: at the start of each process; when the bytes its processes
 wrote since the last walk (``write_bytes`` of ``/proc/PID/io``, ~2.5 µs to read from a kept fd)
 could add up to the quota; and otherwise every few seconds (less often for a tree whose walk is
-expensive). Between two checks a plugin can still write what the page cache takes in one
-watchdog disk interval (0.1 s; up to ~1.5 GB/s here, ~300 MB/s once the disk is the limit);
-``fallocate`` (which reserves gigabytes in microseconds) is refused by the sandbox's seccomp
-filter with EOPNOTSUPP, so C libraries fall back to writing.
+expensive). How often the counter is read follows how close the plugin is to its quota: a
+plugin with H bytes left is read again after H / ``ASSUMED_WRITE_RATE`` (faster than anything
+here writes), never sooner than ``MIN_READ_GAP`` (10 ms) apart. So what a plugin gets past its
+quota is what it writes in about 10 ms (one writer here: up to ~4.6 GB/s into the page cache, so
+~50 MB), whatever its quota; ``fallocate`` (which reserves gigabytes in microseconds) is refused
+by the sandbox's seccomp filter with EOPNOTSUPP, so C libraries fall back to writing. (The
+counter used to be read at most once per 0.1 s pass: on this machine's faster page cache a
+filler got 346 MB past a 64 MB quota between two passes.)
 
 That bound is a *time*, so the checks run on a thread of their own (:class:`DiskGuard`), not on
 the bot's event loop. On the loop, a pass came ``disk_interval`` plus however long the loop took
@@ -68,13 +72,15 @@ WALK_BUDGET = 0.01
 #: Longest gap between two walks of a plugin whose write counter stayed quiet: catches what the
 #: counter cannot see (a child process that wrote and exited, directory metadata).
 RECHECK_SECONDS = 5.0
-#: Faster than any plugin fills its data dir (the page cache here takes up to ~1.5 GB/s): a plugin
-#: with H bytes left under its quota cannot cross it in less than H / this, so its write counter
-#: need not be read before then. Near its quota it is read every pass; an idle plugin with the
-#: default 1 GB quota every ~0.5 s instead of every 0.1 s (100 such plugins: ~200 reads a second
-#: instead of 1,000; the disk thread went from ~1.6 % to ~0.8 % of a core, the rest being the
-#: periodic walks). The bound past the quota (what one disk interval lets through) is unchanged.
-ASSUMED_WRITE_RATE = 2 * 1024 * _MB
+#: Faster than any plugin fills its data dir (one writer here puts up to ~4.6 GB/s into the page
+#: cache; measured 2026-12-02 with 8 MB files of random bytes): a plugin with H bytes left under
+#: its quota cannot cross it in less than H / this, so its write counter need not be read before
+#: then. An idle plugin with the default 1 GB quota is read every ~0.125 s (about every pass);
+#: one with 64 MB left every 8 ms.
+ASSUMED_WRITE_RATE = 8 * 1024 * _MB
+#: Shortest gap between two reads of one plugin's write counter (and between two passes of the
+#: guard): what a plugin writes in this time is how far past its quota it can get.
+MIN_READ_GAP = 0.01
 #: Longest gap between two reads of a plugin's write counter, however far below its quota.
 MAX_READ_GAP = 1.0
 
@@ -268,6 +274,15 @@ class DiskWatch:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).suspend()
 
+    def due(self, name: str, now: float) -> bool:
+        """Whether plugin ``name`` needs looking at by ``now`` (one never seen always does)."""
+        tracked = self._tracked.get(name)
+        return tracked is None or now >= min(tracked.next_read, tracked.next_walk)
+
+    def next_due(self) -> float:
+        """The soonest time (``time.monotonic``) a tracked plugin needs looking at (inf: none tracked)."""
+        return min((min(t.next_read, t.next_walk) for t in self._tracked.values()), default=math.inf)
+
     def pids(self, name: str) -> list[int]:
         """The processes measured with plugin ``name`` at its last check (itself first)."""
         tracked = self._tracked.get(name)
@@ -276,7 +291,9 @@ class DiskWatch:
     def _due(
         self, name: str, process: PluginProcess, limit_mb: int, children: bool
     ) -> tuple[_Tracked, int | None, list[int]] | None:
-        pid = process.pid
+        # The process running the plugin's code, read and stopped first: with a PID namespace the
+        # supervised process only relays signals (its own write counter stays at 0).
+        pid = process.measured_pid
         if pid is None:
             return None
         tracked = self._tracked.get(name)
@@ -289,7 +306,7 @@ class DiskWatch:
         now = time.monotonic()
         if now < tracked.next_read and now < tracked.next_walk:
             return None  # too far below its quota to reach it before then, even writing flat out
-        forks = _children(process) if children else []
+        forks = _children(process, pid) if children else []
         written = _written(tracked, forks)
         tracked.pids = [pid, *(child.pid for child in forks)]
         # Without a counter (the process is exiting, or /proc is not readable) only the periodic
@@ -300,7 +317,8 @@ class DiskWatch:
         if usage is not None and written is not None:
             at_most = usage.bytes + written - tracked.written_at_walk
         if at_most is not None and at_most <= limit and now < tracked.next_walk:
-            tracked.next_read = now + min(MAX_READ_GAP, (limit - at_most) / ASSUMED_WRITE_RATE)
+            headroom = (limit - at_most) / ASSUMED_WRITE_RATE
+            tracked.next_read = now + min(MAX_READ_GAP, max(MIN_READ_GAP, headroom))
             return None
         if usage is not None and written is None and now < tracked.next_walk:
             return None
@@ -354,14 +372,17 @@ class DiskTarget(Protocol):
 
 
 class DiskGuard:
-    """Every ``interval``, on a thread of its own: :meth:`DiskWatch.check_now` for each of
-    ``targets()`` (read on the thread: each must be safe to call there); a plugin over its quota
-    is frozen at once and ``on_over(name, pid, reason)`` is called on ``loop`` to kill it.
+    """On a thread of its own: every ``interval`` a full pass (:meth:`DiskWatch.check_now` for
+    each of ``targets()``, read on the thread: each must be safe to call there), and in between,
+    as soon as :meth:`DiskWatch.next_due` says, a pass over only the plugins due then (those close
+    to their quota: at most every ``MIN_READ_GAP``). A plugin over its quota is frozen at once and
+    ``on_over(name, pid, reason)`` is called on ``loop`` to kill it. :meth:`wake` asks for a full
+    pass now (a plugin process was just launched: measure it before its code runs).
 
     Why a thread: the bound on how far past its quota a plugin gets is what it can write between
     two checks, so their spacing must not depend on how busy the event loop is (see the module
-    docstring). The thread mostly sleeps; a pass over 100 plugins reads 100 counters (~5 µs each,
-    the GIL released during each read) and walks only what is due.
+    docstring). The thread mostly sleeps; a pass over 100 plugins reads the counters that are due
+    (~5 µs each, the GIL released during each read) and walks only what is due.
     """
 
     def __init__(
@@ -380,8 +401,10 @@ class DiskGuard:
         self.on_over = on_over
         self.loop = loop
         self.interval = interval
-        self.passes = 0
-        self._stop = threading.Event()
+        self.passes = 0  # full passes
+        self.quick_passes = 0  # passes over the plugins due between two full ones
+        self._stopping = False
+        self._wake = threading.Event()  # set by wake() and stop()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one pass at a time (the thread's, or check_all's caller's)
 
@@ -392,32 +415,49 @@ class DiskGuard:
 
     def stop(self) -> None:
         """Stop the thread and wait for it (blocking: call it off the event loop)."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=10)
 
+    def wake(self) -> None:
+        """A full pass as soon as the thread gets the CPU (safe from any thread)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        wait = 0.0
-        while not self._stop.wait(wait):
-            started = time.monotonic()
+        next_full = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            full = now >= next_full
             try:
-                self.check_all()
+                if full:
+                    next_full = now + self.interval
+                    self.check_all()
+                else:
+                    self.check_all(due_only=True)
             except Exception:  # a bug here must not end quota enforcement for good
                 logger.exception("disk quota pass failed")
-            wait = max(0.0, self.interval - (time.monotonic() - started))
+            wake_at = min(next_full, max(self.watch.next_due(), time.monotonic() + MIN_READ_GAP))
+            if self._wake.wait(max(0.0, wake_at - time.monotonic())):
+                self._wake.clear()
+                next_full = 0.0
 
-    def check_all(self) -> None:
-        """One pass: check every target; freeze and report those over their quota."""
+    def check_all(self, *, due_only: bool = False) -> None:
+        """One pass: check every target (or, ``due_only``, those :meth:`DiskWatch.due` now);
+        freeze and report those over their quota."""
         with self._lock:
             checked = []
+            now = time.monotonic()
             for plugin in self.targets():
                 process, name = plugin.process, plugin.name
                 limit = plugin.spec.limits.max_disk_mb
                 if process is None or not limit:
                     continue
                 checked.append(name)
-                pid = process.pid
+                if due_only and not self.watch.due(name, now):
+                    continue
+                pid = process.pid  # the supervised process: the loop kills only if it is still this one
                 forks = bool(plugin.spec.limits.max_processes)
                 reason = self.watch.check_now(name, process, limit, children=forks)
                 plugin.disk = self.watch.usage(name)
@@ -426,15 +466,20 @@ class DiskGuard:
                     with contextlib.suppress(RuntimeError):  # the loop is closed: the bot is stopping
                         self.loop.call_soon_threadsafe(self.on_over, name, pid, reason)
             self.watch.retain(checked)
-            self.passes += 1
+            if due_only:
+                self.quick_passes += 1
+            else:
+                self.passes += 1
 
 
-def _children(process: PluginProcess) -> list[psutil.Process]:
+def _children(process: PluginProcess, measured: int) -> list[psutil.Process]:
+    """Every process under the supervised one but ``measured`` (counted and frozen first): the
+    plugin's forks and, with a PID namespace, the namespace's init."""
     # Listing them costs a /proc scan: only for plugins allowed to fork.
     if process.psutil_process is None:
         return []
     with contextlib.suppress(psutil.Error):
-        return list(process.psutil_process.children(recursive=True))
+        return [child for child in process.psutil_process.children(recursive=True) if child.pid != measured]
     return []
 
 

@@ -186,6 +186,7 @@ class Supervisor:
             self.add(spec)
         self._first_ready: dict[str, asyncio.Future[None]] = {}
         self._output_listeners: list[OutputListener] = []
+        self._launch_listeners: list[Callable[[str], None]] = []
         self.events = LifecyclePublisher(bus, source="rosey-supervisor")
         #: Before each start of a plugin: its requests against its grants (None: not checked).
         self.start_check: StartCheck | None = None
@@ -237,6 +238,15 @@ class Supervisor:
     def _forward_output(self, name: str, line: OutputLine) -> None:
         for listener in self._output_listeners:
             listener(name, line)
+
+    def add_launch_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(plugin_key)`` as soon as a process of the plugin reports its launch
+        (the watchdog's disk guard measures it then, not at its next pass)."""
+        self._launch_listeners.append(listener)
+
+    def _forward_launch(self, name: str) -> None:
+        for listener in self._launch_listeners:
+            listener(name)
 
     # ------------------------------------------------------------------ queries
 
@@ -400,6 +410,7 @@ class Supervisor:
             ) from exc
         new.join_after_start = True  # a version that fails on_start takes no command with it
         new.output.add_listener(functools.partial(self._forward_output, plugin.name))
+        new.on_launched = functools.partial(self._forward_launch, plugin.name)
         new.limit_output(_output_rate(plugin.spec.limits), on_flood=lambda reason: new.kill_tree())
         await self._check_grants(plugin, new)
         try:
@@ -508,6 +519,7 @@ class Supervisor:
                 self._give_up(plugin, f"cannot be started: {exc}")
                 return None
             plugin.process.output.add_listener(functools.partial(self._forward_output, plugin.name))
+            plugin.process.on_launched = functools.partial(self._forward_launch, plugin.name)
             plugin.process.limit_output(
                 _output_rate(plugin.spec.limits), on_flood=functools.partial(self.kill, plugin.name)
             )

@@ -80,9 +80,9 @@ class WatchdogConfig:
     ping_timeout: float = 1.0
     missed_pings_limit: int = 3
     publish_every: float = 5.0  # stats events on rosey.lifecycle.<name>.stats
-    # Disk quotas: a pass reads each plugin's write counter (~2 µs); a data dir is walked only
-    # when due (see supervision/disk.py). Between passes a plugin can write what the page cache
-    # takes in this time (~150 MB at 1.5 GB/s): the bound on how far past its quota it gets.
+    # Disk quotas: a full pass reads each plugin's write counter (~2 µs) that is due, and finds
+    # new processes; in between, plugins near their quota are read as often as their headroom
+    # needs (down to every 10 ms, see supervision/disk.py). A data dir is walked only when due.
     disk_interval: float = 0.1
 
     def __post_init__(self) -> None:
@@ -156,6 +156,7 @@ class Watchdog:
         self._tasks: list[asyncio.Task[None]] = []
         self.disk = DiskWatch()
         self._guard: DiskGuard | None = None
+        supervisor.add_launch_listener(self._launched)
         self._procs: dict[str, ProcStat] = {}  # name -> its current process's /proc files
         self.loop_lag = LoopLag()
         self.excused_pings = 0  # timeouts not counted as misses: the core's loop was too late
@@ -331,6 +332,13 @@ class Watchdog:
             if plugin.state in (PluginState.STARTING, PluginState.RUNNING):
                 targets.append(plugin)
         return targets
+
+    def _launched(self, name: str) -> None:
+        """A plugin process was just launched: the disk guard measures it now, not at its next
+        pass (a plugin could otherwise write for a whole interval unmeasured)."""
+        plugin = self.supervisor.plugins.get(name)
+        if self._guard is not None and plugin is not None and plugin.spec.limits.max_disk_mb:
+            self._guard.wake()
 
     def _over_disk_quota(self, name: str, pid: int, reason: str) -> None:
         """On the loop, after the disk thread froze process ``pid`` of plugin ``name``: kill it."""
