@@ -75,9 +75,9 @@ RECHECK_SECONDS = 5.0
 #: Faster than any plugin fills its data dir (one writer here puts up to ~4.6 GB/s into the page
 #: cache; measured 2026-12-02 with 8 MB files of random bytes): a plugin with H bytes left under
 #: its quota cannot cross it in less than H / this, so its write counter need not be read before
-#: then. An idle plugin with the default 1 GB quota is read every ~0.125 s (about every pass);
-#: one with 64 MB left every 8 ms.
-ASSUMED_WRITE_RATE = 8 * 1024 * _MB
+#: then. An idle plugin with the default 1 GB quota is read every ~0.2 s (every other full pass
+#: of the guard; 2 GB/s had it read every 0.5 s); one with 64 MB left every 12.5 ms.
+ASSUMED_WRITE_RATE = 5 * 1024 * _MB
 #: Shortest gap between two reads of one plugin's write counter (and between two passes of the
 #: guard): what a plugin writes in this time is how far past its quota it can get.
 MIN_READ_GAP = 0.01
@@ -211,6 +211,7 @@ class _Tracked:
     written_at_walk: int = 0  # the processes' write_bytes when the last walk began
     next_walk: float = 0.0
     next_read: float = 0.0  # no need to read its write counter before then (see ASSUMED_WRITE_RATE)
+    read_gap: float = 0.0  # the last gap set between two reads (0: not read yet)
     pids: list[int] = field(default_factory=list)  # itself and its children at the last check
     io_fd: int | None = None  # /proc/PID/io, kept open: a pread costs ~2 µs, psutil's open+read ~11
     pid_fd: int | None = None  # to signal this very process, never a later one with its pid
@@ -237,7 +238,7 @@ class DiskWatch:
     async def check(self, name: str, process: PluginProcess, limit_mb: int, *, children: bool) -> str | None:
         """Why ``process`` is over ``limit_mb`` (after a walk), or None; walks only when due.
         On the event loop, the walk yielding to it (:class:`DiskGuard` runs :meth:`check_now`)."""
-        due = self._due(name, process, limit_mb, children)
+        due = self._due(name, process, limit_mb, children, time.monotonic())
         if due is None:
             return None
         tracked, written, pids = due
@@ -245,9 +246,13 @@ class DiskWatch:
         usage = await measure(process.data_dir, pids=pids, max_entries=limit)
         return self._record(name, tracked, written, usage, limit_mb)
 
-    def check_now(self, name: str, process: PluginProcess, limit_mb: int, *, children: bool) -> str | None:
-        """:meth:`check` without an event loop: the walk runs here, in one go (on a thread)."""
-        due = self._due(name, process, limit_mb, children)
+    def check_now(
+        self, name: str, process: PluginProcess, limit_mb: int, *, children: bool, lookahead: float = 0.0
+    ) -> str | None:
+        """:meth:`check` without an event loop: the walk runs here, in one go (on a thread).
+        ``lookahead``: also read the write counter if it will be due within that many seconds (the
+        time to the caller's next look: reading early is safe, late is not)."""
+        due = self._due(name, process, limit_mb, children, time.monotonic() + lookahead)
         if due is None:
             return None
         tracked, written, pids = due
@@ -274,14 +279,16 @@ class DiskWatch:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).suspend()
 
-    def due(self, name: str, now: float) -> bool:
-        """Whether plugin ``name`` needs looking at by ``now`` (one never seen always does)."""
+    def urgent(self, name: str, now: float, gap: float) -> bool:
+        """Whether plugin ``name``'s write counter must be read by ``now`` and is read more often
+        than every ``gap`` (close to its quota), or it was never read."""
         tracked = self._tracked.get(name)
-        return tracked is None or now >= min(tracked.next_read, tracked.next_walk)
+        return tracked is None or (tracked.read_gap < gap and now >= tracked.next_read)
 
-    def next_due(self) -> float:
-        """The soonest time (``time.monotonic``) a tracked plugin needs looking at (inf: none tracked)."""
-        return min((min(t.next_read, t.next_walk) for t in self._tracked.values()), default=math.inf)
+    def next_urgent(self, gap: float) -> float:
+        """The soonest read due (``time.monotonic``) among the plugins read more often than every
+        ``gap`` (inf: none)."""
+        return min((t.next_read for t in self._tracked.values() if t.read_gap < gap), default=math.inf)
 
     def pids(self, name: str) -> list[int]:
         """The processes measured with plugin ``name`` at its last check (itself first)."""
@@ -289,7 +296,7 @@ class DiskWatch:
         return list(tracked.pids) if tracked is not None else []
 
     def _due(
-        self, name: str, process: PluginProcess, limit_mb: int, children: bool
+        self, name: str, process: PluginProcess, limit_mb: int, children: bool, horizon: float
     ) -> tuple[_Tracked, int | None, list[int]] | None:
         # The process running the plugin's code, read and stopped first: with a PID namespace the
         # supervised process only relays signals (its own write counter stays at 0).
@@ -304,7 +311,7 @@ class DiskWatch:
             with contextlib.suppress(OSError):  # taken now, while ``pid`` is surely this process
                 tracked.pid_fd = os.pidfd_open(pid)
         now = time.monotonic()
-        if now < tracked.next_read and now < tracked.next_walk:
+        if horizon < tracked.next_read and now < tracked.next_walk:
             return None  # too far below its quota to reach it before then, even writing flat out
         forks = _children(process, pid) if children else []
         written = _written(tracked, forks)
@@ -317,8 +324,8 @@ class DiskWatch:
         if usage is not None and written is not None:
             at_most = usage.bytes + written - tracked.written_at_walk
         if at_most is not None and at_most <= limit and now < tracked.next_walk:
-            headroom = (limit - at_most) / ASSUMED_WRITE_RATE
-            tracked.next_read = now + min(MAX_READ_GAP, max(MIN_READ_GAP, headroom))
+            tracked.read_gap = min(MAX_READ_GAP, max(MIN_READ_GAP, (limit - at_most) / ASSUMED_WRITE_RATE))
+            tracked.next_read = now + tracked.read_gap
             return None
         if usage is not None and written is None and now < tracked.next_walk:
             return None
@@ -374,15 +381,17 @@ class DiskTarget(Protocol):
 class DiskGuard:
     """On a thread of its own: every ``interval`` a full pass (:meth:`DiskWatch.check_now` for
     each of ``targets()``, read on the thread: each must be safe to call there), and in between,
-    as soon as :meth:`DiskWatch.next_due` says, a pass over only the plugins due then (those close
-    to their quota: at most every ``MIN_READ_GAP``). A plugin over its quota is frozen at once and
+    as soon as :meth:`DiskWatch.next_urgent` says, a pass over only the plugins due then (those
+    close to their quota: at most every ``MIN_READ_GAP``). A plugin over its quota is frozen at once and
     ``on_over(name, pid, reason)`` is called on ``loop`` to kill it. :meth:`wake` asks for a full
     pass now (a plugin process was just launched: measure it before its code runs).
 
     Why a thread: the bound on how far past its quota a plugin gets is what it can write between
     two checks, so their spacing must not depend on how busy the event loop is (see the module
-    docstring). The thread mostly sleeps; a pass over 100 plugins reads the counters that are due
-    (~5 µs each, the GIL released during each read) and walks only what is due.
+    docstring). The thread mostly sleeps. A full pass over 100 plugins reads the counters due before
+    the next full pass (~5 µs each, the GIL released during each read; with the default 1 GB quota
+    an idle plugin's every other pass) and walks only what is due; quick passes happen only while
+    some plugin is within ``interval * ASSUMED_WRITE_RATE`` of its quota.
     """
 
     def __init__(
@@ -438,14 +447,16 @@ class DiskGuard:
                     self.check_all(due_only=True)
             except Exception:  # a bug here must not end quota enforcement for good
                 logger.exception("disk quota pass failed")
-            wake_at = min(next_full, max(self.watch.next_due(), time.monotonic() + MIN_READ_GAP))
+            soonest = self.watch.next_urgent(self.interval)
+            wake_at = min(next_full, max(soonest, time.monotonic() + MIN_READ_GAP))
             if self._wake.wait(max(0.0, wake_at - time.monotonic())):
                 self._wake.clear()
                 next_full = 0.0
 
     def check_all(self, *, due_only: bool = False) -> None:
-        """One pass: check every target (or, ``due_only``, those :meth:`DiskWatch.due` now);
-        freeze and report those over their quota."""
+        """One pass: check every target (or, ``due_only``, those close to their quota whose read
+        is due now, see :meth:`DiskWatch.urgent`); freeze and report those over their quota. A full
+        pass reads every counter due before the next one."""
         with self._lock:
             checked = []
             now = time.monotonic()
@@ -455,11 +466,12 @@ class DiskGuard:
                 if process is None or not limit:
                     continue
                 checked.append(name)
-                if due_only and not self.watch.due(name, now):
+                if due_only and not self.watch.urgent(name, now, self.interval):
                     continue
                 pid = process.pid  # the supervised process: the loop kills only if it is still this one
                 forks = bool(plugin.spec.limits.max_processes)
-                reason = self.watch.check_now(name, process, limit, children=forks)
+                lookahead = 0.0 if due_only else self.interval
+                reason = self.watch.check_now(name, process, limit, children=forks, lookahead=lookahead)
                 plugin.disk = self.watch.usage(name)
                 if reason is not None and pid is not None and process.pid == pid:
                     self.watch.freeze(name, self.watch.pids(name)[1:])
