@@ -218,6 +218,7 @@ class RoseyApp:
                 else supervisor.why_unavailable
             ),
             bus_for=hub.bus_for if hub is not None else None,  # s-host
+            barrier_scope=hub.barrier_scope if hub is not None else None,
             access=AccessPolicy(
                 rules={n: c.access for n, c in configs.items() if c.access is not None},  # s-remote
                 admins=chat.admins,
@@ -236,9 +237,7 @@ class RoseyApp:
         await self.router.start()
         if hub is not None:  # s-spread: a lost host's commands end at once
             router = self.router
-            hub.attach(
-                lambda p, before: router.in_flight_ids(p, sent_before=before), lambda: supervisor.plugins
-            )
+            hub.attach(lambda p, before: router.in_flight_ids(p, sent_before=before), router.barrier_verdict)
         # Adapters' events reach the router (handed over in-process) and plugins (on the bus) only
         # through the relay, which checks them and stamps their platform.
         self.relay = ChatRelay(

@@ -10,7 +10,9 @@ host c carries it, and only when both hosts are lost.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -217,6 +219,50 @@ async def test_a_plugin_spread_over_two_hosts_survives_losing_one_under_load(
         await spread.wait_rows(Counter({"b (lost)": 2, "c (lost)": 1}))
         reply = await spread.ask(f"!{PLUGIN} anyone")
         assert "is on hosts 'b', 'c', which are unreachable" in reply["text"], reply
+    finally:
+        await stop_spread(spread)
+
+
+@pytest.mark.parametrize("launcher", ["zygote", "spawn"])
+async def test_commands_a_killed_replica_on_a_host_never_read_get_the_crash_reply_at_once(
+    tmp_path: Path, launcher: str
+) -> None:
+    """One replica on host b is stopped (SIGSTOP: NATS keeps handing it commands, which wait unread
+    in its socket) while ~200 commands/s flow through the hub, then killed (SIGKILL). Its ledger
+    names none of those unread commands; the hub's barrier asks hosts b and c which ones their
+    live replicas hold, and ends the others with the crash reply at once. Before, they met the
+    30 s command timeout (the test's bound is 20 s)."""
+    spread = await start_spread(tmp_path, launcher)
+    try:
+        rows = await spread.wait_rows(Counter({"b": 2, "c": 1}))
+        victim = next(r["pid"] for r in rows if r["host"] == "b")
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                await spread.say(f"!{PLUGIN} work")
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.create_task(load())
+        await spread.until(lambda: len(spread.replies) >= 20, 20)
+        os.kill(victim, signal.SIGSTOP)
+        stopped_at = len(spread.replies)
+        # While it is stopped the others answer on; NATS hands it its share meanwhile, unread.
+        await spread.until(lambda: len(spread.replies) >= stopped_at + 60, 20)
+        os.kill(victim, signal.SIGKILL)
+        killed_at, sent_at_kill = time.monotonic(), spread.sent
+        await spread.until(lambda: len(spread.replies) >= sent_at_kill + 60, 20)
+        stop.set()
+        await sender
+        await spread.until(lambda: len(spread.replies) >= spread.sent, 20)  # none waits for the timeout
+        kinds = Counter(r["kind"] for r in spread.replies.values())
+        odd = [r.get("text") for r in spread.replies.values() if r["kind"] not in ("result", "crashed")]
+        assert set(kinds) <= {"result", "crashed"}, (kinds, odd)
+        crashed = [r for r in spread.replies.values() if r["kind"] == "crashed"]
+        assert crashed, kinds  # the stopped replica had its share of the commands sent meanwhile
+        assert all("crashed while handling your command (killed by SIGKILL)" in r["text"] for r in crashed)
+        assert all(r["at"] - killed_at < 10 for r in crashed)
+        assert all(r["kind"] == "result" for m, r in spread.replies.items() if int(m[1:]) > sent_at_kill + 20)
     finally:
         await stop_spread(spread)
 

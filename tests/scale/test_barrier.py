@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
 
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
+from bot.rosey.hosts.spread import HostBarrierService
 from bot.rosey.plugins.barrier import barrier_reply, barrier_subject
 from bot.rosey.plugins.ledger import LedgerWriter
-from bot.rosey.services.replica_barrier import BarrierVerdict, ReplicaBarrier
+from bot.rosey.services.replica_barrier import BarrierScope, BarrierVerdict, ReplicaBarrier
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,7 +76,7 @@ async def test_a_replica_that_does_not_answer_in_full_decides_nothing(
     await _replica(replica_bus, 2, answer)
     barrier = ReplicaBarrier(lambda _plugin: router_bus, source="test", timeout=0.2)
     verdict = await barrier.verdict("worker", 3, ("a", "b"))
-    assert verdict.lost == () and verdict.undecided == ("b",) and verdict.silent == (2,), verdict
+    assert verdict.lost == () and verdict.undecided == ("b",) and verdict.silent == ("replica 2",), verdict
 
 
 @pytest.mark.asyncio
@@ -114,3 +116,57 @@ async def test_the_replica_answers_once_its_handler_took_what_came_before(
     assert await asyncio.wait_for(pending, 10) == {"held": ["c1", "c2", "c3"], "complete": True}
     ledger.done("c1")  # answered: still known for a while (its answer may be on its way)
     assert (await barrier_reply({"ids": ["c1", 5]}, ledger, commands))["held"] == ["c1"]
+
+
+# ---------------------------------------------------------------------- plugins on hosts
+
+
+def _host_plugins(*numbers: int) -> dict[str, object]:
+    """A host supervisor's plugins, as HostBarrierService reads them: key -> something with a spec."""
+    keys = {1: "worker", **{n: f"worker#{n}" for n in numbers if n > 1}}
+    return {keys[n]: SimpleNamespace(spec=SimpleNamespace(replica=n)) for n in numbers}
+
+
+@pytest.mark.asyncio
+async def test_a_host_answers_for_its_replicas_by_number(router_bus: EventBus, replica_bus: EventBus) -> None:
+    """The hub asks host b (not the replica numbers, which may run on several hosts); b asks each of
+    its own replicas and answers with what they hold, complete only if all of them answered in full."""
+    await _replica(replica_bus, 1, {"held": ["a"], "complete": True})
+    await _replica(replica_bus, 2, {"held": ["c"], "complete": True})
+    service = HostBarrierService(replica_bus, "b", lambda: _host_plugins(1, 2, 3))  # 3: not running
+    await service.start()
+    try:
+        scope = BarrierScope(here=False, hosts=("b",))
+        barrier = ReplicaBarrier(lambda _plugin: router_bus, source="test", scope=lambda _plugin: scope)
+        verdict = await barrier.verdict("worker", 3, ("a", "b", "c"))
+        assert verdict == BarrierVerdict(plugin="worker", replica=3, lost=("b",), undecided=(), silent=())
+        # Not asked on the hub's server: a stand-in answering there for number 4 is not heard.
+        await _replica(router_bus, 4, {"held": ["b"], "complete": True})
+        assert (await barrier.verdict("worker", 3, ("a", "b", "c"))).lost == ("b",)
+    finally:
+        await service.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_host_whose_replica_is_silent_or_a_host_that_does_not_answer_decides_nothing(
+    router_bus: EventBus, replica_bus: EventBus
+) -> None:
+    await _replica(replica_bus, 1, {"held": ["a"], "complete": True})
+    await _replica(replica_bus, 2, None)  # hung
+    service = HostBarrierService(replica_bus, "b", lambda: _host_plugins(1, 2))
+    await service.start()
+    try:
+        scope = BarrierScope(here=False, hosts=("b",))
+        barrier = ReplicaBarrier(lambda _plugin: router_bus, source="test", scope=lambda _plugin: scope)
+        verdict = await barrier.verdict("worker", 3, ("a", "b"))
+        assert verdict.lost == () and verdict.undecided == ("b",) and verdict.silent == ("host b",), verdict
+        # Host c is carried in the scope but nobody serves its barrier: it decides nothing either.
+        both = BarrierScope(here=False, hosts=("b", "c"))
+        quick = ReplicaBarrier(
+            lambda _plugin: router_bus, source="test", host_timeout=0.5, scope=lambda _plugin: both
+        )
+        await service.stop()
+        verdict = await quick.verdict("worker", 3, ("a",))
+        assert verdict.lost == () and set(verdict.silent) == {"host b", "host c"}, verdict
+    finally:
+        await service.stop()

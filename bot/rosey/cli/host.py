@@ -33,7 +33,7 @@ from bot.rosey.config import Launcher, RoseyConfig, load_config, plugin_keys_set
 from bot.rosey.errors import CliError, PluginStartError, RoseyError
 from bot.rosey.hosts.agent import HeartbeatSender
 from bot.rosey.hosts.config import HUB_SIDE_KEYS, HostSideConfig
-from bot.rosey.hosts.spread import HeldService  # s-spread
+from bot.rosey.hosts.spread import HostBarrierService  # s-spread
 from bot.rosey.plugins.process.zygote import Zygote, zygote_supported
 from bot.rosey.process_record import ProcessRecord, ProcessRole, end_leftovers
 from bot.rosey.runtime import RuntimeInfo, write_runtime
@@ -76,7 +76,7 @@ class HostApp(RoseyApp):
         super().__init__(config)
         self.hub_control: ControlService | None = None
         self.heartbeat: HeartbeatSender | None = None
-        self.held: HeldService | None = None  # s-spread
+        self.barrier: HostBarrierService | None = None  # s-spread
 
     @property
     def leaf_url(self) -> str:
@@ -130,10 +130,11 @@ class HostApp(RoseyApp):
             subject_prefix=f"{HOSTS_SUBJECT}.{self.side.name}.control",
         )
         await self.hub_control.start()
-        # s-spread: the hub asks which commands this host's replicas hold when another host is lost.
+        # The hub's barrier (which commands this host's replicas hold) after one of a plugin's
+        # processes died, here or elsewhere, or another host was lost.
         supervisor = self.supervisor
-        self.held = HeldService(self.control_bus, self.side.name, lambda: supervisor.plugins)
-        await self.held.start()
+        self.barrier = HostBarrierService(self.control_bus, self.side.name, lambda: supervisor.plugins)
+        await self.barrier.start()
         results = await self.supervisor.start_all()
         self.watchdog_bus = await self._connect("rosey-host-watchdog")
         self.watchdog = Watchdog(self.supervisor, self.watchdog_bus)
@@ -167,8 +168,8 @@ class HostApp(RoseyApp):
             await self.heartbeat.stop()
         if self.hub_control is not None:
             await self.hub_control.stop()
-        if self.held is not None:  # s-spread
-            await self.held.stop()
+        if self.barrier is not None:  # s-spread
+            await self.barrier.stop()
         await super().stop()
 
     def _ledger_specs(self) -> list[PluginSpec]:

@@ -35,8 +35,9 @@ from bot.rosey.hosts.declared import write_commands_file
 from bot.rosey.hosts.denials import UNATTRIBUTED, LeafDenials
 from bot.rosey.hosts.registry import HostRegistry, HostState
 from bot.rosey.hosts.remote_control import RemoteControl
-from bot.rosey.hosts.spread import LossHandler, held_by, spread_inbox_prefix
+from bot.rosey.hosts.spread import LossHandler, spread_inbox_prefix
 from bot.rosey.plugins.declared_commands import PluginCommands
+from bot.rosey.services.replica_barrier import BarrierScope, BarrierVerdict
 from bot.rosey.supervision.spec import PluginSpec
 from bot.rosey.supervision.status import PluginStatus
 
@@ -113,26 +114,34 @@ class HubSide:
             self.spread_buses[plugin] = await connect(f"rosey-spread-{plugin}", spread_inbox_prefix(plugin))
 
     def attach(
-        self, in_flight: Callable[[str, float], set[str]], local_plugins: Callable[[], Mapping[str, object]]
+        self,
+        in_flight: Callable[[str, float], set[str]],
+        verdict: Callable[[str, tuple[str, ...]], Awaitable[BarrierVerdict]],
     ) -> None:
-        """s-spread: once the router and supervisor exist: end a lost host's commands at once.
+        """s-spread: once the router exists: end a lost host's commands at once.
 
-        ``in_flight(plugin, sent_before)`` is the router's; ``local_plugins()`` the supervisor's
-        processes (the hub's own replicas of ``[hub] also_runs`` plugins, and what they hold)."""
+        ``in_flight(plugin, sent_before)`` and ``verdict(plugin, ids)`` (its barrier through the
+        plugin's surviving processes, see :meth:`barrier_scope`) are the router's."""
         registry = self.registry
         assert registry is not None
         self.loss = LossHandler(
             core=registry.bus,
-            buses=self.buses,
-            hosts_of=registry.hosts_of,
             plugins_of=lambda host: self.cluster.hosts[host].plugins,
-            connected=lambda host: registry.state(host) is HostState.CONNECTED,
             in_flight=in_flight,
-            local_held=lambda plugin: held_by(local_plugins(), plugin),
-            also_runs=self.cluster.hub.also_runs,
-            margin=self.cluster.hub.heartbeat_timeout / 3,
+            verdict=verdict,
         )
         registry.on_lost = self.loss
+
+    def barrier_scope(self, plugin: str) -> BarrierScope:
+        """Where the router's barrier asks after one of ``plugin``'s processes died (or its host was
+        lost): its replica numbers on the hub's server when the hub runs it (a local plugin, or
+        ``[hub] also_runs``), and each connected host carrying it."""
+        here = plugin not in self.cluster.remote_plugins or plugin in self.cluster.hub.also_runs
+        registry = self.registry
+        if registry is None:
+            return BarrierScope(here=here)
+        hosts = tuple(h for h in registry.hosts_of(plugin) if registry.state(h) is HostState.CONNECTED)
+        return BarrierScope(here=here, hosts=hosts)
 
     def spread_plugins(self) -> list[str]:
         return [p for p in self.cluster.remote_plugins if self.cluster.is_spread(p)]

@@ -15,12 +15,16 @@ What the hub must add to that:
   from a connection of their own, ``_INBOX.rosey_spread_<p>``, granted to every host that carries
   ``p``: any of them may answer (or forge an answer to) a command for ``p``, a plugin it is
   trusted with anyway, never anything else.
+- **A replica that dies on a host.** Its host's crash event names the commands its plugin code
+  held; the ones NATS had handed it but it never read are found by the router's barrier
+  (services/replica_barrier.py), which for a plugin on hosts asks each connected carrier:
+  :class:`HostBarrierService` answers ``rosey.hosts.<host>.control.barrier`` by asking each of
+  its own replicas, by number, on its own server.
 - **A lost host.** A host killed with its plugins sends no crash event. When the registry marks
   it lost, the hub ends at once, with the crash reply, each of the plugin's commands in flight
-  that was sent before the host went silent and that no surviving carrier holds (each host
-  answers ``rosey.hosts.<host>.control.held`` from its replicas' command ledgers; the hub asks
-  its own supervisor). Its other commands carry on: NATS stopped giving the lost host commands
-  the moment its leaf connection closed.
+  that no surviving carrier (nor the hub's own processes) holds: the same barrier, through the
+  survivors. Its other commands carry on: NATS stopped giving the lost host commands the moment
+  its leaf connection closed.
 """
 
 from __future__ import annotations
@@ -29,32 +33,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from bot.rosey.broker.leaf import host_control_subject
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.errors import RoseyError
+from bot.rosey.plugins.barrier import candidates_of
 from bot.rosey.services.base import RequestService
+from bot.rosey.services.replica_barrier import (
+    BARRIER_TIMEOUT,
+    HOST_BARRIER_ACTION,
+    BarrierVerdict,
+    ask_replica,
+)
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
 __all__ = [
-    "HELD_ACTION",
-    "HeldService",
+    "HostBarrierService",
     "LossHandler",
-    "held_by",
+    "replica_numbers",
     "spread_inbox_prefix",
 ]
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "rosey-hosts"
-HELD_ACTION = "held"
-#: How long the hub waits for a surviving host to say which commands it holds.
-HELD_TIMEOUT = 2.0
 
 
 def spread_inbox_prefix(plugin: str) -> str:
@@ -62,38 +69,27 @@ def spread_inbox_prefix(plugin: str) -> str:
     return f"_INBOX.rosey_spread_{plugin}"
 
 
-class _Process(Protocol):
-    def open_commands(self) -> tuple[str, ...]: ...
-
-
-class _Managed(Protocol):
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def process(self) -> _Process | None: ...
-
-
-def held_by(plugins: Mapping[str, Any], plugin: str) -> set[str]:
-    """The commands ``plugin``'s running replicas (supervisor keys ``p``, ``p#2``...) hold now."""
-    held: set[str] = set()
+def replica_numbers(plugins: Mapping[str, Any], plugin: str) -> list[int]:
+    """The replica numbers of ``plugin``'s processes among a supervisor's ``plugins`` (keys ``p``,
+    ``p#2``...; each process of a plugin on a host has one, see ``cli/host.py``)."""
+    numbers = set()
     for key, managed in plugins.items():
-        if key.split("#")[0] != plugin:
-            continue
-        process = getattr(managed, "process", None)
-        if process is not None:
-            with contextlib.suppress(Exception):  # a process being replaced: what it held is gone
-                held.update(process.open_commands())
-    return held
+        replica = getattr(getattr(managed, "spec", None), "replica", None)
+        if key.split("#")[0] == plugin and isinstance(replica, int):
+            numbers.add(replica)
+    return sorted(numbers)
 
 
-class HeldService:
-    """A host's answer to the hub's ``held`` question: its replicas' open commands for a plugin."""
+class HostBarrierService:
+    """A host's part in the hub's barrier (services/replica_barrier.py): asked which of a plugin's
+    commands its processes hold, it asks each of its replicas of that plugin by number, on this
+    host's server, once the replica took everything the hub sent it before the question."""
 
     def __init__(self, bus: EventBus, host: str, plugins: Callable[[], Mapping[str, Any]]) -> None:
+        self.bus = bus
         self.plugins = plugins
         self._service = RequestService(
-            bus, {host_control_subject(host, HELD_ACTION): self._held}, source=SOURCE
+            bus, {host_control_subject(host, HOST_BARRIER_ACTION): self._barrier}, source=SOURCE
         )
 
     async def start(self) -> None:
@@ -102,9 +98,19 @@ class HeldService:
     async def stop(self) -> None:
         await self._service.stop()
 
-    async def _held(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def _barrier(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = request.get("name")
-        return {"held": sorted(held_by(self.plugins(), name)) if isinstance(name, str) else []}
+        if not isinstance(name, str):
+            return {"held": [], "complete": False}
+        ids = tuple(candidates_of(dict(request)))
+        answers = await asyncio.gather(
+            *(
+                ask_replica(self.bus, name, number, ids, source=SOURCE, timeout=BARRIER_TIMEOUT)
+                for number in replica_numbers(self.plugins(), name)
+            )
+        )
+        held = frozenset().union(*(answer.held for answer in answers))
+        return {"held": sorted(held), "complete": all(answer.decisive for answer in answers)}
 
 
 class LossHandler:
@@ -114,26 +120,16 @@ class LossHandler:
         self,
         *,
         core: EventBus,
-        buses: Mapping[str, EventBus],
-        hosts_of: Callable[[str], tuple[str, ...]],
         plugins_of: Callable[[str], Iterable[str]],
-        connected: Callable[[str], bool],
         in_flight: Callable[[str, float], set[str]],
-        local_held: Callable[[str], set[str]] | None,
-        also_runs: Iterable[str],
-        margin: float,
+        verdict: Callable[[str, tuple[str, ...]], Awaitable[BarrierVerdict]],
     ) -> None:
         self.core = core
-        self.buses = buses
-        self.hosts_of = hosts_of
         self.plugins_of = plugins_of
-        self.connected = connected
         self.in_flight = in_flight
-        self.local_held = local_held
-        self.also_runs = frozenset(also_runs)
-        #: Commands sent this long before the loss was noticed may be on a survivor not yet read
-        #: them; they are left to their own answer (or timeout). A lost host went silent earlier.
-        self.margin = margin
+        #: The router's barrier through the plugin's surviving processes (the lost host is no
+        #: longer connected, so it is not asked): which of the commands no one holds.
+        self.verdict = verdict
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, host: str, last_heard: float) -> None:
@@ -148,48 +144,39 @@ class LossHandler:
                 await task
 
     async def handle(self, host: str, last_heard: float) -> None:
-        cutoff = time.monotonic() - self.margin
+        # Every command in flight now was written before the barrier that follows: one that a
+        # survivor received but had not read yet is found held by it, not failed.
+        now = time.monotonic()
         for plugin in self.plugins_of(host):
-            ids = self.in_flight(plugin, cutoff)
+            ids = self.in_flight(plugin, now)
             if not ids:
                 continue
-            survivors = [h for h in self.hosts_of(plugin) if h != host and self.connected(h)]
-            held: set[str] | None = set()
-            if plugin in self.also_runs and self.local_held is not None:
-                held = self.local_held(plugin)
-            for other in survivors:
-                on_other = await self._held_on(other, plugin)
-                held = None if held is None or on_other is None else held | on_other
-            if held is None:
-                continue  # a survivor did not say: its commands keep their own answer (or timeout)
-            lost = sorted(ids - held)
-            if not lost:
+            verdict = await self.verdict(plugin, tuple(sorted(ids)))
+            if verdict.undecided:
+                logger.warning(
+                    "host %s lost: %s did not say which commands of %s it holds; %d command(s) keep "
+                    "their own answer (or timeout)",
+                    host,
+                    ", ".join(verdict.silent),
+                    plugin,
+                    len(verdict.undecided),
+                )
+            if not verdict.lost:
                 continue
             logger.warning(
-                "host %s lost: ending %d command(s) of plugin %s that were on it", host, len(lost), plugin
+                "host %s lost: ending %d command(s) of plugin %s that were on it",
+                host,
+                len(verdict.lost),
+                plugin,
             )
             crash = LifecycleEvent(
                 plugin=plugin,
                 state=PluginState.CRASHED,
                 previous=PluginState.RUNNING,
                 reason=f"its host '{host}' became unreachable",
-                in_flight=tuple(lost),
+                in_flight=verdict.lost,
             )
             with contextlib.suppress(RoseyError, OSError):
                 await self.core.publish_event(
                     Event(subject=Subjects.lifecycle(plugin, "crashed"), data=crash.to_dict(), source=SOURCE)
                 )
-
-    async def _held_on(self, host: str, plugin: str) -> set[str] | None:
-        bus = self.buses.get(host)
-        if bus is None:
-            return None
-        try:
-            reply = await bus.request(
-                host_control_subject(host, HELD_ACTION), {"name": plugin}, SOURCE, timeout=HELD_TIMEOUT
-            )
-        except (TimeoutError, RoseyError, OSError) as exc:
-            logger.warning("host %s did not say which commands of %s it holds: %s", host, plugin, exc)
-            return None
-        held = reply.data.get("held")
-        return {str(i) for i in held} if reply.data.get("ok") and isinstance(held, list) else None

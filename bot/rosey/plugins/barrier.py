@@ -23,7 +23,7 @@ from bot.rosey.core.event_bus import Subscription
 from bot.rosey.core.subjects import Subjects
 from bot.rosey.plugins.ledger import LedgerWriter
 
-__all__ = ["BARRIER_ACTION", "BarrierReply", "barrier_reply", "barrier_subject"]
+__all__ = ["BARRIER_ACTION", "BarrierReply", "barrier_reply", "barrier_subject", "candidates_of"]
 
 #: The last token of a replica's barrier subject; under ``ping.<N>``, which a plugin's identity may
 #: already subscribe to (broker/identities.py), so no permission changes.
@@ -48,13 +48,19 @@ def barrier_subject(plugin: str, replica: int | str) -> str:
     return f"{Subjects.control(plugin, 'ping')}.{replica}.{BARRIER_ACTION}"
 
 
+def candidates_of(data: dict[str, Any]) -> list[str]:
+    """The correlation ids a barrier request asks about (``{"ids": [...]}``), at most
+    :data:`MAX_ASKED`; anything malformed is left out."""
+    asked = data.get("ids")
+    return [cid for cid in asked[:MAX_ASKED] if isinstance(cid, str)] if isinstance(asked, list) else []
+
+
 async def barrier_reply(
     data: dict[str, Any], ledger: LedgerWriter, commands: Subscription | None, *, catch_up: float = CATCH_UP
 ) -> BarrierReply:
     """The answer to a barrier carrying ``data`` (``{"ids": [...]}``), once every command this
     process read before it has reached ``ledger``."""
-    asked = data.get("ids")
-    ids = [cid for cid in asked[:MAX_ASKED] if isinstance(cid, str)] if isinstance(asked, list) else []
+    ids = candidates_of(data)
     complete = True
     if commands is not None:
         # Everything read before the barrier: the connection's reader queued it for the command

@@ -19,6 +19,15 @@ has, and a number nobody serves answers "no responders" at once. A replica that 
 in full within :data:`BARRIER_TIMEOUT` (hung, stopped, its handler held by back-pressure) decides
 nothing: the commands no answering replica holds are then left to the command timeout, as
 before, rather than failed while that replica may still answer them.
+
+Plugins on other machines (``rosey host``): a replica's barrier subject does not cross a leaf
+connection (it is in no host's ceiling), and the same replica number may run on several hosts.
+So the hub asks each connected host carrying the plugin instead
+(``rosey.hosts.<host>.control.barrier``, on the same connection that sent the commands), and the
+host asks its own replicas, each by its number, as the router does here (hosts/spread.py). Order
+still holds: the host's server queued every command for a replica before it handed the host the
+request, so the host's barrier reaches the replica after them. Where the plugin also runs on the
+hub (``[hub] also_runs``), its numbers are asked here too. :class:`BarrierScope` says which.
 """
 
 from __future__ import annotations
@@ -28,17 +37,32 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bot.rosey.broker.leaf import host_control_subject
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.errors import NoResponders, RoseyError
 from bot.rosey.plugins.barrier import barrier_subject
 from bot.rosey.supervision.spec import MAX_REPLICAS
 
-__all__ = ["BARRIER_TIMEOUT", "BarrierVerdict", "ReplicaBarrier"]
+__all__ = [
+    "BARRIER_TIMEOUT",
+    "HOST_BARRIER_ACTION",
+    "HOST_BARRIER_TIMEOUT",
+    "BarrierAnswer",
+    "BarrierScope",
+    "BarrierVerdict",
+    "ReplicaBarrier",
+    "ask_host",
+    "ask_replica",
+]
 
 logger = logging.getLogger(__name__)
 
 #: How long a live replica has to answer; its commands meanwhile wait as they would anyway.
 BARRIER_TIMEOUT = 2.0
+#: The hub's request to a host: ``rosey.hosts.<host>.control.barrier``.
+HOST_BARRIER_ACTION = "barrier"
+#: How long a host has: its own replicas' barrier, and the way there and back over the leaf.
+HOST_BARRIER_TIMEOUT = BARRIER_TIMEOUT + 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +75,8 @@ class BarrierVerdict:
     lost: tuple[str, ...]
     #: Not held by any replica that answered, but some replica did not answer in full: left alone.
     undecided: tuple[str, ...]
-    #: The replica numbers whose answer was missing or incomplete.
-    silent: tuple[int, ...]
+    #: Who did not answer in full: ``replica 2``, ``host b``.
+    silent: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if set(self.lost) & set(self.undecided):
@@ -60,23 +84,95 @@ class BarrierVerdict:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Answer:
-    replica: int
+class BarrierAnswer:
+    """One replica's (or one host's, for all its replicas) answer to a barrier."""
+
+    who: str  # "replica 2", "host b"
     held: frozenset[str]
     decisive: bool  # answered in full, or nobody serves that number
 
 
+@dataclass(frozen=True, kw_only=True)
+class BarrierScope:
+    """Where a plugin's processes are: on this machine's server (``here``: its replica numbers are
+    asked directly) and on which connected hosts (each asked for its own replicas)."""
+
+    here: bool = True
+    hosts: tuple[str, ...] = ()
+
+
+async def ask_replica(
+    bus: EventBus, plugin: str, number: int, candidates: tuple[str, ...], *, source: str, timeout: float
+) -> BarrierAnswer:
+    """Replica ``number`` of ``plugin``: which of ``candidates`` it holds (plugins/barrier.py)."""
+    who = f"replica {number}"
+    try:
+        reply = await bus.request(
+            barrier_subject(plugin, number),
+            {"ids": list(candidates)},
+            source,
+            timeout=timeout,
+            event_type="barrier",
+        )
+    except RoseyError as exc:
+        # NoResponders: nobody serves that number, so nobody there holds anything. Anything else
+        # (a timeout, the bus down, a malformed answer): that number decides nothing.
+        return BarrierAnswer(who=who, held=frozenset(), decisive=isinstance(exc, NoResponders))
+    return BarrierAnswer(who=who, held=_held(reply.data), decisive=reply.data.get("complete") is True)
+
+
+async def ask_host(
+    bus: EventBus,
+    host: str,
+    plugin: str,
+    candidates: tuple[str, ...],
+    *,
+    source: str,
+    timeout: float = HOST_BARRIER_TIMEOUT,
+) -> BarrierAnswer:
+    """Host ``host``: which of ``candidates`` its replicas of ``plugin`` hold (hosts/spread.py).
+    ``bus`` must be the connection that sent the commands. A host that does not answer, or whose
+    replicas did not all answer in full, decides nothing."""
+    who = f"host {host}"
+    try:
+        reply = await bus.request(
+            host_control_subject(host, HOST_BARRIER_ACTION),
+            {"name": plugin, "ids": list(candidates)},
+            source,
+            timeout=timeout,
+            event_type="barrier",
+        )
+    except RoseyError:  # NoResponders too: a connected host always serves it
+        return BarrierAnswer(who=who, held=frozenset(), decisive=False)
+    complete = reply.data.get("ok") is True and reply.data.get("complete") is True
+    return BarrierAnswer(who=who, held=_held(reply.data), decisive=complete)
+
+
+def _held(data: dict[str, object]) -> frozenset[str]:
+    raw = data.get("held")
+    return frozenset(cid for cid in raw if isinstance(cid, str)) if isinstance(raw, list) else frozenset()
+
+
 class ReplicaBarrier:
-    """The router's side: one barrier per replica crash, in a task of its own."""
+    """The router's side: one barrier per replica crash, in a task of its own. ``scope(plugin)``
+    says where the plugin's processes are (default: all on this machine's server)."""
 
     def __init__(
-        self, bus_for: Callable[[str], EventBus], *, source: str, timeout: float = BARRIER_TIMEOUT
+        self,
+        bus_for: Callable[[str], EventBus],
+        *,
+        source: str,
+        timeout: float = BARRIER_TIMEOUT,
+        host_timeout: float = HOST_BARRIER_TIMEOUT,
+        scope: Callable[[str], BarrierScope] | None = None,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        if not timeout > 0 or not host_timeout > 0:
+            raise ValueError(f"timeouts must be positive, got {timeout}, {host_timeout}")
         self._bus_for = bus_for
         self._source = source
         self._timeout = timeout
+        self._host_timeout = host_timeout
+        self._scope = scope or (lambda _plugin: BarrierScope())
         self._tasks: set[asyncio.Task[None]] = set()
 
     def after_crash(
@@ -119,7 +215,7 @@ class ReplicaBarrier:
             )
         if verdict.undecided:
             logger.warning(
-                "plugin %s: replica(s) %s did not answer the barrier after replica %d died; "
+                "plugin %s: %s did not answer the barrier after replica %d died; "
                 "%d command(s) are left to the command timeout",
                 plugin,
                 ", ".join(map(str, verdict.silent)),
@@ -130,33 +226,27 @@ class ReplicaBarrier:
         settle(verdict)
 
     async def verdict(self, plugin: str, replica: int, candidates: tuple[str, ...]) -> BarrierVerdict:
-        """Ask every replica number; see the module's docstring."""
+        """Ask every replica number here and every host in the plugin's scope; see the module's
+        docstring. ``replica`` is the dead one's number (0: a lost host's), for the verdict."""
         bus = self._bus_for(plugin)
+        scope = self._scope(plugin)
         # Every candidate's command was written to this connection before the crash event was
         # handled (the router writes a command before it awaits anything), so each barrier follows.
-        answers = await asyncio.gather(
-            *(self._ask(bus, plugin, number, candidates) for number in range(1, MAX_REPLICAS + 1))
-        )
+        source, timeout = self._source, self._timeout
+        asks = [
+            *(
+                ask_replica(bus, plugin, number, candidates, source=source, timeout=timeout)
+                for number in (range(1, MAX_REPLICAS + 1) if scope.here else ())
+            ),
+            *(
+                ask_host(bus, host, plugin, candidates, source=source, timeout=self._host_timeout)
+                for host in scope.hosts
+            ),
+        ]
+        answers = await asyncio.gather(*asks)
         held = frozenset().union(*(answer.held for answer in answers))
-        silent = tuple(answer.replica for answer in answers if not answer.decisive)
+        silent = tuple(answer.who for answer in answers if not answer.decisive)
         unheld = tuple(cid for cid in candidates if cid not in held)
         if silent:
             return BarrierVerdict(plugin=plugin, replica=replica, lost=(), undecided=unheld, silent=silent)
         return BarrierVerdict(plugin=plugin, replica=replica, lost=unheld, undecided=(), silent=())
-
-    async def _ask(self, bus: EventBus, plugin: str, number: int, candidates: tuple[str, ...]) -> _Answer:
-        try:
-            reply = await bus.request(
-                barrier_subject(plugin, number),
-                {"ids": list(candidates)},
-                self._source,
-                timeout=self._timeout,
-                event_type="barrier",
-            )
-        except RoseyError as exc:
-            # NoResponders: nobody serves that number, so nobody there holds anything. Anything else
-            # (a timeout, the bus down, a malformed answer): that number decides nothing.
-            return _Answer(replica=number, held=frozenset(), decisive=isinstance(exc, NoResponders))
-        raw = reply.data.get("held")
-        held = frozenset(cid for cid in raw if isinstance(cid, str)) if isinstance(raw, list) else frozenset()
-        return _Answer(replica=number, held=held, decisive=reply.data.get("complete") is True)

@@ -40,7 +40,7 @@ from bot.rosey.errors import (
 )
 from bot.rosey.plugins.declared_commands import HELP_COMMAND
 from bot.rosey.services.access import AccessPolicy
-from bot.rosey.services.replica_barrier import BarrierVerdict, ReplicaBarrier  # s-inflight
+from bot.rosey.services.replica_barrier import BarrierScope, BarrierVerdict, ReplicaBarrier  # s-inflight
 from bot.rosey.supervision.lifecycle import LifecycleEvent
 from bot.rosey.supervision.status import PluginState
 
@@ -166,6 +166,7 @@ class CoreRouter:
         files: ClaimFile | None = None,
         help: HelpCommand | None = None,
         bus_for: Callable[[str], EventBus | None] | None = None,  # s-host
+        barrier_scope: Callable[[str], BarrierScope] | None = None,
     ) -> None:
         self.bus = bus
         # s-host: a plugin on another host is asked on the hub's connection for that host (the
@@ -187,9 +188,11 @@ class CoreRouter:
         self._in_flight: dict[str, set[_Waiter]] = {}
         self._chat_tasks: set[asyncio.Task[None]] = set()
         # s-inflight (issue 16): finds the commands a dead replica was handed but never read.
+        # Plugins on hosts: the hub says where their processes are (hosts/hub.py barrier_scope).
         self._barrier = ReplicaBarrier(
             lambda plugin: (self._bus_for(plugin) if self._bus_for is not None else None) or self.bus,
             source=source,
+            scope=barrier_scope,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -622,11 +625,9 @@ class CoreRouter:
                 waiter.resend = held is not None and crash.idempotent and not waiter.resent
                 waiter.task.cancel()
         # --- s-inflight (issue 16): what NATS handed the dead replica but it never read is in no
-        # ledger; a barrier through the live replicas finds it (services/replica_barrier.py).
-        # s-spread: not for a plugin on other hosts: the barrier subjects do not cross the leaf
-        # (every number would say "no responders", and a live host's commands be failed).
-        remote = self._bus_for is not None and plugin is not None and self._bus_for(plugin) is not None
-        if held is not None and crash.replica is not None and plugin and not remote:
+        # ledger; a barrier through the live replicas finds it (services/replica_barrier.py), on
+        # this server and, for a plugin on hosts, through each connected host carrying it.
+        if held is not None and crash.replica is not None and plugin:
             rest = [w.correlation_id for w in waiting if w.crash_reason is None and w.correlation_id]
             self._barrier.after_crash(
                 plugin,
@@ -634,6 +635,11 @@ class CoreRouter:
                 rest,
                 lambda verdict: self._fail_lost(verdict, reason, idempotent=crash.idempotent),
             )
+
+    async def barrier_verdict(self, plugin: str, candidates: tuple[str, ...]) -> BarrierVerdict:
+        """Which of ``candidates`` (``plugin``'s commands in flight) no live process of it holds:
+        the barrier without a crashed replica (a lost host's, see hosts/spread.py)."""
+        return await self._barrier.verdict(plugin, 0, candidates)
 
     def _fail_lost(self, verdict: BarrierVerdict, reason: str, *, idempotent: bool) -> None:
         """s-inflight: the crash reply (or one re-send) for the commands the barrier found lost."""
