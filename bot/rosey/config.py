@@ -79,9 +79,11 @@ DEFAULT_COMMAND_TIMEOUT = 10.0
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_PAYLOAD_CEILING = 64 * 1024 * 1024
 # What a plugin may send into NATS, per second. The echo example at the most commands/s the core
-# sends (~12k/s, each answered on two subjects) publishes ~24k messages and ~6 MB per second;
-# one Python process flooding reaches 100k-550k small messages or 300-800 MB per second.
-DEFAULT_MAX_PUBLISH_RATE = 50_000.0
+# sends (each answered on two subjects) publishes 32-45k messages per second since issue 17's
+# faster command path (it was ~24k; measured by tests/security/test_bus_flood.py's busy-plugin
+# test, 2026-12-02), and ~6-10 MB; one Python process flooding reaches 100k-550k small messages or
+# 300-800 MB per second. 50k killed that busy echo once in CI: twice its rate is the limit now.
+DEFAULT_MAX_PUBLISH_RATE = 100_000.0
 DEFAULT_MAX_PUBLISH_BYTES_RATE = 50_000_000.0
 # Each subscription is a copy of every matching message; the SDK holds 3, a plugin listening to
 # chat events one or a few more.

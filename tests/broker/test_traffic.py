@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 
 from bot.rosey.broker.nats_server import NatsServer, NatsServerConfig, NatsUser
-from bot.rosey.broker.traffic import ConnectionCount, TrafficConfig, TrafficMonitor, read_connz
+from bot.rosey.broker.traffic import ConnectionCount, TrafficConfig, TrafficMonitor, read_connz, server_time
 from bot.rosey.errors import NatsMonitorError
 from bot.rosey.supervision.flood import PluginTraffic
 
@@ -125,9 +125,50 @@ async def test_a_large_answer_is_read_to_its_end() -> None:
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        counts, total = await read_connz(f"http://127.0.0.1:{port}")
+        page = await read_connz(f"http://127.0.0.1:{port}")
+        counts, total = page.connections, page.total
     finally:
         server.close()
         await server.wait_closed()
     assert len(body) > 700_000 and total == 4000
     assert counts[-1] == ConnectionCount(cid=3999, user="plugin_3999", in_msgs=3999, in_bytes=7998)
+
+
+def test_the_servers_now_is_read_to_the_nanosecond() -> None:
+    assert server_time("2026-12-02T22:31:05.123456789Z") == pytest.approx(1796250665.123456789)
+    assert server_time("2026-12-02T22:31:05Z") == 1796250665.0
+    for odd in (None, 5, "", "yesterday", "2026-12-02T22:31:05+01:00", "2026-13-02T22:31:05Z"):
+        assert server_time(odd) is None, odd
+
+
+async def test_a_late_answer_does_not_inflate_the_rate() -> None:
+    """Rates are per second of the server's own clock (its ``now``, when it took the counters),
+    not of the moment the request was sent: an answer that arrives late (the bot's loop busy with
+    the very load it measures) held counters from later than that moment."""
+    readings = iter([(0, "2026-12-02T22:00:00.000000000Z"), (1000, "2026-12-02T22:00:01.000000000Z")])
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        if b"state=open" in request:
+            msgs, now = next(readings)
+            connections = [{"cid": 1, "authorized_user": "plugin_a", "in_msgs": msgs, "in_bytes": msgs}]
+        else:
+            connections, now = [], "2026-12-02T22:00:00Z"
+        body = json.dumps({"now": now, "total": len(connections), "connections": connections}).encode()
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        monitor = TrafficMonitor(
+            f"http://127.0.0.1:{port}", {"plugin_a": "a"}, config=TrafficConfig(interval=0.5, window=1.0)
+        )
+        await monitor.sample()
+        # Asked again at once: a second of the server's clock passed, whatever the local one says.
+        rates = await monitor.sample()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert rates["a"].msgs_per_second == pytest.approx(1000.0) and rates["a"].seconds == pytest.approx(1.0)

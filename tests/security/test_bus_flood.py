@@ -62,7 +62,7 @@ async def stopped_for_flood(app: RoseyApp, name: str, timeout: float = 20.0) -> 
 async def test_a_flooding_plugin_is_stopped_for_flood_and_the_canary_never_notices(
     start_rosey: StartRosey, launcher: str, attack: tuple[str, str], limit: dict[str, TomlValue], verdict: str
 ) -> None:
-    # Limits lower than the defaults (50,000 msgs/s, 50 MB/s), which one flooding process beats
+    # Limits lower than the defaults (100,000 msgs/s, 50 MB/s), which one flooding process beats
     # several times over on an idle machine: a flooder starved of CPU on a loaded one beats these.
     rosey = await start_rosey({"flood": {"path": FLOOD, **limit}, "canary": {}}, launcher=launcher)
     assert rosey.app.status().nats.flood_detection == "on"

@@ -104,7 +104,7 @@ class LeafDenials:
         if self.monitor_url is None:
             return None
         try:
-            connections, _ = await read_connz(self.monitor_url, state="all", cid=lid)
+            connections = (await read_connz(self.monitor_url, state="all", cid=lid)).connections
         except NatsMonitorError as exc:
             self.why_unattributed = str(exc)
             logger.debug("leaf connection %d not attributed: %s", lid, exc)
