@@ -8,18 +8,24 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from bot.rosey.cli.client import ask, connect
 from bot.rosey.core.event_bus import EventBus
+from bot.rosey.core.events import Event
 from bot.rosey.runtime import RuntimeInfo, read_runtime
 from tests.cli.conftest import ROSEY, RunningRosey, start_run, user_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+T = TypeVar("T")
+#: What changes the hub's view of its hosts: a heartbeat (rows, and the host's state) and the
+#: hub's own word that a host became connected or lost (hosts/registry.py).
+HOST_NEWS = ("rosey.hosts.*.heartbeat", "rosey.hosts.*.state")
 
 HUB_TOML = """\
 [rosey]
@@ -139,15 +145,37 @@ class Cluster:
     async def rows(self) -> dict[str, dict[str, Any]]:
         return {row["name"]: row for row in (await self.status())["plugins"]}
 
+    async def until_status(self, check: Callable[[dict[str, Any]], T | None], timeout: float) -> T:
+        """``check(status)``'s first answer that is not None: the hub's status read now and again
+        after each heartbeat or host state change the hub sees (no other news changes it)."""
+        bus = await self.hub_bus()
+        news = asyncio.Event()
+
+        async def heard(_event: Event) -> None:
+            news.set()
+
+        subscriptions = [await bus.subscribe(subject, heard) for subject in HOST_NEWS]
+        await bus.flush()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    news.clear()
+                    found = check(await self.status())
+                    if found is not None:
+                        return found
+                    await news.wait()
+        finally:
+            for subscription in subscriptions:
+                await subscription.unsubscribe()
+
     async def wait_host_label(self, plugin: str, label: str, timeout: float = 15.0) -> dict[str, Any]:
-        """Until the hub's status shows ``plugin`` with HOST ``label`` (the hub's state is a
-        function of time since the last heartbeat: asked again on each heartbeat's worth)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                row = (await self.rows()).get(plugin, {})
-                if row.get("host") == label:
-                    return row
-                await asyncio.sleep(0.2)
+        """Until the hub's status shows ``plugin`` with HOST ``label``."""
+
+        def labelled(status: dict[str, Any]) -> dict[str, Any] | None:
+            row = next((r for r in status["plugins"] if r["name"] == plugin), {})
+            return row if row.get("host") == label else None
+
+        return await self.until_status(labelled, timeout)
 
 
 async def start_cluster(tmp_path: Path, launcher: str | None = None, hub_extra: str = "") -> Cluster:

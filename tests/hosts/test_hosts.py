@@ -15,6 +15,7 @@ from bot.rosey.broker.leaf import host_inbox_prefix
 from bot.rosey.cli.client import ask, connect
 from bot.rosey.core.event_bus import EventBus
 from bot.rosey.core.events import Event
+from bot.rosey.hosts.registry import host_state_subject
 from tests.cli.conftest import ROSEY, rosey, user_env
 from tests.hosts.conftest import DISABLED_IRC, Cluster, start_cluster, stop_cluster
 
@@ -73,12 +74,12 @@ async def test_a_remote_plugin_crashing_mid_command_fails_it_at_once(cluster: Cl
     code, out, err = await rosey("send", "far_echo", "crash", cwd=cluster.hub.workdir, timeout=15)
     assert code == 1, out + err
     assert "crash" in (out + err).lower()
-    async with asyncio.timeout(20):  # restarted on its host, seen from the hub
-        while True:
-            row = (await cluster.rows())["far_echo"]
-            if row["state"] == "running" and row["pid"] != before["pid"]:
-                break
-            await asyncio.sleep(0.2)
+
+    def restarted(status: dict[str, Any]) -> dict[str, Any] | None:  # on its host, seen from the hub
+        row = next(r for r in status["plugins"] if r["name"] == "far_echo")
+        return row if row["state"] == "running" and row["pid"] != before["pid"] else None
+
+    row = await cluster.until_status(restarted, 20)
     assert row["restarts"] >= 1
 
 
@@ -116,9 +117,20 @@ async def test_logs_follow_of_a_remote_plugin_streams_from_its_host(cluster: Clu
 
 async def test_a_lost_host_fails_fast_with_a_clear_reply_and_comes_back(cluster: Cluster) -> None:
     await cluster.wait_host_label("far_echo", "b")
+    bus = await cluster.hub_bus()
+    states: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_state(event: Event) -> None:
+        states.put_nowait(event.data)
+
+    watch = await bus.subscribe(host_state_subject("b"), on_state)
+    await bus.flush()
     await cluster.host.kill()
     row = await cluster.wait_host_label("far_echo", "b (lost)")
     assert "silent" in (row["reason"] or "")
+    # The hub said so itself (no heartbeat comes from a dead host to wake a watcher).
+    said = await asyncio.wait_for(states.get(), 10)
+    assert said == {"host": "b", "state": "lost", "previous": "connected"}, said
     # The command timeout is 30 s and rosey() gives up after 15: only a fail-fast reply passes.
     code, out, err = await rosey("send", "far_echo", "hi", cwd=cluster.hub.workdir, timeout=15)
     assert code != 0
@@ -131,6 +143,9 @@ async def test_a_lost_host_fails_fast_with_a_clear_reply_and_comes_back(cluster:
     # Back: start the same host again.
     await cluster.host.start()
     await cluster.wait_host_label("far_echo", "b")
+    said = await asyncio.wait_for(states.get(), 10)
+    assert said == {"host": "b", "state": "connected", "previous": "lost"}, said
+    await watch.unsubscribe()
     code, out, err = await rosey("send", "far_echo", "again", cwd=cluster.hub.workdir)
     assert code == 0 and "far: again" in out, err
 

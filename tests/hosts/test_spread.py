@@ -50,7 +50,7 @@ enabled = false
 {DISABLED_IRC}"""
 
 
-def host_toml(name: str, leaf_url: str, replicas: int) -> str:
+def host_toml(name: str, leaf_url: str, replicas: int, plugin_file: str = "spread_echo.py") -> str:
     return f"""\
 [rosey]
 entry_points = false
@@ -62,7 +62,7 @@ credentials = "{name}.credentials"
 heartbeat_interval = 0.2
 
 [plugins.{PLUGIN}]
-path = "{FIXTURES / "spread_echo.py"}"
+path = "{FIXTURES / plugin_file}"
 replicas = {replicas}
 """
 
@@ -108,21 +108,20 @@ class Spread:
                 self.answered.clear()
                 await self.answered.wait()
 
-    async def rows(self) -> list[dict[str, Any]]:
-        return [r for r in (await self.cluster.status())["plugins"] if r["name"].split("#")[0] == PLUGIN]
-
     async def wait_rows(self, want: Counter[str], timeout: float = 20.0) -> list[dict[str, Any]]:
         """Until the hub's status has ``want`` (host label -> running rows)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                rows = await self.rows()
-                seen = Counter(r["host"] for r in rows if r["state"] == "running" or "lost" in r["host"])
-                if seen == want:
-                    return rows
-                await asyncio.sleep(0.2)
+
+        def as_wanted(status: dict[str, Any]) -> list[dict[str, Any]] | None:
+            rows = [r for r in status["plugins"] if r["name"].split("#")[0] == PLUGIN]
+            seen = Counter(r["host"] for r in rows if r["state"] == "running" or "lost" in r["host"])
+            return rows if seen == want else None
+
+        return await self.cluster.until_status(as_wanted, timeout)
 
 
-async def start_spread(tmp_path: Path, launcher: str | None = None) -> Spread:
+async def start_spread(
+    tmp_path: Path, launcher: str | None = None, plugin_file: str = "spread_echo.py"
+) -> Spread:
     hub_dir = tmp_path / "hub"
     hub_dir.mkdir()
     (hub_dir / "rosey.toml").write_text(HUB_TOML)
@@ -136,7 +135,7 @@ async def start_spread(tmp_path: Path, launcher: str | None = None) -> Spread:
             workdir.mkdir()
             shutil.copy(state / f"{name}.credentials", workdir / f"{name}.credentials")
             (workdir / f"{name}.credentials").chmod(0o600)
-            (workdir / "rosey.toml").write_text(host_toml(name, leaf_url, replicas))
+            (workdir / "rosey.toml").write_text(host_toml(name, leaf_url, replicas, plugin_file))
             host = Host(workdir, launcher, name=name)
             await host.start()
             hosts.append(host)
@@ -219,6 +218,38 @@ async def test_a_plugin_spread_over_two_hosts_survives_losing_one_under_load(
         await spread.wait_rows(Counter({"b (lost)": 2, "c (lost)": 1}))
         reply = await spread.ask(f"!{PLUGIN} anyone")
         assert "is on hosts 'b', 'c', which are unreachable" in reply["text"], reply
+    finally:
+        await stop_spread(spread)
+
+
+async def test_an_idempotent_plugins_commands_on_a_lost_host_are_answered_by_the_other(
+    tmp_path: Path,
+) -> None:
+    """``idempotent = True``: the commands that were on host b when its `rosey host` was killed are
+    sent once more, to host c (the survivors' barrier answers say the plugin is idempotent), so
+    every command under ~200/s gets the plugin's answer."""
+    spread = await start_spread(tmp_path, plugin_file="spread_echo_idempotent.py")
+    try:
+        await spread.wait_rows(Counter({"b": 2, "c": 1}))
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                await spread.say(f"!{PLUGIN} work")
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.create_task(load())
+        await spread.until(lambda: len(spread.replies) >= 40, 20)
+        await spread.b.kill()
+        await spread.wait_rows(Counter({"b (lost)": 2, "c": 1}))
+        mark = spread.sent
+        await spread.until(lambda: len([m for m in spread.replies if int(m[1:]) > mark]) >= 50, 20)
+        stop.set()
+        await sender
+        await spread.until(lambda: len(spread.replies) >= spread.sent, 20)
+        kinds = Counter(r["kind"] for r in spread.replies.values())
+        odd = [r.get("text") for r in spread.replies.values() if r["kind"] != "result"]
+        assert set(kinds) == {"result"}, (kinds, odd)
     finally:
         await stop_spread(spread)
 

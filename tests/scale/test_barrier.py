@@ -110,10 +110,14 @@ async def test_the_replica_answers_once_its_handler_took_what_came_before(
     await replica_bus.flush()  # the replica's connection has read all three (a PONG follows them)
     # c2 and c3 wait in the subscription's queue behind the held handler: not in the ledger yet.
     stuck = await barrier_reply({"ids": ["c1", "c2", "c3", "c4"]}, ledger, commands, catch_up=0.05)
-    assert stuck == {"held": ["c1"], "complete": False}
+    assert stuck == {"held": ["c1"], "complete": False, "idempotent": False}
     pending = asyncio.create_task(barrier_reply({"ids": ["c1", "c2", "c3", "c4"]}, ledger, commands))
     gate.set()
-    assert await asyncio.wait_for(pending, 10) == {"held": ["c1", "c2", "c3"], "complete": True}
+    assert await asyncio.wait_for(pending, 10) == {
+        "held": ["c1", "c2", "c3"],
+        "complete": True,
+        "idempotent": False,
+    }
     ledger.done("c1")  # answered: still known for a while (its answer may be on its way)
     assert (await barrier_reply({"ids": ["c1", 5]}, ledger, commands))["held"] == ["c1"]
 
@@ -140,6 +144,7 @@ async def test_a_host_answers_for_its_replicas_by_number(router_bus: EventBus, r
         barrier = ReplicaBarrier(lambda _plugin: router_bus, source="test", scope=lambda _plugin: scope)
         verdict = await barrier.verdict("worker", 3, ("a", "b", "c"))
         assert verdict == BarrierVerdict(plugin="worker", replica=3, lost=("b",), undecided=(), silent=())
+        assert not verdict.idempotent
         # Not asked on the hub's server: a stand-in answering there for number 4 is not heard.
         await _replica(router_bus, 4, {"held": ["b"], "complete": True})
         assert (await barrier.verdict("worker", 3, ("a", "b", "c"))).lost == ("b",)
@@ -168,5 +173,30 @@ async def test_a_host_whose_replica_is_silent_or_a_host_that_does_not_answer_dec
         await service.stop()
         verdict = await quick.verdict("worker", 3, ("a",))
         assert verdict.lost == () and set(verdict.silent) == {"host b", "host c"}, verdict
+    finally:
+        await service.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_host_says_its_plugin_is_idempotent_when_its_replicas_do(
+    router_bus: EventBus, replica_bus: EventBus, ledger: LedgerWriter
+) -> None:
+    """For a lost host's commands the hub has no crash event saying whether they may run twice:
+    the survivors' answers say it (the SDK's ledger knows the class's ``idempotent = True``)."""
+    ledger.idempotent()
+
+    async def answer(event: Event) -> None:
+        reply = await barrier_reply(event.data, ledger, None)
+        assert event.reply
+        await replica_bus.respond(event, Event(subject=event.reply, data=dict(reply), source="stand-in"))
+
+    await replica_bus.subscribe(barrier_subject("worker", 1), answer)
+    service = HostBarrierService(replica_bus, "c", lambda: _host_plugins(1))
+    await service.start()
+    try:
+        scope = BarrierScope(here=False, hosts=("c",))
+        barrier = ReplicaBarrier(lambda _plugin: router_bus, source="test", scope=lambda _plugin: scope)
+        verdict = await barrier.verdict("worker", 0, ("x",))
+        assert verdict.lost == ("x",) and verdict.idempotent
     finally:
         await service.stop()

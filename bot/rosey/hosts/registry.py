@@ -5,7 +5,10 @@ for ``heartbeat_timeout`` seconds is *lost*: its plugins' rows say so in ``rosey
 the router refuses their commands at once ("plugin 'x' is on host 'b', which is unreachable")
 instead of waiting for the command timeout. The state is computed from the time of the last
 heartbeat whenever someone asks (one dict lookup and a clock read per command); a small task
-only logs the transitions, so the operator's log says when a host went and came back.
+notices the transitions: the operator's log says when a host went and came back, and the hub
+publishes each on ``rosey.hosts.<host>.state`` (:func:`host_state_subject`; ``{"host", "state",
+"previous"}``) for whoever watches the cluster. No host may publish there (its ceiling does not
+allow it), so the event is the hub's word.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bot.rosey.hosts.wire import Heartbeat
 from bot.rosey.plugins.declared_commands import PluginCommands
 from bot.rosey.supervision.status import PluginState, PluginStatus, unavailable_reason
 
-__all__ = ["HostRegistry", "HostState"]
+__all__ = ["HostRegistry", "HostState", "host_state_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,11 @@ class HostState(StrEnum):
     WAITING = "waiting"  # never heard from since the hub started
     CONNECTED = "connected"
     LOST = "lost"
+
+
+def host_state_subject(host: str) -> str:
+    """Where the hub says host ``host`` became connected or lost."""
+    return f"{HOSTS_SUBJECT}.{host}.state"
 
 
 class HostRegistry:
@@ -57,6 +65,7 @@ class HostRegistry:
         self._logged: dict[str, HostState] = {}
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()  # state events being published
         # --- s-remote: the remote plugins' declared commands (plugin -> them), as their hosts last
         # said; ``on_commands(host, its plugins' commands)`` when that changes.
         self.declared: dict[str, PluginCommands] = {}
@@ -76,6 +85,8 @@ class HostRegistry:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        if self._announcing:
+            await asyncio.gather(*self._announcing, return_exceptions=True)
         for subscription in (self._subscription, self._commands_subscription):
             if subscription is not None:
                 with contextlib.suppress(Exception):
@@ -211,6 +222,14 @@ class HostRegistry:
             logger.info("host %s connected (%s)", host, ", ".join(self.hosts[host].plugins))
         elif state is HostState.LOST:
             logger.warning("host %s lost: no heartbeat for %.0f s", host, self.timeout)
+        task = asyncio.get_running_loop().create_task(self._announce(host, state, previous))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, host: str, state: HostState, previous: HostState | None) -> None:
+        data = {"host": host, "state": state.value, "previous": previous.value if previous else None}
+        with contextlib.suppress(Exception):  # the bus down: the log line above still says it
+            await self.bus.publish(host_state_subject(host), data, "rosey-hub")
 
     async def _log_transitions(self) -> None:
         while True:

@@ -110,7 +110,11 @@ class HostBarrierService:
             )
         )
         held = frozenset().union(*(answer.held for answer in answers))
-        return {"held": sorted(held), "complete": all(answer.decisive for answer in answers)}
+        return {
+            "held": sorted(held),
+            "complete": all(answer.decisive for answer in answers),
+            "idempotent": any(answer.idempotent for answer in answers),
+        }
 
 
 class LossHandler:
@@ -175,6 +179,8 @@ class LossHandler:
                 previous=PluginState.RUNNING,
                 reason=f"its host '{host}' became unreachable",
                 in_flight=verdict.lost,
+                # A survivor's replicas said the plugin is idempotent: the router sends them again.
+                idempotent=verdict.idempotent,
             )
             with contextlib.suppress(RoseyError, OSError):
                 await self.core.publish_event(

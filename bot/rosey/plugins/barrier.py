@@ -41,6 +41,8 @@ class BarrierReply(TypedDict):
 
     held: list[str]
     complete: bool
+    #: The plugin class says ``idempotent = True``: the hub may send a lost host's commands again.
+    idempotent: bool
 
 
 def barrier_subject(plugin: str, replica: int | str) -> str:
@@ -74,4 +76,4 @@ async def barrier_reply(
             # The command handler is held by back-pressure (every slot busy): a short poll, on
             # this rare path only, instead of a hook on every command.
             await asyncio.sleep(_POLL)
-    return BarrierReply(held=ledger.holds(ids), complete=complete)
+    return BarrierReply(held=ledger.holds(ids), complete=complete, idempotent=ledger.declared_idempotent)

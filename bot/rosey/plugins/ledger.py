@@ -48,6 +48,7 @@ class LedgerWriter:
         self._tracking = fd is not None
         self._open: set[str] = set()
         self._recent: deque[str] = deque(maxlen=RECENT_DONE)
+        self.declared_idempotent = False  # said in the barrier's answer (a lost host's commands)
 
     @classmethod
     def from_environment(cls) -> LedgerWriter:
@@ -84,6 +85,7 @@ class LedgerWriter:
         return [cid for cid in correlation_ids if cid in self._open or cid in recent]
 
     def idempotent(self) -> None:
+        self.declared_idempotent = True
         self._write(IDEMPOTENT_LINE)
 
 

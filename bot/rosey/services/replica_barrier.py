@@ -77,6 +77,9 @@ class BarrierVerdict:
     undecided: tuple[str, ...]
     #: Who did not answer in full: ``replica 2``, ``host b``.
     silent: tuple[str, ...]
+    #: A live process said its plugin is idempotent: the lost commands may be sent again (the hub
+    #: learns it here for a lost host's commands; a replica's own crash event says it too).
+    idempotent: bool = False
 
     def __post_init__(self) -> None:
         if set(self.lost) & set(self.undecided):
@@ -90,6 +93,7 @@ class BarrierAnswer:
     who: str  # "replica 2", "host b"
     held: frozenset[str]
     decisive: bool  # answered in full, or nobody serves that number
+    idempotent: bool = False  # the plugin says its commands may run twice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +122,12 @@ async def ask_replica(
         # NoResponders: nobody serves that number, so nobody there holds anything. Anything else
         # (a timeout, the bus down, a malformed answer): that number decides nothing.
         return BarrierAnswer(who=who, held=frozenset(), decisive=isinstance(exc, NoResponders))
-    return BarrierAnswer(who=who, held=_held(reply.data), decisive=reply.data.get("complete") is True)
+    return BarrierAnswer(
+        who=who,
+        held=_held(reply.data),
+        decisive=reply.data.get("complete") is True,
+        idempotent=reply.data.get("idempotent") is True,
+    )
 
 
 async def ask_host(
@@ -145,7 +154,9 @@ async def ask_host(
     except RoseyError:  # NoResponders too: a connected host always serves it
         return BarrierAnswer(who=who, held=frozenset(), decisive=False)
     complete = reply.data.get("ok") is True and reply.data.get("complete") is True
-    return BarrierAnswer(who=who, held=_held(reply.data), decisive=complete)
+    return BarrierAnswer(
+        who=who, held=_held(reply.data), decisive=complete, idempotent=reply.data.get("idempotent") is True
+    )
 
 
 def _held(data: dict[str, object]) -> frozenset[str]:
@@ -247,6 +258,16 @@ class ReplicaBarrier:
         held = frozenset().union(*(answer.held for answer in answers))
         silent = tuple(answer.who for answer in answers if not answer.decisive)
         unheld = tuple(cid for cid in candidates if cid not in held)
+        idempotent = any(answer.idempotent for answer in answers)
         if silent:
-            return BarrierVerdict(plugin=plugin, replica=replica, lost=(), undecided=unheld, silent=silent)
-        return BarrierVerdict(plugin=plugin, replica=replica, lost=unheld, undecided=(), silent=())
+            return BarrierVerdict(
+                plugin=plugin,
+                replica=replica,
+                lost=(),
+                undecided=unheld,
+                silent=silent,
+                idempotent=idempotent,
+            )
+        return BarrierVerdict(
+            plugin=plugin, replica=replica, lost=unheld, undecided=(), silent=(), idempotent=idempotent
+        )
