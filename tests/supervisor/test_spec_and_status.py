@@ -52,7 +52,7 @@ def test_config_limits_are_the_plugin_tables_values() -> None:
         max_processes=2,
         max_threads=64,
         max_disk_mb=1024,
-        max_publish_rate=50_000,
+        max_publish_rate=100_000,
         max_publish_bytes_rate=50_000_000,
         max_subscriptions=1_000,
     )
