@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import nats
 import pytest
@@ -108,6 +109,19 @@ async def test_an_unreachable_or_wrong_endpoint_is_a_monitor_error(server: NatsS
         await read_connz(server.url)
 
 
+@contextlib.asynccontextmanager
+async def monitoring_endpoint(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A stand-in for nats-server's monitoring port on loopback, answering with ``answer``; its URL."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_large_answer_is_read_to_its_end() -> None:
     """A few thousand connections make an answer of megabytes, which arrives in many reads."""
     connections = [
@@ -122,14 +136,9 @@ async def test_a_large_answer_is_read_to_its_end() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        page = await read_connz(f"http://127.0.0.1:{port}")
+    async with monitoring_endpoint(answer) as url:
+        page = await read_connz(url)
         counts, total = page.connections, page.total
-    finally:
-        server.close()
-        await server.wait_closed()
     assert len(body) > 700_000 and total == 4000
     assert counts[-1] == ConnectionCount(cid=3999, user="plugin_3999", in_msgs=3999, in_bytes=7998)
 
@@ -159,16 +168,9 @@ async def test_a_late_answer_does_not_inflate_the_rate() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        monitor = TrafficMonitor(
-            f"http://127.0.0.1:{port}", {"plugin_a": "a"}, config=TrafficConfig(interval=0.5, window=1.0)
-        )
+    async with monitoring_endpoint(answer) as url:
+        monitor = TrafficMonitor(url, {"plugin_a": "a"}, config=TrafficConfig(interval=0.5, window=1.0))
         await monitor.sample()
         # Asked again at once: a second of the server's clock passed, whatever the local one says.
         rates = await monitor.sample()
-    finally:
-        server.close()
-        await server.wait_closed()
     assert rates["a"].msgs_per_second == pytest.approx(1000.0) and rates["a"].seconds == pytest.approx(1.0)

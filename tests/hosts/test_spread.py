@@ -15,6 +15,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,24 @@ class Spread:
         await (await self.cluster.hub_bus()).publish("rosey.adapters.irc.events.message", line, "test")
         return mid
 
+    def start_load(self) -> Callable[[], Awaitable[None]]:
+        """Send ``!spread_echo work`` through the hub's chat path, ~200 a second (paced: the load,
+        not a wait), until the returned function is awaited."""
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                await self.say(f"!{PLUGIN} work")
+                await asyncio.sleep(0.005)
+
+        sender = asyncio.create_task(load())
+
+        async def stop_load() -> None:
+            stop.set()
+            await sender
+
+        return stop_load
+
     async def ask(self, text: str, timeout: float = 15.0) -> dict[str, Any]:
         mid = await self.say(text)
         await self.until(lambda: mid in self.replies, timeout)
@@ -171,14 +190,7 @@ async def test_a_plugin_spread_over_two_hosts_survives_losing_one_under_load(
         assert code == 0 and "spread" in out, err
 
         # ~200 commands/s; both hosts answer some (NATS spreads the group over the leaf connections).
-        stop = asyncio.Event()
-
-        async def load() -> None:
-            while not stop.is_set():
-                await spread.say(f"!{PLUGIN} work")
-                await asyncio.sleep(0.005)
-
-        sender = asyncio.create_task(load())
+        stop_load = spread.start_load()
 
         def answered_by() -> set[str]:
             hosts = set()
@@ -195,8 +207,7 @@ async def test_a_plugin_spread_over_two_hosts_survives_losing_one_under_load(
         # Go on for a while after the hub saw it lost: these are all host c's.
         mark = spread.sent
         await spread.until(lambda: len([m for m in spread.replies if int(m[1:]) > mark]) >= 100, 20)
-        stop.set()
-        await sender
+        await stop_load()
         # Every command gets its answer, none waits for the 30 s command timeout.
         await spread.until(lambda: len(spread.replies) >= spread.sent, 20)
         kinds = Counter(r["kind"] for r in spread.replies.values())
@@ -231,21 +242,13 @@ async def test_an_idempotent_plugins_commands_on_a_lost_host_are_answered_by_the
     spread = await start_spread(tmp_path, plugin_file="spread_echo_idempotent.py")
     try:
         await spread.wait_rows(Counter({"b": 2, "c": 1}))
-        stop = asyncio.Event()
-
-        async def load() -> None:
-            while not stop.is_set():
-                await spread.say(f"!{PLUGIN} work")
-                await asyncio.sleep(0.005)
-
-        sender = asyncio.create_task(load())
+        stop_load = spread.start_load()
         await spread.until(lambda: len(spread.replies) >= 40, 20)
         await spread.b.kill()
         await spread.wait_rows(Counter({"b (lost)": 2, "c": 1}))
         mark = spread.sent
         await spread.until(lambda: len([m for m in spread.replies if int(m[1:]) > mark]) >= 50, 20)
-        stop.set()
-        await sender
+        await stop_load()
         await spread.until(lambda: len(spread.replies) >= spread.sent, 20)
         kinds = Counter(r["kind"] for r in spread.replies.values())
         odd = [r.get("text") for r in spread.replies.values() if r["kind"] != "result"]
@@ -267,14 +270,7 @@ async def test_commands_a_killed_replica_on_a_host_never_read_get_the_crash_repl
     try:
         rows = await spread.wait_rows(Counter({"b": 2, "c": 1}))
         victim = next(r["pid"] for r in rows if r["host"] == "b")
-        stop = asyncio.Event()
-
-        async def load() -> None:
-            while not stop.is_set():
-                await spread.say(f"!{PLUGIN} work")
-                await asyncio.sleep(0.005)
-
-        sender = asyncio.create_task(load())
+        stop_load = spread.start_load()
         await spread.until(lambda: len(spread.replies) >= 20, 20)
         os.kill(victim, signal.SIGSTOP)
         stopped_at = len(spread.replies)
@@ -283,8 +279,7 @@ async def test_commands_a_killed_replica_on_a_host_never_read_get_the_crash_repl
         os.kill(victim, signal.SIGKILL)
         killed_at, sent_at_kill = time.monotonic(), spread.sent
         await spread.until(lambda: len(spread.replies) >= sent_at_kill + 60, 20)
-        stop.set()
-        await sender
+        await stop_load()
         await spread.until(lambda: len(spread.replies) >= spread.sent, 20)  # none waits for the timeout
         kinds = Counter(r["kind"] for r in spread.replies.values())
         odd = [r.get("text") for r in spread.replies.values() if r["kind"] not in ("result", "crashed")]

@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -149,3 +150,17 @@ async def stack_factory(core_bus: EventBus, nats_url: str, tmp_path: Path) -> As
     yield make
     for stack in stacks:
         await teardown_stack(stack)
+
+
+def measured_process(pid: int, data_dir: Path) -> PluginProcess:
+    """What the disk watch reads of a plugin process: ``pid`` runs the plugin's code (no PID
+    namespace: it is also the supervised one), ``data_dir`` is its data directory."""
+    return cast(
+        PluginProcess, SimpleNamespace(pid=pid, measured_pid=pid, data_dir=data_dir, psutil_process=None)
+    )
+
+
+def disk_target(process: PluginProcess, data_dir: Path, quota_mb: int) -> Any:
+    """A supervisor's plugin as the disk guard reads it (and writes back ``disk``): named "w"."""
+    spec = PluginSpec(name="w", path=data_dir / "w.py", limits=Limits(max_disk_mb=quota_mb))
+    return SimpleNamespace(name="w", process=process, spec=spec, disk=None)

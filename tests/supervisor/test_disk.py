@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.supervision import disk
 from bot.rosey.supervision.disk import DiskUsage, DiskWatch, measure, quota_violation, walk
+from tests.supervisor.conftest import measured_process
 
 pytestmark = pytest.mark.no_nats
 
@@ -131,10 +130,7 @@ async def test_disk_watch_walks_at_start_and_again_only_when_writes_could_cross_
         return await real_measure(root, **options)
 
     monkeypatch.setattr(disk, "measure", counted)
-    process = cast(
-        PluginProcess,
-        SimpleNamespace(pid=os.getpid(), measured_pid=os.getpid(), data_dir=tmp_path, psutil_process=None),
-    )
+    process = measured_process(os.getpid(), tmp_path)  # this test's own process plays the plugin
     watch = DiskWatch()
     assert await watch.check("p", process, 8, children=False) is None
     assert len(walks) == 1  # a new process is measured at once

@@ -19,7 +19,7 @@ from bot.rosey.plugins.plugin_runner import PluginProcess
 from bot.rosey.supervision import disk
 from bot.rosey.supervision.disk import DiskGuard, DiskTarget, DiskWatch
 from bot.rosey.supervision.proc_stats import ProcStat
-from bot.rosey.supervision.spec import Limits, PluginSpec
+from tests.supervisor.conftest import disk_target, measured_process
 
 pytestmark = [pytest.mark.no_nats, pytest.mark.timeout(30)]
 
@@ -131,12 +131,8 @@ async def test_the_disk_guard_freezes_a_process_over_its_quota_and_hands_the_kil
     """On its own thread; the loop hears of it through ``on_over``, the process is stopped at once."""
     writer = start_writer(tmp_path)
     assert writer.stdin is not None
-    process = cast(
-        PluginProcess,
-        SimpleNamespace(pid=writer.pid, measured_pid=writer.pid, data_dir=tmp_path, psutil_process=None),
-    )
-    spec = PluginSpec(name="w", path=tmp_path / "w.py", limits=Limits(max_disk_mb=8))
-    target = SimpleNamespace(name="w", process=process, spec=spec, disk=None)
+    process = measured_process(writer.pid, tmp_path)
+    target = disk_target(process, tmp_path, 8)
     loop = asyncio.get_running_loop()
     over: asyncio.Future[tuple[str, int, str]] = loop.create_future()
 
@@ -169,12 +165,8 @@ async def test_between_full_passes_the_guard_reads_plugins_near_their_quota_and_
     headroom (a 0.1 s pass let 346 MB past a 64 MB quota on this machine's page cache)."""
     writer = start_writer(tmp_path)
     assert writer.stdin is not None
-    process = cast(
-        PluginProcess,
-        SimpleNamespace(pid=writer.pid, measured_pid=writer.pid, data_dir=tmp_path, psutil_process=None),
-    )
-    spec = PluginSpec(name="w", path=tmp_path / "w.py", limits=Limits(max_disk_mb=8))
-    target = SimpleNamespace(name="w", process=process, spec=spec, disk=None)
+    process = measured_process(writer.pid, tmp_path)
+    target = disk_target(process, tmp_path, 8)
     targets: list[DiskTarget] = []
     loop = asyncio.get_running_loop()
     over: asyncio.Future[str] = loop.create_future()
@@ -218,10 +210,7 @@ def test_a_plugin_far_below_its_quota_has_its_write_counter_read_less_often(
         return real_written(*args)
 
     monkeypatch.setattr(disk, "_written", counted)
-    process = cast(
-        PluginProcess,
-        SimpleNamespace(pid=os.getpid(), measured_pid=os.getpid(), data_dir=tmp_path, psutil_process=None),
-    )
+    process = measured_process(os.getpid(), tmp_path)
     watch = DiskWatch()
     assert watch.check_now("far", process, 1024, children=False) is None  # walked: a new process
     assert watch.check_now("far", process, 1024, children=False) is None
